@@ -1,0 +1,314 @@
+"""The backend: compiles constraints into cached programs and fills batches of masks.
+
+:class:`GuidanceBackend` is synchronous and thread-safe; :class:`AsyncGuidanceBackend` runs
+compiles in a bounded thread pool (llguidance drops the GIL while it builds a grammar) so an event
+loop never blocks, and merges concurrent compiles of the same program into one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import llguidance
+import numpy as np
+from numpy.typing import NDArray
+
+from core.bitmask import allocate_bitmask
+from core.cache import ProgramCache
+from core.compiler import (
+    CompiledGrammar,
+    compile_choice,
+    compile_json_schema,
+    compile_lark,
+    compile_regex,
+    compile_template,
+)
+from core.errors import GrammarError
+from core.limits import Limits
+from core.program import CompiledGuidanceProgram, ProgramKind, ProgramSpec, spec_from_kwargs
+from core.session import GuidanceState
+from core.template import GuidanceTemplate
+from core.tokenizers import Tokenizer, load_default_tokenizer, load_tokenizer
+
+__all__ = ["AsyncGuidanceBackend", "GuidanceBackend"]
+
+_OPTIONS: dict[str, set[str]] = {
+    "template": set(),
+    "json_schema": {"whitespace"},
+    "regex": set(),
+    "grammar": set(),
+    "choice": set(),
+}
+
+
+class GuidanceBackend:
+    """Compiles templates, JSON schemas, regexes, Lark grammars and choices into programs.
+
+    Args:
+        tokenizer: a :class:`~core.tokenizers.Tokenizer`, a tokenizer name or ``tokenizer.json``
+            path, or None for the embedded default (Mistral tekken, 131,072 ids).
+        vocab_size: the model's logits width, when wider than the tokenizer (extra ids are never
+            allowed).
+        max_cache_size: most programs kept in the LRU cache.
+        max_cache_bytes: most bytes kept in the cache (see :class:`~core.cache.ProgramCache`).
+        limits: compile and run limits; defaults to :class:`~core.limits.Limits`.
+        num_threads: threads for batched mask fills (default: every CPU).
+    """
+
+    def __init__(
+        self,
+        tokenizer: Tokenizer | str | None = None,
+        vocab_size: int | None = None,
+        max_cache_size: int = 256,
+        *,
+        max_cache_bytes: int = 256 * 1024 * 1024,
+        limits: Limits | None = None,
+        num_threads: int | None = None,
+    ) -> None:
+        if tokenizer is None:
+            tokenizer = load_default_tokenizer()
+        elif isinstance(tokenizer, str):
+            tokenizer = load_tokenizer(tokenizer)
+        self.tokenizer: Tokenizer = tokenizer
+        self.vocab_size = max(vocab_size or 0, tokenizer.vocab_size)
+        self.limits = limits or Limits()
+        self.cache = ProgramCache(max_cache_size, max_cache_bytes)
+        self._num_threads = num_threads or os.cpu_count() or 1
+        self._executor: llguidance.LLExecutor | None = None
+
+    # -- compiling
+    def compile(self, spec: ProgramSpec, tokenizer: Tokenizer | None = None) -> tuple[CompiledGuidanceProgram, bool]:
+        """Compile ``spec`` (or take it from the cache); returns ``(program, cached)``."""
+        tok = tokenizer or self.tokenizer
+        unknown = set(spec.options) - _OPTIONS[spec.kind]
+        if unknown:
+            raise GrammarError(f"unknown option(s) for {spec.kind}: {', '.join(sorted(unknown))}")
+        key = self.program_id(spec, tok)
+        return self.cache.get_or_compile(key, lambda: self._build(key, spec, tok))
+
+    def program_id(self, spec: ProgramSpec, tokenizer: Tokenizer | None = None) -> str:
+        """The content-hash id ``spec`` has for a vocabulary (equal across machines)."""
+        tok = tokenizer or self.tokenizer
+        vocab = max(self.vocab_size, tok.vocab_size) if tok is self.tokenizer else tok.vocab_size
+        return spec.cache_key(f"{tok.fingerprint}:{vocab}")
+
+    def _build(self, key: str, spec: ProgramSpec, tok: Tokenizer) -> CompiledGuidanceProgram:
+        start = time.perf_counter()
+        compiled = self._compile_grammar(spec, tok)
+        vocab = self.vocab_size if tok is self.tokenizer else None
+        program = CompiledGuidanceProgram(
+            key, spec, compiled, tok, self.limits, (time.perf_counter() - start) * 1000, vocab
+        )
+        program.compile_ms = (time.perf_counter() - start) * 1000
+        return program
+
+    def _compile_grammar(self, spec: ProgramSpec, tok: Tokenizer) -> CompiledGrammar:
+        ll, limits = tok.ll, self.limits
+        if spec.kind == "template":
+            if not isinstance(spec.source, str):
+                raise GrammarError("template must be a string")
+            return compile_template(GuidanceTemplate(spec.source, spec.variables, limits), ll, limits)
+        if spec.variables:
+            raise GrammarError("variables apply to templates only")
+        if spec.kind == "json_schema":
+            ws = spec.options.get("whitespace")
+            if ws is not None and (not isinstance(ws, int) or isinstance(ws, bool) or not 0 <= ws <= 64):
+                raise GrammarError("option whitespace must be an integer from 0 to 64")
+            return compile_json_schema(spec.source, ll, limits, ws)
+        if spec.kind == "regex":
+            return compile_regex(spec.source, ll, limits)
+        if spec.kind == "grammar":
+            return compile_lark(spec.source, ll, limits)
+        return compile_choice(spec.source, ll, limits)
+
+    def _compile_kind(
+        self,
+        kind: ProgramKind,
+        source: Any,
+        variables: Mapping[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+        tokenizer: Tokenizer | None = None,
+    ) -> CompiledGuidanceProgram:
+        return self.compile(spec_from_kwargs(kind, source, variables, options), tokenizer)[0]
+
+    def compile_template(
+        self, template: str, variables: Mapping[str, Any] | None = None, *, tokenizer: Tokenizer | None = None
+    ) -> CompiledGuidanceProgram:
+        """Compile a template with its compile-time variables."""
+        return self._compile_kind("template", template, variables, None, tokenizer)
+
+    def compile_json_schema(
+        self,
+        schema: Mapping[str, Any] | bool | str,
+        *,
+        whitespace: int | None = None,
+        tokenizer: Tokenizer | None = None,
+    ) -> CompiledGuidanceProgram:
+        """Compile a JSON schema (compact output unless ``whitespace`` allows up to N spaces)."""
+        options = {"whitespace": whitespace} if whitespace else None
+        return self._compile_kind("json_schema", schema, None, options, tokenizer)
+
+    def compile_regex(self, pattern: str, *, tokenizer: Tokenizer | None = None) -> CompiledGuidanceProgram:
+        """Compile a regex that the whole output must match."""
+        return self._compile_kind("regex", pattern, tokenizer=tokenizer)
+
+    def compile_grammar(self, lark: str, *, tokenizer: Tokenizer | None = None) -> CompiledGuidanceProgram:
+        """Compile a Lark grammar (llguidance dialect)."""
+        return self._compile_kind("grammar", lark, tokenizer=tokenizer)
+
+    def compile_choice(self, options: Sequence[str], *, tokenizer: Tokenizer | None = None) -> CompiledGuidanceProgram:
+        """Compile a choice of exactly one of ``options``."""
+        return self._compile_kind("choice", list(options), tokenizer=tokenizer)
+
+    def get_program(self, program_id: str) -> CompiledGuidanceProgram | None:
+        """A cached program by id, or None if it was never compiled here or was evicted."""
+        return self.cache.get(program_id)
+
+    # -- masks
+    def allocate_bitmask(self, batch_size: int) -> NDArray[np.int32]:
+        """An int32 ``[batch_size, ceil(vocab_size / 32)]`` array for this backend's vocabulary."""
+        return allocate_bitmask(batch_size, self.vocab_size)
+
+    @property
+    def executor(self) -> llguidance.LLExecutor:
+        if self._executor is None:
+            self._executor = llguidance.LLExecutor(num_threads=self._num_threads)
+        return self._executor
+
+    def fill_next_token_bitmasks(
+        self, states: Sequence[GuidanceState], bitmask: NDArray[np.int32], rows: Sequence[int] | None = None
+    ) -> None:
+        """Fill one row per state in one llguidance call (parallel, the GIL dropped once).
+
+        All states must share one vocabulary width equal to the bitmask's rows.
+        """
+        if not states:
+            return
+        rows = list(range(len(states))) if rows is None else list(rows)
+        words = states[0].program.mask_words
+        if bitmask.dtype != np.int32 or bitmask.ndim != 2 or not bitmask.flags["C_CONTIGUOUS"]:
+            raise ValueError("bitmask must be a C-contiguous 2-D np.int32 array")
+        if bitmask.shape[1] != words or any(s.program.mask_words != words for s in states):
+            raise ValueError("every state's vocabulary must match the bitmask width")
+        if max(rows) >= bitmask.shape[0] or min(rows) < 0:
+            raise ValueError("row outside the bitmask")
+        program = states[0].program
+        if program.ll_mask_bytes() != words * 4:
+            for s, r in zip(states, rows):
+                s.fill_bitmask(bitmask, r)
+            return
+        pairs = [(s.matcher, r) for s, r in zip(states, rows)]
+        self.executor.unsafe_compute_mask_ptr(pairs, int(bitmask.ctypes.data), words * 4, bitmask.shape[0])
+
+    # -- housekeeping
+    def get_stats(self) -> dict[str, Any]:
+        """Cache figures and the tokenizer in use, as plain JSON-ready values."""
+        return {
+            "cache": self.cache.stats(),
+            "tokenizer": self.tokenizer.name,
+            "vocab_size": self.vocab_size,
+        }
+
+    def clear_cache(self) -> None:
+        """Drop every cached program."""
+        self.cache.clear()
+
+
+class AsyncGuidanceBackend:
+    """:class:`GuidanceBackend` for event loops: compiles run in a bounded pool, single flight.
+
+    Args:
+        backend: the synchronous backend to wrap (or None to build one from ``kwargs``).
+        max_workers: compile threads (bounded: extra compiles queue).
+        kwargs: passed to :class:`GuidanceBackend` when ``backend`` is None.
+    """
+
+    def __init__(self, backend: GuidanceBackend | None = None, *, max_workers: int = 2, **kwargs: Any) -> None:
+        self.backend = backend or GuidanceBackend(**kwargs)
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="guidance-compile")
+        self._inflight: dict[str, asyncio.Future[tuple[CompiledGuidanceProgram, bool]]] = {}
+        self.max_workers = max_workers
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return self.backend.tokenizer
+
+    @property
+    def limits(self) -> Limits:
+        return self.backend.limits
+
+    async def compile(self, spec: ProgramSpec, tokenizer: Tokenizer | None = None) -> tuple[CompiledGuidanceProgram, bool]:
+        """Compile off the event loop; concurrent calls for one program share one compile."""
+        backend = self.backend
+        key = backend.program_id(spec, tokenizer)
+        program = backend.cache.lookup(key)
+        if program is not None:
+            return program, True
+        waiting = self._inflight.get(key)
+        if waiting is not None:
+            program, _ = await asyncio.shield(waiting)
+            return program, True
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._pool, backend.compile, spec, tokenizer)
+        self._inflight[key] = future
+        try:
+            return await asyncio.shield(future)
+        finally:
+            self._inflight.pop(key, None)
+
+    async def _compile_kind(
+        self, kind: ProgramKind, source: Any, variables: Mapping[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None, tokenizer: Tokenizer | None = None,
+    ) -> CompiledGuidanceProgram:
+        return (await self.compile(spec_from_kwargs(kind, source, variables, options), tokenizer))[0]
+
+    async def compile_template(
+        self, template: str, variables: Mapping[str, Any] | None = None, *, tokenizer: Tokenizer | None = None
+    ) -> CompiledGuidanceProgram:
+        """Async :meth:`GuidanceBackend.compile_template`."""
+        return await self._compile_kind("template", template, variables, None, tokenizer)
+
+    async def compile_json_schema(
+        self, schema: Mapping[str, Any] | bool | str, *, whitespace: int | None = None,
+        tokenizer: Tokenizer | None = None,
+    ) -> CompiledGuidanceProgram:
+        """Async :meth:`GuidanceBackend.compile_json_schema`."""
+        options = {"whitespace": whitespace} if whitespace else None
+        return await self._compile_kind("json_schema", schema, None, options, tokenizer)
+
+    async def compile_regex(self, pattern: str, *, tokenizer: Tokenizer | None = None) -> CompiledGuidanceProgram:
+        """Async :meth:`GuidanceBackend.compile_regex`."""
+        return await self._compile_kind("regex", pattern, tokenizer=tokenizer)
+
+    async def compile_grammar(self, lark: str, *, tokenizer: Tokenizer | None = None) -> CompiledGuidanceProgram:
+        """Async :meth:`GuidanceBackend.compile_grammar`."""
+        return await self._compile_kind("grammar", lark, tokenizer=tokenizer)
+
+    async def compile_choice(self, options: Sequence[str], *, tokenizer: Tokenizer | None = None) -> CompiledGuidanceProgram:
+        """Async :meth:`GuidanceBackend.compile_choice`."""
+        return await self._compile_kind("choice", list(options), tokenizer=tokenizer)
+
+    def get_program(self, program_id: str) -> CompiledGuidanceProgram | None:
+        """A cached program by id, or None."""
+        return self.backend.get_program(program_id)
+
+    def allocate_bitmask(self, batch_size: int) -> NDArray[np.int32]:
+        """See :meth:`GuidanceBackend.allocate_bitmask`."""
+        return self.backend.allocate_bitmask(batch_size)
+
+    def get_stats(self) -> dict[str, Any]:
+        """See :meth:`GuidanceBackend.get_stats`."""
+        return self.backend.get_stats()
+
+    def clear_cache(self) -> None:
+        """See :meth:`GuidanceBackend.clear_cache`."""
+        self.backend.clear_cache()
+
+    def close(self) -> None:
+        """Stop the compile pool (running compiles finish)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)

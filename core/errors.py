@@ -1,0 +1,168 @@
+"""Domain errors of the engine: what a client can get wrong.
+
+Everything a caller sends that we refuse raises a subclass of :class:`GuidanceError`.
+Each class carries a stable ``code`` (a short kebab-case string, part of the API) and the
+HTTP status the service answers with; ``service/problems.py`` maps them to RFC 9457 responses
+in one place. Misuse of the library by our own code raises ``TypeError``/``ValueError`` instead:
+those are bugs, not client errors.
+
+    GuidanceError                    code                 status
+    ├── TemplateError                template-invalid     400   (line, column)
+    ├── GrammarError                 grammar-invalid      400   regex, Lark, choice, compile failures
+    │   └── SchemaError              schema-invalid       400   JSON schema refused (names the keyword)
+    ├── TokenizerError               tokenizer-invalid    400   a tokenizer that cannot be loaded
+    ├── LimitExceeded                limit-exceeded       413   a configured limit (names it)
+    ├── InvalidTokens                token-out-of-range   422   ids outside the vocabulary
+    ├── TokenRejected                token-rejected       409   the constraint forbids a token (index)
+    └── NotFound                     not-found            404
+        ├── UnknownTokenizer         tokenizer-not-found  404
+        ├── UnknownProgram           program-not-found    404
+        └── UnknownSession           session-not-found    404
+            └── SessionExpired       session-expired      410
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "GrammarError",
+    "GuidanceError",
+    "InvalidTokens",
+    "LimitExceeded",
+    "NotFound",
+    "SchemaError",
+    "SessionExpired",
+    "TemplateError",
+    "TokenRejected",
+    "TokenizerError",
+    "UnknownProgram",
+    "UnknownSession",
+    "UnknownTokenizer",
+    "excerpt",
+]
+
+_EXCERPT_CHARS = 200
+
+
+def excerpt(text: str, limit: int = _EXCERPT_CHARS) -> str:
+    """Quote at most ``limit`` characters of user input in a message."""
+    text = str(text)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+class GuidanceError(Exception):
+    """Base of every error a client can cause."""
+
+    code = "guidance-error"
+    status = 400
+    title = "Request refused"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra: dict[str, Any] = extra
+
+    def to_dict(self) -> dict[str, Any]:
+        """Fields for a problem document (``code``, ``title``, ``detail`` and extras)."""
+        return {"code": self.code, "title": self.title, "detail": self.detail, **self.extra}
+
+
+class TemplateError(GuidanceError):
+    """A template that does not parse or compile; carries ``line`` and ``column`` (1-based)."""
+
+    code = "template-invalid"
+    title = "Invalid template"
+
+    def __init__(self, detail: str, line: int | None = None, column: int | None = None) -> None:
+        where = f" (line {line}, column {column})" if line is not None else ""
+        super().__init__(detail + where, line=line, column=column)
+        self.line = line
+        self.column = column
+
+
+class GrammarError(GuidanceError):
+    """A regex, Lark grammar or choice list that llguidance refuses."""
+
+    code = "grammar-invalid"
+    title = "Invalid grammar"
+
+
+class SchemaError(GrammarError):
+    """A JSON schema that cannot be compiled (unsupported or contradictory keywords)."""
+
+    code = "schema-invalid"
+    title = "Invalid JSON schema"
+
+
+class TokenizerError(GuidanceError):
+    """A tokenizer definition that cannot be loaded."""
+
+    code = "tokenizer-invalid"
+    title = "Invalid tokenizer"
+
+
+class LimitExceeded(GuidanceError):
+    """A configured limit was reached; ``limit`` names it."""
+
+    code = "limit-exceeded"
+    status = 413
+    title = "Limit exceeded"
+
+    def __init__(self, detail: str, limit: str) -> None:
+        super().__init__(detail, limit=limit)
+        self.limit = limit
+
+
+class InvalidTokens(GuidanceError):
+    """Token ids that are not in the vocabulary at all (negative or too large)."""
+
+    code = "token-out-of-range"
+    status = 422
+    title = "Token id out of range"
+
+    def __init__(self, detail: str, index: int) -> None:
+        super().__init__(detail, index=index)
+        self.index = index
+
+
+class TokenRejected(GuidanceError):
+    """The constraint forbids a token; ``index`` is its position in the request. State unchanged."""
+
+    code = "token-rejected"
+    status = 409
+    title = "Token rejected"
+
+    def __init__(self, detail: str, index: int, token: int) -> None:
+        super().__init__(detail, index=index, token=token)
+        self.index = index
+        self.token = token
+
+
+class NotFound(GuidanceError):
+    """Something named by the request does not exist."""
+
+    code = "not-found"
+    status = 404
+    title = "Not found"
+
+
+class UnknownTokenizer(NotFound):
+    code = "tokenizer-not-found"
+    title = "Unknown tokenizer"
+
+
+class UnknownProgram(NotFound):
+    code = "program-not-found"
+    title = "Unknown program"
+
+
+class UnknownSession(NotFound):
+    code = "session-not-found"
+    title = "Unknown session"
+
+
+class SessionExpired(UnknownSession):
+    code = "session-expired"
+    status = 410
+    title = "Session expired"

@@ -1,0 +1,61 @@
+"""Limits on what one client can make the engine do: one frozen object, passed in.
+
+Every field has a documented default and unit. ``service/settings.py`` builds one from the
+environment; the library itself never reads the environment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import llguidance
+
+__all__ = ["Limits"]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Size, depth and work limits for compiling and running constraints.
+
+    Attributes:
+        max_source_bytes: largest template, JSON schema (serialised), Lark grammar or regex, in bytes.
+        max_nesting_depth: deepest nesting of template blocks and of JSON schema objects/arrays.
+        max_repeat: largest ``min``/``max`` of a ``{{#repeat}}`` block.
+        max_choices: most options in one ``select`` or ``choice`` list.
+        max_tokens_per_accept: most tokens in one accept call.
+        max_items_in_row: llguidance: branching factor of one Earley row.
+        initial_lexer_fuel: llguidance: fuel to build the lexer's regex ASTs (about 50k per ms).
+        step_lexer_fuel: llguidance: lexer fuel for one mask (about 14k per ms).
+        step_max_items: llguidance: Earley items for one mask (about 20k per ms).
+        max_lexer_states: llguidance: lexer states per matcher (1 to 2 kB each).
+        max_grammar_size: llguidance: symbols in the grammar's productions.
+    """
+
+    max_source_bytes: int = 1_000_000
+    max_nesting_depth: int = 64
+    max_repeat: int = 10_000
+    max_choices: int = 10_000
+    max_tokens_per_accept: int = 4096
+    max_items_in_row: int = 2000
+    initial_lexer_fuel: int = 1_000_000
+    step_lexer_fuel: int = 200_000
+    step_max_items: int = 50_000
+    max_lexer_states: int = 250_000
+    max_grammar_size: int = 500_000
+
+    def __post_init__(self) -> None:
+        for name, value in self.__dict__.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"Limits.{name} must be a positive integer, got {value!r}")
+
+    def parser_limits(self) -> llguidance.LLParserLimits:
+        """The llguidance view of these limits (errors stay terse: no parser dumps)."""
+        return llguidance.LLParserLimits(
+            max_items_in_row=self.max_items_in_row,
+            initial_lexer_fuel=self.initial_lexer_fuel,
+            step_lexer_fuel=self.step_lexer_fuel,
+            step_max_items=self.step_max_items,
+            max_lexer_states=self.max_lexer_states,
+            max_grammar_size=self.max_grammar_size,
+            verbose_errors=False,
+        )

@@ -1,0 +1,158 @@
+"""Compiled programs: immutable, shared by every session and every worker.
+
+A :class:`CompiledGuidanceProgram` holds the llguidance grammar and one pristine matcher; each
+session's state is a ``deep_copy`` of it, which shares llguidance's lexer and token caches, so a
+mask computed for one session makes the same state cheap for all others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import llguidance
+import numpy as np
+from numpy.typing import NDArray
+
+from core.bitmask import mask_words
+from core.compiler import CaptureLayout, CompiledGrammar
+from core.errors import GrammarError
+from core.limits import Limits
+
+if TYPE_CHECKING:
+    from core.session import GuidanceState
+    from core.tokenizers import Tokenizer
+
+__all__ = ["CompiledGuidanceProgram", "ProgramKind", "ProgramSpec"]
+
+ProgramKind = Literal["template", "json_schema", "regex", "grammar", "choice"]
+PROGRAM_KINDS: tuple[ProgramKind, ...] = ("template", "json_schema", "regex", "grammar", "choice")
+
+# Bumped whenever compilation changes meaning, so stale ids never alias new programs.
+_COMPILER_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ProgramSpec:
+    """What a program is compiled from: everything that determines its masks.
+
+    Attributes:
+        kind: one of ``template``, ``json_schema``, ``regex``, ``grammar``, ``choice``.
+        source: the template text, schema (object or JSON text), regex, Lark text, or list of choices.
+        variables: compile-time variables (templates only).
+        options: kind-specific options: ``whitespace`` (int) for JSON schemas.
+    """
+
+    kind: ProgramKind
+    source: Any
+    variables: Mapping[str, Any] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def cache_key(self, tokenizer_fingerprint: str) -> str:
+        """A content hash: equal on every machine for the same spec and vocabulary."""
+        payload = json.dumps(
+            [_COMPILER_VERSION, self.kind, self.source, dict(self.variables), dict(self.options), tokenizer_fingerprint],
+            sort_keys=True,
+            ensure_ascii=False,
+            separators=(",", ":"),
+            default=str,
+        )
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as a compile request body (what a client replays)."""
+        out: dict[str, Any] = {self.kind: self.source}
+        if self.variables:
+            out["variables"] = dict(self.variables)
+        if self.options:
+            out["options"] = dict(self.options)
+        return out
+
+
+class CompiledGuidanceProgram:
+    """An immutable compiled constraint for one vocabulary.
+
+    Create sessions with :meth:`create_state`; the program itself is never advanced and is safe
+    to share between threads.
+    """
+
+    def __init__(
+        self,
+        program_id: str,
+        spec: ProgramSpec,
+        compiled: CompiledGrammar,
+        tokenizer: Tokenizer,
+        limits: Limits,
+        compile_ms: float,
+        vocab_size: int | None = None,
+    ) -> None:
+        self.program_id = program_id
+        self.spec = spec
+        self.kind: ProgramKind = spec.kind
+        self.grammar = compiled.grammar
+        self.layout: CaptureLayout = compiled.layout
+        self.tokenizer = tokenizer
+        self.limits = limits
+        self.compile_ms = compile_ms
+        self.vocab_size = max(vocab_size or 0, tokenizer.vocab_size)
+        self.mask_words = mask_words(self.vocab_size)
+        self.eos_token_id = tokenizer.eos_token_id
+        # llguidance writes the tokenizer's words; wider model vocabularies get zero words after.
+        self._ll_words = mask_words(tokenizer.ll.vocab_size)
+        self._root = llguidance.LLMatcher(tokenizer.ll, self.grammar, log_level=0, limits=limits.parser_limits())
+        if self._root.is_error():
+            raise GrammarError(self._root.get_error()[:1000])
+        self.size_bytes = len(self.grammar.encode("utf-8")) + 4096
+
+    def __repr__(self) -> str:
+        return f"<CompiledGuidanceProgram {self.program_id} kind={self.kind} vocab={self.vocab_size}>"
+
+    # -- sessions
+    def new_matcher(self) -> llguidance.LLMatcher:
+        """A fresh matcher at the start of the program (shares the program's caches)."""
+        return self._root.deep_copy()
+
+    def create_state(self) -> GuidanceState:
+        """A new per-request state at the start of the program."""
+        from core.session import GuidanceState
+
+        return GuidanceState(self)
+
+    # -- masks
+    def fill_bitmask(self, state: GuidanceState, bitmask: NDArray[np.int32], index: int = 0) -> None:
+        """Write the tokens allowed next for ``state`` into row ``index`` of ``bitmask``."""
+        state.fill_bitmask(bitmask, index)
+
+    def is_terminated(self, state: GuidanceState) -> bool:
+        """Whether ``state`` has consumed EOS (or can accept nothing more)."""
+        return state.is_terminated()
+
+    def check_bitmask(self, bitmask: NDArray[np.int32], index: int) -> int:
+        """Validate a caller's bitmask and return the address of row ``index``."""
+        if bitmask.dtype != np.int32 or bitmask.ndim != 2 or not bitmask.flags["C_CONTIGUOUS"]:
+            raise ValueError("bitmask must be a C-contiguous 2-D np.int32 array")
+        if bitmask.shape[1] < self.mask_words:
+            raise ValueError(f"bitmask rows have {bitmask.shape[1]} words, need {self.mask_words}")
+        if not 0 <= index < bitmask.shape[0]:
+            raise ValueError(f"row {index} outside a bitmask of {bitmask.shape[0]} rows")
+        return int(bitmask.ctypes.data) + index * bitmask.shape[1] * 4
+
+    def ll_mask_bytes(self) -> int:
+        return self._ll_words * 4
+
+    def clear_tail(self, bitmask: NDArray[np.int32], index: int) -> None:
+        """Zero the words past the tokenizer's vocabulary in a wider row."""
+        if bitmask.shape[1] > self._ll_words:
+            bitmask[index, self._ll_words :] = 0
+
+
+def spec_from_kwargs(kind: ProgramKind, source: Any, variables: Mapping[str, Any] | None, options: Mapping[str, Any] | None) -> ProgramSpec:
+    """Build a :class:`ProgramSpec`, normalising a few shapes (list choices, options dict)."""
+    if kind not in PROGRAM_KINDS:
+        raise ValueError(f"unknown program kind {kind!r}")
+    if kind == "choice" and isinstance(source, Sequence) and not isinstance(source, str):
+        source = list(source)
+    return ProgramSpec(kind, source, dict(variables or {}), dict(options or {}))

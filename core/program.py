@@ -106,6 +106,9 @@ class CompiledGuidanceProgram:
         if self._root.is_error():
             raise GrammarError(self._root.get_error()[:1000])
         self.size_bytes = len(self.grammar.encode("utf-8")) + 4096
+        # llguidance's validate_tokens does not count max_tokens past the first token: programs
+        # that use it validate by consuming on a copy instead.
+        self.exact_validation = "max_tokens=" in self.grammar
 
     def __repr__(self) -> str:
         return f"<CompiledGuidanceProgram {self.program_id} kind={self.kind} vocab={self.vocab_size}>"

@@ -57,19 +57,31 @@ class GuidanceState:
     def count_valid(self, tokens: Sequence[int]) -> int:
         """How many leading ``tokens`` the program allows from here, without advancing."""
         self.check_tokens(tokens)
-        if not tokens:
+        if not tokens or self._terminated:
             return 0
-        if self._terminated:
-            return 0
-        m = self._matcher
-        n = m.validate_tokens(list(tokens))
         eos = self.program.eos_token_id
+        if self.program.exact_validation:
+            return self._probe(tokens)
+        n = int(self._matcher.validate_tokens(list(tokens)))
+        if eos in tokens[:n]:
+            return tokens.index(eos) + 1  # nothing follows EOS
         if n < len(tokens) and tokens[n] == eos:
-            # llguidance never validates EOS: it is allowed iff the prefix ends accepting.
-            probe = m.deep_copy()
+            # llguidance does not validate EOS: it is allowed iff the prefix ends accepting.
+            probe = self._matcher.deep_copy()
             if (n == 0 or probe.consume_tokens(list(tokens[:n]))) and probe.is_accepting():
                 n += 1
         return n
+
+    def _probe(self, tokens: Sequence[int]) -> int:
+        """Count valid tokens by consuming them one by one on a copy (exact, slower)."""
+        probe = self._matcher.deep_copy()
+        eos = self.program.eos_token_id
+        for i, t in enumerate(tokens):
+            if t == eos:
+                return i + 1 if probe.is_accepting() else i
+            if not probe.consume_token(t):
+                return i
+        return len(tokens)
 
     def advance(self, tokens: Sequence[int]) -> None:
         """Accept ``tokens`` all or nothing.
@@ -80,23 +92,28 @@ class GuidanceState:
         """
         n = self.count_valid(tokens)
         if n < len(tokens):
-            bad = tokens[n]
-            why = "the session is terminated" if self._terminated else "the constraint does not allow it here"
-            raise TokenRejected(f"token {bad} at index {n} rejected: {why}", n, bad)
+            raise self._rejected(tokens, n)
         if not tokens:
             return
         m = self._matcher
         eos = self.program.eos_token_id
         body = list(tokens[:-1]) if tokens[-1] == eos else list(tokens)
-        if body and not m.consume_tokens(body):
+        ok = m.consume_tokens(body) if body else True
+        if ok and len(body) < len(tokens):
+            ok = m.consume_token(eos)
+            self._terminated = ok
+        if not ok:
+            error = m.get_error()
             self._recover(len(self.tokens))
-            raise self._failure(m)
-        if len(body) < len(tokens):
-            if not m.consume_token(eos):
-                self._recover(len(self.tokens))
-                raise self._failure(m)
-            self._terminated = True
+            if "satisfy" not in error:
+                raise self._failure(error)
+            raise self._rejected(tokens, self._probe(tokens))
         self.tokens.extend(tokens)
+
+    def _rejected(self, tokens: Sequence[int], index: int) -> TokenRejected:
+        bad = tokens[index]
+        why = "the session is terminated" if self._terminated else "the constraint does not allow it here"
+        return TokenRejected(f"token {bad} at index {index} rejected: {why}", index, bad)
 
     def accept_token(self, token: int) -> bool:
         """Accept one token; False (state unchanged) if the program forbids it."""
@@ -162,9 +179,10 @@ class GuidanceState:
         self.tokens = kept
 
     @staticmethod
-    def _failure(m: llguidance.LLMatcher) -> Exception:
-        message = m.get_error()[:500] or m.stop_reason()
-        if m.stop_reason() in ("ParserTooComplex", "LexerTooComplex"):
+    def _failure(error: str) -> Exception:
+        message = error[:500] or "the matcher stopped"
+        lowered = message.lower()
+        if "too complex" in lowered or "fuel" in lowered or "limit" in lowered:
             return LimitExceeded(f"constraint too complex at this step: {message}", "parser")
         return GrammarError(message)
 

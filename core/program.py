@@ -109,6 +109,7 @@ class CompiledGuidanceProgram:
         # llguidance's validate_tokens does not count max_tokens past the first token: programs
         # that use it validate by consuming on a copy instead.
         self.exact_validation = "max_tokens=" in self.grammar
+        self._bitmask_view: BitmaskView | None = None
 
     def __repr__(self) -> str:
         return f"<CompiledGuidanceProgram {self.program_id} kind={self.kind} vocab={self.vocab_size}>"
@@ -133,23 +134,48 @@ class CompiledGuidanceProgram:
         """Whether ``state`` has consumed EOS (or can accept nothing more)."""
         return state.is_terminated()
 
-    def check_bitmask(self, bitmask: NDArray[np.int32], index: int) -> int:
-        """Validate a caller's bitmask and return the address of row ``index``."""
-        if bitmask.dtype != np.int32 or bitmask.ndim != 2 or not bitmask.flags["C_CONTIGUOUS"]:
-            raise ValueError("bitmask must be a C-contiguous 2-D np.int32 array")
+    def bitmask_view(self, bitmask: NDArray[np.int32]) -> BitmaskView:
+        """Check a caller's bitmask once and remember its address (engines reuse one array).
+
+        The view is kept in one attribute assigned atomically, so threads sharing this program
+        with different arrays never mix up addresses; the reference held also stops numpy from
+        resizing the array under us.
+        """
+        view = self._bitmask_view
+        if view is not None and view.array is bitmask:
+            return view
+        if not isinstance(bitmask, np.ndarray) or bitmask.dtype != np.int32 or bitmask.ndim != 2:
+            raise ValueError("bitmask must be a 2-D np.int32 array")
+        if not bitmask.flags["C_CONTIGUOUS"] or not bitmask.flags["WRITEABLE"]:
+            raise ValueError("bitmask must be C-contiguous and writeable")
         if bitmask.shape[1] < self.mask_words:
             raise ValueError(f"bitmask rows have {bitmask.shape[1]} words, need {self.mask_words}")
-        if not 0 <= index < bitmask.shape[0]:
-            raise ValueError(f"row {index} outside a bitmask of {bitmask.shape[0]} rows")
-        return int(bitmask.ctypes.data) + index * bitmask.shape[1] * 4
+        view = BitmaskView(
+            bitmask,
+            int(bitmask.ctypes.data),
+            bitmask.shape[0],
+            bitmask.shape[1] * 4,
+            self._ll_words * 4,
+            bitmask.shape[1] > self._ll_words,
+        )
+        self._bitmask_view = view
+        return view
 
     def ll_mask_bytes(self) -> int:
+        """Bytes llguidance writes per row (the tokenizer's words)."""
         return self._ll_words * 4
 
-    def clear_tail(self, bitmask: NDArray[np.int32], index: int) -> None:
-        """Zero the words past the tokenizer's vocabulary in a wider row."""
-        if bitmask.shape[1] > self._ll_words:
-            bitmask[index, self._ll_words :] = 0
+
+@dataclass(frozen=True)
+class BitmaskView:
+    """A validated bitmask and where its rows are in memory."""
+
+    array: NDArray[np.int32]
+    base: int
+    rows: int
+    row_bytes: int
+    fill_bytes: int
+    wide: bool
 
 
 def spec_from_kwargs(kind: ProgramKind, source: Any, variables: Mapping[str, Any] | None, options: Mapping[str, Any] | None) -> ProgramSpec:

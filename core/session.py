@@ -35,10 +35,14 @@ class GuidanceState:
     Not thread-safe: one request, one caller at a time (the service serialises per session).
     """
 
-    __slots__ = ("_matcher", "_terminated", "program", "tokens")
+    __slots__ = ("_eos", "_fast", "_matcher", "_terminated", "_vocab", "program", "tokens")
 
     def __init__(self, program: CompiledGuidanceProgram) -> None:
         self.program = program
+        # copies of program constants for the one-token path (attribute chains cost here)
+        self._vocab = program.vocab_size
+        self._eos = program.eos_token_id
+        self._fast = not program.exact_validation
         self._matcher: llguidance.LLMatcher = program.new_matcher()
         self._terminated = False
         self.tokens: list[int] = []
@@ -90,6 +94,19 @@ class GuidanceState:
             TokenRejected: a token is not allowed (``index`` says which); the state is unchanged.
             InvalidTokens: an id outside the vocabulary; the state is unchanged.
         """
+        if len(tokens) == 1 and self._fast and not self._terminated:
+            # The decode loop's case, kept short: one sampled token.
+            t = tokens[0]
+            if type(t) is int and 0 <= t < self._vocab and t != self._eos:  # noqa: E721
+                m = self._matcher
+                if m.validate_tokens([t]) != 1:
+                    raise self._rejected(tokens, 0)
+                if not m.consume_token(t):
+                    error = m.get_error()
+                    self._recover(len(self.tokens))
+                    raise self._failure(error)
+                self.tokens.append(t)
+                return
         n = self.count_valid(tokens)
         if n < len(tokens):
             raise self._rejected(tokens, n)
@@ -158,6 +175,7 @@ class GuidanceState:
         """An independent copy of this state (for n > 1 sampling and beam search)."""
         other = GuidanceState.__new__(GuidanceState)
         other.program = self.program
+        other._vocab, other._eos, other._fast = self._vocab, self._eos, self._fast
         other._matcher = self._matcher.deep_copy()
         other._terminated = self._terminated
         other.tokens = list(self.tokens)
@@ -203,10 +221,14 @@ class GuidanceState:
 
     def fill_bitmask(self, bitmask: NDArray[np.int32], index: int = 0) -> None:
         """Write the allowed next tokens into row ``index`` of ``bitmask``."""
-        program = self.program
-        addr = program.check_bitmask(bitmask, index)
-        self._matcher.unsafe_compute_mask_ptr(addr, program.ll_mask_bytes())
-        program.clear_tail(bitmask, index)
+        view = self.program._bitmask_view
+        if view is None or view.array is not bitmask:
+            view = self.program.bitmask_view(bitmask)
+        if not 0 <= index < view.rows:
+            raise ValueError(f"row {index} outside a bitmask of {view.rows} rows")
+        self._matcher.unsafe_compute_mask_ptr(view.base + index * view.row_bytes, view.fill_bytes)
+        if view.wide:
+            bitmask[index, view.fill_bytes // 4 :] = 0
 
     def get_allowed_tokens(self) -> list[int]:
         """The ids allowed next, ascending (convenience; masks are the fast path)."""

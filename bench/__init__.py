@@ -1,0 +1,1 @@
+"""Benchmarks, run with ``python -m bench`` (see the README for what each measures)."""

@@ -1,0 +1,102 @@
+"""In-process: ``GuidanceGrammar`` accept + mask per step vs raw llguidance on the same walks.
+
+Both sides walk the same token sequences (a different valid text per walk), accept one token and
+compute the next mask per step. Runs alternate between the two sides so machine noise hits both.
+The raw side uses its own ``LLMatcher`` built from the same grammar text, so neither side warms
+the other's caches.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import llguidance
+import numpy as np
+
+from bench.cases import CASES, Case, texts
+from core import GuidanceBackend, GuidanceGrammar
+from core.program import ProgramSpec
+
+
+def spec_of(body: dict[str, Any]) -> ProgramSpec:
+    (kind,) = [k for k in ("template", "json_schema", "regex", "grammar", "choice") if k in body]
+    return ProgramSpec(kind, body[kind], body.get("variables", {}), body.get("options", {}))  # type: ignore[arg-type]
+
+
+def _walk_core(program: Any, walk: list[int], bitmask: np.ndarray) -> None:
+    g = GuidanceGrammar(program)
+    g.fill_next_token_bitmask(bitmask, 0)
+    for t in walk:
+        if not g.accept_tokens((t,)):
+            raise AssertionError("walk rejected by core")
+        g.fill_next_token_bitmask(bitmask, 0)
+
+
+def _walk_raw(root: llguidance.LLMatcher, walk: list[int], bitmask: np.ndarray, eos: int) -> None:
+    m = root.deep_copy()
+    addr, size = bitmask.ctypes.data, bitmask.shape[1] * 4
+    m.unsafe_compute_mask_ptr(addr, size)
+    for t in walk:
+        if not m.consume_token(t):
+            raise AssertionError("walk rejected by llguidance")
+        m.unsafe_compute_mask_ptr(addr, size)
+
+
+def run_case(backend: GuidanceBackend, case: Case, walks: int, rounds: int) -> dict[str, Any]:
+    tok = backend.tokenizer
+    program = backend.compile(spec_of(case.body))[0]
+    root = llguidance.LLMatcher(tok.ll, program.grammar, log_level=0)
+    sequences = [tok.encode(t) + [tok.eos_token_id] for t in texts(case, walks)]
+    bitmask = backend.allocate_bitmask(1)
+    steps = sum(len(s) + 1 for s in sequences)
+    # warm both sides once (lexer build, first visits), then time alternating rounds
+    for seq in sequences:
+        _walk_core(program, seq, bitmask)
+        _walk_raw(root, seq, bitmask, tok.eos_token_id)
+    core_us: list[float] = []
+    raw_us: list[float] = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for seq in sequences:
+            _walk_core(program, seq, bitmask)
+        t1 = time.perf_counter()
+        for seq in sequences:
+            _walk_raw(root, seq, bitmask, tok.eos_token_id)
+        t2 = time.perf_counter()
+        core_us.append((t1 - t0) / steps * 1e6)
+        raw_us.append((t2 - t1) / steps * 1e6)
+    core_med, raw_med = statistics.median(core_us), statistics.median(raw_us)
+    return {
+        "case": case.name,
+        "walks": walks,
+        "steps": steps,
+        "core_step_us": round(core_med, 2),
+        "raw_step_us": round(raw_med, 2),
+        "ratio": round(core_med / raw_med, 3),
+    }
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    """Per-step cost of core vs raw llguidance for each case; ratio = core / raw."""
+    backend = GuidanceBackend()
+    walks, rounds = (16, 5) if quick else (64, 9)
+    rows = [run_case(backend, case, walks, rounds) for case in CASES]
+    total_core = sum(r["core_step_us"] * r["steps"] for r in rows)
+    total_raw = sum(r["raw_step_us"] * r["steps"] for r in rows)
+    return {"rows": rows, "core_vs_raw": round(total_core / total_raw, 3)}
+
+
+def table(result: dict[str, Any]) -> str:
+    lines = ["case       steps   core us/step   raw us/step   ratio"]
+    for r in result["rows"]:
+        lines.append(f"{r['case']:<10} {r['steps']:>5}   {r['core_step_us']:>12}   {r['raw_step_us']:>11}   {r['ratio']:>5}")
+    lines.append(f"overall core/raw: {result['core_vs_raw']}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(table(run(quick="--quick" in sys.argv)))

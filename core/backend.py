@@ -251,8 +251,8 @@ class AsyncGuidanceBackend:
             return program, True
         waiting = self._inflight.get(key)
         if waiting is not None:
-            program, _ = await asyncio.shield(waiting)
-            return program, True
+            shared, _ = await asyncio.shield(waiting)
+            return shared, True
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._pool, backend.compile, spec, tokenizer)
         self._inflight[key] = future

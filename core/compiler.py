@@ -225,7 +225,7 @@ def _json_depth(value: Any, limit: int) -> bool:
 
 def json_schema_with_options(
     schema: Mapping[str, Any] | bool, whitespace: int | None, limits: Limits
-) -> dict[str, Any] | bool:
+) -> dict[str, Any]:
     """The schema with llguidance's ``x-guidance`` formatting options set (compact by default).
 
     Keys the schema itself sets in ``x-guidance`` win over the compact default; ``whitespace=N``

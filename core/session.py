@@ -234,7 +234,7 @@ class GuidanceState:
         """The ids allowed next, ascending (convenience; masks are the fast path)."""
         row = allocate_bitmask(1, self.program.vocab_size)
         self.fill_bitmask(row, 0)
-        return allowed_tokens(row[0], self.program.vocab_size).tolist()
+        return [int(t) for t in allowed_tokens(row[0], self.program.vocab_size)]
 
     @property
     def matcher(self) -> llguidance.LLMatcher:

@@ -359,7 +359,7 @@ class _Parser:
         """Read ``'name' key=value ...`` up to and including the closing ``}}``."""
         name: str | None = None
         options: dict[str, Any] = {}
-        self.option_pos: dict[str, int] = {}
+        self.option_pos = {}
         first = True
         while True:
             self.skip_ws()

@@ -243,7 +243,12 @@ class GuidanceState:
 
     @property
     def variables(self) -> dict[str, Any]:
-        """Captured values so far (growing values included)."""
+        """Captured values of the slots completed so far."""
+        if not self._terminated:
+            # llguidance records a capture once its parser has looked past the slot's end, which
+            # computing the forced tokens does: without it the answer would depend on whether a
+            # mask happened to be computed since the last token.
+            self._matcher.compute_ff_tokens()
         return self.program.layout.values(self._matcher.get_captures())
 
     def text(self) -> str:

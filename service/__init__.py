@@ -1,0 +1,61 @@
+"""The Guidance constraint server: the HTTP service over ``core``, and the worker-side client.
+
+Names are imported lazily, so ``import service.client`` in a worker pulls in httpx and numpy
+only (not FastAPI or llguidance)::
+
+    from service import GuidanceClient
+
+    client = GuidanceClient("http://127.0.0.1:8000")
+    grammar = client.grammar(json_schema={"type": "object"})
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from service.app import create_app
+    from service.client import (
+        AcceptResult,
+        AsyncGuidanceClient,
+        AsyncRemoteGrammar,
+        GuidanceClient,
+        ProgramInfo,
+        RemoteError,
+        RemoteGrammar,
+        SessionInfo,
+    )
+    from service.settings import Settings
+
+__all__ = [
+    "AcceptResult",
+    "AsyncGuidanceClient",
+    "AsyncRemoteGrammar",
+    "GuidanceClient",
+    "ProgramInfo",
+    "RemoteError",
+    "RemoteGrammar",
+    "SessionInfo",
+    "Settings",
+    "create_app",
+]
+
+_HOMES = {
+    "create_app": "service.app",
+    "Settings": "service.settings",
+    **{name: "service.client" for name in __all__ if name not in ("create_app", "Settings")},
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'service' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,147 @@
+"""The app factory: ``create_app(settings)`` builds a FastAPI app whose lifespan owns everything.
+
+The lifespan loads the tokenizers, builds one :class:`~core.backend.AsyncGuidanceBackend` (its
+program cache is shared by every tokenizer: program ids include the vocabulary), the session
+store, the metrics registry and a task closing idle sessions; and tears them down on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping
+from importlib import metadata
+from typing import Any
+
+from fastapi import FastAPI
+
+from core.backend import AsyncGuidanceBackend, GuidanceBackend
+from core.tokenizers import Tokenizer
+from service.dependencies import ServiceState
+from service.metrics import Metrics
+from service.middleware import BodySizeLimitMiddleware, ErrorGuardMiddleware, MaskFastPathMiddleware
+from service.problems import document_problems, install_problem_handlers
+from service.routes import ROUTERS
+from service.routes.sessions import get_mask
+from service.schemas import Problem
+from service.sessions import SessionStore
+from service.settings import Settings
+from service.tokenizers import load_configured
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("service")
+
+_DESCRIPTION = """\
+A constraint server for LLM inference. Compile a constraint once (template, JSON schema, regex,
+Lark grammar or choice list), open a session per request, and at each decoding step send the
+tokens sampled and read back the packed bitmask of the tokens allowed next.
+
+Errors are RFC 9457 `application/problem+json` documents with a stable `code`.
+"""
+
+
+def _version() -> str:
+    try:
+        return metadata.version("guidance-server")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "0.0.0"
+
+
+async def _sweep_sessions(store: SessionStore, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        store.sweep()
+
+
+def create_app(settings: Settings | None = None, *, tokenizers: Mapping[str, Tokenizer] | None = None) -> FastAPI:
+    """Build the app.
+
+    Args:
+        settings: the configuration; ``Settings()`` (environment and defaults) when None.
+        tokenizers: tokenizers already built, by name (they skip loading; the first, or the one
+            named ``"default"``, is the default unless ``settings.tokenizers`` names another).
+
+    Returns:
+        The FastAPI app. Nothing heavy happens until its lifespan starts.
+    """
+    settings = settings or Settings()
+    preloaded = dict(tokenizers or {})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        registry = await asyncio.to_thread(load_configured, settings.tokenizers, preloaded, settings.max_tokenizers)
+        backend = AsyncGuidanceBackend(
+            GuidanceBackend(
+                registry.default,
+                max_cache_size=settings.cache_max_entries,
+                max_cache_bytes=settings.cache_max_bytes,
+                limits=settings.limits(),
+                num_threads=settings.mask_threads or None,
+            ),
+            max_workers=settings.compile_workers,
+        )
+        sessions = SessionStore(
+            max_sessions=settings.max_sessions,
+            ttl_seconds=settings.session_ttl_seconds,
+            expired_ids_remembered=settings.expired_ids_remembered,
+            retry_after=settings.retry_after_seconds,
+        )
+        state = ServiceState(settings, registry, backend, sessions, Metrics(backend, sessions))
+        app.state.service = state
+        interval = min(max(settings.session_ttl_seconds / 4, 0.05), 30.0)
+        sweeper = asyncio.create_task(_sweep_sessions(sessions, interval), name="guidance-session-sweeper")
+        state.ready = True
+        log.info(
+            "ready: tokenizers %s, default %s (%d ids)",
+            ", ".join(sorted(n for n, _ in registry.items())),
+            registry.default.name,
+            registry.default.vocab_size,
+        )
+        try:
+            yield
+        finally:
+            state.ready = False
+            state.draining = True
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            backend.close()
+            sessions.clear()
+            del app.state.service
+
+    app = FastAPI(
+        title="Guidance constraint server",
+        version=_version(),
+        description=_DESCRIPTION,
+        lifespan=lifespan,
+        # A body without Content-Type is read as JSON (curl -d); another content type is refused.
+        strict_content_type=False,
+    )
+    install_problem_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    # Outermost last: guard > mask fast path > body limit > FastAPI's exception handling > routes.
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        path_limits={"/tokenizers": settings.max_tokenizer_body_bytes},
+    )
+    app.add_middleware(MaskFastPathMiddleware, endpoint=get_mask)
+    app.add_middleware(ErrorGuardMiddleware)
+    _install_openapi(app)
+    return app
+
+
+def _install_openapi(app: FastAPI) -> None:
+    """Generate the schema with every error documented as a problem document."""
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            app.openapi_schema = document_problems(schema, Problem.model_json_schema())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented customisation

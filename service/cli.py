@@ -1,0 +1,148 @@
+"""``guidance-server`` (and ``python -m service``): run the server, or print its OpenAPI schema.
+
+    guidance-server                                  # 127.0.0.1:8000, the embedded tekken tokenizer
+    guidance-server --port 9000 --tokenizer gpt2=/models/gpt2/tokenizer.json
+    guidance-server openapi > openapi.yaml           # regenerate the committed schema
+
+Command-line options override ``GUIDANCE_SERVER_*`` environment variables, which override the
+defaults of :class:`~service.settings.Settings`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import uvicorn
+
+__all__ = ["main", "openapi_text"]
+
+_LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+class _DrainingServer(uvicorn.Server):
+    """A uvicorn server that turns ``/readyz`` to 503 as soon as shutdown is requested."""
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        state = getattr(getattr(self.config.app, "state", None), "service", None)
+        if state is not None:
+            state.draining = True
+        super().handle_exit(sig, frame)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="guidance-server",
+        description="A constraint server for LLM inference: token masks from templates, JSON schemas, regexes and grammars.",
+    )
+    p.add_argument(
+        "command",
+        nargs="?",
+        choices=("serve", "openapi"),
+        default="serve",
+        help="serve (default), or print the OpenAPI schema as YAML",
+    )
+    p.add_argument("--host", help="interface to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="TCP port (default 8000)")
+    p.add_argument(
+        "--tokenizer",
+        action="append",
+        metavar="NAME=PATH",
+        dest="tokenizers",
+        help="load a tokenizer.json as NAME (repeatable; 'default' is always loaded first "
+        "unless given as default=PATH)",
+    )
+    p.add_argument("--log-level", choices=_LOG_LEVELS, help="log level (default info)")
+    p.add_argument("--access-log", action="store_true", default=None, help="log every request")
+    p.add_argument("--max-sessions", type=int, help="most open sessions; more are refused with 429 (default 10000)")
+    p.add_argument(
+        "--session-ttl", type=float, dest="session_ttl_seconds", help="seconds an idle session lives (default 600)"
+    )
+    p.add_argument("--max-body-bytes", type=int, help="largest request body (default 8 MiB)")
+    p.add_argument("--compile-workers", type=int, help="compile threads (default 2)")
+    p.add_argument(
+        "--cache-entries", type=int, dest="cache_max_entries", help="programs kept in the cache (default 256)"
+    )
+    return p
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    fields = (
+        "host",
+        "port",
+        "log_level",
+        "access_log",
+        "max_sessions",
+        "session_ttl_seconds",
+        "max_body_bytes",
+        "compile_workers",
+        "cache_max_entries",
+    )
+    out: dict[str, Any] = {f: getattr(args, f) for f in fields if getattr(args, f) is not None}
+    if args.tokenizers:
+        named = list(args.tokenizers)
+        if not any(t.partition("=")[0] == "default" for t in named):
+            named.insert(0, "default")
+        out["tokenizers"] = named
+    return out
+
+
+def openapi_text() -> str:
+    """The app's OpenAPI schema as YAML (JSON, which is YAML too, when PyYAML is missing)."""
+    from service.app import create_app
+    from service.settings import Settings
+
+    schema = create_app(Settings()).openapi()
+    try:
+        # Imported by name: PyYAML is a test extra, and typed as Any whether or not stubs exist.
+        yaml: Any = importlib.import_module("yaml")
+    except ImportError:  # pragma: no cover - PyYAML is a test extra
+        return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+
+    dumper: Any = type("_Dumper", (yaml.SafeDumper,), {})  # a private subclass: the global stays as is
+
+    def _str(dumper: Any, value: str) -> Any:
+        # Multi-line descriptions as literal blocks: the file stays readable and diffable.
+        style = "|" if "\n" in value else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+    dumper.add_representer(str, _str)
+    text: str = yaml.dump(schema, Dumper=dumper, sort_keys=False, allow_unicode=True, width=100)
+    return text
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``guidance-server``."""
+    args = _parser().parse_args(argv)
+    if args.command == "openapi":
+        sys.stdout.write(openapi_text())
+        return 0
+
+    from pydantic import ValidationError
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    try:
+        settings = Settings(**_overrides(args))
+    except ValidationError as exc:
+        print(f"guidance-server: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=settings.access_log,
+        lifespan="on",
+    )
+    server = _DrainingServer(config)
+    server.run()
+    return 0 if server.started else 1

@@ -1,0 +1,93 @@
+"""What the lifespan builds, and the one-line dependencies that hand it to route handlers.
+
+Tests override any of ``get_*`` through ``app.dependency_overrides``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from core.backend import AsyncGuidanceBackend
+from service.metrics import Metrics
+from service.problems import NotReady
+from service.sessions import SessionStore
+from service.settings import Settings
+from service.tokenizers import TokenizerRegistry
+
+__all__ = [
+    "BackendDep",
+    "MetricsDep",
+    "ServiceState",
+    "SessionsDep",
+    "SettingsDep",
+    "StateDep",
+    "TokenizersDep",
+    "get_backend",
+    "get_metrics",
+    "get_sessions",
+    "get_settings",
+    "get_state",
+    "get_tokenizers",
+    "state_of",
+]
+
+
+@dataclass
+class ServiceState:
+    """Everything one running app owns (built by the lifespan, torn down with it)."""
+
+    settings: Settings
+    tokenizers: TokenizerRegistry
+    backend: AsyncGuidanceBackend
+    sessions: SessionStore
+    metrics: Metrics
+    ready: bool = False
+    draining: bool = False
+    compiles_pending: int = 0
+
+
+def state_of(request: Request) -> ServiceState:
+    """The running app's state (raises 503 ``not-ready`` before startup)."""
+    state: ServiceState | None = getattr(request.app.state, "service", None)
+    if state is None:
+        raise NotReady("the server is starting")
+    return state
+
+
+# Dependencies are ``async def`` on purpose: FastAPI runs plain ``def`` ones in a thread pool.
+
+
+async def get_state(request: Request) -> ServiceState:
+    """The running app's state (503 ``not-ready`` before startup)."""
+    return state_of(request)
+
+
+async def get_settings(request: Request) -> Settings:
+    return state_of(request).settings
+
+
+async def get_backend(request: Request) -> AsyncGuidanceBackend:
+    return state_of(request).backend
+
+
+async def get_sessions(request: Request) -> SessionStore:
+    return state_of(request).sessions
+
+
+async def get_tokenizers(request: Request) -> TokenizerRegistry:
+    return state_of(request).tokenizers
+
+
+async def get_metrics(request: Request) -> Metrics:
+    return state_of(request).metrics
+
+
+StateDep = Annotated[ServiceState, Depends(get_state)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+BackendDep = Annotated[AsyncGuidanceBackend, Depends(get_backend)]
+SessionsDep = Annotated[SessionStore, Depends(get_sessions)]
+TokenizersDep = Annotated[TokenizerRegistry, Depends(get_tokenizers)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]

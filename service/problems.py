@@ -1,0 +1,268 @@
+"""Every error the service answers with, as RFC 9457 ``application/problem+json``, in one place.
+
+A problem document has ``type`` (``urn:guidance:problem:<code>``), ``title``, ``status``,
+``detail`` and the stable ``code``, plus extras where they help (``index`` and ``token`` of a
+rejected token, ``line``/``column`` of a template error, ``limit``, ``errors`` of a validation
+failure, ``retry_after``). Sources, most specific first:
+
+    core.errors.GuidanceError (and the service's own subclasses below)   its .status / .code
+    fastapi RequestValidationError       422  validation-error (json-invalid: body is not JSON)
+    fastapi's body-parsing HTTPException 422  json-invalid (e.g. JSON nested too deeply to parse)
+    starlette HTTPException              404 not-found, 405 method-not-allowed, 413 body-too-large
+    any other exception                  500  internal-error (logged; nothing of it is sent)
+
+429 and 503 answers carry a ``Retry-After`` header. Nothing a client sends yields a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from core.errors import GuidanceError, excerpt
+
+__all__ = [
+    "PROBLEM_MEDIA_TYPE",
+    "BodyTooLarge",
+    "CompileQueueFull",
+    "NotReady",
+    "RollbackOutOfRange",
+    "TokenizerExists",
+    "TooManySessions",
+    "count_error",
+    "document_problems",
+    "guidance_error_response",
+    "http_problem_response",
+    "install_problem_handlers",
+    "internal_error_response",
+    "problem_response",
+    "problem_responses",
+]
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+_TYPE_PREFIX = "urn:guidance:problem:"
+
+log = logging.getLogger("service")
+
+# Codes and titles of plain HTTP errors (routing, body size); the rest have a GuidanceError code.
+_HTTP_PROBLEMS = {
+    404: ("not-found", "Not Found"),
+    405: ("method-not-allowed", "Method Not Allowed"),
+    413: ("body-too-large", "Content Too Large"),
+}
+
+
+class TooManySessions(GuidanceError):
+    """The open-session cap is reached: new sessions are refused, never evicted for (429)."""
+
+    code = "too-many-sessions"
+    status = 429
+    title = "Too many sessions"
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail, retry_after=retry_after)
+
+
+class CompileQueueFull(GuidanceError):
+    """Too many compiles are running or queued (503)."""
+
+    code = "compile-queue-full"
+    status = 503
+    title = "Compile queue full"
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail, retry_after=retry_after)
+
+
+class NotReady(GuidanceError):
+    """The server is starting (tokenizers loading) or draining (503)."""
+
+    code = "not-ready"
+    status = 503
+    title = "Not ready"
+
+    def __init__(self, detail: str, retry_after: int = 1) -> None:
+        super().__init__(detail, retry_after=retry_after)
+
+
+class RollbackOutOfRange(GuidanceError):
+    """A rollback of more tokens than the session has accepted (422)."""
+
+    code = "rollback-out-of-range"
+    status = 422
+    title = "Rollback out of range"
+
+
+class TokenizerExists(GuidanceError):
+    """An upload under a name already taken by a different vocabulary (409)."""
+
+    code = "tokenizer-exists"
+    status = 409
+    title = "Tokenizer name taken"
+
+
+class BodyTooLarge(StarletteHTTPException):
+    """A request body over the configured limit (413 ``body-too-large``)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body larger than {limit} bytes")
+
+
+def problem_response(
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    extra: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """An ``application/problem+json`` response (``Retry-After`` set from ``retry_after``)."""
+    body: dict[str, Any] = {
+        "type": _TYPE_PREFIX + code,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    if extra:
+        body.update((k, v) for k, v in extra.items() if v is not None and k not in body)
+    out_headers = dict(headers or {})
+    retry_after = body.get("retry_after")
+    if retry_after is not None:
+        out_headers["Retry-After"] = str(retry_after)
+    return Response(
+        orjson.dumps(body, default=str), status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=out_headers
+    )
+
+
+def count_error(request_app: Any, code: str) -> None:
+    """Count an answered error in the app's metrics, if the app is running."""
+    state = getattr(getattr(request_app, "state", None), "service", None)
+    if state is not None:
+        state.metrics.errors.labels(code).inc()
+
+
+def guidance_error_response(app: Any, exc: GuidanceError) -> Response:
+    """The problem answer to a domain error (counted in ``app``'s metrics)."""
+    count_error(app, exc.code)
+    extra = {k: v for k, v in exc.to_dict().items() if k not in ("code", "title", "detail")}
+    return problem_response(exc.status, exc.code, exc.title, exc.detail, extra)
+
+
+async def _guidance_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GuidanceError)
+    return guidance_error_response(request.app, exc)
+
+
+def _clean_errors(errors: Any) -> list[dict[str, Any]]:
+    # Only where and what: pydantic's "input" and "ctx" would echo the client's data back.
+    return [
+        {
+            "loc": [excerpt(str(p), 64) for p in e.get("loc", ())],
+            "msg": excerpt(str(e.get("msg", ""))),
+            "type": str(e.get("type", "")),
+        }
+        for e in list(errors)[:20]
+    ]
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = _clean_errors(exc.errors())
+    if any(e["type"] == "json_invalid" for e in errors):
+        code, title, detail = "json-invalid", "Malformed JSON", "the request body is not valid JSON"
+    else:
+        code, title = "validation-error", "Invalid request"
+        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        detail = f"{'.'.join(first['loc']) or 'request'}: {first['msg']}"
+        if len(errors) > 1:
+            detail += f" (and {len(errors) - 1} more)"
+    count_error(request.app, code)
+    return problem_response(422, code, title, detail, {"errors": errors})
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    status = exc.status_code
+    if status == 400:
+        # FastAPI's only 400: a body its JSON parser gave up on (e.g. nested too deeply).
+        count_error(request.app, "json-invalid")
+        return problem_response(422, "json-invalid", "Malformed JSON", "the request body could not be parsed as JSON")
+    detail = exc.detail if isinstance(exc.detail, str) else ""
+    return http_problem_response(request.app, status, detail, dict(exc.headers or {}))
+
+
+def http_problem_response(app: Any, status: int, detail: str = "", headers: dict[str, str] | None = None) -> Response:
+    """The problem answer to a plain HTTP error (unknown route, wrong method, body too large)."""
+    code, title = _HTTP_PROBLEMS.get(status, ("http-error", ""))
+    if not title:
+        try:
+            title = HTTPStatus(status).phrase
+        except ValueError:
+            title = "HTTP error"
+    count_error(app, code)
+    return problem_response(status, code, title, detail or title, headers=headers)
+
+
+def internal_error_response() -> Response:
+    """The 500 answer: says nothing about the failure (it is logged instead)."""
+    return problem_response(
+        500, "internal-error", "Internal Server Error", "an internal error occurred; it has been logged"
+    )
+
+
+async def _unhandled(request: Request, exc: Exception) -> Response:
+    log.error("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
+    count_error(request.app, "internal-error")
+    return internal_error_response()
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Register every error handler of the service on ``app``."""
+    app.add_exception_handler(GuidanceError, _guidance_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    # Reached only for errors escaping the middleware below it (see service/middleware.py).
+    app.add_exception_handler(Exception, _unhandled)
+
+
+# -- OpenAPI ------------------------------------------------------------------------------------
+
+_STATUS_DOCS = {
+    400: "Invalid template, schema, regex, grammar or tokenizer (`template-invalid` has `line`, `column`).",
+    404: "Unknown session, program or tokenizer.",
+    409: "`token-rejected` (with `index`; the session is unchanged) or `tokenizer-exists`.",
+    410: "`session-expired`: closed after its idle TTL.",
+    413: "`body-too-large`, or `limit-exceeded` (names the `limit`).",
+    422: "Malformed request (`validation-error`, `json-invalid`, `token-out-of-range`, `rollback-out-of-range`).",
+    429: "`too-many-sessions`: the session cap is reached (`Retry-After`).",
+    503: "`compile-queue-full` or `not-ready` (`Retry-After`).",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` of a route answering these error statuses (documented as problems)."""
+    return {status: {"description": _STATUS_DOCS[status]} for status in statuses}
+
+
+def document_problems(schema: dict[str, Any], problem_schema: dict[str, Any]) -> dict[str, Any]:
+    """Rewrite an OpenAPI document so every error response is ``application/problem+json``."""
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            for status, response in operation.get("responses", {}).items():
+                if status[0] in "45":
+                    if status == "422" and response.get("description") == "Validation Error":
+                        response["description"] = _STATUS_DOCS[422]
+                    response["content"] = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components.pop(unused, None)
+    components["Problem"] = problem_schema
+    return schema

@@ -1,0 +1,101 @@
+"""``POST /compile``: a constraint in, a shareable ``program_id`` out."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from fastapi import APIRouter
+
+from core.errors import GuidanceError, LimitExceeded
+from core.program import CompiledGuidanceProgram, spec_from_kwargs
+from service.dependencies import ServiceState, StateDep
+from service.problems import CompileQueueFull, problem_responses
+from service.schemas import CompileRequest, CompileResponse, ProgramFields
+
+__all__ = ["Compiled", "compile_program", "program_variables", "router"]
+
+router = APIRouter(tags=["programs"])
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """A compile request's outcome."""
+
+    program: CompiledGuidanceProgram
+    cached: bool
+    compile_ms: float
+    tokenizer_name: str
+
+
+def program_variables(program: CompiledGuidanceProgram) -> list[str]:
+    """The names a program captures, in template order (internal names start with ``#``)."""
+    return [name for name in program.layout.scope if not name.startswith("#")]
+
+
+async def compile_program(body: ProgramFields, state: ServiceState) -> Compiled:
+    """Compile (or fetch from the cache) the program a request describes, counting it.
+
+    Raises:
+        UnknownTokenizer: ``body.tokenizer`` is not loaded.
+        CompileQueueFull: too many compiles are already pending (and this one is not cached).
+        GuidanceError: the constraint does not compile (400) or breaks a limit.
+    """
+    tok = state.tokenizers.get(body.tokenizer)
+    kind, source = body.kind_and_source()
+    spec = spec_from_kwargs(kind, source, body.variables, body.options)
+    backend, metrics = state.backend, state.metrics
+    start = time.perf_counter()
+    pending, limit = state.compiles_pending, state.settings.max_pending_compiles
+    if pending >= limit and backend.get_program(backend.backend.program_id(spec, tok)) is None:
+        raise CompileQueueFull(
+            f"{pending} compiles are pending, the limit is {limit}", state.settings.retry_after_seconds
+        )
+    state.compiles_pending += 1
+    metrics.compiles_pending.inc()
+    try:
+        program, cached = await backend.compile(spec, tok)
+    except GuidanceError:
+        metrics.compiles.labels(kind, "error").inc()
+        raise
+    except RecursionError:
+        metrics.compiles.labels(kind, "error").inc()
+        raise LimitExceeded("the constraint is nested too deeply", "max_nesting_depth") from None
+    finally:
+        state.compiles_pending -= 1
+        metrics.compiles_pending.dec()
+    elapsed = time.perf_counter() - start
+    metrics.compiles.labels(kind, "cached" if cached else "compiled").inc()
+    if not cached:
+        metrics.compile_seconds.labels(kind).observe(elapsed)
+    return Compiled(program, cached, elapsed * 1000, state.tokenizers.name_of(tok))
+
+
+@router.post(
+    "/compile",
+    summary="Compile a constraint",
+    response_model=CompileResponse,
+    response_model_exclude_none=True,
+    responses=problem_responses(400, 404, 413, 422, 429, 503),
+)
+async def compile_endpoint(body: CompileRequest, state: StateDep) -> CompileResponse:
+    """Compile a constraint for a vocabulary (or take it from the shared cache).
+
+    Give exactly one of `template`, `json_schema`, `regex`, `grammar` (Lark) or `choice`.
+    The `program_id` is a content hash, equal on every replica: keep it to open sessions later
+    (`POST /sessions {program_id}`), and keep the spec to re-send if that answers 404.
+    """
+    compiled = await compile_program(body, state)
+    program = compiled.program
+    session_id = None
+    if body.open_session:
+        session_id = state.sessions.create(program, compiled.tokenizer_name).id
+    return CompileResponse(
+        program_id=program.program_id,
+        cached=compiled.cached,
+        vocab_size=program.vocab_size,
+        mask_words=program.mask_words,
+        variables=program_variables(program),
+        compile_ms=round(compiled.compile_ms, 3),
+        session_id=session_id,
+    )

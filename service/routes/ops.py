@@ -1,0 +1,59 @@
+"""Operations: liveness, readiness, statistics, Prometheus metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from service.dependencies import StateDep, state_of
+from service.problems import NotReady, problem_responses
+from service.schemas import Status
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", summary="Liveness", response_model=Status)
+async def healthz() -> Status:
+    """Liveness: the process answers."""
+    return Status(status="ok")
+
+
+@router.get("/readyz", summary="Readiness", response_model=Status, responses=problem_responses(503))
+async def readyz(request: Request) -> Status:
+    """Readiness: 200 once the tokenizers are loaded; 503 `not-ready` before that and while draining."""
+    state = state_of(request)
+    if state.draining:
+        raise NotReady("the server is draining", state.settings.retry_after_seconds)
+    if not state.ready:
+        raise NotReady("the server is starting", state.settings.retry_after_seconds)
+    return Status(status="ready")
+
+
+@router.get("/stats", summary="Statistics", response_model=dict[str, Any])
+async def stats(state: StateDep) -> dict[str, Any]:
+    """The engine's `get_stats()` (cache figures, default tokenizer) plus session figures."""
+    out = state.backend.get_stats()
+    out["sessions"] = state.sessions.stats()
+    out["compiles_pending"] = state.compiles_pending
+    out["tokenizers"] = sorted(name for name, _ in state.tokenizers.items())
+    return out
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Prometheus text exposition.",
+            "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
+        }
+    },
+)
+async def metrics(state: StateDep) -> Response:
+    """Prometheus metrics of this process (see service/metrics.py for the list)."""
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

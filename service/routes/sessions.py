@@ -1,0 +1,282 @@
+"""Sessions: open, accept, mask, rollback, fork, read, close.
+
+Accept and mask run inline on the event loop (microseconds of work, no thread hop) under the
+session's lock, so concurrent requests on one session are serialised and a batched step can
+share the same locks.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, Request, Response
+from fastapi.routing import APIRoute
+
+from core.bitmask import to_bytes
+from core.errors import TokenRejected, UnknownProgram, excerpt
+from core.session import GuidanceState
+from service.dependencies import MetricsDep, SessionsDep, StateDep, state_of
+from service.problems import RollbackOutOfRange, problem_responses
+from service.routes.compile import compile_program
+from service.schemas import (
+    AcceptRequest,
+    AcceptResponse,
+    MaskJSON,
+    RollbackRequest,
+    SessionCreated,
+    SessionCreateRequest,
+    SessionState,
+)
+from service.sessions import Session
+
+__all__ = ["DirectRoute", "mask_router", "router"]
+
+
+class DirectRoute(APIRoute):
+    """An APIRoute documented like any other but called as ``endpoint(request)``, directly.
+
+    No dependency solving, parameter validation or response serialisation: for the mask, the
+    hottest path of the service. The endpoint reads its path parameters from
+    ``request.path_params`` and returns a ``Response``; its parameters are documented through
+    ``openapi_extra``. (In the app, ``MaskFastPathMiddleware`` calls the same endpoint before
+    routing even starts; this route documents it and serves whatever the fast path passes on.)
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        endpoint: Callable[[Request], Coroutine[Any, Any, Response]] = self.endpoint
+        return endpoint
+
+
+router = APIRouter(prefix="/sessions", tags=["sessions"])
+# Its own router, included first: the mask route is matched before every other route.
+mask_router = APIRouter(prefix="/sessions", tags=["sessions"], route_class=DirectRoute)
+
+MASK_LAYOUT = (
+    "`mask_words = ceil(vocab_size / 32)` little-endian int32 words, in order; bit `t % 32` of word "
+    "`t // 32` set means token `t` is allowed next; bits past `vocab_size` are 0 (the layout of "
+    "vLLM, xgrammar and llguidance). Read it with `numpy.frombuffer(body, '<i4')`."
+)
+
+_MASK_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The allowed next tokens as a packed bitmask. " + MASK_LAYOUT,
+        "model": MaskJSON,
+        "content": {
+            "application/octet-stream": {
+                "schema": {"type": "string", "format": "binary", "description": MASK_LAYOUT},
+            }
+        },
+        "headers": {
+            "X-Vocab-Size": {"description": "Vocabulary size (bits in use).", "schema": {"type": "integer"}},
+            "X-Mask-Words": {"description": "int32 words in the body.", "schema": {"type": "integer"}},
+            "X-Terminated": {
+                "description": "`true` once EOS has been accepted.",
+                "schema": {"type": "string", "enum": ["true", "false"]},
+            },
+        },
+    }
+}
+
+_MASK_EXTRA: dict[str, Any] = {
+    "parameters": [
+        {"name": "session_id", "in": "path", "required": True, "schema": {"type": "string", "title": "Session Id"}}
+    ],
+    "x-mask-layout": {
+        "word_type": "int32",
+        "byte_order": "little",
+        "words": "ceil(vocab_size / 32)",
+        "bit_of_token": "word t // 32, bit t % 32",
+        "bits_past_vocab": 0,
+    },
+}
+
+
+def _forced_and_variables(st: GuidanceState) -> tuple[list[int], dict[str, Any]]:
+    # llguidance reports a capture once its parser has looked past it, which computing the
+    # forced tokens (or a mask) does: compute them first, so every answer shows the same values.
+    forced = st.forced_tokens()
+    return forced, st.variables
+
+
+def _state(session: Session) -> SessionState:
+    st = session.state
+    _, variables = _forced_and_variables(st)
+    return SessionState(
+        program_id=session.program.program_id,
+        tokens=list(st.tokens),
+        text=st.text(),
+        variables=variables,
+        terminated=st.is_terminated(),
+        accepting=st.is_accepting(),
+    )
+
+
+@router.post(
+    "",
+    summary="Open a session",
+    status_code=201,
+    response_model=SessionCreated,
+    responses=problem_responses(400, 404, 413, 422, 429, 503),
+)
+async def create_session(body: SessionCreateRequest, state: StateDep) -> SessionCreated:
+    """Open a session on a cached program (`program_id`), or compile a body and open one.
+
+    `program_id` answers 404 `program-not-found` when this replica has not compiled it (or
+    evicted it): re-send the program itself.
+    """
+    if body.program_id is not None:
+        program = state.backend.get_program(body.program_id)
+        if program is None:
+            raise UnknownProgram(f"program {excerpt(body.program_id, 64)} is not in this server's cache; send its spec")
+        tokenizer_name = state.tokenizers.name_of(program.tokenizer)
+    else:
+        compiled = await compile_program(body, state)
+        program, tokenizer_name = compiled.program, compiled.tokenizer_name
+    session = state.sessions.create(program, tokenizer_name)
+    return SessionCreated(session_id=session.id, program_id=program.program_id)
+
+
+@router.post(
+    "/{session_id}/accept",
+    summary="Accept sampled tokens",
+    response_model=AcceptResponse,
+    responses=problem_responses(404, 409, 410, 413, 422),
+)
+async def accept_tokens(
+    session_id: str, body: AcceptRequest, sessions: SessionsDep, metrics: MetricsDep
+) -> AcceptResponse:
+    """Advance the session by the tokens sampled, all or nothing.
+
+    A token the constraint forbids answers 409 `token-rejected` with its `index`, and the
+    session is left exactly as it was. With `dry_run`, only validate.
+    """
+    session = sessions.get(session_id)
+    async with session.lock:
+        st = session.state
+        tokens = body.tokens
+        if body.dry_run:
+            accepted = st.count_valid(tokens)
+        else:
+            try:
+                st.advance(tokens)
+            except TokenRejected:
+                metrics.tokens_rejected.inc()
+                raise
+            accepted = len(tokens)
+            metrics.tokens_accepted.inc(accepted)
+        forced, variables = _forced_and_variables(st)
+        return AcceptResponse(
+            accepted=accepted,
+            terminated=st.is_terminated(),
+            accepting=st.is_accepting(),
+            forced_tokens=forced,
+            variables=variables,
+        )
+
+
+@mask_router.get(
+    "/{session_id}/mask",
+    summary="The next-token mask",
+    response_class=Response,
+    responses={**_MASK_RESPONSES, **problem_responses(404, 410)},
+    openapi_extra=_MASK_EXTRA,
+)
+async def get_mask(request: Request) -> Response:
+    """The tokens allowed next, as a packed bitmask.
+
+    Binary by default (`application/octet-stream`, headers `X-Vocab-Size`, `X-Mask-Words`,
+    `X-Terminated`); JSON with base64 when `Accept` names `application/json` and not
+    `application/octet-stream`.
+    """
+    state = state_of(request)
+    session = state.sessions.get(request.path_params["session_id"])
+    metrics = state.metrics
+    program = session.program
+    async with session.lock:
+        start = time.perf_counter()
+        row = np.zeros((1, program.mask_words), dtype=np.int32)
+        session.state.fill_bitmask(row, 0)
+        terminated = session.state.is_terminated()
+        metrics.mask_seconds.observe(time.perf_counter() - start)
+    raw = to_bytes(row)
+    accept = request.headers.get("accept", "")
+    if "application/json" in accept and "application/octet-stream" not in accept:
+        metrics.masks_json.inc()
+        body = {
+            "mask": base64.b64encode(raw).decode("ascii"),
+            "mask_words": program.mask_words,
+            "vocab_size": program.vocab_size,
+            "terminated": terminated,
+        }
+        return Response(orjson.dumps(body), media_type="application/json")
+    metrics.masks_binary.inc()
+    return Response(
+        raw,
+        media_type="application/octet-stream",
+        headers={
+            "X-Vocab-Size": str(program.vocab_size),
+            "X-Mask-Words": str(program.mask_words),
+            "X-Terminated": "true" if terminated else "false",
+        },
+    )
+
+
+@router.post(
+    "/{session_id}/rollback",
+    summary="Undo tokens",
+    response_model=SessionState,
+    responses=problem_responses(404, 410, 422),
+)
+async def rollback(session_id: str, body: RollbackRequest, sessions: SessionsDep) -> SessionState:
+    """Undo the last `tokens` accepted tokens (EOS included); answers the session's state."""
+    session = sessions.get(session_id)
+    async with session.lock:
+        have = len(session.state.tokens)
+        if body.tokens > have:
+            raise RollbackOutOfRange(f"cannot roll back {body.tokens} tokens: the session has accepted {have}")
+        session.state.rollback(body.tokens)
+        return _state(session)
+
+
+@router.post(
+    "/{session_id}/fork",
+    summary="Fork a session",
+    status_code=201,
+    response_model=SessionCreated,
+    responses=problem_responses(404, 410, 429),
+)
+async def fork(session_id: str, sessions: SessionsDep) -> SessionCreated:
+    """A new, independent session at the same position (n > 1 sampling, beam search)."""
+    session = sessions.get(session_id)
+    async with session.lock:
+        copy = session.state.fork()
+    child = sessions.create(session.program, session.tokenizer_name, copy)
+    return SessionCreated(session_id=child.id, program_id=session.program.program_id)
+
+
+@router.get(
+    "/{session_id}", summary="Read a session", response_model=SessionState, responses=problem_responses(404, 410)
+)
+async def get_session(session_id: str, sessions: SessionsDep) -> SessionState:
+    """The session: program, tokens accepted, their text, captured variables, status."""
+    session = sessions.get(session_id)
+    async with session.lock:
+        return _state(session)
+
+
+@router.delete(
+    "/{session_id}",
+    summary="Close a session",
+    status_code=204,
+    response_class=Response,
+    responses=problem_responses(404, 410),
+)
+async def delete_session(session_id: str, sessions: SessionsDep) -> Response:
+    """Close the session now (its id then answers 404)."""
+    sessions.delete(session_id)
+    return Response(status_code=204)

@@ -1,0 +1,208 @@
+"""Request and response bodies of the HTTP API (they define ``openapi.yaml``).
+
+Requests are strict (a string is not a number, unknown fields are refused: 422), so a typo in
+a worker's request fails loudly instead of being ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
+
+from core.program import PROGRAM_KINDS, ProgramKind
+
+__all__ = [
+    "AcceptRequest",
+    "AcceptResponse",
+    "CompileRequest",
+    "CompileResponse",
+    "DetokenizeRequest",
+    "DetokenizeResponse",
+    "MaskJSON",
+    "Problem",
+    "ProgramFields",
+    "RollbackRequest",
+    "SessionCreateRequest",
+    "SessionCreated",
+    "SessionState",
+    "Status",
+    "TokenizeRequest",
+    "TokenizeResponse",
+    "TokenizerInfo",
+    "TokenizerList",
+]
+
+_STRICT = ConfigDict(extra="forbid", strict=True)
+
+JsonSchema = dict[str, Any] | bool | str
+
+
+class ProgramFields(BaseModel):
+    """The fields describing a program (shared by compile and session bodies)."""
+
+    model_config = _STRICT
+
+    template: str | None = Field(default=None, description="A template (see the template language).")
+    json_schema: JsonSchema | None = Field(
+        default=None, description="A JSON schema (object, boolean, or its JSON text)."
+    )
+    regex: str | None = Field(default=None, description="A regex the whole output must match.")
+    grammar: str | None = Field(default=None, description="A Lark grammar (llguidance dialect).")
+    choice: list[str] | None = Field(default=None, description="Exactly one of these strings.")
+    variables: dict[str, Any] = Field(default_factory=dict, description="Compile-time variables (templates only).")
+    tokenizer: str = Field(default="default", description="Name of the vocabulary to compile for.")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Kind-specific options: `whitespace` (int, JSON schemas)."
+    )
+
+    def kinds_given(self) -> list[ProgramKind]:
+        return [k for k in PROGRAM_KINDS if getattr(self, k) is not None]
+
+    def kind_and_source(self) -> tuple[ProgramKind, Any]:
+        (kind,) = self.kinds_given()
+        return kind, getattr(self, kind)
+
+
+class CompileRequest(ProgramFields):
+    """Exactly one of `template`, `json_schema`, `regex`, `grammar`, `choice`."""
+
+    open_session: bool = Field(default=False, description="Also open a session on the program.")
+
+    @model_validator(mode="after")
+    def _exactly_one_kind(self) -> CompileRequest:
+        given = self.kinds_given()
+        if len(given) != 1:
+            raise ValueError(
+                "exactly one of template, json_schema, regex, grammar, choice is required"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        return self
+
+
+class CompileResponse(BaseModel):
+    program_id: str = Field(description="Content hash of the program: equal on every replica.")
+    cached: bool = Field(description="The program came from the cache (or a concurrent compile).")
+    vocab_size: int
+    mask_words: int = Field(description="int32 words per mask: ceil(vocab_size / 32).")
+    variables: list[str] = Field(description="Names the program captures (template slots).")
+    compile_ms: float = Field(description="Time this request spent compiling or waiting for the program.")
+    session_id: str | None = Field(default=None, description="With `open_session`: the new session.")
+
+
+class SessionCreateRequest(ProgramFields):
+    """Either `program_id` (of a cached program) or a compile body."""
+
+    program_id: str | None = Field(default=None, description="A program compiled before (404 if not cached).")
+
+    @model_validator(mode="after")
+    def _program_or_spec(self) -> SessionCreateRequest:
+        given = self.kinds_given()
+        if self.program_id is not None:
+            if given:
+                raise ValueError("give either program_id or a program, not both")
+        elif len(given) != 1:
+            raise ValueError("give program_id, or exactly one of template, json_schema, regex, grammar, choice")
+        return self
+
+
+class SessionCreated(BaseModel):
+    session_id: str
+    program_id: str
+
+
+class AcceptRequest(BaseModel):
+    model_config = _STRICT
+
+    tokens: list[StrictInt] = Field(description="Token ids sampled, in order.")
+    dry_run: bool = Field(
+        False,
+        description="Validate only: `accepted` is the length of the longest allowed prefix and the "
+        "session does not move (no 409).",
+    )
+
+
+class AcceptResponse(BaseModel):
+    accepted: int = Field(description="Tokens accepted (all of them; with `dry_run`, the valid prefix).")
+    terminated: bool = Field(description="EOS has been accepted.")
+    accepting: bool = Field(description="The text so far is complete: EOS is allowed now.")
+    forced_tokens: list[int] = Field(description="Tokens the constraint forces next (may be empty).")
+    variables: dict[str, Any] = Field(description="Captured values so far.")
+
+
+class RollbackRequest(BaseModel):
+    model_config = _STRICT
+
+    tokens: StrictInt = Field(ge=0, description="How many of the last accepted tokens to undo.")
+
+
+class SessionState(BaseModel):
+    program_id: str
+    tokens: list[int]
+    text: str
+    variables: dict[str, Any]
+    terminated: bool
+    accepting: bool
+
+
+class MaskJSON(BaseModel):
+    mask: str = Field(description="Base64 of the mask's little-endian int32 words.")
+    mask_words: int
+    vocab_size: int
+    terminated: bool
+
+
+class TokenizeRequest(BaseModel):
+    model_config = _STRICT
+
+    text: str
+    tokenizer: str = "default"
+
+
+class TokenizeResponse(BaseModel):
+    tokens: list[int]
+
+
+class DetokenizeRequest(BaseModel):
+    model_config = _STRICT
+
+    tokens: list[StrictInt]
+    tokenizer: str = "default"
+
+
+class DetokenizeResponse(BaseModel):
+    text: str
+
+
+class TokenizerInfo(BaseModel):
+    tokenizer: str = Field(description="The name to pass as `tokenizer`.")
+    vocab_size: int
+    eos_token_id: int
+    fingerprint: str | None = Field(default=None, description="SHA-256 of the vocabulary.")
+
+
+class TokenizerList(BaseModel):
+    tokenizers: list[TokenizerInfo]
+
+
+class Status(BaseModel):
+    status: str
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document (`application/problem+json`), the body of every error."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(description="`urn:guidance:problem:<code>`.")
+    title: str
+    status: int
+    detail: str
+    code: str = Field(description="Stable machine-readable code, e.g. `token-rejected`.")
+    index: int | None = Field(default=None, description="token-rejected, token-out-of-range: position in the request.")
+    token: int | None = Field(default=None, description="token-rejected: the refused token.")
+    line: int | None = Field(default=None, description="template-invalid: 1-based line.")
+    column: int | None = Field(default=None, description="template-invalid: 1-based column.")
+    limit: str | None = Field(default=None, description="limit-exceeded: the limit's name.")
+    retry_after: int | None = Field(default=None, description="429/503: seconds to wait (also the Retry-After header).")
+    errors: list[dict[str, Any]] | None = Field(default=None, description="validation-error: what is wrong, where.")

@@ -1,0 +1,181 @@
+"""The session store: one decoding request's state per id, with an idle TTL and a hard cap.
+
+A session pairs a shared, immutable :class:`~core.program.CompiledGuidanceProgram` with its own
+:class:`~core.session.GuidanceState` and an :class:`asyncio.Lock` that serialises the requests
+on it. Accept and mask are microseconds of work and run inline on the event loop under that lock;
+a batched step takes the locks of all its sessions (in id order), fills every mask in one
+``GuidanceBackend.fill_next_token_bitmasks`` call, and releases them.
+
+Policy (documented in the README):
+
+* **Cap, refuse, never evict.** At ``max_sessions`` open sessions a new one is refused with
+  429 ``too-many-sessions`` and ``Retry-After``; evicting a live request's state would make a
+  worker's next mask wrong, a refusal is visible and retryable.
+* **Idle TTL.** A session unused for ``ttl_seconds`` is closed (lazily on access, and by a
+  periodic sweep). Its id is remembered in a bounded set so it answers 410 ``session-expired``
+  rather than 404 ``session-not-found``: the client then replays the session elsewhere.
+* Ids are random (``secrets.token_urlsafe``), never derived from content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+
+from core.errors import SessionExpired, UnknownSession, excerpt
+from core.program import CompiledGuidanceProgram
+from core.session import GuidanceState
+from service.problems import TooManySessions
+
+__all__ = ["Session", "SessionStore"]
+
+_ID_BYTES = 16
+
+
+class Session:
+    """One open session: a program, its decoding state, and the lock serialising requests on it."""
+
+    __slots__ = ("created", "id", "last_used", "lock", "program", "state", "tokenizer_name")
+
+    def __init__(
+        self, session_id: str, program: CompiledGuidanceProgram, state: GuidanceState, tokenizer_name: str, now: float
+    ) -> None:
+        self.id = session_id
+        self.program = program
+        self.state = state
+        self.tokenizer_name = tokenizer_name
+        self.lock = asyncio.Lock()
+        self.created = now
+        self.last_used = now
+
+
+class SessionStore:
+    """Sessions by id, bounded in number and idle time.
+
+    Not thread-safe: used from the event loop only.
+
+    Args:
+        max_sessions: most open sessions; at the cap :meth:`create` raises ``TooManySessions``.
+        ttl_seconds: idle time after which a session is closed.
+        expired_ids_remembered: how many expired ids still answer ``SessionExpired``.
+        retry_after: seconds to suggest in a 429.
+        clock: a monotonic clock (tests may pass their own).
+    """
+
+    def __init__(
+        self,
+        max_sessions: int = 10_000,
+        ttl_seconds: float = 600.0,
+        expired_ids_remembered: int = 100_000,
+        retry_after: int = 1,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_sessions = max_sessions
+        self.ttl_seconds = ttl_seconds
+        self.expired_ids_remembered = expired_ids_remembered
+        self.retry_after = retry_after
+        self._clock = clock
+        self._sessions: dict[str, Session] = {}
+        self._expired: OrderedDict[str, None] = OrderedDict()
+        self.created = 0
+        self.expired = 0
+        self.deleted = 0
+        self.refused = 0
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def __contains__(self, session_id: object) -> bool:
+        return session_id in self._sessions
+
+    def create(
+        self, program: CompiledGuidanceProgram, tokenizer_name: str, state: GuidanceState | None = None
+    ) -> Session:
+        """Open a session on ``program`` (from its start, or at ``state``).
+
+        Raises:
+            TooManySessions: the cap is reached (expired sessions are swept first).
+        """
+        if len(self._sessions) >= self.max_sessions:
+            self.sweep()
+            if len(self._sessions) >= self.max_sessions:
+                self.refused += 1
+                raise TooManySessions(
+                    f"{len(self._sessions)} sessions are open, the limit is {self.max_sessions}; "
+                    "close finished sessions (DELETE) or retry later",
+                    self.retry_after,
+                )
+        session_id = secrets.token_urlsafe(_ID_BYTES)
+        while session_id in self._sessions:  # pragma: no cover - 128 random bits
+            session_id = secrets.token_urlsafe(_ID_BYTES)
+        session = Session(session_id, program, state or program.create_state(), tokenizer_name, self._clock())
+        self._sessions[session_id] = session
+        self.created += 1
+        return session
+
+    def get(self, session_id: str) -> Session:
+        """The live session ``session_id``, marked as used now.
+
+        Raises:
+            SessionExpired: it was closed for idleness (410).
+            UnknownSession: no such session (404).
+        """
+        session = self._sessions.get(session_id)
+        now = self._clock()
+        if session is None:
+            raise self._missing(session_id)
+        if now - session.last_used > self.ttl_seconds and not session.lock.locked():
+            self._expire(session)
+            raise self._missing(session_id)
+        session.last_used = now
+        return session
+
+    def get_many(self, session_ids: Iterable[str]) -> list[Session]:
+        """Live sessions by id, in the order given (for a batched step); raises like :meth:`get`."""
+        return [self.get(i) for i in session_ids]
+
+    def delete(self, session_id: str) -> None:
+        """Close a session now (its id then answers 404)."""
+        if self._sessions.pop(session_id, None) is None:
+            raise self._missing(session_id)
+        self.deleted += 1
+
+    def sweep(self) -> int:
+        """Close every session idle for longer than the TTL; returns how many."""
+        deadline = self._clock() - self.ttl_seconds
+        stale = [s for s in self._sessions.values() if s.last_used < deadline and not s.lock.locked()]
+        for session in stale:
+            self._expire(session)
+        return len(stale)
+
+    def clear(self) -> None:
+        """Close every session (shutdown)."""
+        self._sessions.clear()
+
+    def stats(self) -> dict[str, int | float]:
+        """Session figures for ``/stats``."""
+        return {
+            "active": len(self._sessions),
+            "created": self.created,
+            "expired": self.expired,
+            "deleted": self.deleted,
+            "refused": self.refused,
+            "max_sessions": self.max_sessions,
+            "ttl_seconds": self.ttl_seconds,
+        }
+
+    def _expire(self, session: Session) -> None:
+        del self._sessions[session.id]
+        self.expired += 1
+        if self.expired_ids_remembered:
+            self._expired[session.id] = None
+            while len(self._expired) > self.expired_ids_remembered:
+                self._expired.popitem(last=False)
+
+    def _missing(self, session_id: str) -> UnknownSession:
+        if session_id in self._expired:
+            return SessionExpired(f"session {excerpt(session_id, 64)} expired after {self.ttl_seconds:g} s idle")
+        return UnknownSession(f"no session {excerpt(session_id, 64)}")

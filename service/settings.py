@@ -1,0 +1,103 @@
+"""Server settings: one pydantic-settings object, read from ``GUIDANCE_SERVER_*`` once.
+
+Every field can be set from the environment (``GUIDANCE_SERVER_PORT=9000``), from the command
+line (``guidance-server --port 9000``) or in code (``Settings(port=9000)``); nothing else in the
+service reads ``os.environ``. List fields accept JSON (``'["default", "gpt2=/m/tokenizer.json"]'``)
+or a comma-separated string (``default,gpt2=/m/tokenizer.json``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from core.limits import Limits
+
+__all__ = ["LogLevel", "Settings"]
+
+LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+
+_MIB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Configuration of one server process; defaults are the documented ones.
+
+    Attributes:
+        host: interface to bind.
+        port: TCP port.
+        log_level: log level of the server and of uvicorn.
+        access_log: one uvicorn log line per request (off: a mask request is microseconds).
+        tokenizers: tokenizers loaded at start: ``default`` (the embedded tekken), a path of a
+            Hugging Face ``tokenizer.json`` (named after the file), or ``NAME=PATH``. The first
+            entry is the default tokenizer (answers to ``"default"``) unless ``default`` is listed.
+        max_tokenizers: most tokenizers held at once (each costs tens of MB), uploads included.
+        max_body_bytes: largest request body, in bytes (413 above it).
+        max_tokenizer_body_bytes: largest body of ``POST /tokenizers`` (a tokenizer.json), bytes.
+        max_sessions: most open sessions; at the cap new sessions are refused with 429 (a live
+            request's state is never evicted to make room).
+        session_ttl_seconds: a session unused this long is closed; its id then answers 410.
+        expired_ids_remembered: how many closed-by-expiry session ids still answer 410 (not 404).
+        retry_after_seconds: ``Retry-After`` sent with 429 and 503 answers.
+        cache_max_entries: most compiled programs kept in the LRU cache.
+        cache_max_bytes: most bytes of compiled programs kept in the cache.
+        compile_workers: threads compiling programs.
+        max_pending_compiles: compiles running or queued before new ones get 503.
+        mask_threads: llguidance threads for batched mask fills (0: one per CPU).
+        max_source_bytes .. max_grammar_size: the engine limits, see :class:`core.limits.Limits`.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="GUIDANCE_SERVER_", extra="forbid", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    log_level: LogLevel = "info"
+    access_log: bool = False
+
+    tokenizers: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["default"], min_length=1)
+    max_tokenizers: int = Field(default=8, ge=1)
+
+    max_body_bytes: int = Field(default=8 * _MIB, ge=1)
+    max_tokenizer_body_bytes: int = Field(default=64 * _MIB, ge=1)
+
+    max_sessions: int = Field(default=10_000, ge=1)
+    session_ttl_seconds: float = Field(default=600.0, gt=0)
+    expired_ids_remembered: int = Field(default=100_000, ge=0)
+    retry_after_seconds: int = Field(default=1, ge=0)
+
+    cache_max_entries: int = Field(default=256, ge=1)
+    cache_max_bytes: int = Field(default=256 * _MIB, ge=1)
+    compile_workers: int = Field(default=2, ge=1)
+    max_pending_compiles: int = Field(default=64, ge=1)
+    mask_threads: int = Field(default=0, ge=0)
+
+    # Engine limits (core.limits.Limits): same names, same defaults.
+    max_source_bytes: int = Field(default=Limits.max_source_bytes, ge=1)
+    max_nesting_depth: int = Field(default=Limits.max_nesting_depth, ge=1)
+    max_repeat: int = Field(default=Limits.max_repeat, ge=1)
+    max_choices: int = Field(default=Limits.max_choices, ge=1)
+    max_tokens_per_accept: int = Field(default=Limits.max_tokens_per_accept, ge=1)
+    max_items_in_row: int = Field(default=Limits.max_items_in_row, ge=1)
+    initial_lexer_fuel: int = Field(default=Limits.initial_lexer_fuel, ge=1)
+    step_lexer_fuel: int = Field(default=Limits.step_lexer_fuel, ge=1)
+    step_max_items: int = Field(default=Limits.step_max_items, ge=1)
+    max_lexer_states: int = Field(default=Limits.max_lexer_states, ge=1)
+    max_grammar_size: int = Field(default=Limits.max_grammar_size, ge=1)
+
+    @field_validator("tokenizers", mode="before")
+    @classmethod
+    def _split_tokenizers(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    def limits(self) -> Limits:
+        """The engine limits these settings describe."""
+        return Limits(**{name: getattr(self, name) for name in Limits.__dataclass_fields__})

@@ -18,26 +18,34 @@ if TYPE_CHECKING:
     from service.app import create_app
     from service.client import (
         AcceptResult,
+        AsyncGrammarBatch,
         AsyncGuidanceClient,
         AsyncRemoteGrammar,
+        GrammarBatch,
         GuidanceClient,
         ProgramInfo,
         RemoteError,
         RemoteGrammar,
         SessionInfo,
+        StepResult,
+        StepStatus,
     )
     from service.settings import Settings
 
 __all__ = [
     "AcceptResult",
+    "AsyncGrammarBatch",
     "AsyncGuidanceClient",
     "AsyncRemoteGrammar",
+    "GrammarBatch",
     "GuidanceClient",
     "ProgramInfo",
     "RemoteError",
     "RemoteGrammar",
     "SessionInfo",
     "Settings",
+    "StepResult",
+    "StepStatus",
     "create_app",
 ]
 

@@ -24,6 +24,7 @@ from service.middleware import BodySizeLimitMiddleware, ErrorGuardMiddleware, Ma
 from service.problems import document_problems, install_problem_handlers
 from service.routes import ROUTERS
 from service.routes.sessions import get_mask
+from service.routes.step import openapi_components as step_components
 from service.schemas import Problem
 from service.sessions import SessionStore
 from service.settings import Settings
@@ -141,6 +142,7 @@ def _install_openapi(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(step_components())
             app.openapi_schema = document_problems(schema, Problem.model_json_schema())
         return app.openapi_schema
 

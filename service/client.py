@@ -19,7 +19,10 @@ and one slice copy. Errors raise :class:`RemoteError` with the server's problem 
 
 from __future__ import annotations
 
+import json
+import struct
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -35,12 +38,16 @@ if TYPE_CHECKING:
 __all__ = [
     "AcceptResult",
     "AsyncGuidanceClient",
+    "AsyncGrammarBatch",
     "AsyncRemoteGrammar",
+    "GrammarBatch",
     "GuidanceClient",
     "ProgramInfo",
     "RemoteError",
     "RemoteGrammar",
     "SessionInfo",
+    "StepResult",
+    "StepStatus",
     "program_spec",
 ]
 
@@ -221,6 +228,83 @@ def _tok_body(key: str, value: Any, tokenizer: str | None) -> dict[str, Any]:
     return body
 
 
+@dataclass(frozen=True)
+class StepStatus:
+    """One session's answer in a batched step.
+
+    Attributes:
+        session_id: the session.
+        status: ``ok`` (tokens accepted), ``rejected`` (a token refused; the session is
+            unchanged) or ``error`` (see ``error``: unknown or expired session, invalid ids...).
+        accepted: tokens accepted (0 unless ``ok``).
+        terminated: the session accepted EOS.
+        accepting: EOS is allowed now.
+        forced_tokens: tokens the constraint forces next.
+        row: the session's first mask row; ``rows``: its rows (1 + draft tokens).
+        index: for ``rejected``, the position of the refused token.
+        variables: captured values, when asked for.
+        error: for ``error``, the problem document.
+    """
+
+    session_id: str
+    status: str
+    accepted: int
+    terminated: bool
+    accepting: bool
+    forced_tokens: list[int]
+    row: int
+    rows: int
+    index: int | None = None
+    variables: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """A batched step's answer: a status per session and the masks, ``[rows, mask_words]`` int32."""
+
+    statuses: list[StepStatus]
+    masks: NDArray[np.int32]
+    vocab_size: int
+
+
+def _step_body(items: Sequence[tuple[Any, ...]], variables: bool) -> bytes:
+    sessions = []
+    for item in items:
+        entry: dict[str, Any] = {"session_id": item[0], "tokens": [int(t) for t in item[1]]}
+        if len(item) > 2 and item[2]:
+            entry["draft_tokens"] = [int(t) for t in item[2]]
+        sessions.append(entry)
+    return json.dumps({"sessions": sessions, "variables": variables}, separators=(",", ":")).encode()
+
+
+def _parse_step(content: bytes) -> StepResult:
+    (length,) = struct.unpack_from("<I", content, 0)
+    header = json.loads(content[4 : 4 + length])
+    words = int(header["mask_words"])
+    masks: NDArray[np.int32] = np.frombuffer(content, dtype=_WIRE, offset=4 + length).reshape(-1, words)
+    statuses = [
+        StepStatus(
+            session_id=s["session_id"],
+            status=s["status"],
+            accepted=int(s.get("accepted", 0)),
+            terminated=bool(s.get("terminated", False)),
+            accepting=bool(s.get("accepting", False)),
+            forced_tokens=list(s.get("forced_tokens", ())),
+            row=int(s["row"]),
+            rows=int(s["rows"]),
+            index=s.get("index"),
+            variables=s.get("variables"),
+            error=s.get("error"),
+        )
+        for s in header["sessions"]
+    ]
+    return StepResult(statuses, masks, int(header["vocab_size"]))
+
+
+_STEP_HEADERS = {"content-type": "application/json", "accept": "application/vnd.guidance.step"}
+
+
 # -- the sync client ---------------------------------------------------------------------------
 
 
@@ -299,6 +383,12 @@ class GuidanceClient:
     def delete(self, session_id: str) -> None:
         """Close the session."""
         _check(self.http.delete(_sid(session_id)))
+
+    # -- the batched step
+    def step(self, items: Sequence[tuple[Any, ...]], *, variables: bool = False) -> StepResult:
+        """One batched step; ``items`` are ``(session_id, tokens[, draft_tokens])`` (``POST /step``)."""
+        resp = _check(self.http.post("/step", content=_step_body(items, variables), headers=_STEP_HEADERS))
+        return _parse_step(resp.content)
 
     # -- tokenizers and operations
     def tokenize(self, text: str, tokenizer: str | None = None) -> list[int]:
@@ -517,6 +607,11 @@ class AsyncGuidanceClient:
         """See :meth:`GuidanceClient.delete`."""
         _check(await self.http.delete(_sid(session_id)))
 
+    async def step(self, items: Sequence[tuple[Any, ...]], *, variables: bool = False) -> StepResult:
+        """See :meth:`GuidanceClient.step`."""
+        resp = _check(await self.http.post("/step", content=_step_body(items, variables), headers=_STEP_HEADERS))
+        return _parse_step(resp.content)
+
     async def tokenize(self, text: str, tokenizer: str | None = None) -> list[int]:
         """See :meth:`GuidanceClient.tokenize`."""
         return list((await self._json("POST", "/tokenize", _tok_body("text", text, tokenizer)))["tokens"])
@@ -647,3 +742,91 @@ class AsyncRemoteGrammar:
     def _update(self, terminated: bool, variables: Mapping[str, Any]) -> None:
         self._terminated = terminated
         self._variables = dict(variables)
+
+
+# -- batches: one round trip per decoding step --------------------------------------------------
+
+
+def _apply_step(
+    grammars: Sequence[RemoteGrammar | AsyncRemoteGrammar],
+    tokens: Sequence[Sequence[int]],
+    result: StepResult,
+    bitmask: NDArray[np.int32] | None,
+) -> list[StepStatus]:
+    """Update each grammar from its status and copy the masks into ``bitmask`` (row i = grammar i)."""
+    for g, sent, st in zip(grammars, tokens, result.statuses):
+        if st.status == "ok":
+            g.tokens.extend(int(t) for t in sent)
+        if st.status != "error":
+            g._update(st.terminated, st.variables if st.variables is not None else g._variables)
+    if bitmask is not None:
+        masks = result.masks
+        words = masks.shape[1]
+        if bitmask.shape[1] < words:
+            raise ValueError(f"bitmask rows have {bitmask.shape[1]} words, the masks have {words}")
+        if masks.shape[0] == len(grammars):
+            bitmask[: len(grammars), :words] = masks  # the common case: one vectorised copy
+        else:
+            for i, st in enumerate(result.statuses):
+                bitmask[i, :words] = masks[st.row]
+        bitmask[: len(grammars), words:] = 0
+    return result.statuses
+
+
+class GrammarBatch:
+    """The sequences of one decoding batch: one ``POST /step`` per step for all of them.
+
+    Row ``i`` of the bitmask belongs to ``grammars[i]``. :meth:`submit` sends a step in the
+    background and returns a future, so a worker can send step t's tokens, run its forward pass,
+    and only then wait for step t+1's masks (pipelining).
+
+    Args:
+        client: the client of the server holding the sessions.
+        grammars: the batch's grammars (their sessions must all live on that server).
+        variables: ask for captured variables at every step.
+    """
+
+    def __init__(self, client: GuidanceClient, grammars: Sequence[RemoteGrammar], *, variables: bool = False) -> None:
+        self.client = client
+        self.grammars = list(grammars)
+        self.variables = variables
+        self._pool: ThreadPoolExecutor | None = None
+
+    def step(self, tokens: Sequence[Sequence[int]], bitmask: NDArray[np.int32] | None = None) -> list[StepStatus]:
+        """Accept ``tokens[i]`` into grammar i (possibly none) and fill every mask into ``bitmask``."""
+        if len(tokens) != len(self.grammars):
+            raise ValueError(f"{len(tokens)} token lists for {len(self.grammars)} grammars")
+        items = [(g.session_id, t) for g, t in zip(self.grammars, tokens)]
+        result = self.client.step(items, variables=self.variables)
+        return _apply_step(self.grammars, tokens, result, bitmask)
+
+    def submit(self, tokens: Sequence[Sequence[int]], bitmask: NDArray[np.int32]) -> Future[list[StepStatus]]:
+        """:meth:`step` in the background; do not read ``bitmask`` before the future is done."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="guidance-step")
+        return self._pool.submit(self.step, [list(t) for t in tokens], bitmask)
+
+    def close(self) -> None:
+        """Stop the background sender (the sessions stay open)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+
+class AsyncGrammarBatch:
+    """:class:`GrammarBatch` for asyncio; pipeline with ``asyncio.create_task(batch.step(...))``."""
+
+    def __init__(
+        self, client: AsyncGuidanceClient, grammars: Sequence[AsyncRemoteGrammar], *, variables: bool = False
+    ) -> None:
+        self.client = client
+        self.grammars = list(grammars)
+        self.variables = variables
+
+    async def step(self, tokens: Sequence[Sequence[int]], bitmask: NDArray[np.int32] | None = None) -> list[StepStatus]:
+        """See :meth:`GrammarBatch.step`."""
+        if len(tokens) != len(self.grammars):
+            raise ValueError(f"{len(tokens)} token lists for {len(self.grammars)} grammars")
+        items = [(g.session_id, t) for g, t in zip(self.grammars, tokens)]
+        result = await self.client.step(items, variables=self.variables)
+        return _apply_step(self.grammars, tokens, result, bitmask)

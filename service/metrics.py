@@ -106,6 +106,7 @@ class Metrics:
         # Hot-path children, resolved once.
         self.masks_binary = self.masks_served.labels("binary")
         self.masks_json = self.masks_served.labels("json")
+        self.masks_batch = self.masks_served.labels("batch")
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

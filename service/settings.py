@@ -36,6 +36,7 @@ class Settings(BaseSettings):
         max_tokenizers: most tokenizers held at once (each costs tens of MB), uploads included.
         max_body_bytes: largest request body, in bytes (413 above it).
         max_tokenizer_body_bytes: largest body of ``POST /tokenizers`` (a tokenizer.json), bytes.
+        max_batch_size: most sessions in one ``POST /step`` (413 above it).
         max_sessions: most open sessions; at the cap new sessions are refused with 429 (a live
             request's state is never evicted to make room).
         session_ttl_seconds: a session unused this long is closed; its id then answers 410.
@@ -63,6 +64,7 @@ class Settings(BaseSettings):
     max_tokenizer_body_bytes: int = Field(default=64 * _MIB, ge=1)
 
     max_sessions: int = Field(default=10_000, ge=1)
+    max_batch_size: int = Field(default=1024, ge=1)
     session_ttl_seconds: float = Field(default=600.0, gt=0)
     expired_ids_remembered: int = Field(default=100_000, ge=0)
     retry_after_seconds: int = Field(default=1, ge=0)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from service.routes import compile, ops, sessions, tokenizers
+from service.routes import compile, ops, sessions, step, tokenizers
 
 __all__ = ["ROUTERS"]
 
-# The mask route first: it is the hottest path, and routes are matched in order.
-ROUTERS = (sessions.mask_router, compile.router, sessions.router, tokenizers.router, ops.router)
+# The hot paths first (mask, step): routes are matched in order.
+ROUTERS = (sessions.mask_router, step.router, compile.router, sessions.router, tokenizers.router, ops.router)

@@ -1,0 +1,233 @@
+"""``POST /step``: one decoding step for a whole batch in one round trip.
+
+Request (JSON, small)::
+
+    {"sessions": [{"session_id": "...", "tokens": [17], "draft_tokens": [5, 9]}, ...],
+     "variables": false}
+
+For each session, in order: accept ``tokens`` (possibly none, possibly several), all or nothing,
+then compute its next mask; with ``draft_tokens`` (speculative decoding), also one mask after
+each draft token, the session itself staying where ``tokens`` left it. Masks for the whole batch
+are computed in one llguidance call (parallel, the GIL released once).
+
+Response (``application/vnd.guidance.step``, binary, little-endian)::
+
+    uint32 H                      length of the header
+    H bytes                       UTF-8 JSON header, padded with spaces to a multiple of 4 bytes
+    rows x mask_words x int32     the masks, one row per session (plus its draft rows), in order
+
+The header is ``{"mask_words", "vocab_size", "rows", "sessions": [status, ...]}``; a status is
+``{"session_id", "row", "rows", "status": "ok"|"rejected"|"error", "accepted", "terminated",
+"accepting", "forced_tokens", "variables"?, "index"?, "token"?, "error"?}``. A rejected session is
+unchanged and its row holds its current mask; a session in error (unknown, expired, invalid
+token ids, another vocabulary) has a row of zeros and an ``error`` problem object. One bad
+session never fails the batch; a malformed request does (422), as does a batch above the limit
+(413) or the same session twice (422).
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from contextlib import AsyncExitStack
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+
+from core.bitmask import to_bytes
+from core.errors import GuidanceError, InvalidTokens, LimitExceeded, TokenRejected
+from core.session import GuidanceState
+from service.dependencies import state_of
+from service.problems import problem_responses
+from service.routes.sessions import DirectRoute
+from service.sessions import Session
+
+__all__ = ["STEP_MEDIA_TYPE", "StepItem", "StepRequest", "openapi_components", "router"]
+
+STEP_MEDIA_TYPE = "application/vnd.guidance.step"
+
+router = APIRouter(tags=["step"], route_class=DirectRoute)
+
+
+class StepItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    session_id: str = Field(description="The session to advance.")
+    tokens: list[StrictInt] = Field(default_factory=list, description="Tokens sampled for it, in order (may be empty).")
+    draft_tokens: list[StrictInt] | None = Field(
+        None, description="Draft tokens: one extra mask row after each (speculative decoding); the session does not move."
+    )
+
+
+class StepRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sessions: list[StepItem] = Field(description="The batch, in the order the masks come back.")
+    variables: bool = Field(False, description="Include each session's captured variables in its status.")
+
+
+_LAYOUT = (
+    "uint32 little-endian header length H; H bytes of UTF-8 JSON header (padded with spaces to a "
+    "multiple of 4); then `rows` masks of `mask_words` little-endian int32 words each, in request "
+    "order (a session's draft rows follow its own row). Bit `t % 32` of word `t // 32` set means "
+    "token `t` is allowed."
+)
+
+_EXTRA: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/StepRequest"}}},
+    },
+    "x-step-layout": _LAYOUT,
+}
+
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Every session's status and every mask in one binary body. " + _LAYOUT,
+        "content": {STEP_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary", "description": _LAYOUT}}},
+    },
+    **problem_responses(413, 422, 503),
+}
+
+
+def _problem(e: GuidanceError) -> dict[str, Any]:
+    return {"type": f"urn:guidance:problem:{e.code}", "status": e.status, **e.to_dict()}
+
+
+def _status(session_id: str, row: int, rows: int, st: GuidanceState | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"session_id": session_id, "row": row, "rows": rows}
+    if st is not None:
+        out["terminated"] = st.is_terminated()
+        out["accepting"] = st.is_accepting()
+        out["forced_tokens"] = st.forced_tokens()
+    return out
+
+
+@router.post(
+    "/step",
+    summary="Advance a batch and get every mask",
+    response_class=Response,
+    responses=_RESPONSES,
+    openapi_extra=_EXTRA,
+)
+async def step(request: Request) -> Response:
+    """One decoding step for a batch of sessions: accept each one's tokens, return all masks.
+
+    See the module documentation (and `x-step-layout`) for the binary response layout.
+    """
+    service = state_of(request)
+    try:
+        body = StepRequest.model_validate_json(await request.body())
+    except ValidationError as e:
+        raise RequestValidationError(e.errors(include_url=False, include_input=False)) from None
+    items = body.sessions
+    limit = service.settings.max_batch_size
+    if len(items) > limit:
+        raise LimitExceeded(f"{len(items)} sessions in one step, above the limit of {limit}", "max_batch_size")
+    ids = [item.session_id for item in items]
+    if len(set(ids)) != len(ids):
+        raise RequestValidationError([{"loc": ("body", "sessions"), "msg": "a session appears twice", "type": "value_error"}])
+    metrics = service.metrics
+    store = service.sessions
+
+    # Look every session up first; unknown and expired ones become per-session errors.
+    found: list[Session | None] = []
+    errors: dict[int, GuidanceError] = {}
+    for i, sid in enumerate(ids):
+        try:
+            found.append(store.get(sid))
+        except GuidanceError as e:
+            found.append(None)
+            errors[i] = e
+    live = [s for s in found if s is not None]
+    words = live[0].program.mask_words if live else 1
+    vocab = live[0].program.vocab_size if live else 0
+
+    async with AsyncExitStack() as stack:
+        # Locks in id order: two batches sharing sessions can never wait on each other in a cycle.
+        for s in sorted(live, key=lambda s: s.id):
+            await stack.enter_async_context(s.lock)
+        statuses: list[dict[str, Any]] = []
+        fill: list[tuple[GuidanceState, int]] = []
+        drafts: list[tuple[GuidanceState, int, list[int]]] = []
+        row = 0
+        accepted_total = rejected_total = 0
+        for i, item in enumerate(items):
+            session = found[i]
+            n_rows = 1 + len(item.draft_tokens or ())
+            if session is not None and session.program.mask_words != words:
+                errors[i] = LimitExceeded(
+                    "every session of one step must use the same vocabulary", "vocabulary"
+                )
+                session = None
+            if session is None:
+                status = _status(item.session_id, row, n_rows, None)
+                status["status"] = "error"
+                status["error"] = _problem(errors[i])
+                statuses.append(status)
+                row += n_rows
+                continue
+            st = session.state
+            result: dict[str, Any] = {"status": "ok", "accepted": len(item.tokens)}
+            try:
+                st.advance(item.tokens)
+                accepted_total += len(item.tokens)
+            except TokenRejected as e:
+                rejected_total += 1
+                result = {"status": "rejected", "accepted": 0, "index": e.index, "token": e.token}
+            except (InvalidTokens, LimitExceeded) as e:
+                result = {"status": "error", "accepted": 0, "error": _problem(e)}
+            fill.append((st, row))
+            if item.draft_tokens:
+                drafts.append((st, row, list(item.draft_tokens)))
+            status = _status(item.session_id, row, n_rows, st)
+            status.update(result)
+            if body.variables:
+                status["variables"] = st.variables
+            statuses.append(status)
+            row += n_rows
+
+        bitmask = np.zeros((row, words), dtype=np.int32)
+        start = time.perf_counter()
+        if fill:
+            service.backend.backend.fill_next_token_bitmasks([s for s, _ in fill], bitmask, [r for _, r in fill])
+        for st, first, draft in drafts:
+            _fill_drafts(st, first, draft, bitmask)
+        metrics.mask_seconds.observe(time.perf_counter() - start)
+
+    metrics.step_batch_size.observe(len(items))
+    metrics.masks_batch.inc(len(fill))
+    if accepted_total:
+        metrics.tokens_accepted.inc(accepted_total)
+    if rejected_total:
+        metrics.tokens_rejected.inc(rejected_total)
+    header = orjson.dumps({"mask_words": words, "vocab_size": vocab, "rows": row, "sessions": statuses})
+    header += b" " * (-len(header) % 4)
+    return Response(
+        b"".join((struct.pack("<I", len(header)), header, to_bytes(bitmask))),
+        media_type=STEP_MEDIA_TYPE,
+    )
+
+
+def _fill_drafts(st: GuidanceState, first: int, draft: list[int], bitmask: np.ndarray) -> None:
+    """Rows after each draft token, computed on a copy (the session does not move).
+
+    Rows after a draft token the constraint refuses stay zero.
+    """
+    probe = st.fork()
+    for k, token in enumerate(draft, start=1):
+        if not probe.accept_tokens((token,)):
+            break
+        probe.fill_bitmask(bitmask, first + k)
+
+
+
+def openapi_components() -> dict[str, Any]:
+    """JSON schemas of the request models, for ``components/schemas`` (the route reads the body itself)."""
+    schema = StepRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    defs = schema.pop("$defs", {})
+    return {"StepRequest": schema, **defs}

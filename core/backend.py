@@ -8,7 +8,6 @@ loop never blocks, and merges concurrent compiles of the same program into one.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -57,7 +56,9 @@ class GuidanceBackend:
         max_cache_size: most programs kept in the LRU cache.
         max_cache_bytes: most bytes kept in the cache (see :class:`~core.cache.ProgramCache`).
         limits: compile and run limits; defaults to :class:`~core.limits.Limits`.
-        num_threads: threads for batched mask fills (default: every CPU).
+        num_threads: llguidance threads for batched mask fills; 1 (the default) fills in a plain
+            loop, which measured as fast as llguidance's parallel executor on our 2-core machines
+            (mask computations did not run in parallel there); try more on bigger hosts.
     """
 
     def __init__(
@@ -78,7 +79,7 @@ class GuidanceBackend:
         self.vocab_size = max(vocab_size or 0, tokenizer.vocab_size)
         self.limits = limits or Limits()
         self.cache = ProgramCache(max_cache_size, max_cache_bytes)
-        self._num_threads = num_threads or os.cpu_count() or 1
+        self._num_threads = max(num_threads or 1, 1)
         self._executor: llguidance.LLExecutor | None = None
 
     # -- compiling
@@ -183,7 +184,7 @@ class GuidanceBackend:
     def fill_next_token_bitmasks(
         self, states: Sequence[GuidanceState], bitmask: NDArray[np.int32], rows: Sequence[int] | None = None
     ) -> None:
-        """Fill one row per state in one llguidance call (parallel, the GIL dropped once).
+        """Fill one row per state: a loop, or one parallel llguidance call with ``num_threads`` > 1.
 
         All states must share one vocabulary width equal to the bitmask's rows.
         """
@@ -198,7 +199,7 @@ class GuidanceBackend:
         if max(rows) >= bitmask.shape[0] or min(rows) < 0:
             raise ValueError("row outside the bitmask")
         program = states[0].program
-        if program.ll_mask_bytes() != words * 4:
+        if self._num_threads == 1 or program.ll_mask_bytes() != words * 4:
             for s, r in zip(states, rows):
                 s.fill_bitmask(bitmask, r)
             return

@@ -79,7 +79,7 @@ def create_app(settings: Settings | None = None, *, tokenizers: Mapping[str, Tok
                 max_cache_size=settings.cache_max_entries,
                 max_cache_bytes=settings.cache_max_bytes,
                 limits=settings.limits(),
-                num_threads=settings.mask_threads or None,
+                num_threads=settings.mask_threads,
             ),
             max_workers=settings.compile_workers,
         )

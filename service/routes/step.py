@@ -28,8 +28,8 @@ session never fails the batch; a malformed request does (422), as does a batch a
 from __future__ import annotations
 
 import struct
+import sys
 import time
-from contextlib import AsyncExitStack
 from typing import Any
 
 import numpy as np
@@ -147,57 +147,68 @@ async def step(request: Request) -> Response:
     words = live[0].program.mask_words if live else 1
     vocab = live[0].program.vocab_size if live else 0
 
-    async with AsyncExitStack() as stack:
-        # Locks in id order: two batches sharing sessions can never wait on each other in a cycle.
-        for s in sorted(live, key=lambda s: s.id):
-            await stack.enter_async_context(s.lock)
-        statuses: list[dict[str, Any]] = []
-        fill: list[tuple[GuidanceState, int]] = []
-        drafts: list[tuple[GuidanceState, int, list[int]]] = []
-        row = 0
-        accepted_total = rejected_total = 0
-        for i, item in enumerate(items):
-            session = found[i]
-            n_rows = 1 + len(item.draft_tokens or ())
-            if session is not None and session.program.mask_words != words:
-                errors[i] = LimitExceeded(
-                    "every session of one step must use the same vocabulary", "vocabulary"
-                )
-                session = None
-            if session is None:
-                status = _status(item.session_id, row, n_rows, None)
-                status["status"] = "error"
-                status["error"] = _problem(errors[i])
-                statuses.append(status)
-                row += n_rows
-                continue
-            st = session.state
-            result: dict[str, Any] = {"status": "ok", "accepted": len(item.tokens)}
-            try:
-                st.advance(item.tokens)
-                accepted_total += len(item.tokens)
-            except TokenRejected as e:
-                rejected_total += 1
-                result = {"status": "rejected", "accepted": 0, "index": e.index, "token": e.token}
-            except (InvalidTokens, LimitExceeded) as e:
-                result = {"status": "error", "accepted": 0, "error": _problem(e)}
-            fill.append((st, row))
-            if item.draft_tokens:
-                drafts.append((st, row, list(item.draft_tokens)))
-            status = _status(item.session_id, row, n_rows, st)
-            status.update(result)
-            if body.variables:
-                status["variables"] = st.variables
+    # Everything below runs without awaiting, so no other request interleaves with it: wait for
+    # sessions some request holds (none, in practice: their handlers never await under the lock).
+    for s in live:
+        while s.lock.locked():
+            async with s.lock:
+                pass
+    statuses: list[dict[str, Any]] = []
+    fill: list[tuple[GuidanceState, int]] = []
+    drafts: list[tuple[GuidanceState, int, list[int]]] = []
+    row = 0
+    accepted_total = rejected_total = 0
+    for i, item in enumerate(items):
+        session = found[i]
+        n_rows = 1 + len(item.draft_tokens or ())
+        if session is not None and session.program.mask_words != words:
+            errors[i] = LimitExceeded("every session of one step must use the same vocabulary", "vocabulary")
+            session = None
+        if session is None:
+            status = _status(item.session_id, row, n_rows, None)
+            status["status"] = "error"
+            status["error"] = _problem(errors[i])
             statuses.append(status)
             row += n_rows
+            continue
+        st = session.state
+        result: dict[str, Any] = {"status": "ok", "accepted": len(item.tokens)}
+        try:
+            st.advance(item.tokens)
+            accepted_total += len(item.tokens)
+        except TokenRejected as e:
+            rejected_total += 1
+            result = {"status": "rejected", "accepted": 0, "index": e.index, "token": e.token}
+        except (InvalidTokens, LimitExceeded) as e:
+            result = {"status": "error", "accepted": 0, "error": _problem(e)}
+        fill.append((st, row))
+        if item.draft_tokens:
+            drafts.append((st, row, list(item.draft_tokens)))
+        status = _status(item.session_id, row, n_rows, st)
+        status.update(result)
+        if body.variables:
+            status["variables"] = st.variables
+        statuses.append(status)
+        row += n_rows
 
+    # One buffer for the whole answer; the masks are computed straight into it (no copies).
+    header = orjson.dumps({"mask_words": words, "vocab_size": vocab, "rows": row, "sessions": statuses})
+    header += b" " * (-len(header) % 4)
+    offset = 4 + len(header)
+    buf = bytearray(offset + row * words * 4)
+    struct.pack_into("<I", buf, 0, len(header))
+    buf[4:offset] = header
+    bitmask = np.frombuffer(buf, dtype=np.int32, offset=offset).reshape(row, words)
+    if sys.byteorder != "little":  # pragma: no cover - the wire is little-endian
         bitmask = np.zeros((row, words), dtype=np.int32)
-        start = time.perf_counter()
-        if fill:
-            service.backend.backend.fill_next_token_bitmasks([s for s, _ in fill], bitmask, [r for _, r in fill])
-        for st, first, draft in drafts:
-            _fill_drafts(st, first, draft, bitmask)
-        metrics.mask_seconds.observe(time.perf_counter() - start)
+    start = time.perf_counter()
+    if fill:
+        service.backend.backend.fill_next_token_bitmasks([s for s, _ in fill], bitmask, [r for _, r in fill])
+    for st, first, draft in drafts:
+        _fill_drafts(st, first, draft, bitmask)
+    metrics.mask_seconds.observe(time.perf_counter() - start)
+    if sys.byteorder != "little":  # pragma: no cover
+        buf[offset:] = to_bytes(bitmask)
 
     metrics.step_batch_size.observe(len(items))
     metrics.masks_batch.inc(len(fill))
@@ -205,12 +216,7 @@ async def step(request: Request) -> Response:
         metrics.tokens_accepted.inc(accepted_total)
     if rejected_total:
         metrics.tokens_rejected.inc(rejected_total)
-    header = orjson.dumps({"mask_words": words, "vocab_size": vocab, "rows": row, "sessions": statuses})
-    header += b" " * (-len(header) % 4)
-    return Response(
-        b"".join((struct.pack("<I", len(header)), header, to_bytes(bitmask))),
-        media_type=STEP_MEDIA_TYPE,
-    )
+    return Response(memoryview(buf), media_type=STEP_MEDIA_TYPE)
 
 
 def _fill_drafts(st: GuidanceState, first: int, draft: list[int], bitmask: np.ndarray) -> None:

@@ -19,16 +19,17 @@ and one slice copy. Errors raise :class:`RemoteError` with the server's problem 
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import struct
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -40,8 +41,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AcceptResult",
-    "AsyncGuidanceClient",
     "AsyncGrammarBatch",
+    "AsyncGuidanceClient",
     "AsyncRemoteGrammar",
     "GrammarBatch",
     "GuidanceClient",
@@ -51,10 +52,15 @@ __all__ = [
     "SessionInfo",
     "StepResult",
     "StepStatus",
+    "WORKER_HEADER",
     "program_spec",
 ]
 
 _WIRE = np.dtype("<i4")
+_T = TypeVar("_T")
+
+WORKER_HEADER = "X-Worker-Id"
+"""The header a balancer hashes on to keep a worker's sessions on one replica."""
 _KINDS = ("template", "json_schema", "regex", "grammar", "choice")
 # Codes for which accept_tokens answers False (like core's GuidanceGrammar) rather than raising.
 _REFUSED = ("token-rejected", "token-out-of-range")
@@ -191,8 +197,9 @@ class _HotPath:
 
     _IDLE_SECONDS = 4.0  # below uvicorn's default keep-alive timeout (5 s)
 
-    def __init__(self, base_url: str, timeout: float) -> None:
+    def __init__(self, base_url: str, timeout: float, headers: Mapping[str, str] | None = None) -> None:
         url = urlsplit(base_url)
+        self._headers = dict(headers or {})
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ValueError(f"not an http(s) URL: {base_url!r}")
         self._https = url.scheme == "https"
@@ -220,7 +227,7 @@ class _HotPath:
         for attempt in (0, 1):
             conn = self._connection()
             try:
-                conn.request(method, self._prefix + path, body=body, headers=dict(headers))
+                conn.request(method, self._prefix + path, body=body, headers={**self._headers, **headers})
                 resp = conn.getresponse()
                 data = resp.read()
             except (OSError, http.client.HTTPException) as e:
@@ -383,22 +390,54 @@ _MASK_HEADERS = {"accept": "application/octet-stream"}
 
 
 class GuidanceClient:
-    """A synchronous client of one server.
+    """A synchronous client of one server, or of replicas behind a balancer.
 
     Args:
-        base_url: the server, e.g. ``http://127.0.0.1:8000``.
+        base_url: the server or balancer, e.g. ``http://127.0.0.1:8000``.
         timeout: seconds per request.
         http: an ``httpx.Client`` to use instead of making one (its ``base_url`` applies).
+        worker_id: sent as ``X-Worker-Id`` on every request, for a balancer that hashes on it
+            (all of a worker's sessions then live on one replica).
+        retries: how many times a grammar replays its session and retries after a lost
+            connection, replica or session (see :class:`RemoteGrammar`).
+        backoff: seconds before the first retry; doubled at each further one.
+
+    Attributes:
+        replays: sessions re-created from their spec and tokens so far.
     """
 
     def __init__(
-        self, base_url: str = "http://127.0.0.1:8000", timeout: float = 30.0, *, http: httpx.Client | None = None
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        timeout: float = 30.0,
+        *,
+        http: httpx.Client | None = None,
+        worker_id: str | None = None,
+        retries: int = 4,
+        backoff: float = 0.05,
     ) -> None:
+        headers = {WORKER_HEADER: worker_id} if worker_id else {}
         self._owns = http is None
-        self.http = http if http is not None else httpx.Client(base_url=base_url, timeout=timeout)
+        self.http = http if http is not None else httpx.Client(base_url=base_url, timeout=timeout, headers=headers)
         # the decode-loop endpoints use the stdlib (see _HotPath); a caller's own httpx client
         # (a custom transport, in tests) is used for everything
-        self._hot = _HotPath(base_url, timeout) if http is None else None
+        self._hot = _HotPath(base_url, timeout, headers) if http is None else None
+        self.retries = retries
+        self.backoff = backoff
+        self.replays = 0
+
+    def retrying(self, fn: Callable[[], _T], on_failure: Callable[[], None] | None = None) -> _T:
+        """Call ``fn``; after a failure a replay can mend, call ``on_failure``, wait, try again."""
+        for attempt in range(self.retries + 1):
+            try:
+                return fn()
+            except (httpx.TransportError, RemoteError) as e:
+                if attempt == self.retries or not _retryable(e):
+                    raise
+                if on_failure is not None:
+                    on_failure()
+                time.sleep(_delay(self.backoff, attempt, e))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def __enter__(self) -> Self:
         return self
@@ -504,11 +543,36 @@ class GuidanceClient:
         return RemoteGrammar.open(self, program_spec(template, **kwargs))
 
 
-class RemoteGrammar:
-    """A ``core.GuidanceGrammar`` whose state lives on the server.
+def _delay(backoff: float, attempt: int, e: Exception) -> float:
+    """Exponential backoff, at least what a 429/503 ``Retry-After`` asked (capped at 5 s)."""
+    delay = backoff * float(2**attempt)
+    if isinstance(e, RemoteError) and e.retry_after:
+        delay = max(delay, min(e.retry_after, 5.0))
+    return delay
 
-    Keeps the program spec and the tokens accepted so far, which is everything needed to
-    re-create the session on another replica.
+
+def _retryable(e: Exception) -> bool:
+    """Failures after which a session is rebuilt from its spec and tokens (replay).
+
+    A lost connection, a session the server does not know (a restarted or different replica),
+    or a gateway/unavailable answer (a dead or draining replica behind a balancer).
+    """
+    if isinstance(e, httpx.TransportError):
+        return True
+    return isinstance(e, RemoteError) and (e.code in _GONE or e.status in (502, 503, 504))
+
+
+_REPLAY_CHUNK = 1024  # tokens per accept while replaying (below the server's per-accept limit)
+
+
+class RemoteGrammar:
+    """A ``core.GuidanceGrammar`` whose state lives on the server, and survives losing it.
+
+    Keeps the program spec and the tokens accepted so far: when a call fails because the
+    connection dropped, the replica died or restarted, or the session expired, the grammar opens
+    a new session from the spec (on whichever replica the balancer now picks), re-accepts its
+    tokens, and retries the call, up to ``client.retries`` times with exponential backoff. The
+    caller never sees a wrong mask, only the time it took.
 
     Attributes:
         spec: the compile body of the program.
@@ -534,11 +598,12 @@ class RemoteGrammar:
         self.tokens = list(tokens)
         self._terminated = terminated
         self._variables = dict(variables or {})
+        self._lost = False
 
     @classmethod
     def open(cls, client: GuidanceClient, spec: Mapping[str, Any]) -> RemoteGrammar:
         """Compile ``spec`` and open a session on it."""
-        info = client.compile_spec(spec, open_session=True)
+        info = client.retrying(lambda: client.compile_spec(spec, open_session=True))
         assert info.session_id is not None
         return cls(client, spec, info, info.session_id)
 
@@ -550,11 +615,31 @@ class RemoteGrammar:
     def mask_words(self) -> int:
         return self.program.mask_words
 
+    def replay(self) -> None:
+        """Open a new session from the spec and re-accept the tokens accepted so far."""
+        info = self.client.compile_spec(self.spec, open_session=True)
+        assert info.session_id is not None
+        for i in range(0, len(self.tokens), _REPLAY_CHUNK):
+            self.client.accept(info.session_id, self.tokens[i : i + _REPLAY_CHUNK])
+        self.program, self.session_id, self._lost = info, info.session_id, False
+        self.client.replays += 1
+
+    def _call(self, fn: Callable[[], _T]) -> _T:
+        def attempt() -> _T:
+            if self._lost:
+                self.replay()
+            return fn()
+
+        def lost() -> None:
+            self._lost = True
+
+        return self.client.retrying(attempt, on_failure=lost)
+
     def accept_tokens(self, tokens: Sequence[int]) -> bool:
         """Advance by ``tokens``; False, with nothing changed, if any is not allowed."""
         tokens = [int(t) for t in tokens]
         try:
-            result = self.client.accept(self.session_id, tokens)
+            result = self._call(lambda: self.client.accept(self.session_id, tokens))
         except RemoteError as e:
             if e.code in _REFUSED:
                 return False
@@ -567,7 +652,7 @@ class RemoteGrammar:
         """The longest allowed prefix of ``tokens``, without advancing."""
         tokens = [int(t) for t in tokens]
         try:
-            return tokens[: self.client.accept(self.session_id, tokens, dry_run=True).accepted]
+            return tokens[: self._call(lambda: self.client.accept(self.session_id, tokens, dry_run=True)).accepted]
         except RemoteError as e:
             if e.code == "token-out-of-range" and e.index is not None:
                 return tokens[: e.index]
@@ -575,13 +660,13 @@ class RemoteGrammar:
 
     def rollback(self, num_tokens: int) -> None:
         """Undo the last ``num_tokens`` tokens."""
-        info = self.client.rollback(self.session_id, num_tokens)
+        info = self._call(lambda: self.client.rollback(self.session_id, num_tokens))
         self.tokens = info.tokens
         self._update(info.terminated, info.variables)
 
     def fill_next_token_bitmask(self, bitmask: NDArray[np.int32], idx: int = 0) -> None:
         """Write the allowed next tokens into row ``idx`` of an int32 ``[batch, words]`` array."""
-        self.client.mask(self.session_id, bitmask, idx)
+        self._call(lambda: self.client.mask(self.session_id, bitmask, idx))
 
     def is_terminated(self) -> bool:
         """True once EOS has been accepted."""
@@ -598,15 +683,15 @@ class RemoteGrammar:
 
     def fork(self) -> RemoteGrammar:
         """An independent copy at the same position (a new server-side session)."""
-        sid = self.client.fork(self.session_id)
+        sid = self._call(lambda: self.client.fork(self.session_id))
         return RemoteGrammar(self.client, self.spec, self.program, sid, self.tokens, self._terminated, self._variables)
 
     def close(self) -> None:
-        """Close the server-side session (already gone is fine)."""
+        """Close the server-side session (already gone, or unreachable, is fine)."""
         try:
             self.client.delete(self.session_id)
-        except RemoteError as e:
-            if e.code not in _GONE:
+        except (RemoteError, httpx.TransportError) as e:
+            if not _retryable(e):
                 raise
 
     def _update(self, terminated: bool, variables: Mapping[str, Any]) -> None:
@@ -618,19 +703,41 @@ class RemoteGrammar:
 
 
 class AsyncGuidanceClient:
-    """An asyncio client of one server; the methods of :class:`GuidanceClient`, awaited.
-
-    Args:
-        base_url: the server, e.g. ``http://127.0.0.1:8000``.
-        timeout: seconds per request.
-        http: an ``httpx.AsyncClient`` to use instead of making one (its ``base_url`` applies).
-    """
+    """An asyncio client; the methods and arguments of :class:`GuidanceClient`, awaited."""
 
     def __init__(
-        self, base_url: str = "http://127.0.0.1:8000", timeout: float = 30.0, *, http: httpx.AsyncClient | None = None
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        timeout: float = 30.0,
+        *,
+        http: httpx.AsyncClient | None = None,
+        worker_id: str | None = None,
+        retries: int = 4,
+        backoff: float = 0.05,
     ) -> None:
+        headers = {WORKER_HEADER: worker_id} if worker_id else {}
         self._owns = http is None
-        self.http = http if http is not None else httpx.AsyncClient(base_url=base_url, timeout=timeout)
+        self.http = (
+            http if http is not None else httpx.AsyncClient(base_url=base_url, timeout=timeout, headers=headers)
+        )
+        self.retries = retries
+        self.backoff = backoff
+        self.replays = 0
+
+    async def retrying(
+        self, fn: Callable[[], Awaitable[_T]], on_failure: Callable[[], None] | None = None
+    ) -> _T:
+        """See :meth:`GuidanceClient.retrying`."""
+        for attempt in range(self.retries + 1):
+            try:
+                return await fn()
+            except (httpx.TransportError, RemoteError) as e:
+                if attempt == self.retries or not _retryable(e):
+                    raise
+                if on_failure is not None:
+                    on_failure()
+                await asyncio.sleep(_delay(self.backoff, attempt, e))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def __aenter__(self) -> Self:
         return self
@@ -727,7 +834,7 @@ class AsyncGuidanceClient:
 
 class AsyncRemoteGrammar:
     """:class:`RemoteGrammar` for asyncio: the same methods, awaited (``is_terminated``,
-    ``get_variable_values`` and the properties are local and stay plain)."""
+    ``get_variable_values`` and the properties are local and stay plain), the same replay."""
 
     def __init__(
         self,
@@ -746,11 +853,12 @@ class AsyncRemoteGrammar:
         self.tokens = list(tokens)
         self._terminated = terminated
         self._variables = dict(variables or {})
+        self._lost = False
 
     @classmethod
     async def open(cls, client: AsyncGuidanceClient, spec: Mapping[str, Any]) -> AsyncRemoteGrammar:
         """Compile ``spec`` and open a session on it."""
-        info = await client.compile_spec(spec, open_session=True)
+        info = await client.retrying(lambda: client.compile_spec(spec, open_session=True))
         assert info.session_id is not None
         return cls(client, spec, info, info.session_id)
 
@@ -762,11 +870,31 @@ class AsyncRemoteGrammar:
     def mask_words(self) -> int:
         return self.program.mask_words
 
+    async def replay(self) -> None:
+        """See :meth:`RemoteGrammar.replay`."""
+        info = await self.client.compile_spec(self.spec, open_session=True)
+        assert info.session_id is not None
+        for i in range(0, len(self.tokens), _REPLAY_CHUNK):
+            await self.client.accept(info.session_id, self.tokens[i : i + _REPLAY_CHUNK])
+        self.program, self.session_id, self._lost = info, info.session_id, False
+        self.client.replays += 1
+
+    async def _call(self, fn: Callable[[], Awaitable[_T]]) -> _T:
+        async def attempt() -> _T:
+            if self._lost:
+                await self.replay()
+            return await fn()
+
+        def lost() -> None:
+            self._lost = True
+
+        return await self.client.retrying(attempt, on_failure=lost)
+
     async def accept_tokens(self, tokens: Sequence[int]) -> bool:
         """See :meth:`RemoteGrammar.accept_tokens`."""
         tokens = [int(t) for t in tokens]
         try:
-            result = await self.client.accept(self.session_id, tokens)
+            result = await self._call(lambda: self.client.accept(self.session_id, tokens))
         except RemoteError as e:
             if e.code in _REFUSED:
                 return False
@@ -779,7 +907,8 @@ class AsyncRemoteGrammar:
         """See :meth:`RemoteGrammar.validate_tokens`."""
         tokens = [int(t) for t in tokens]
         try:
-            return tokens[: (await self.client.accept(self.session_id, tokens, dry_run=True)).accepted]
+            result = await self._call(lambda: self.client.accept(self.session_id, tokens, dry_run=True))
+            return tokens[: result.accepted]
         except RemoteError as e:
             if e.code == "token-out-of-range" and e.index is not None:
                 return tokens[: e.index]
@@ -787,13 +916,13 @@ class AsyncRemoteGrammar:
 
     async def rollback(self, num_tokens: int) -> None:
         """See :meth:`RemoteGrammar.rollback`."""
-        info = await self.client.rollback(self.session_id, num_tokens)
+        info = await self._call(lambda: self.client.rollback(self.session_id, num_tokens))
         self.tokens = info.tokens
         self._update(info.terminated, info.variables)
 
     async def fill_next_token_bitmask(self, bitmask: NDArray[np.int32], idx: int = 0) -> None:
         """See :meth:`RemoteGrammar.fill_next_token_bitmask`."""
-        await self.client.mask(self.session_id, bitmask, idx)
+        await self._call(lambda: self.client.mask(self.session_id, bitmask, idx))
 
     def is_terminated(self) -> bool:
         """True once EOS has been accepted."""
@@ -810,7 +939,7 @@ class AsyncRemoteGrammar:
 
     async def fork(self) -> AsyncRemoteGrammar:
         """See :meth:`RemoteGrammar.fork`."""
-        sid = await self.client.fork(self.session_id)
+        sid = await self._call(lambda: self.client.fork(self.session_id))
         return AsyncRemoteGrammar(
             self.client, self.spec, self.program, sid, self.tokens, self._terminated, self._variables
         )
@@ -819,8 +948,8 @@ class AsyncRemoteGrammar:
         """See :meth:`RemoteGrammar.close`."""
         try:
             await self.client.delete(self.session_id)
-        except RemoteError as e:
-            if e.code not in _GONE:
+        except (RemoteError, httpx.TransportError) as e:
+            if not _retryable(e):
                 raise
 
     def _update(self, terminated: bool, variables: Mapping[str, Any]) -> None:
@@ -831,30 +960,68 @@ class AsyncRemoteGrammar:
 # -- batches: one round trip per decoding step --------------------------------------------------
 
 
-def _apply_step(
-    grammars: Sequence[RemoteGrammar | AsyncRemoteGrammar],
-    tokens: Sequence[Sequence[int]],
-    result: StepResult,
-    bitmask: NDArray[np.int32] | None,
-) -> list[StepStatus]:
-    """Update each grammar from its status and copy the masks into ``bitmask`` (row i = grammar i)."""
-    for g, sent, st in zip(grammars, tokens, result.statuses):
-        if st.status == "ok":
-            g.tokens.extend(int(t) for t in sent)
-        if st.status != "error":
-            g._update(st.terminated, st.variables if st.variables is not None else g._variables)
-    if bitmask is not None:
+class _StepPlan:
+    """The sans-I/O part of a batched step with replay: which grammars still need an answer.
+
+    A step goes out for every pending grammar; answers for sessions the server lost (unknown or
+    expired: a restarted or different replica) mark those grammars lost and pending again, so
+    they are replayed and stepped alone. Tokens are applied exactly once per grammar.
+    """
+
+    def __init__(
+        self,
+        grammars: Sequence[RemoteGrammar | AsyncRemoteGrammar],
+        tokens: Sequence[Sequence[int]],
+        bitmask: NDArray[np.int32] | None,
+    ) -> None:
+        if len(tokens) != len(grammars):
+            raise ValueError(f"{len(tokens)} token lists for {len(grammars)} grammars")
+        self.grammars = grammars
+        self.tokens = [[int(t) for t in ts] for ts in tokens]
+        self.bitmask = bitmask
+        self.pending = list(range(len(grammars)))
+        self.statuses: list[StepStatus | None] = [None] * len(grammars)
+
+    def items(self) -> list[tuple[Any, ...]]:
+        return [(self.grammars[i].session_id, self.tokens[i]) for i in self.pending]
+
+    def lost(self) -> list[int]:
+        return [i for i in self.pending if self.grammars[i]._lost]
+
+    def fail_all(self) -> None:
+        for i in self.pending:
+            self.grammars[i]._lost = True
+
+    def apply(self, result: StepResult) -> None:
+        """Take the answers; grammars whose session was gone stay pending (and marked lost)."""
+        still: list[int] = []
         masks = result.masks
         words = masks.shape[1]
-        if bitmask.shape[1] < words:
-            raise ValueError(f"bitmask rows have {bitmask.shape[1]} words, the masks have {words}")
-        if masks.shape[0] == len(grammars):
-            bitmask[: len(grammars), :words] = masks  # the common case: one vectorised copy
-        else:
-            for i, st in enumerate(result.statuses):
-                bitmask[i, :words] = masks[st.row]
-        bitmask[: len(grammars), words:] = 0
-    return result.statuses
+        if self.bitmask is not None and self.bitmask.shape[1] < words:
+            raise ValueError(f"bitmask rows have {self.bitmask.shape[1]} words, the masks have {words}")
+        done_rows: list[int] = []
+        done_src: list[int] = []
+        for i, st in zip(self.pending, result.statuses):
+            g = self.grammars[i]
+            if st.status == "error" and st.error is not None and st.error.get("code") in _GONE:
+                g._lost = True
+                still.append(i)
+                continue
+            if st.status == "ok":
+                g.tokens.extend(self.tokens[i])
+            if st.status != "error":
+                g._update(st.terminated, st.variables if st.variables is not None else g._variables)
+            self.statuses[i] = st
+            done_rows.append(i)
+            done_src.append(st.row)
+        if self.bitmask is not None and done_rows:
+            self.bitmask[done_rows, :words] = masks[done_src]
+            self.bitmask[done_rows, words:] = 0
+        self.pending = still
+
+    def result(self) -> list[StepStatus]:
+        assert not self.pending
+        return [st for st in self.statuses if st is not None]
 
 
 class GrammarBatch:
@@ -862,11 +1029,12 @@ class GrammarBatch:
 
     Row ``i`` of the bitmask belongs to ``grammars[i]``. :meth:`submit` sends a step in the
     background and returns a future, so a worker can send step t's tokens, run its forward pass,
-    and only then wait for step t+1's masks (pipelining).
+    and only then wait for step t+1's masks (pipelining). Lost sessions are replayed as in
+    :class:`RemoteGrammar`, and their part of the step is sent again; nothing is applied twice.
 
     Args:
-        client: the client of the server holding the sessions.
-        grammars: the batch's grammars (their sessions must all live on that server).
+        client: the client of the server (or balancer) holding the sessions.
+        grammars: the batch's grammars.
         variables: ask for captured variables at every step.
     """
 
@@ -878,11 +1046,17 @@ class GrammarBatch:
 
     def step(self, tokens: Sequence[Sequence[int]], bitmask: NDArray[np.int32] | None = None) -> list[StepStatus]:
         """Accept ``tokens[i]`` into grammar i (possibly none) and fill every mask into ``bitmask``."""
-        if len(tokens) != len(self.grammars):
-            raise ValueError(f"{len(tokens)} token lists for {len(self.grammars)} grammars")
-        items = [(g.session_id, t) for g, t in zip(self.grammars, tokens)]
-        result = self.client.step(items, variables=self.variables)
-        return _apply_step(self.grammars, tokens, result, bitmask)
+        plan = _StepPlan(self.grammars, tokens, bitmask)
+
+        def attempt() -> None:
+            for i in plan.lost():
+                self.grammars[i].replay()
+            plan.apply(self.client.step(plan.items(), variables=self.variables))
+            if plan.pending:
+                raise RemoteError(404, {"code": "session-not-found", "detail": "sessions lost; replaying"})
+
+        self.client.retrying(attempt, on_failure=plan.fail_all)
+        return plan.result()
 
     def submit(self, tokens: Sequence[Sequence[int]], bitmask: NDArray[np.int32]) -> Future[list[StepStatus]]:
         """:meth:`step` in the background; do not read ``bitmask`` before the future is done."""
@@ -909,8 +1083,14 @@ class AsyncGrammarBatch:
 
     async def step(self, tokens: Sequence[Sequence[int]], bitmask: NDArray[np.int32] | None = None) -> list[StepStatus]:
         """See :meth:`GrammarBatch.step`."""
-        if len(tokens) != len(self.grammars):
-            raise ValueError(f"{len(tokens)} token lists for {len(self.grammars)} grammars")
-        items = [(g.session_id, t) for g, t in zip(self.grammars, tokens)]
-        result = await self.client.step(items, variables=self.variables)
-        return _apply_step(self.grammars, tokens, result, bitmask)
+        plan = _StepPlan(self.grammars, tokens, bitmask)
+
+        async def attempt() -> None:
+            for i in plan.lost():
+                await self.grammars[i].replay()
+            plan.apply(await self.client.step(plan.items(), variables=self.variables))
+            if plan.pending:
+                raise RemoteError(404, {"code": "session-not-found", "detail": "sessions lost; replaying"})
+
+        await self.client.retrying(attempt, on_failure=plan.fail_all)
+        return plan.result()

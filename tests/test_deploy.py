@@ -1,0 +1,35 @@
+"""The deployment files are consistent with each other (Docker itself is not available here)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_compose_runs_replicas_behind_the_tested_nginx_config() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    replicas = sorted(name for name in services if name.startswith("guidance-"))
+    assert replicas == ["guidance-1", "guidance-2", "guidance-3"]
+    for name in replicas:
+        assert services[name]["build"] == "."
+    mounts = {m.split(":")[0] for s in services.values() for m in s.get("volumes", [])}
+    for mount in mounts:
+        assert (ROOT / mount).exists(), mount
+    nginx = (ROOT / "deploy/nginx/guidance.conf").read_text()
+    assert "hash $http_x_worker_id consistent;" in nginx
+    assert sorted(re.findall(r"server (guidance-\d+):8000", nginx)) == replicas
+    prometheus = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    targets = prometheus["scrape_configs"][0]["static_configs"][0]["targets"]
+    assert sorted(t.split(":")[0] for t in targets) == replicas
+
+
+def test_dockerfile_runs_unprivileged_with_a_health_check() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"(?m)^USER guidance$", text)
+    assert "HEALTHCHECK" in text and "/readyz" in text
+    assert re.search(r"(?m)^FROM python:3\.\d+-slim", text)

@@ -77,6 +77,8 @@ class CaptureLayout:
     scope: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     repeats: Mapping[int, RepeatInfo] = field(default_factory=dict)
     markers: Mapping[str, int] = field(default_factory=dict)
+    # a user's own Lark grammar: report its ``name[capture]`` rules as they are (last value wins)
+    passthrough: bool = False
 
     def values(self, records: Sequence[tuple[str, bytes]]) -> dict[str, Any]:
         """Group llguidance ``get_captures()`` records into the template's variables."""
@@ -94,6 +96,8 @@ class CaptureLayout:
                 continue
             chain = self.scope.get(name)
             if chain is None:
+                if self.passthrough:
+                    root[name] = value
                 continue
             ctx = self._context(root, chain, name, value)
             ctx[name] = value
@@ -447,13 +451,19 @@ def compile_template(
     return CompiledGrammar(grammar, layout)
 
 
-def _finish(grammar: str, tokenizer: llguidance.LLTokenizer | None, limits: Limits, error: type[GrammarError]) -> CompiledGrammar:
+def _finish(
+    grammar: str,
+    tokenizer: llguidance.LLTokenizer | None,
+    limits: Limits,
+    error: type[GrammarError],
+    layout: CaptureLayout | None = None,
+) -> CompiledGrammar:
     message = _validate(grammar, tokenizer, limits)
     if message:
         if _is_limit_error(message):
             raise LimitExceeded(f"constraint too complex: {_error_text(message)}", "parser")
         raise error(_error_text(message))
-    return CompiledGrammar(grammar, CaptureLayout())
+    return CompiledGrammar(grammar, layout or CaptureLayout())
 
 
 def compile_regex(pattern: str, tokenizer: llguidance.LLTokenizer | None, limits: Limits) -> CompiledGrammar:
@@ -469,7 +479,9 @@ def compile_lark(lark: str, tokenizer: llguidance.LLTokenizer | None, limits: Li
     if not isinstance(lark, str) or not lark.strip():
         raise GrammarError("grammar must be a non-empty Lark string")
     _check_size(lark, "grammar", limits)
-    return _finish(llguidance.LLMatcher.grammar_from_lark(lark), tokenizer, limits, GrammarError)
+    return _finish(
+        llguidance.LLMatcher.grammar_from_lark(lark), tokenizer, limits, GrammarError, CaptureLayout(passthrough=True)
+    )
 
 
 def compile_json_schema(

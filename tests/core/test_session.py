@@ -243,3 +243,11 @@ def test_control_tokens_are_not_text(tekken_backend: GuidanceBackend) -> None:
     state = tekken_backend.compile_regex("[a-z]+").create_state()
     for control in (0, 1, 3, 999):
         assert not state.accept_tokens([control])
+
+
+def test_captures_of_a_users_lark_grammar_are_reported(tiny_backend: GuidanceBackend) -> None:
+    tok = tiny_backend.tokenizer
+    program = tiny_backend.compile_grammar('start: "x=" num ";"\nnum[capture]: /[0-9]+/\n')
+    state = program.create_state()
+    assert state.accept_tokens(tok.encode("x=42;") + [tok.eos_token_id])
+    assert state.variables == {"num": "42"}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -27,8 +28,8 @@ from core.compiler import (
     compile_regex,
     compile_template,
 )
-from core.errors import GrammarError
-from core.limits import Limits
+from core.errors import GrammarError, LimitExceeded
+from core.limits import Limits, expansion
 from core.program import CompiledGuidanceProgram, ProgramKind, ProgramSpec, spec_from_kwargs
 from core.session import GuidanceState
 from core.template import GuidanceTemplate
@@ -45,6 +46,15 @@ _OPTIONS: dict[str, set[str]] = {
 }
 
 
+def _allows_more_than(row: NDArray[np.int32], token: int) -> bool:
+    """Whether a mask row allows any token other than ``token``."""
+    words = row.view(np.uint32)
+    word, bit = divmod(token, 32)
+    if words[:word].any() or words[word + 1 :].any():
+        return True
+    return bool(int(words[word]) & ~(1 << bit))
+
+
 class GuidanceBackend:
     """Compiles templates, JSON schemas, regexes, Lark grammars and choices into programs.
 
@@ -55,6 +65,8 @@ class GuidanceBackend:
             allowed).
         max_cache_size: most programs kept in the LRU cache.
         max_cache_bytes: most bytes kept in the cache (see :class:`~core.cache.ProgramCache`).
+        negative_cache_ttl: seconds a failed compile is remembered (its repeat fails at once).
+        negative_cache_entries: most failed compiles remembered.
         limits: compile and run limits; defaults to :class:`~core.limits.Limits`.
         num_threads: llguidance threads for batched mask fills; 1 (the default) fills in a plain
             loop, which measured as fast as llguidance's parallel executor on our 2-core machines
@@ -68,6 +80,8 @@ class GuidanceBackend:
         max_cache_size: int = 256,
         *,
         max_cache_bytes: int = 256 * 1024 * 1024,
+        negative_cache_ttl: float = 60.0,
+        negative_cache_entries: int = 1024,
         limits: Limits | None = None,
         num_threads: int | None = None,
     ) -> None:
@@ -78,7 +92,14 @@ class GuidanceBackend:
         self.tokenizer: Tokenizer = tokenizer
         self.vocab_size = max(vocab_size or 0, tokenizer.vocab_size)
         self.limits = limits or Limits()
-        self.cache = ProgramCache(max_cache_size, max_cache_bytes)
+        self.cache = ProgramCache(
+            max_cache_size,
+            max_cache_bytes,
+            negative_ttl=negative_cache_ttl,
+            negative_max_entries=negative_cache_entries,
+        )
+        # Seconds the first mask of each live program took (measured by its compile).
+        self._first_mask: weakref.WeakKeyDictionary[CompiledGuidanceProgram, float] = weakref.WeakKeyDictionary()
         self._num_threads = max(num_threads or 1, 1)
         self._executor: llguidance.LLExecutor | None = None
 
@@ -100,13 +121,48 @@ class GuidanceBackend:
 
     def _build(self, key: str, spec: ProgramSpec, tok: Tokenizer) -> CompiledGuidanceProgram:
         start = time.perf_counter()
-        compiled = self._compile_grammar(spec, tok)
+        limits = self.limits
+        try:
+            compiled = self._compile_grammar(spec, tok)
+        except RecursionError:
+            raise LimitExceeded("the constraint is nested too deeply", "max_nesting_depth") from None
+        grown = expansion(compiled.grammar)
+        if grown > limits.max_expansion:
+            raise LimitExceeded(
+                f"the constraint expands to a literal or repeat of about {grown} characters, above the limit "
+                f"of {limits.max_expansion} (every mask would cost time quadratic in it)",
+                "max_expansion",
+            )
         vocab = self.vocab_size if tok is self.tokenizer else None
         program = CompiledGuidanceProgram(
-            key, spec, compiled, tok, self.limits, (time.perf_counter() - start) * 1000, vocab
+            key, spec, compiled, tok, limits, (time.perf_counter() - start) * 1000, vocab
         )
+        # Compute the first mask here, on the compile thread: it warms the caches every session
+        # shares, and measures what a mask of this program costs before any request pays it.
+        row = allocate_bitmask(1, program.vocab_size)
+        state = program.create_state()
+        mask_start = time.perf_counter()
+        state.fill_bitmask(row, 0)
+        first_mask = time.perf_counter() - mask_start
+        if first_mask * 1000 > limits.max_first_mask_ms:
+            raise LimitExceeded(
+                f"the constraint's first mask took {first_mask * 1000:.0f} ms, above the limit of "
+                f"{limits.max_first_mask_ms} ms",
+                "max_first_mask_ms",
+            )
+        if not state.is_accepting() and not _allows_more_than(row[0], program.eos_token_id):
+            # Nothing but EOS, and EOS is not allowed either: the language is empty (a rule that
+            # only recurses, a cyclic $ref). Every session would be stuck at its first step.
+            raise GrammarError(
+                "the constraint matches no text at all (a rule without a base case, or a cyclic $ref?)"
+            )
+        self._first_mask[program] = first_mask
         program.compile_ms = (time.perf_counter() - start) * 1000
         return program
+
+    def first_mask_seconds(self, program: CompiledGuidanceProgram) -> float | None:
+        """How long ``program``'s first mask took when it was compiled here (None: not compiled here)."""
+        return self._first_mask.get(program)
 
     def _compile_grammar(self, spec: ProgramSpec, tok: Tokenizer) -> CompiledGrammar:
         ll, limits = tok.ll, self.limits
@@ -250,6 +306,9 @@ class AsyncGuidanceBackend:
         program = backend.cache.lookup(key)
         if program is not None:
             return program, True
+        failed = backend.cache.failure(key)
+        if failed is not None:
+            raise failed
         waiting = self._inflight.get(key)
         if waiting is not None:
             shared, _ = await asyncio.shield(waiting)
@@ -297,6 +356,10 @@ class AsyncGuidanceBackend:
     def get_program(self, program_id: str) -> CompiledGuidanceProgram | None:
         """A cached program by id, or None."""
         return self.backend.get_program(program_id)
+
+    def first_mask_seconds(self, program: CompiledGuidanceProgram) -> float | None:
+        """See :meth:`GuidanceBackend.first_mask_seconds`."""
+        return self.backend.first_mask_seconds(program)
 
     def allocate_bitmask(self, batch_size: int) -> NDArray[np.int32]:
         """See :meth:`GuidanceBackend.allocate_bitmask`."""

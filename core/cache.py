@@ -1,7 +1,9 @@
 """The program cache: an LRU keyed by content hash, bounded in entries and bytes, thread-safe.
 
 Concurrent compiles of one key are done once (single flight): the first caller compiles, the
-others wait for its result. Failed compiles are not cached here.
+others wait for its result. Failed compiles (a :class:`~core.errors.GuidanceError`: the input's
+fault) are remembered briefly in a small negative cache keyed by the same content hash, so
+repeating a bad input costs a dictionary lookup, not another compile.
 """
 
 from __future__ import annotations
@@ -13,9 +15,18 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
+from core.errors import GuidanceError
 from core.program import CompiledGuidanceProgram
 
 __all__ = ["ProgramCache"]
+
+
+def _clone(exc: GuidanceError) -> GuidanceError:
+    """A fresh copy of a remembered error (raising one object from many threads mixes tracebacks)."""
+    copy = BaseException.__new__(type(exc))
+    copy.args = exc.args
+    copy.__dict__.update(exc.__dict__)
+    return copy
 
 
 class ProgramCache:
@@ -25,13 +36,31 @@ class ProgramCache:
         max_entries: most programs kept.
         max_bytes: most bytes kept, by each program's ``size_bytes`` estimate (grammar text plus
             a fixed overhead; llguidance's lazily grown lexer caches are not counted).
+        negative_ttl: seconds a failed compile is remembered (0: not at all).
+        negative_max_entries: most failed compiles remembered (oldest forgotten first).
+        clock: a monotonic clock (tests may pass their own).
     """
 
-    def __init__(self, max_entries: int = 256, max_bytes: int = 256 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        max_entries: int = 256,
+        max_bytes: int = 256 * 1024 * 1024,
+        *,
+        negative_ttl: float = 60.0,
+        negative_max_entries: int = 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if max_entries < 1 or max_bytes < 1:
             raise ValueError("cache bounds must be positive")
+        if negative_ttl < 0 or negative_max_entries < 0:
+            raise ValueError("negative cache bounds must not be negative")
         self.max_entries = max_entries
         self.max_bytes = max_bytes
+        self.negative_ttl = negative_ttl
+        self.negative_max_entries = negative_max_entries
+        self._clock = clock
+        self._failed: OrderedDict[str, tuple[float, GuidanceError]] = OrderedDict()
+        self.negative_hits = 0
         self._items: OrderedDict[str, CompiledGuidanceProgram] = OrderedDict()
         self._inflight: dict[str, Future[CompiledGuidanceProgram]] = {}
         self._lock = threading.Lock()
@@ -60,6 +89,39 @@ class ProgramCache:
                 self.hits += 1
             return program
 
+    def failure(self, key: str) -> GuidanceError | None:
+        """The error a recent compile of ``key`` failed with (a copy, counted as a negative hit), or None."""
+        with self._lock:
+            return self._failure(key)
+
+    def _failure(self, key: str) -> GuidanceError | None:
+        entry = self._failed.get(key)
+        if entry is None:
+            return None
+        if self._clock() >= entry[0]:
+            del self._failed[key]
+            return None
+        self.negative_hits += 1
+        return _clone(entry[1])
+
+    def _purge_failures(self) -> None:
+        # Entries are kept in insertion order and share one TTL: the expired ones are in front.
+        now = self._clock()
+        while self._failed:
+            key, (deadline, _) = next(iter(self._failed.items()))
+            if deadline > now:
+                break
+            del self._failed[key]
+
+    def _remember_failure(self, key: str, exc: GuidanceError) -> None:
+        if not self.negative_ttl or not self.negative_max_entries:
+            return
+        self._purge_failures()
+        self._failed.pop(key, None)
+        self._failed[key] = (self._clock() + self.negative_ttl, _clone(exc))
+        while len(self._failed) > self.negative_max_entries:
+            self._failed.popitem(last=False)
+
     def get_or_compile(
         self, key: str, compile_fn: Callable[[], CompiledGuidanceProgram]
     ) -> tuple[CompiledGuidanceProgram, bool]:
@@ -70,6 +132,9 @@ class ProgramCache:
                 self._items.move_to_end(key)
                 self.hits += 1
                 return program, True
+            failed = self._failure(key)
+            if failed is not None:
+                raise failed
             waiting = self._inflight.get(key)
             if waiting is None:
                 self.misses += 1
@@ -84,6 +149,8 @@ class ProgramCache:
             with self._lock:
                 self.compile_errors += 1
                 del self._inflight[key]
+                if isinstance(e, GuidanceError):
+                    self._remember_failure(key, e)
             mine.set_exception(e)
             raise
         with self._lock:
@@ -105,9 +172,10 @@ class ProgramCache:
             self.evictions += 1
 
     def clear(self) -> None:
-        """Drop every program (live sessions keep theirs)."""
+        """Drop every program (live sessions keep theirs) and every remembered failure."""
         with self._lock:
             self._items.clear()
+            self._failed.clear()
             self.bytes = 0
 
     def __len__(self) -> int:
@@ -116,6 +184,7 @@ class ProgramCache:
     def stats(self) -> dict[str, Any]:
         """Counters for ``get_stats()``."""
         with self._lock:
+            self._purge_failures()
             return {
                 "entries": len(self._items),
                 "bytes": self.bytes,
@@ -127,4 +196,7 @@ class ProgramCache:
                 "compiles": self.compiles,
                 "compile_errors": self.compile_errors,
                 "compile_seconds_total": round(self.compile_seconds, 6),
+                "negative_entries": len(self._failed),
+                "negative_hits": self.negative_hits,
+                "negative_ttl_seconds": self.negative_ttl,
             }

@@ -32,7 +32,7 @@ ProgramKind = Literal["template", "json_schema", "regex", "grammar", "choice"]
 PROGRAM_KINDS: tuple[ProgramKind, ...] = ("template", "json_schema", "regex", "grammar", "choice")
 
 # Bumped whenever compilation changes meaning, so stale ids never alias new programs.
-_COMPILER_VERSION = 1
+_COMPILER_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -53,9 +53,11 @@ class ProgramSpec:
 
     def cache_key(self, tokenizer_fingerprint: str) -> str:
         """A content hash: equal on every machine for the same spec and vocabulary."""
+        # Key order is kept, not sorted: llguidance fixes object properties to a schema's order,
+        # so schemas differing only in order are different programs. JSON parsers keep order, so
+        # the same request still hashes alike on every replica.
         payload = json.dumps(
             [_COMPILER_VERSION, self.kind, self.source, dict(self.variables), dict(self.options), tokenizer_fingerprint],
-            sort_keys=True,
             ensure_ascii=False,
             separators=(",", ":"),
             default=str,

@@ -574,7 +574,7 @@ class GuidanceTemplate:
     @property
     def cache_key(self) -> str:
         """A stable hash of the source and the variables (same on every machine)."""
-        payload = json.dumps([self.source, self.variables], sort_keys=True, ensure_ascii=False, default=str)
+        payload = json.dumps([self.source, self.variables], ensure_ascii=False, default=str)
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
     def get_prefix_text(self) -> str:

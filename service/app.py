@@ -2,7 +2,8 @@
 
 The lifespan loads the tokenizers, builds one :class:`~core.backend.AsyncGuidanceBackend` (its
 program cache is shared by every tokenizer: program ids include the vocabulary), the session
-store, the metrics registry and a task closing idle sessions; and tears them down on shutdown.
+store, the slow lane, the metrics registry and a task closing idle sessions; and tears them down
+on shutdown (after uvicorn has drained the connections, see ``docs/reliability.md``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from service.routes import ROUTERS
 from service.routes.sessions import get_mask
 from service.routes.step import openapi_components as step_components
 from service.schemas import Problem
-from service.sessions import SessionStore
+from service.sessions import SessionStore, SlowLane
 from service.settings import Settings
 from service.tokenizers import load_configured
 
@@ -78,6 +79,8 @@ def create_app(settings: Settings | None = None, *, tokenizers: Mapping[str, Tok
                 registry.default,
                 max_cache_size=settings.cache_max_entries,
                 max_cache_bytes=settings.cache_max_bytes,
+                negative_cache_ttl=settings.negative_cache_ttl_seconds,
+                negative_cache_entries=settings.negative_cache_max_entries,
                 limits=settings.limits(),
                 num_threads=settings.mask_threads,
             ),
@@ -89,7 +92,8 @@ def create_app(settings: Settings | None = None, *, tokenizers: Mapping[str, Tok
             expired_ids_remembered=settings.expired_ids_remembered,
             retry_after=settings.retry_after_seconds,
         )
-        state = ServiceState(settings, registry, backend, sessions, Metrics(backend, sessions))
+        slow_lane = SlowLane(settings.slow_mask_ms / 1000, settings.slow_lane_workers, backend.first_mask_seconds)
+        state = ServiceState(settings, registry, backend, sessions, Metrics(backend, sessions, slow_lane), slow_lane)
         app.state.service = state
         interval = min(max(settings.session_ttl_seconds / 4, 0.05), 30.0)
         sweeper = asyncio.create_task(_sweep_sessions(sessions, interval), name="guidance-session-sweeper")
@@ -109,6 +113,7 @@ def create_app(settings: Settings | None = None, *, tokenizers: Mapping[str, Tok
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
             backend.close()
+            slow_lane.close()
             sessions.clear()
             del app.state.service
 

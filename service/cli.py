@@ -3,6 +3,7 @@
     guidance-server                                  # 127.0.0.1:8000, the embedded tekken tokenizer
     guidance-server --port 9000 --tokenizer gpt2=/models/gpt2/tokenizer.json
     guidance-server openapi > openapi.yaml           # regenerate the committed schema
+    guidance-server check person.hbs --text 'Name: Ada'  # check texts, in-process (service/check.py)
 
 Command-line options override ``GUIDANCE_SERVER_*`` environment variables, which override the
 defaults of :class:`~service.settings.Settings`.
@@ -39,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="guidance-server",
         description="A constraint server for LLM inference: token masks from templates, JSON schemas, regexes and grammars.",
+        epilog="guidance-server check --help: check texts against a constraint file, without a server.",
     )
     p.add_argument(
         "command",
@@ -68,6 +70,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--cache-entries", type=int, dest="cache_max_entries", help="programs kept in the cache (default 256)"
     )
+    p.add_argument(
+        "--shutdown-timeout",
+        type=int,
+        dest="shutdown_timeout_seconds",
+        help="on SIGTERM, seconds in-flight requests may take before the process exits (default 10)",
+    )
     return p
 
 
@@ -82,6 +90,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "max_body_bytes",
         "compile_workers",
         "cache_max_entries",
+        "shutdown_timeout_seconds",
     )
     out: dict[str, Any] = {f: getattr(args, f) for f in fields if getattr(args, f) is not None}
     if args.tokenizers:
@@ -118,6 +127,11 @@ def openapi_text() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``guidance-server``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["check"]:
+        from service.check import main as check_main
+
+        return check_main(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "openapi":
         sys.stdout.write(openapi_text())
@@ -142,6 +156,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_level=settings.log_level,
         access_log=settings.access_log,
         lifespan="on",
+        # SIGTERM: /readyz answers 503 at once (_DrainingServer), new connections are refused,
+        # in-flight requests get this long, then are cancelled and the process exits.
+        timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
     )
     server = _DrainingServer(config)
     server.run()

@@ -5,7 +5,7 @@ Tests override any of ``get_*`` through ``app.dependency_overrides``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -13,7 +13,7 @@ from fastapi import Depends, Request
 from core.backend import AsyncGuidanceBackend
 from service.metrics import Metrics
 from service.problems import NotReady
-from service.sessions import SessionStore
+from service.sessions import SessionStore, SlowLane
 from service.settings import Settings
 from service.tokenizers import TokenizerRegistry
 
@@ -44,6 +44,7 @@ class ServiceState:
     backend: AsyncGuidanceBackend
     sessions: SessionStore
     metrics: Metrics
+    slow_lane: SlowLane = field(default_factory=SlowLane)
     ready: bool = False
     draining: bool = False
     compiles_pending: int = 0

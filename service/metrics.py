@@ -8,6 +8,10 @@ error codes), never an id, a hash or client text.
     guidance_compile_duration_seconds{kind}     compiles that ran (not cache hits)
     guidance_compiles_pending                   compiles running or queued
     guidance_cache_{hits,misses,evictions}_total, guidance_cache_entries, guidance_cache_bytes
+    guidance_negative_cache_hits_total          compiles refused from the failed-compile cache
+    guidance_negative_cache_entries             failed compiles remembered
+    guidance_slow_lane_programs                 live programs served off the event loop
+    guidance_slow_lane_calls_total              requests whose engine work ran in the slow lane
     guidance_sessions_active, guidance_sessions_{created,expired,deleted,refused}_total
     guidance_tokens_accepted_total, guidance_tokens_rejected_total
     guidance_masks_served_total{format}         format: binary|json|batch
@@ -26,7 +30,7 @@ from prometheus_client.registry import Collector
 
 from core.backend import AsyncGuidanceBackend
 from core.program import PROGRAM_KINDS
-from service.sessions import SessionStore
+from service.sessions import SessionStore, SlowLane
 
 __all__ = ["COMPILE_RESULTS", "MASK_FORMATS", "Metrics"]
 
@@ -41,9 +45,10 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 class _StateCollector(Collector):
     """Figures the engine and the session store count themselves, read at scrape time."""
 
-    def __init__(self, backend: AsyncGuidanceBackend, sessions: SessionStore) -> None:
+    def __init__(self, backend: AsyncGuidanceBackend, sessions: SessionStore, slow_lane: SlowLane | None) -> None:
         self.backend = backend
         self.sessions = sessions
+        self.slow_lane = slow_lane
 
     def collect(self) -> Iterator[Metric]:
         cache = self.backend.backend.cache.stats()
@@ -54,6 +59,20 @@ class _StateCollector(Collector):
         )
         yield GaugeMetricFamily("guidance_cache_entries", "Programs in the cache.", value=cache["entries"])
         yield GaugeMetricFamily("guidance_cache_bytes", "Estimated bytes of the cached programs.", value=cache["bytes"])
+        yield CounterMetricFamily(
+            "guidance_negative_cache_hits",
+            "Compiles refused from the failed-compile cache (no compile ran).",
+            value=cache["negative_hits"],
+        )
+        yield GaugeMetricFamily(
+            "guidance_negative_cache_entries", "Failed compiles remembered.", value=cache["negative_entries"]
+        )
+        if self.slow_lane is not None:
+            lane = self.slow_lane
+            yield GaugeMetricFamily("guidance_slow_lane_programs", "Live programs served off the event loop.", value=len(lane))
+            yield CounterMetricFamily(
+                "guidance_slow_lane_calls", "Requests whose engine work ran in the slow lane.", value=lane.calls
+            )
         s = self.sessions
         yield GaugeMetricFamily("guidance_sessions_active", "Open sessions.", value=len(s))
         yield CounterMetricFamily("guidance_sessions_created", "Sessions opened (forks included).", value=s.created)
@@ -68,9 +87,10 @@ class Metrics:
     Args:
         backend: the engine (cache figures are read from it at scrape time).
         sessions: the session store (session figures likewise).
+        slow_lane: the slow lane (likewise), if any.
     """
 
-    def __init__(self, backend: AsyncGuidanceBackend, sessions: SessionStore) -> None:
+    def __init__(self, backend: AsyncGuidanceBackend, sessions: SessionStore, slow_lane: SlowLane | None = None) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.compiles = Counter(
@@ -102,7 +122,7 @@ class Metrics:
             "guidance_step_batch_size", "Sessions per batched step.", buckets=_BATCH_BUCKETS, registry=r
         )
         self.errors = Counter("guidance_errors", "Error answers by problem code.", ["code"], registry=r)
-        r.register(_StateCollector(backend, sessions))
+        r.register(_StateCollector(backend, sessions, slow_lane))
         # Hot-path children, resolved once.
         self.masks_binary = self.masks_served.labels("binary")
         self.masks_json = self.masks_served.labels("json")

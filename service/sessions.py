@@ -15,6 +15,10 @@ Policy (documented in the README):
   periodic sweep). Its id is remembered in a bounded set so it answers 410 ``session-expired``
   rather than 404 ``session-not-found``: the client then replays the session elsewhere.
 * Ids are random (``secrets.token_urlsafe``), never derived from content.
+* **Slow lane.** A few programs make every mask slow (a long literal costs llguidance time
+  quadratic in its length). Their sessions' work runs in :class:`SlowLane`, a small thread pool
+  (llguidance drops the GIL while computing a mask), still under the session's lock, so one
+  sender's expensive constraint never stalls the event loop every other session is served on.
 """
 
 from __future__ import annotations
@@ -22,17 +26,108 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from core.errors import SessionExpired, UnknownSession, excerpt
 from core.program import CompiledGuidanceProgram
 from core.session import GuidanceState
 from service.problems import TooManySessions
 
-__all__ = ["Session", "SessionStore"]
+__all__ = ["Session", "SessionStore", "SlowLane"]
 
 _ID_BYTES = 16
+T = TypeVar("T")
+
+
+class SlowLane:
+    """Where the engine work of a session runs: inline on the event loop, or in a thread pool.
+
+    A program is slow when its first mask, measured by its compile (``first_mask``), or any call
+    run inline took longer than ``threshold_seconds``; it stays slow while it lives.
+
+    Args:
+        threshold_seconds: the inline budget of one call.
+        workers: threads of the pool.
+        first_mask: the first-mask time of a program, when known.
+        clock: the session store's clock (marks sessions used when their work ends).
+    """
+
+    def __init__(
+        self,
+        threshold_seconds: float = 0.005,
+        workers: int = 1,
+        first_mask: Callable[[CompiledGuidanceProgram], float | None] = lambda program: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.threshold = threshold_seconds
+        self._clock = clock
+        self.workers = workers
+        self._first_mask = first_mask
+        self._slow: weakref.WeakSet[CompiledGuidanceProgram] = weakref.WeakSet()
+        self._pool: ThreadPoolExecutor | None = None
+        self.calls = 0
+
+    def is_slow(self, program: CompiledGuidanceProgram) -> bool:
+        """Whether ``program``'s sessions are served off the event loop."""
+        if program in self._slow:
+            return True
+        first = self._first_mask(program)
+        if first is not None and first > self.threshold:
+            self._slow.add(program)
+            return True
+        return False
+
+    def __len__(self) -> int:
+        return len(self._slow)
+
+    async def run(self, session: Session, fn: Callable[[], T]) -> T:
+        """``fn()`` (engine work on ``session``) under the session's lock, inline or in the pool.
+
+        The session counts as used until the work ends: its idle time starts then, not when the
+        request arrived (a slow request never expires its own session).
+        """
+        async with session.lock:
+            try:
+                return await self.run_locked(session.program, fn)
+            finally:
+                session.last_used = self._clock()
+
+    async def run_locked(self, program: CompiledGuidanceProgram, fn: Callable[[], T]) -> T:
+        """``fn()`` for sessions of ``program`` whose locks the caller holds."""
+        if self.is_slow(program):
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="guidance-slow")
+            self.calls += 1
+            future = asyncio.get_running_loop().run_in_executor(self._pool, fn)
+            cancelled = False
+            while True:
+                try:
+                    result = await asyncio.shield(future)
+                    break
+                except asyncio.CancelledError:
+                    if future.done():
+                        raise
+                    # The caller went away (a client disconnect): the thread still works on the
+                    # state, so the lock is held until it is done.
+                    cancelled = True
+            if cancelled:
+                raise asyncio.CancelledError
+            return result
+        start = time.perf_counter()
+        try:
+            return fn()
+        finally:
+            if time.perf_counter() - start > self.threshold:
+                self._slow.add(program)
+
+    def close(self) -> None:
+        """Stop the pool (a call running finishes; queued ones are cancelled)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 class Session:

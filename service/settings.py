@@ -44,8 +44,17 @@ class Settings(BaseSettings):
         retry_after_seconds: ``Retry-After`` sent with 429 and 503 answers.
         cache_max_entries: most compiled programs kept in the LRU cache.
         cache_max_bytes: most bytes of compiled programs kept in the cache.
+        negative_cache_ttl_seconds: seconds a failed compile is remembered: the same input within
+            that time is refused at once from memory, without compiling (0 disables).
+        negative_cache_max_entries: most failed compiles remembered.
         compile_workers: threads compiling programs.
         max_pending_compiles: compiles running or queued before new ones get 503.
+        slow_mask_ms: a program whose first mask (measured by its compile), or any mask or accept
+            served inline, takes longer than this, in milliseconds, is "slow": its sessions' work
+            then runs in the slow lane, a small thread pool, instead of on the event loop.
+        slow_lane_workers: threads of the slow lane.
+        shutdown_timeout_seconds: on SIGTERM, how long in-flight requests may run before they are
+            cancelled and the process exits (uvicorn's ``timeout_graceful_shutdown``).
         mask_threads: llguidance threads for the masks of one ``POST /step``; 1 fills in a loop (as
             fast as the parallel executor on the 2-core machines measured).
         max_source_bytes .. max_grammar_size: the engine limits, see :class:`core.limits.Limits`.
@@ -72,9 +81,14 @@ class Settings(BaseSettings):
 
     cache_max_entries: int = Field(default=256, ge=1)
     cache_max_bytes: int = Field(default=256 * _MIB, ge=1)
+    negative_cache_ttl_seconds: float = Field(default=60.0, ge=0)
+    negative_cache_max_entries: int = Field(default=1024, ge=0)
     compile_workers: int = Field(default=2, ge=1)
     max_pending_compiles: int = Field(default=64, ge=1)
     mask_threads: int = Field(default=1, ge=1)
+    slow_mask_ms: float = Field(default=5.0, gt=0)
+    slow_lane_workers: int = Field(default=1, ge=1)
+    shutdown_timeout_seconds: int = Field(default=10, ge=1)
 
     # Engine limits (core.limits.Limits): same names, same defaults.
     max_source_bytes: int = Field(default=Limits.max_source_bytes, ge=1)
@@ -82,6 +96,8 @@ class Settings(BaseSettings):
     max_repeat: int = Field(default=Limits.max_repeat, ge=1)
     max_choices: int = Field(default=Limits.max_choices, ge=1)
     max_tokens_per_accept: int = Field(default=Limits.max_tokens_per_accept, ge=1)
+    max_expansion: int = Field(default=Limits.max_expansion, ge=1)
+    max_first_mask_ms: int = Field(default=Limits.max_first_mask_ms, ge=1)
     max_items_in_row: int = Field(default=Limits.max_items_in_row, ge=1)
     initial_lexer_fuel: int = Field(default=Limits.initial_lexer_fuel, ge=1)
     step_lexer_fuel: int = Field(default=Limits.step_lexer_fuel, ge=1)

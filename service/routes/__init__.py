@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from service.routes import compile, ops, sessions, step, tokenizers
+from service.routes import compile, ops, sessions, step, tokenizers, ui
 
 __all__ = ["ROUTERS"]
 
 # The hot paths first (mask, step): routes are matched in order.
-ROUTERS = (sessions.mask_router, step.router, compile.router, sessions.router, tokenizers.router, ops.router)
+ROUTERS = (sessions.mask_router, step.router, compile.router, sessions.router, tokenizers.router, ops.router, ui.router)

@@ -10,7 +10,7 @@ from fastapi import APIRouter
 from core.errors import GuidanceError, LimitExceeded
 from core.program import CompiledGuidanceProgram, spec_from_kwargs
 from service.dependencies import ServiceState, StateDep
-from service.problems import CompileQueueFull, problem_responses
+from service.problems import CompileQueueFull, NotReady, problem_responses
 from service.schemas import CompileRequest, CompileResponse, ProgramFields
 
 __all__ = ["Compiled", "compile_program", "program_variables", "router"]
@@ -39,8 +39,11 @@ async def compile_program(body: ProgramFields, state: ServiceState) -> Compiled:
     Raises:
         UnknownTokenizer: ``body.tokenizer`` is not loaded.
         CompileQueueFull: too many compiles are already pending (and this one is not cached).
+        NotReady: the server is draining (SIGTERM): compile on another replica.
         GuidanceError: the constraint does not compile (400) or breaks a limit.
     """
+    if state.draining:
+        raise NotReady("the server is shutting down: compile on another replica", state.settings.retry_after_seconds)
     tok = state.tokenizers.get(body.tokenizer)
     kind, source = body.kind_and_source()
     spec = spec_from_kwargs(kind, source, body.variables, body.options)

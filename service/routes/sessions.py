@@ -2,7 +2,8 @@
 
 Accept and mask run inline on the event loop (microseconds of work, no thread hop) under the
 session's lock, so concurrent requests on one session are serialised and a batched step can
-share the same locks.
+share the same locks. Sessions of a slow program run the same work in the slow lane (see
+``service/sessions.py``), still under the lock.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from core.bitmask import to_bytes
 from core.errors import TokenRejected, UnknownProgram, excerpt
 from core.session import GuidanceState
 from service.dependencies import MetricsDep, SessionsDep, StateDep, state_of
-from service.problems import RollbackOutOfRange, problem_responses
+from service.problems import NotReady, RollbackOutOfRange, problem_responses
 from service.routes.compile import compile_program
 from service.schemas import (
     AcceptRequest,
@@ -129,6 +130,8 @@ async def create_session(body: SessionCreateRequest, state: StateDep) -> Session
     `program_id` answers 404 `program-not-found` when this replica has not compiled it (or
     evicted it): re-send the program itself.
     """
+    if state.draining:
+        raise NotReady("the server is shutting down: open the session on another replica", state.settings.retry_after_seconds)
     if body.program_id is not None:
         program = state.backend.get_program(body.program_id)
         if program is None:
@@ -148,7 +151,7 @@ async def create_session(body: SessionCreateRequest, state: StateDep) -> Session
     responses=problem_responses(404, 409, 410, 413, 422),
 )
 async def accept_tokens(
-    session_id: str, body: AcceptRequest, sessions: SessionsDep, metrics: MetricsDep
+    session_id: str, body: AcceptRequest, sessions: SessionsDep, metrics: MetricsDep, state: StateDep
 ) -> AcceptResponse:
     """Advance the session by the tokens sampled, all or nothing.
 
@@ -156,9 +159,10 @@ async def accept_tokens(
     session is left exactly as it was. With `dry_run`, only validate.
     """
     session = sessions.get(session_id)
-    async with session.lock:
-        st = session.state
-        tokens = body.tokens
+    st = session.state
+    tokens = body.tokens
+
+    def work() -> AcceptResponse:
         if body.dry_run:
             accepted = st.count_valid(tokens)
         else:
@@ -177,6 +181,8 @@ async def accept_tokens(
             forced_tokens=forced,
             variables=variables,
         )
+
+    return await state.slow_lane.run(session, work)
 
 
 @mask_router.get(
@@ -197,13 +203,16 @@ async def get_mask(request: Request) -> Response:
     session = state.sessions.get(request.path_params["session_id"])
     metrics = state.metrics
     program = session.program
-    async with session.lock:
+
+    def work() -> tuple[bytes, bool]:
         start = time.perf_counter()
         row = np.zeros((1, program.mask_words), dtype=np.int32)
         session.state.fill_bitmask(row, 0)
         terminated = session.state.is_terminated()
         metrics.mask_seconds.observe(time.perf_counter() - start)
-    raw = to_bytes(row)
+        return to_bytes(row), terminated
+
+    raw, terminated = await state.slow_lane.run(session, work)
     accept = request.headers.get("accept", "")
     if "application/json" in accept and "application/octet-stream" not in accept:
         metrics.masks_json.inc()
@@ -232,15 +241,18 @@ async def get_mask(request: Request) -> Response:
     response_model=SessionState,
     responses=problem_responses(404, 410, 422),
 )
-async def rollback(session_id: str, body: RollbackRequest, sessions: SessionsDep) -> SessionState:
+async def rollback(session_id: str, body: RollbackRequest, sessions: SessionsDep, state: StateDep) -> SessionState:
     """Undo the last `tokens` accepted tokens (EOS included); answers the session's state."""
     session = sessions.get(session_id)
-    async with session.lock:
+
+    def work() -> SessionState:
         have = len(session.state.tokens)
         if body.tokens > have:
             raise RollbackOutOfRange(f"cannot roll back {body.tokens} tokens: the session has accepted {have}")
         session.state.rollback(body.tokens)
         return _state(session)
+
+    return await state.slow_lane.run(session, work)
 
 
 @router.post(
@@ -250,11 +262,10 @@ async def rollback(session_id: str, body: RollbackRequest, sessions: SessionsDep
     response_model=SessionCreated,
     responses=problem_responses(404, 410, 429),
 )
-async def fork(session_id: str, sessions: SessionsDep) -> SessionCreated:
+async def fork(session_id: str, sessions: SessionsDep, state: StateDep) -> SessionCreated:
     """A new, independent session at the same position (n > 1 sampling, beam search)."""
     session = sessions.get(session_id)
-    async with session.lock:
-        copy = session.state.fork()
+    copy = await state.slow_lane.run(session, session.state.fork)
     child = sessions.create(session.program, session.tokenizer_name, copy)
     return SessionCreated(session_id=child.id, program_id=session.program.program_id)
 
@@ -262,11 +273,10 @@ async def fork(session_id: str, sessions: SessionsDep) -> SessionCreated:
 @router.get(
     "/{session_id}", summary="Read a session", response_model=SessionState, responses=problem_responses(404, 410)
 )
-async def get_session(session_id: str, sessions: SessionsDep) -> SessionState:
+async def get_session(session_id: str, sessions: SessionsDep, state: StateDep) -> SessionState:
     """The session: program, tokens accepted, their text, captured variables, status."""
     session = sessions.get(session_id)
-    async with session.lock:
-        return _state(session)
+    return await state.slow_lane.run(session, lambda: _state(session))
 
 
 @router.delete(

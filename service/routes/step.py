@@ -27,6 +27,8 @@ session never fails the batch; a malformed request does (422), as does a batch a
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import struct
 import sys
 import time
@@ -41,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 from core.bitmask import to_bytes
 from core.errors import GuidanceError, InvalidTokens, LimitExceeded, TokenRejected
 from core.session import GuidanceState
-from service.dependencies import state_of
+from service.dependencies import ServiceState, state_of
 from service.problems import problem_responses
 from service.routes.sessions import DirectRoute
 from service.sessions import Session
@@ -131,7 +133,6 @@ async def step(request: Request) -> Response:
     ids = [item.session_id for item in items]
     if len(set(ids)) != len(ids):
         raise RequestValidationError([{"loc": ("body", "sessions"), "msg": "a session appears twice", "type": "value_error"}])
-    metrics = service.metrics
     store = service.sessions
 
     # Look every session up first; unknown and expired ones become per-session errors.
@@ -147,12 +148,32 @@ async def step(request: Request) -> Response:
     words = live[0].program.mask_words if live else 1
     vocab = live[0].program.vocab_size if live else 0
 
-    # Everything below runs without awaiting, so no other request interleaves with it: wait for
-    # sessions some request holds (none, in practice: their handlers never await under the lock).
-    for s in live:
-        while s.lock.locked():
-            async with s.lock:
-                pass
+    # Hold every session's lock (in id order: no deadlock with another step) while the batch is
+    # advanced and filled; inline, or in the slow lane when a session's program is slow there.
+    async with contextlib.AsyncExitStack() as stack:
+        for s in sorted(live, key=lambda s: s.id):
+            await stack.enter_async_context(s.lock)
+        work = functools.partial(_advance_and_fill, service, body, found, errors, words, vocab)
+        slow = next((s.program for s in live if service.slow_lane.is_slow(s.program)), None)
+        if slow is None:
+            buf = work()
+        else:
+            buf = await service.slow_lane.run_locked(slow, work)
+    service.metrics.step_batch_size.observe(len(items))
+    return Response(memoryview(buf), media_type=STEP_MEDIA_TYPE)
+
+
+def _advance_and_fill(
+    service: ServiceState,
+    body: StepRequest,
+    found: list[Session | None],
+    errors: dict[int, GuidanceError],
+    words: int,
+    vocab: int,
+) -> bytearray:
+    """Advance every session of the batch and compute the whole answer (its locks are held)."""
+    items = body.sessions
+    metrics = service.metrics
     statuses: list[dict[str, Any]] = []
     fill: list[tuple[GuidanceState, int]] = []
     drafts: list[tuple[GuidanceState, int, list[int]]] = []
@@ -210,13 +231,12 @@ async def step(request: Request) -> Response:
     if sys.byteorder != "little":  # pragma: no cover
         buf[offset:] = to_bytes(bitmask)
 
-    metrics.step_batch_size.observe(len(items))
     metrics.masks_batch.inc(len(fill))
     if accepted_total:
         metrics.tokens_accepted.inc(accepted_total)
     if rejected_total:
         metrics.tokens_rejected.inc(rejected_total)
-    return Response(memoryview(buf), media_type=STEP_MEDIA_TYPE)
+    return buf
 
 
 def _fill_drafts(st: GuidanceState, first: int, draft: list[int], bitmask: np.ndarray) -> None:

@@ -1,0 +1,1 @@
+"""Tests of the playground page (in headless Chromium) and of ``guidance-server check``."""

@@ -4,25 +4,31 @@ Both sides walk the same token sequences (a different valid text per walk), acce
 compute the next mask per step. Runs alternate between the two sides so machine noise hits both.
 The raw side uses its own ``LLMatcher`` built from the same grammar text, so neither side warms
 the other's caches.
+
+Reference engines (xgrammar, outlines-core; see :mod:`bench.reference`) walk the same token ids in
+the same alternating rounds and appear as extra columns when they import; otherwise a note says
+why they are missing. ``python -m bench.inprocess [--quick]``.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import llguidance
 import numpy as np
 
 from bench.cases import CASES, Case, texts
+from bench.reference import Engine, Prepared, load_engines
 from core import GuidanceBackend, GuidanceGrammar
 from core.program import ProgramSpec
 
 
 def spec_of(body: dict[str, Any]) -> ProgramSpec:
     (kind,) = [k for k in ("template", "json_schema", "regex", "grammar", "choice") if k in body]
-    return ProgramSpec(kind, body[kind], body.get("variables", {}), body.get("options", {}))  # type: ignore[arg-type]
+    return ProgramSpec(kind, body[kind], body.get("variables", {}), body.get("options", {}))  # type: ignore[arg-type,unused-ignore]
 
 
 def _walk_core(program: Any, walk: list[int], bitmask: np.ndarray) -> None:
@@ -44,19 +50,35 @@ def _walk_raw(root: llguidance.LLMatcher, walk: list[int], bitmask: np.ndarray, 
         m.unsafe_compute_mask_ptr(addr, size)
 
 
-def run_case(backend: GuidanceBackend, case: Case, walks: int, rounds: int) -> dict[str, Any]:
+def run_case(
+    backend: GuidanceBackend, case: Case, walks: int, rounds: int, engines: Sequence[Engine] = (), quick: bool = False
+) -> dict[str, Any]:
     tok = backend.tokenizer
     program = backend.compile(spec_of(case.body))[0]
     root = llguidance.LLMatcher(tok.ll, program.grammar, log_level=0)
     sequences = [tok.encode(t) + [tok.eos_token_id] for t in texts(case, walks)]
     bitmask = backend.allocate_bitmask(1)
     steps = sum(len(s) + 1 for s in sequences)
+    refs: dict[str, Prepared] = {}
+    notes: dict[str, str] = {}
+    for engine in engines:
+        try:
+            prepared = engine.prepare(case, quick)
+            if isinstance(prepared, Prepared):
+                for seq in sequences:  # warm, and check it accepts every walk
+                    prepared.walk(seq, bitmask)
+                refs[engine.name] = prepared
+            else:
+                notes[engine.name] = prepared
+        except Exception as e:  # noqa: BLE001 - a reference engine failing is reported, not fatal
+            notes[engine.name] = f"{type(e).__name__}: {str(e)[:100]}"
     # warm both sides once (lexer build, first visits), then time alternating rounds
     for seq in sequences:
         _walk_core(program, seq, bitmask)
         _walk_raw(root, seq, bitmask, tok.eos_token_id)
     core_us: list[float] = []
     raw_us: list[float] = []
+    ref_us: dict[str, list[float]] = {name: [] for name in refs}
     for _ in range(rounds):
         t0 = time.perf_counter()
         for seq in sequences:
@@ -67,8 +89,13 @@ def run_case(backend: GuidanceBackend, case: Case, walks: int, rounds: int) -> d
         t2 = time.perf_counter()
         core_us.append((t1 - t0) / steps * 1e6)
         raw_us.append((t2 - t1) / steps * 1e6)
+        for name, prepared in refs.items():
+            t3 = time.perf_counter()
+            for seq in sequences:
+                prepared.walk(seq, bitmask)
+            ref_us[name].append((time.perf_counter() - t3) / steps * 1e6)
     core_med, raw_med = statistics.median(core_us), statistics.median(raw_us)
-    return {
+    row: dict[str, Any] = {
         "case": case.name,
         "walks": walks,
         "steps": steps,
@@ -76,23 +103,59 @@ def run_case(backend: GuidanceBackend, case: Case, walks: int, rounds: int) -> d
         "raw_step_us": round(raw_med, 2),
         "ratio": round(core_med / raw_med, 3),
     }
+    for name, prepared in refs.items():
+        med = statistics.median(ref_us[name])
+        row[f"{name}_step_us"] = round(med, 2)
+        row[f"{name}_vs_raw"] = round(med / raw_med, 3)
+        row[f"{name}_compile_ms"] = round(prepared.compile_ms, 1)
+    if notes:
+        row["notes"] = notes
+    return row
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    """Per-step cost of core vs raw llguidance for each case; ratio = core / raw."""
+    """Per-step cost of core vs raw llguidance for each case; ratio = core / raw.
+
+    Reference engines that import add ``<engine>_step_us`` and ``<engine>_vs_raw`` per row.
+    """
     backend = GuidanceBackend()
+    engines, missing = load_engines(backend.tokenizer)
     walks, rounds = (16, 5) if quick else (64, 9)
-    rows = [run_case(backend, case, walks, rounds) for case in CASES]
+    rows = [run_case(backend, case, walks, rounds, engines, quick) for case in CASES]
     total_core = sum(r["core_step_us"] * r["steps"] for r in rows)
     total_raw = sum(r["raw_step_us"] * r["steps"] for r in rows)
-    return {"rows": rows, "core_vs_raw": round(total_core / total_raw, 3)}
+    return {
+        "rows": rows,
+        "core_vs_raw": round(total_core / total_raw, 3),
+        "engines": [e.name for e in engines],
+        "engines_missing": missing,
+    }
 
 
 def table(result: dict[str, Any]) -> str:
-    lines = ["case       steps   core us/step   raw us/step   ratio"]
+    names = [n for n in ("xgrammar", "outlines-core") if n in result.get("engines", ())]
+    head = "case       steps   core us/step   raw us/step   ratio"
+    for n in names:
+        head += f"   {n + ' us/step':>21}"
+    lines = [head]
+    notes: list[str] = []
     for r in result["rows"]:
-        lines.append(f"{r['case']:<10} {r['steps']:>5}   {r['core_step_us']:>12}   {r['raw_step_us']:>11}   {r['ratio']:>5}")
+        line = f"{r['case']:<10} {r['steps']:>5}   {r['core_step_us']:>12}   {r['raw_step_us']:>11}   {r['ratio']:>5}"
+        for n in names:
+            v = r.get(f"{n}_step_us")
+            line += f"   {v if v is not None else '-':>21}"
+        lines.append(line)
+        for n, why in r.get("notes", {}).items():
+            notes.append(f"  {r['case']}/{n}: {why}")
     lines.append(f"overall core/raw: {result['core_vs_raw']}")
+    for n in names:
+        compiled = ", ".join(f"{r['case']} {r[n + '_compile_ms']} ms" for r in result["rows"] if n + "_compile_ms" in r)
+        lines.append(f"{n} compile: {compiled}")
+    for n, why in result.get("engines_missing", {}).items():
+        notes.append(f"  {n}: {why} (column omitted)")
+    if notes:
+        lines.append("notes:")
+        lines.extend(notes)
     return "\n".join(lines)
 
 

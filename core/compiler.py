@@ -26,6 +26,7 @@ import llguidance
 
 from core.errors import GrammarError, LimitExceeded, SchemaError, TemplateError
 from core.limits import Limits
+from core.schema_rewrite import rewrite_schema
 from core.template import (
     GenNode,
     GrammarNode,
@@ -246,6 +247,7 @@ def json_schema_with_options(
     size = len(json.dumps(schema, ensure_ascii=False))
     if size > limits.max_source_bytes:
         raise LimitExceeded(f"JSON schema is larger than {limits.max_source_bytes} bytes", "max_source_bytes")
+    schema = rewrite_schema(schema)  # exact rewrites of what llguidance refuses (core/schema_rewrite.py)
     user = schema.get("x-guidance")
     options: dict[str, Any] = dict(_COMPACT)
     if isinstance(user, Mapping):

@@ -1015,8 +1015,13 @@ class _StepPlan:
             done_rows.append(i)
             done_src.append(st.row)
         if self.bitmask is not None and done_rows:
-            self.bitmask[done_rows, :words] = masks[done_src]
-            self.bitmask[done_rows, words:] = 0
+            n = len(done_rows)
+            if done_rows == done_src == list(range(n)):  # the usual step: one contiguous copy
+                self.bitmask[:n, :words] = masks[:n]
+                self.bitmask[:n, words:] = 0
+            else:
+                self.bitmask[done_rows, :words] = masks[done_src]
+                self.bitmask[done_rows, words:] = 0
         self.pending = still
 
     def result(self) -> list[StepStatus]:

@@ -46,11 +46,14 @@ T = TypeVar("T")
 class SlowLane:
     """Where the engine work of a session runs: inline on the event loop, or in a thread pool.
 
-    A program is slow when its first mask, measured by its compile (``first_mask``), or any call
-    run inline took longer than ``threshold_seconds``; it stays slow while it lives.
+    A program is slow when its first mask, measured by its compile (``first_mask``), took longer
+    than ``threshold_seconds``, or when its calls run inline did ``strikes`` times (or once by ten
+    times the budget): one call preempted on a busy machine must not move a cheap program off
+    the event loop. A slow program stays slow while it lives.
 
     Args:
         threshold_seconds: the inline budget of one call.
+        strikes: inline calls over the budget that make a program slow.
         workers: threads of the pool.
         first_mask: the first-mask time of a program, when known.
         clock: the session store's clock (marks sessions used when their work ends).
@@ -62,8 +65,11 @@ class SlowLane:
         workers: int = 1,
         first_mask: Callable[[CompiledGuidanceProgram], float | None] = lambda program: None,
         clock: Callable[[], float] = time.monotonic,
+        strikes: int = 3,
     ) -> None:
         self.threshold = threshold_seconds
+        self.strikes = strikes
+        self._strikes: weakref.WeakKeyDictionary[CompiledGuidanceProgram, int] = weakref.WeakKeyDictionary()
         self._clock = clock
         self.workers = workers
         self._first_mask = first_mask
@@ -121,8 +127,12 @@ class SlowLane:
         try:
             return fn()
         finally:
-            if time.perf_counter() - start > self.threshold:
-                self._slow.add(program)
+            elapsed = time.perf_counter() - start
+            if elapsed > self.threshold:
+                strikes = self._strikes.get(program, 0) + 1
+                self._strikes[program] = strikes
+                if strikes >= self.strikes or elapsed > 10 * self.threshold:
+                    self._slow.add(program)
 
     def close(self) -> None:
         """Stop the pool (a call running finishes; queued ones are cancelled)."""

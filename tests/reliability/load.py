@@ -31,7 +31,7 @@ import httpx
 import numpy as np
 
 from core import GuidanceBackend, GuidanceState, Tokenizer, load_default_tokenizer
-from tests.reliability.server import Server, running
+from tests.server import Server, running
 
 TEMPLATE = "Name: {{gen 'name' regex='[A-Z][a-z]+'}}\nAge: {{gen 'age' regex='[0-9]{1,3}'}}"
 SCHEMA: dict[str, Any] = {

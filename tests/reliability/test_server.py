@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.reliability import load
-from tests.reliability.server import Server, start, stop
+from tests.server import Server, start, stop
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ import pytest
 
 from core import Tokenizer, allowed_tokens
 from service.client import GrammarBatch, GuidanceClient, RemoteGrammar
+from tests.server import free_port, start, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
@@ -49,45 +49,14 @@ SESSIONS = 32
 KILL_AT_STEP = 6
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url}: the process exited with {proc.returncode}")
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(url + "/readyz", timeout=1.0).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} not ready in {timeout} s")
-
-
 @contextlib.contextmanager
-def _servers(n: int) -> Iterator[list[tuple[int, subprocess.Popen[bytes]]]]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    procs = []
+def _servers(n: int) -> Iterator[list[tuple[int, subprocess.Popen[str]]]]:
+    running = [start() for _ in range(n)]
     try:
-        for _ in range(n):
-            port = _free_port()
-            cmd = [sys.executable, "-m", "service", "--port", str(port), "--log-level", "warning"]
-            procs.append((port, subprocess.Popen(cmd, env=env, cwd=ROOT)))
-        for port, proc in procs:
-            _wait_ready(f"http://127.0.0.1:{port}", proc)
-        yield procs
+        yield [(int(r.url.rsplit(":", 1)[1]), r.proc) for r in running]
     finally:
-        for _, proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for _, proc in procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=15)
-            if proc.poll() is None:
-                proc.kill()
+        for r in running:
+            stop(r, timeout=15)
 
 
 def nginx_config(listen: int, upstreams: list[int], prefix: Path) -> str:
@@ -124,7 +93,7 @@ def _nginx(upstreams: list[int]) -> Iterator[int]:
     (prefix / "tmp").mkdir()
     os.chmod(prefix, 0o777)
     os.chmod(prefix / "tmp", 0o777)
-    port = _free_port()
+    port = free_port()
     conf = prefix / "nginx.conf"
     conf.write_text(nginx_config(port, upstreams, prefix))
     check = subprocess.run([NGINX, "-t", "-p", str(prefix), "-c", str(conf)], capture_output=True, text=True)

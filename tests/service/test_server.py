@@ -10,12 +10,7 @@ import asyncio
 import json
 import re
 import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -25,43 +20,20 @@ from numpy.typing import NDArray
 
 from core import Tokenizer
 from service.client import AsyncGuidanceClient, AsyncRemoteGrammar, GuidanceClient, RemoteGrammar
+from tests.server import start, stop
 from tests.service.helpers import PERSON_SCHEMA, TEMPLATE, TEMPLATE_ORACLE
-
-_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
     """A real server process on a free port; yields its base URL once ``/readyz`` answers 200."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        cwd=_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
+    running = start()
     try:
-        with GuidanceClient(url, timeout=2) as client:
-            deadline = time.monotonic() + 60
-            while not client.ready():
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"server did not become ready:\n{proc.communicate(timeout=5)[1][-2000:]}")
-                time.sleep(0.1)
-        yield url
+        yield running.url
     finally:
-        proc.terminate()  # SIGTERM: a graceful shutdown
-        _, err = proc.communicate(timeout=30)
+        status, err = stop(running)  # SIGTERM: a graceful shutdown
     # uvicorn shuts down gracefully, then re-raises the signal so the exit status reports it.
-    assert proc.returncode in (0, -signal.SIGTERM), err[-2000:]
+    assert status in (0, -signal.SIGTERM), err[-2000:]
     assert "Traceback" not in err, err[-2000:]
 
 

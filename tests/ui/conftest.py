@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -15,17 +11,11 @@ from typing import Any
 
 import pytest
 
+from tests.server import start, stop
 from tests.ui.cdp import Browser, chromium_path, launch
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def http(method: str, url: str, body: Any = None, timeout: float = 10) -> tuple[int, Any]:
@@ -43,31 +33,11 @@ def http(method: str, url: str, body: Any = None, timeout: float = 10) -> tuple[
 @pytest.fixture(scope="module")
 def server_url() -> Iterator[str]:
     """``python -m service`` on a free loopback port, ready (``/readyz`` 200)."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
+    running = start()
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if http("GET", f"{url}/readyz", timeout=2)[0] == 200:
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"the server did not start:\n{proc.communicate(timeout=10)[1][-2000:]}")
-            time.sleep(0.1)
-        yield url
+        yield running.url
     finally:
-        proc.terminate()
-        _, err = proc.communicate(timeout=30)
+        _, err = stop(running)
     assert "Traceback" not in err, err[-2000:]
 
 

@@ -1,4 +1,5 @@
-"""A real server process on loopback, for the load, soak and shutdown tests (and ``load.py``)."""
+"""A real ``python -m service`` process on a free loopback port, for the tests that need one
+(and ``tests/reliability/load.py``)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:

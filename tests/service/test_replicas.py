@@ -29,9 +29,10 @@ import httpx
 import numpy as np
 import pytest
 
-from core import Tokenizer, allowed_tokens
+from core import Tokenizer
 from service.client import GrammarBatch, GuidanceClient, RemoteGrammar
 from tests.server import free_port, start, stop
+from tests.service.helpers import sample_next
 
 ROOT = Path(__file__).resolve().parents[2]
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
@@ -136,17 +137,7 @@ def _drive(
         assert all(s.status == "ok" for s in statuses), [s for s in statuses if s.status != "ok"]
         if all(g.is_terminated() for g in grammars):
             break
-        pending = []
-        for i, g in enumerate(grammars):
-            if g.is_terminated():
-                pending.append([])
-                continue
-            allowed = allowed_tokens(bitmask[i], tok.vocab_size)
-            others = allowed[allowed != eos]
-            if eos in allowed and (others.size == 0 or rngs[i].random() < 0.4):
-                pending.append([eos])
-            else:
-                pending.append([int(others[rngs[i].integers(others.size)])])
+        pending = sample_next([g.is_terminated() for g in grammars], bitmask, tok.vocab_size, eos, rngs, 0.4)
     assert all(g.is_terminated() for g in grammars)
     for g in grammars:
         g.close()

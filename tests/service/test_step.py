@@ -14,7 +14,7 @@ import pytest
 
 from core import Tokenizer, allowed_tokens
 from service.client import AsyncGrammarBatch, AsyncGuidanceClient, AsyncRemoteGrammar, _parse_step
-from tests.service.helpers import TEMPLATE, AppFactory, assert_problem, serve
+from tests.service.helpers import TEMPLATE, AppFactory, assert_problem, sample_next, serve
 
 pytestmark = pytest.mark.asyncio
 
@@ -160,15 +160,8 @@ async def test_async_batch_walks_every_session_to_an_oracle_valid_end(
             assert all(s.status == "ok" for s in statuses)
             if all(g.is_terminated() for g in grammars):
                 break
-            pending = []
-            for i, g in enumerate(grammars):
-                if g.is_terminated():
-                    pending.append([])
-                    continue
-                allowed = allowed_tokens(bitmask[i], tok.vocab_size)
-                others = allowed[allowed != eos]
-                pick = eos if eos in allowed and (rng.random() < 0.5 or others.size == 0) else int(rng.choice(others))
-                pending.append([pick])
+            done = [g.is_terminated() for g in grammars]
+            pending = sample_next(done, bitmask, tok.vocab_size, eos, [rng] * len(grammars), 0.5)
         assert all(g.is_terminated() for g in grammars)
         for g in grammars:
             text = tok.decode([t for t in g.tokens if t != eos])

@@ -35,7 +35,7 @@ class GuidanceState:
     Not thread-safe: one request, one caller at a time (the service serialises per session).
     """
 
-    __slots__ = ("_eos", "_fast", "_matcher", "_terminated", "_vocab", "program", "tokens")
+    __slots__ = ("_eos", "_fast", "_matcher", "_terminated", "_vocab", "lane", "program", "tokens")
 
     def __init__(self, program: CompiledGuidanceProgram) -> None:
         self.program = program
@@ -43,7 +43,8 @@ class GuidanceState:
         self._vocab = program.vocab_size
         self._eos = program.eos_token_id
         self._fast = not program.exact_validation
-        self._matcher: llguidance.LLMatcher = program.new_matcher()
+        self.lane = program.next_lane()  # which of the program's parallel lanes computes its masks
+        self._matcher: llguidance.LLMatcher = program.new_matcher(self.lane)
         self._terminated = False
         self.tokens: list[int] = []
 
@@ -167,7 +168,7 @@ class GuidanceState:
 
     def reset(self) -> None:
         """Back to the start of the program."""
-        self._matcher = self.program.new_matcher()
+        self._matcher = self.program.new_matcher(self.lane)
         self._terminated = False
         self.tokens = []
 
@@ -175,7 +176,7 @@ class GuidanceState:
         """An independent copy of this state (for n > 1 sampling and beam search)."""
         other = GuidanceState.__new__(GuidanceState)
         other.program = self.program
-        other._vocab, other._eos, other._fast = self._vocab, self._eos, self._fast
+        other._vocab, other._eos, other._fast, other.lane = self._vocab, self._eos, self._fast, self.lane
         other._matcher = self._matcher.deep_copy()
         other._terminated = self._terminated
         other.tokens = list(self.tokens)
@@ -184,7 +185,7 @@ class GuidanceState:
     def _recover(self, keep: int) -> None:
         """Rebuild the matcher from the program by replaying the first ``keep`` tokens."""
         kept = self.tokens[:keep]
-        m = self.program.new_matcher()
+        m = self.program.new_matcher(self.lane)
         eos = self.program.eos_token_id
         terminated = bool(kept) and kept[-1] == eos
         body = kept[:-1] if terminated else kept

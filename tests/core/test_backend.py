@@ -162,6 +162,39 @@ def test_batched_fill_equals_per_state_fill(tekken: Tokenizer) -> None:
         assert np.array_equal(single[0], batched[i])
 
 
+def test_parallel_fill_over_lanes_equals_the_loop(tekken: Tokenizer) -> None:
+    serial = GuidanceBackend(tekken)
+    parallel = GuidanceBackend(tekken, num_threads=2)
+    schema = {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "integer"}}, "required": ["a", "b"]}
+    texts = ['{"a":"', '{"a":"hello', '{"a":"x","b":', '{"a":"x","b":12', "", '{"', '{"a":"x","b":1}', '{"a":"é']
+    texts = texts * 3  # 24 states: above the batch size that goes parallel
+    expected = serial.allocate_bitmask(len(texts))
+    serial_states = []
+    for t in texts:
+        s = serial.compile_json_schema(schema).create_state()
+        assert s.accept_tokens(tekken.encode(t))
+        serial_states.append(s)
+    serial.fill_next_token_bitmasks(serial_states, expected)
+
+    program = parallel.compile_json_schema(schema)
+    assert program.lanes == 2
+    states = [program.create_state() for _ in texts]
+    assert {s.lane for s in states} == {0, 1}  # dealt over both lanes
+    for s, t in zip(states, texts):
+        assert s.accept_tokens(tekken.encode(t))
+    got = parallel.allocate_bitmask(len(texts) + 2)
+    rows = [len(texts) + 1 - i for i in range(len(texts))]  # out of order, two rows untouched
+    parallel.fill_next_token_bitmasks(states, got, rows)
+    for i, r in enumerate(rows):
+        assert np.array_equal(got[r], expected[i]), texts[i]
+    assert (got[[0, 1]] == -1).all()
+    fork = states[1].fork()
+    assert fork.lane == states[1].lane
+    states[1].reset()
+    assert states[1].lane == fork.lane
+    parallel.close()
+
+
 def test_wider_model_vocabulary_has_zero_tail(tiny_tokenizer: Tokenizer) -> None:
     backend = GuidanceBackend(tiny_tokenizer, vocab_size=1000)
     program = backend.compile_regex("(?s:.*)")

@@ -120,6 +120,8 @@ class CompiledGuidanceProgram:
         self._roots: list[llguidance.LLMatcher | None] = [root] + [None] * (self.lanes - 1)
         self._roots_lock = threading.Lock()
         self._deal = itertools.count()
+        # Recent seconds per mask in batched fills (a moving average), for choosing parallel fills.
+        self.mask_seconds = 0.0
         self.size_bytes = len(self.grammar.encode("utf-8")) + 4096
         # llguidance's validate_tokens does not count max_tokens past the first token: programs
         # that use it validate by consuming on a copy instead.
@@ -146,6 +148,10 @@ class CompiledGuidanceProgram:
                 if root is None:
                     root = self._roots[lane] = self._make_root()
         return root.deep_copy()
+
+    def note_mask_seconds(self, seconds: float) -> None:
+        """Fold one batch's seconds per mask into :attr:`mask_seconds`."""
+        self.mask_seconds = seconds if not self.mask_seconds else 0.8 * self.mask_seconds + 0.2 * seconds
 
     def create_state(self) -> GuidanceState:
         """A new per-request state at the start of the program."""

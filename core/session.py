@@ -100,12 +100,12 @@ class GuidanceState:
             t = tokens[0]
             if type(t) is int and 0 <= t < self._vocab and t != self._eos:  # noqa: E721
                 m = self._matcher
-                if m.validate_tokens([t]) != 1:
+                if m.try_consume_tokens([t]) != 1:  # a refused token leaves the matcher as it was
+                    if m.is_error():
+                        error = m.get_error()
+                        self._recover(len(self.tokens))
+                        raise self._failure(error)
                     raise self._rejected(tokens, 0)
-                if not m.consume_token(t):
-                    error = m.get_error()
-                    self._recover(len(self.tokens))
-                    raise self._failure(error)
                 self.tokens.append(t)
                 return
         n = self.count_valid(tokens)

@@ -308,7 +308,7 @@ def _tok_body(key: str, value: Any, tokenizer: str | None) -> dict[str, Any]:
     return body
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class StepStatus:
     """One session's answer in a batched step.
 
@@ -349,13 +349,15 @@ class StepResult:
 
 
 def _step_body(items: Sequence[tuple[Any, ...]], variables: bool) -> bytes:
-    sessions = []
+    # Written by hand (a step is built for every decoding step): ids are JSON-quoted, tokens ints.
+    dumps = json.dumps
+    parts = []
     for item in items:
-        entry: dict[str, Any] = {"session_id": item[0], "tokens": [int(t) for t in item[1]]}
+        entry = '{"session_id":%s,"tokens":[%s]' % (dumps(item[0]), ",".join([str(int(t)) for t in item[1]]))
         if len(item) > 2 and item[2]:
-            entry["draft_tokens"] = [int(t) for t in item[2]]
-        sessions.append(entry)
-    return json.dumps({"sessions": sessions, "variables": variables}, separators=(",", ":")).encode()
+            entry += ',"draft_tokens":[%s]' % ",".join([str(int(t)) for t in item[2]])
+        parts.append(entry + "}")
+    return ('{"sessions":[%s],"variables":%s}' % (",".join(parts), "true" if variables else "false")).encode()
 
 
 def _parse_step(content: bytes) -> StepResult:
@@ -363,19 +365,20 @@ def _parse_step(content: bytes) -> StepResult:
     header = json.loads(content[4 : 4 + length])
     words = int(header["mask_words"])
     masks: NDArray[np.int32] = np.frombuffer(content, dtype=_WIRE, offset=4 + length).reshape(-1, words)
+    get = dict.get
     statuses = [
         StepStatus(
-            session_id=s["session_id"],
-            status=s["status"],
-            accepted=int(s.get("accepted", 0)),
-            terminated=bool(s.get("terminated", False)),
-            accepting=bool(s.get("accepting", False)),
-            forced_tokens=list(s.get("forced_tokens", ())),
-            row=int(s["row"]),
-            rows=int(s["rows"]),
-            index=s.get("index"),
-            variables=s.get("variables"),
-            error=s.get("error"),
+            s["session_id"],
+            s["status"],
+            get(s, "accepted", 0),
+            get(s, "terminated", False),
+            get(s, "accepting", False),
+            get(s, "forced_tokens") or [],
+            s["row"],
+            s["rows"],
+            get(s, "index"),
+            get(s, "variables"),
+            get(s, "error"),
         )
         for s in header["sessions"]
     ]
@@ -1010,7 +1013,9 @@ class _StepPlan:
             if st.status == "ok":
                 g.tokens.extend(self.tokens[i])
             if st.status != "error":
-                g._update(st.terminated, st.variables if st.variables is not None else g._variables)
+                g._terminated = st.terminated
+                if st.variables is not None:
+                    g._variables = dict(st.variables)
             self.statuses[i] = st
             done_rows.append(i)
             done_src.append(st.row)

@@ -55,8 +55,9 @@ class Settings(BaseSettings):
         slow_lane_workers: threads of the slow lane.
         shutdown_timeout_seconds: on SIGTERM, how long in-flight requests may run before they are
             cancelled and the process exits (uvicorn's ``timeout_graceful_shutdown``).
-        mask_threads: llguidance threads for the masks of one ``POST /step``; 1 fills in a loop (as
-            fast as the parallel executor on the 2-core machines measured).
+        mask_threads: threads filling the masks of one ``POST /step``. A batch of 8 or more
+            sessions whose masks cost 50 us or more each is filled in parallel; cheaper masks
+            are filled in a loop, where threads cost more than they save. 1: always a loop.
         max_source_bytes .. max_grammar_size: the engine limits, see :class:`core.limits.Limits`.
     """
 
@@ -85,7 +86,7 @@ class Settings(BaseSettings):
     negative_cache_max_entries: int = Field(default=1024, ge=0)
     compile_workers: int = Field(default=2, ge=1)
     max_pending_compiles: int = Field(default=64, ge=1)
-    mask_threads: int = Field(default=1, ge=1)
+    mask_threads: int = Field(default=2, ge=1)
     slow_mask_ms: float = Field(default=5.0, gt=0)
     slow_lane_workers: int = Field(default=1, ge=1)
     shutdown_timeout_seconds: int = Field(default=10, ge=1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -162,7 +163,18 @@ def test_batched_fill_equals_per_state_fill(tekken: Tokenizer) -> None:
         assert np.array_equal(single[0], batched[i])
 
 
-def test_parallel_fill_over_lanes_equals_the_loop(tekken: Tokenizer) -> None:
+def test_parallel_fill_over_lanes_equals_the_loop(tekken: Tokenizer, monkeypatch: pytest.MonkeyPatch) -> None:
+    import core.backend
+
+    threads_used: set[str] = set()
+    fill_group = core.backend._fill_group
+
+    def spy(group: Any, bitmask: Any) -> None:
+        threads_used.add(threading.current_thread().name)
+        fill_group(group, bitmask)
+
+    monkeypatch.setattr(core.backend, "_fill_group", spy)
+    monkeypatch.setattr(core.backend, "_PARALLEL_MIN_MASK_SECONDS", 0.0)  # these masks are cheap
     serial = GuidanceBackend(tekken)
     parallel = GuidanceBackend(tekken, num_threads=2)
     schema = {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "integer"}}, "required": ["a", "b"]}
@@ -184,7 +196,9 @@ def test_parallel_fill_over_lanes_equals_the_loop(tekken: Tokenizer) -> None:
         assert s.accept_tokens(tekken.encode(t))
     got = parallel.allocate_bitmask(len(texts) + 2)
     rows = [len(texts) + 1 - i for i in range(len(texts))]  # out of order, two rows untouched
+    threads_used.clear()
     parallel.fill_next_token_bitmasks(states, got, rows)
+    assert len(threads_used) == 2  # this thread and one fill thread
     for i, r in enumerate(rows):
         assert np.array_equal(got[r], expected[i]), texts[i]
     assert (got[[0, 1]] == -1).all()

@@ -12,7 +12,9 @@ Routes:
   ``--tokens-file``, computed at every request by an ``LLMatcher`` of that grammar advanced by those
   tokens (the same mask, computed the plainest way).
 * ``POST /step``: reads the request body and answers ``--step-bytes`` bytes; with ``--fresh``
-  a new buffer per answer (as the service builds one), else one fixed ``bytes`` object.
+  a new ``np.empty`` buffer per answer (as the service builds one), else one fixed ``bytes``.
+* ``WS /step``: a WebSocket answering every binary message with ``--step-bytes`` bytes (the
+  fixed ones), to compare a persistent WebSocket with HTTP/1.1 keep-alive for the step exchange.
 * ``GET /readyz``: 200.
 """
 
@@ -22,11 +24,13 @@ import argparse
 import json
 from typing import Any
 
+import numpy as np
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 
 def build_app(args: argparse.Namespace) -> Starlette:
@@ -37,7 +41,6 @@ def build_app(args: argparse.Namespace) -> Starlette:
     compute: Any = None
     if args.grammar_file:
         import llguidance
-        import numpy as np
 
         from core import load_default_tokenizer
 
@@ -64,10 +67,19 @@ def build_app(args: argparse.Namespace) -> Starlette:
     async def step(request: Request) -> Response:
         await request.body()
         if args.fresh:
-            buf = bytearray(args.step_bytes)
-            buf[:] = step_fixed
-            return Response(memoryview(buf), media_type="application/vnd.guidance.step")
+            buf = np.empty(args.step_bytes, dtype=np.uint8)  # as the service builds its answers
+            buf[:] = np.frombuffer(step_fixed, dtype=np.uint8)
+            return Response(buf.data, media_type="application/vnd.guidance.step")
         return Response(step_fixed, media_type="application/vnd.guidance.step")
+
+    async def step_ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        try:
+            while True:
+                await websocket.receive_bytes()
+                await websocket.send_bytes(step_fixed)
+        except WebSocketDisconnect:
+            pass
 
     async def readyz(request: Request) -> Response:
         return Response(b'{"status":"ready"}', media_type="application/json")
@@ -76,6 +88,7 @@ def build_app(args: argparse.Namespace) -> Starlette:
         routes=[
             Route("/sessions/{session_id}/mask", mask, methods=["GET"]),
             Route("/step", step, methods=["POST"]),
+            WebSocketRoute("/step", step_ws),
             Route("/readyz", readyz, methods=["GET"]),
         ]
     )

@@ -23,6 +23,7 @@ before any token (the prompt's step). ``python -m bench.service [--quick]``.
 
 from __future__ import annotations
 
+import functools
 import random
 import statistics
 import time
@@ -255,51 +256,73 @@ def _parallel_fill(backend: GuidanceBackend, steps: int) -> list[dict[str, Any]]
 
 
 def _http_floor(requests: int) -> list[dict[str, Any]]:
-    """A bare Starlette ``POST /step`` answering a 64-session body: fixed bytes vs a fresh buffer."""
+    """Bare Starlette answering a 64-session ``/step`` body: HTTP fixed bytes, a fresh buffer, WebSocket.
+
+    At two answer sizes: 64 dense tekken masks (1 MB) and one (16 KiB). The WebSocket rows use
+    the ``websockets`` package (installed with ``uvicorn[standard]``), binary frames, no
+    compression, on one persistent connection; skipped if the package is missing.
+    """
     import tempfile
     from pathlib import Path
 
     from service.client import _HotPath  # the client's own connection class: the same kind of connection
 
+    try:
+        from websockets.sync.client import connect
+    except ImportError:  # pragma: no cover - websockets comes with uvicorn[standard]
+        connect = None
     body = (
         b'{"sessions":['
         + b",".join(b'{"session_id":"%032d","tokens":[1234]}' % i for i in range(64))
         + b'],"variables":false}'
     )
-    size = 64 * 4096 * 4 + 6000
     rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp:
-        mask = Path(tmp) / "mask"
-        mask.write_bytes(bytes(16384))
-        common = ["bench.floor", "--mask-file", str(mask), "--step-bytes", str(size)]
-        servers = {"fixed bytes": Server(common), "fresh buffer": Server([*common, "--fresh"])}
-        try:
-            for srv in servers.values():
-                srv.start()
-            paths = {name: _HotPath(srv.url, 30.0) for name, srv in servers.items()}
-            took: dict[str, list[float]] = {name: [] for name in servers}
-            headers = {"content-type": "application/json", "accept": "application/vnd.guidance.step"}
-            for i in range(requests):
-                for name in paths if i % 2 == 0 else reversed(list(paths)):
-                    t0 = time.perf_counter()
-                    status, _, data = paths[name].request("POST", "/step", body, headers)
-                    took[name].append(time.perf_counter() - t0)
-                    if status != 200 or len(data) != size:
-                        raise AssertionError("floor answered wrong")
-            for p in paths.values():
-                p.close()
-        finally:
-            for srv in servers.values():
-                srv.stop()
-    for name, v in took.items():
-        rows.append(
-            {
-                "floor": name,
-                "bytes": size,
-                "ms": round(median(v) * 1e3, 3),
-                "p90_ms": round(percentile(v, 0.9) * 1e3, 3),
-            }
-        )
+    headers = {"content-type": "application/json", "accept": "application/vnd.guidance.step"}
+    for size in (64 * 4096 * 4 + 6000, 4096 * 4 + 100):
+        with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp:
+            mask = Path(tmp) / "mask"
+            mask.write_bytes(bytes(16384))
+            common = ["bench.floor", "--mask-file", str(mask), "--step-bytes", str(size)]
+            servers = {"fixed bytes": Server(common), "fresh buffer": Server([*common, "--fresh"])}
+            sockets: list[Any] = []
+            try:
+                for srv in servers.values():
+                    srv.start()
+                calls: dict[str, Any] = {}
+                for name, srv in servers.items():
+                    path = _HotPath(srv.url, 30.0)
+                    calls[name] = functools.partial(path.request, "POST", "/step", body, headers)
+                if connect is not None:
+                    ws = connect(f"ws://127.0.0.1:{servers['fixed bytes'].port}/step", max_size=None, compression=None)
+                    sockets.append(ws)
+
+                    def over_ws(ws: Any = ws) -> tuple[int, dict[str, str], bytes]:
+                        ws.send(body)
+                        return 200, {}, ws.recv()
+
+                    calls["websocket"] = over_ws
+                took: dict[str, list[float]] = {name: [] for name in calls}
+                for i in range(requests):
+                    for name in calls if i % 2 == 0 else reversed(list(calls)):
+                        t0 = time.perf_counter()
+                        status, _, data = calls[name]()
+                        took[name].append(time.perf_counter() - t0)
+                        if status != 200 or len(data) != size:
+                            raise AssertionError("floor answered wrong")
+            finally:
+                for ws in sockets:
+                    ws.close()
+                for srv in servers.values():
+                    srv.stop()
+        for name, v in took.items():
+            rows.append(
+                {
+                    "floor": name,
+                    "bytes": size,
+                    "ms": round(median(v) * 1e3, 3),
+                    "p90_ms": round(percentile(v, 0.9) * 1e3, 3),
+                }
+            )
     return rows
 
 
@@ -377,7 +400,7 @@ def table(result: dict[str, Any]) -> str:
             )
         for r in diag["http_floor_64"]:
             lines.append(
-                f"  bare Starlette /step   {r['floor']:<12} {r['bytes']} bytes: {r['ms']} ms (p90 {r['p90_ms']})"
+                f"  bare Starlette /step   {r['floor']:<12} {r['bytes']:>7} bytes: {r['ms']} ms (p90 {r['p90_ms']})"
             )
     return "\n".join(lines)
 

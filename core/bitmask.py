@@ -4,6 +4,18 @@ A mask for a vocabulary of ``V`` ids is ``ceil(V / 32)`` 32-bit words; bit ``t %
 ``t // 32`` set means token ``t`` is allowed; bits past ``V`` are 0. On the wire the words are
 little-endian int32, in order (the layout of vLLM, xgrammar and llguidance). A batch is a
 C-contiguous ``np.int32`` array of shape ``[batch, words]``, one row per sequence.
+
+Batches can also travel block-sparse (:func:`encode_blocks`): most masks of a structured
+constraint allow a handful of tokens, so most of a 16 KiB tekken row is zeros. Each row is cut
+into blocks of ``BLOCK_WORDS`` words (the last one padded with zeros); a bitmap says which
+blocks hold a set bit, and only those blocks are sent::
+
+    bitmap   ceil(rows * blocks_per_row / 8) bytes, zero-padded to a multiple of 4; bit ``k``
+             (little-endian bit order, row-major: ``k = row * blocks_per_row + block``) set
+             means that block is present
+    blocks   the present blocks in that order, ``BLOCK_WORDS`` little-endian int32 each
+
+A block absent from the bitmap is all zeros.
 """
 
 from __future__ import annotations
@@ -14,8 +26,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 __all__ = [
+    "BLOCK_WORDS",
     "allocate_bitmask",
     "allowed_tokens",
+    "blocks_per_row",
+    "encode_blocks",
     "from_bytes",
     "mask_words",
     "pack_tokens",
@@ -23,6 +38,8 @@ __all__ = [
 ]
 
 _WIRE = np.dtype("<i4")
+
+BLOCK_WORDS = 64  # 256 bytes, 2,048 token ids
 
 
 def mask_words(vocab_size: int) -> int:
@@ -63,3 +80,27 @@ def pack_tokens(tokens: Iterable[int], vocab_size: int) -> NDArray[np.int32]:
         raise ValueError("token id outside the vocabulary")
     bits[ids] = 1
     return np.packbits(bits, bitorder="little").view(_WIRE).astype(np.int32)
+
+
+def blocks_per_row(words: int) -> int:
+    """Blocks of :data:`BLOCK_WORDS` words in one row of ``words`` words."""
+    return (words + BLOCK_WORDS - 1) // BLOCK_WORDS
+
+
+def encode_blocks(rows: NDArray[np.int32]) -> tuple[NDArray[np.uint8], NDArray[np.int32]]:
+    """The block-sparse form of ``[n, words]`` rows: ``(bitmap, blocks)``, see the module docs.
+
+    ``bitmap`` is already padded to a multiple of 4 bytes; ``blocks`` is ``[present, BLOCK_WORDS]``.
+    """
+    n, words = rows.shape
+    per_row = blocks_per_row(words)
+    if words != per_row * BLOCK_WORDS:
+        padded = np.zeros((n, per_row * BLOCK_WORDS), dtype=np.int32)
+        padded[:, :words] = rows
+        rows = padded
+    blocks = np.ascontiguousarray(rows, dtype=np.int32).reshape(-1, BLOCK_WORDS)
+    # OR of each block's 32 uint64 halves: one pass over the batch
+    present = np.bitwise_or.reduce(blocks.view(np.uint64), axis=1) != 0
+    bitmap = np.packbits(present, bitorder="little")
+    bitmap = np.concatenate([bitmap, np.zeros(-bitmap.size % 4, dtype=np.uint8)])
+    return bitmap, blocks[present]

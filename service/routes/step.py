@@ -3,18 +3,23 @@
 Request (JSON, small)::
 
     {"sessions": [{"session_id": "...", "tokens": [17], "draft_tokens": [5, 9]}, ...],
-     "variables": false}
+     "variables": false, "mask_encoding": "dense"}
 
 For each session, in order: accept ``tokens`` (possibly none, possibly several), all or nothing,
 then compute its next mask; with ``draft_tokens`` (speculative decoding), also one mask after
-each draft token, the session itself staying where ``tokens`` left it. Masks for the whole batch
-are computed in one llguidance call (parallel, the GIL released once).
+each draft token, the session itself staying where ``tokens`` left it. The batch's masks are
+filled together (in parallel threads when they are costly: see ``GuidanceBackend``).
 
 Response (``application/vnd.guidance.step``, binary, little-endian)::
 
     uint32 H                      length of the header
     H bytes                       UTF-8 JSON header, padded with spaces to a multiple of 4 bytes
     rows x mask_words x int32     the masks, one row per session (plus its draft rows), in order
+
+With ``"mask_encoding": "blocks"`` the masks come block-sparse instead (``core.bitmask``): a
+bitmap of the 64-word blocks that hold a set bit, then those blocks only; the header then also
+has ``"mask_encoding": "blocks"`` and ``"block_words": 64``. A JSON schema's batch of 64 tekken
+masks shrinks from 1 MB to about 200 kB that way.
 
 The header is ``{"mask_words", "vocab_size", "rows", "sessions": [status, ...]}``; a status is
 ``{"session_id", "row", "rows", "status": "ok"|"rejected"|"error", "accepted", "terminated",
@@ -32,7 +37,7 @@ import functools
 import struct
 import sys
 import time
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import orjson
@@ -40,7 +45,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
-from core.bitmask import to_bytes
+from core.bitmask import BLOCK_WORDS, encode_blocks, to_bytes
 from core.errors import GuidanceError, InvalidTokens, LimitExceeded, TokenRejected
 from core.session import GuidanceState
 from service.dependencies import ServiceState, state_of
@@ -70,13 +75,20 @@ class StepRequest(BaseModel):
 
     sessions: list[StepItem] = Field(description="The batch, in the order the masks come back.")
     variables: bool = Field(False, description="Include each session's captured variables in its status.")
+    mask_encoding: Literal["dense", "blocks"] = Field(
+        "dense", description="`dense`: packed bitmask rows; `blocks`: block-sparse (see `x-step-layout`)."
+    )
 
 
 _LAYOUT = (
     "uint32 little-endian header length H; H bytes of UTF-8 JSON header (padded with spaces to a "
     "multiple of 4); then `rows` masks of `mask_words` little-endian int32 words each, in request "
     "order (a session's draft rows follow its own row). Bit `t % 32` of word `t // 32` set means "
-    "token `t` is allowed."
+    "token `t` is allowed. With `mask_encoding: blocks` the masks are block-sparse instead: each "
+    "row is cut into blocks of `block_words` (64) words, the last padded with zeros; a bitmap of "
+    "ceil(rows * blocks_per_row / 8) bytes (zero-padded to a multiple of 4; bit k in little-endian "
+    "bit order, k = row * blocks_per_row + block) marks the blocks holding a set bit; then those "
+    "blocks follow in that order, `block_words` little-endian int32 each. Absent blocks are zero."
 )
 
 _EXTRA: dict[str, Any] = {
@@ -104,51 +116,54 @@ def _problem(e: GuidanceError) -> dict[str, Any]:
 _Item = tuple[str, list[int], list[int] | None]
 
 
-def _read_request(raw: bytes) -> tuple[list[_Item], bool]:
+def _read_request(raw: bytes) -> tuple[list[_Item], bool, str]:
     """The batch of a request body, checked against :class:`StepRequest`.
 
     A plain check of the parsed JSON, which is several times cheaper than building the models;
     anything it does not recognise as well-formed goes through the models, which then raise the
     detailed 422 (or accept it: the models are the contract).
     """
-    items = _read_fast(raw)
-    if items is not None:
-        return items
+    fast = _read_fast(raw)
+    if fast is not None:
+        return fast
     try:
         body = StepRequest.model_validate_json(raw)
     except ValidationError as e:
         raise RequestValidationError(e.errors(include_url=False, include_input=False)) from None
-    return [(i.session_id, list(i.tokens), None if i.draft_tokens is None else list(i.draft_tokens)) for i in body.sessions], body.variables
+    items = [(i.session_id, list(i.tokens), None if i.draft_tokens is None else list(i.draft_tokens)) for i in body.sessions]
+    return items, body.variables, body.mask_encoding
 
 
 def _int_list(value: Any) -> bool:
-    return type(value) is list and all(type(t) is int for t in value)  # noqa: E721 - bool is not a token
+    return type(value) is list and all(type(t) is int for t in value)  # bool is not a token
 
 
-def _read_fast(raw: bytes) -> tuple[list[_Item], bool] | None:
+def _read_fast(raw: bytes) -> tuple[list[_Item], bool, str] | None:
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return None
-    if type(data) is not dict or not data.keys() <= _REQUEST_KEYS:  # noqa: E721
+    if type(data) is not dict or not data.keys() <= _REQUEST_KEYS:
         return None
     sessions = data.get("sessions")
     variables = data.get("variables", False)
-    if type(sessions) is not list or type(variables) is not bool:  # noqa: E721
+    encoding = data.get("mask_encoding", "dense")
+    if type(sessions) is not list or type(variables) is not bool or encoding not in _ENCODINGS:
         return None
     items: list[_Item] = []
     for entry in sessions:
-        if type(entry) is not dict or not entry.keys() <= _ITEM_KEYS:  # noqa: E721
+        if type(entry) is not dict or not entry.keys() <= _ITEM_KEYS:
             return None
         sid = entry.get("session_id")
         tokens = entry.get("tokens", [])
         draft = entry.get("draft_tokens")
-        if type(sid) is not str or not _int_list(tokens) or (draft is not None and not _int_list(draft)):  # noqa: E721
+        if type(sid) is not str or not _int_list(tokens) or (draft is not None and not _int_list(draft)):
             return None
         items.append((sid, tokens, draft))
-    return items, variables
+    return items, variables, encoding
 
 
+_ENCODINGS = ("dense", "blocks")
 _REQUEST_KEYS = frozenset(StepRequest.model_fields)
 _ITEM_KEYS = frozenset(StepItem.model_fields)
 
@@ -166,7 +181,7 @@ async def step(request: Request) -> Response:
     See the module documentation (and `x-step-layout`) for the binary response layout.
     """
     service = state_of(request)
-    items, want_variables = _read_request(await request.body())
+    items, want_variables, encoding = _read_request(await request.body())
     limit = service.settings.max_batch_size
     if len(items) > limit:
         raise LimitExceeded(f"{len(items)} sessions in one step, above the limit of {limit}", "max_batch_size")
@@ -187,7 +202,7 @@ async def step(request: Request) -> Response:
     live = [s for s in found if s is not None]
     words = live[0].program.mask_words if live else 1
     vocab = live[0].program.vocab_size if live else 0
-    work = functools.partial(_advance_and_fill, service, items, want_variables, found, errors, words, vocab)
+    work = functools.partial(_advance_and_fill, service, items, want_variables, encoding, found, errors, words, vocab)
     slow = next((s.program for s in live if service.slow_lane.is_slow(s.program)), None)
     if slow is None and not any(s.lock.locked() for s in live):
         # No other request holds any of these sessions, and the work below never awaits: it runs
@@ -208,6 +223,7 @@ def _advance_and_fill(
     service: ServiceState,
     items: list[_Item],
     want_variables: bool,
+    encoding: str,
     found: list[Session | None],
     errors: dict[int, GuidanceError],
     words: int,
@@ -256,28 +272,36 @@ def _advance_and_fill(
             blank.append((row + 1, n_rows - 1))  # draft rows after a refused draft token stay zero
         row += n_rows
 
-    # One buffer for the whole answer; the masks are computed straight into it (no copies). It
+    # One buffer for the whole answer; dense masks are computed straight into it (no copies). It
     # is np.empty, not a zeroed bytearray: a zeroed buffer of this size comes from calloc, as
     # fresh pages the kernel must fault in and clear (about 1 ms per MB measured here), where
     # np.empty reuses pages the process already has. Rows no mask is computed into are zeroed.
-    header = orjson.dumps({"mask_words": words, "vocab_size": vocab, "rows": row, "sessions": statuses})
-    header += b" " * (-len(header) % 4)
-    offset = 4 + len(header)
-    buf = np.empty(offset + row * words * 4, dtype=np.uint8)
-    buf[:offset] = np.frombuffer(struct.pack("<I", len(header)) + header, dtype=np.uint8)
-    bitmask = buf[offset:].view(np.int32).reshape(row, words)
-    if sys.byteorder != "little":  # pragma: no cover - the wire is little-endian
-        bitmask = np.zeros((row, words), dtype=np.int32)
-    for first, count in blank:
-        bitmask[first : first + count] = 0
-    start = time.perf_counter()
-    if fill_states:
-        service.backend.backend.fill_next_token_bitmasks(fill_states, bitmask, fill_rows)
-    for st, first, draft in drafts:
-        _fill_drafts(st, first, draft, bitmask)
-    metrics.mask_seconds.observe(time.perf_counter() - start)
-    if sys.byteorder != "little":  # pragma: no cover
-        buf[offset:] = np.frombuffer(to_bytes(bitmask), dtype=np.uint8)
+    head: dict[str, Any] = {"mask_words": words, "vocab_size": vocab, "rows": row}
+    if encoding == "blocks":
+        head["mask_encoding"] = "blocks"
+        head["block_words"] = BLOCK_WORDS
+        head["sessions"] = statuses
+        bitmask = np.empty((row, words), dtype=np.int32)
+        _fill(service, bitmask, blank, fill_states, fill_rows, drafts)
+        bitmap, blocks = encode_blocks(bitmask)
+        header = _header(head)
+        offset = 4 + len(header)
+        buf = np.empty(offset + bitmap.nbytes + blocks.nbytes, dtype=np.uint8)
+        buf[:offset] = np.frombuffer(struct.pack("<I", len(header)) + header, dtype=np.uint8)
+        buf[offset : offset + bitmap.nbytes] = bitmap
+        buf[offset + bitmap.nbytes :] = blocks.astype("<i4", copy=False).view(np.uint8).reshape(-1)
+    else:
+        head["sessions"] = statuses
+        header = _header(head)
+        offset = 4 + len(header)
+        buf = np.empty(offset + row * words * 4, dtype=np.uint8)
+        buf[:offset] = np.frombuffer(struct.pack("<I", len(header)) + header, dtype=np.uint8)
+        bitmask = buf[offset:].view(np.int32).reshape(row, words)
+        if sys.byteorder != "little":  # pragma: no cover - the wire is little-endian
+            bitmask = np.zeros((row, words), dtype=np.int32)
+        _fill(service, bitmask, blank, fill_states, fill_rows, drafts)
+        if sys.byteorder != "little":  # pragma: no cover
+            buf[offset:] = np.frombuffer(to_bytes(bitmask), dtype=np.uint8)
 
     metrics.masks_batch.inc(len(fill_states))
     if accepted_total:
@@ -285,6 +309,29 @@ def _advance_and_fill(
     if rejected_total:
         metrics.tokens_rejected.inc(rejected_total)
     return buf.data
+
+
+def _header(head: dict[str, Any]) -> bytes:
+    header = orjson.dumps(head)
+    return header + b" " * (-len(header) % 4)
+
+
+def _fill(
+    service: ServiceState,
+    bitmask: np.ndarray,
+    blank: list[tuple[int, int]],
+    states: list[GuidanceState],
+    rows: list[int],
+    drafts: list[tuple[GuidanceState, int, list[int]]],
+) -> None:
+    for first, count in blank:
+        bitmask[first : first + count] = 0
+    start = time.perf_counter()
+    if states:
+        service.backend.backend.fill_next_token_bitmasks(states, bitmask, rows)
+    for st, first, draft in drafts:
+        _fill_drafts(st, first, draft, bitmask)
+    service.metrics.mask_seconds.observe(time.perf_counter() - start)
 
 
 def _fill_drafts(st: GuidanceState, first: int, draft: list[int], bitmask: np.ndarray) -> None:

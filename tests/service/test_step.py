@@ -111,6 +111,49 @@ async def test_draft_rows_are_the_masks_after_each_draft_token(
         assert np.array_equal(result.masks[k], await _mask(client, twin)), k
 
 
+async def test_block_sparse_answer_carries_the_same_masks(
+    client: httpx.AsyncClient, default_tokenizer: Tokenizer
+) -> None:
+    tok = default_tokenizer
+    a = await _open(client, template=TEMPLATE)
+    b = await _open(client, json_schema={"type": "object", "properties": {"s": {"type": "string"}}})
+    c = await _open(client, regex="[0-9]+")
+    sessions: list[dict[str, Any]] = [
+        {"session_id": a, "tokens": tok.encode("Name: Ada"), "draft_tokens": tok.encode("\nAge: 1") + [999]},
+        {"session_id": b, "tokens": tok.encode('{"s":"x')},  # inside a free string: a dense row
+        {"session_id": "no-such-session", "tokens": [1]},
+        {"session_id": c, "tokens": tok.encode("12")},
+    ]
+    resp = await client.post("/step", json={"sessions": sessions, "mask_encoding": "blocks"})
+    assert resp.status_code == 200, resp.text
+    body = resp.content
+    (length,) = struct.unpack("<I", body[:4])
+    header = json.loads(body[4 : 4 + length])
+    assert header["mask_encoding"] == "blocks" and header["block_words"] == 64
+    rows, words = header["rows"], header["mask_words"]
+    # the documented layout, read by hand: bitmap (padded to 4 bytes), then the present blocks
+    per_row = -(-words // 64)
+    bitmap = body[4 + length : 4 + length + -(-rows * per_row // 8)]
+    present = [bool(bitmap[k // 8] >> (k % 8) & 1) for k in range(rows * per_row)]
+    start = 4 + length + len(bitmap) + -len(bitmap) % 4
+    assert len(body) == start + sum(present) * 64 * 4
+    blocks = iter(np.frombuffer(body[start:], dtype="<i4").reshape(-1, 64))
+    by_hand = np.zeros((rows, per_row * 64), dtype=np.int32)
+    for k, here in enumerate(present):
+        if here:
+            r, blk = divmod(k, per_row)
+            by_hand[r, blk * 64 : (blk + 1) * 64] = next(blocks)
+    assert len(body) < 4 + length + rows * words * 4 // 2  # most blocks of these masks are empty
+    # the same rows as a dense answer (nothing moves on a step without tokens) and the client's
+    result = _parse_step(body)
+    again = await _step(client, [{**s, "tokens": []} for s in sessions])
+    assert np.array_equal(by_hand[:, :words], again.masks)
+    assert np.array_equal(result.masks, again.masks)
+    assert [s.status for s in result.statuses] == ["ok", "ok", "error", "ok"]
+    assert not result.masks[1 + len(sessions[0]["draft_tokens"]) - 1].any()  # after the refused draft
+    assert allowed_tokens(result.masks[1 + len(sessions[0]["draft_tokens"])], tok.vocab_size).size > 1000
+
+
 async def test_bad_batches_are_refused_whole(make_app: AppFactory) -> None:
     async with serve(make_app(max_batch_size=2)) as client:
         sid = await _open(client, regex="a+")

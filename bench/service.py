@@ -27,6 +27,7 @@ import functools
 import random
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import llguidance
@@ -170,18 +171,22 @@ def _case(name: str) -> Case:
 
 # -- diagnostics ---------------------------------------------------------------------------------
 
-_TOP_PAD = 64 * 1024 * 1024
+class _BlocksClient(GuidanceClient):
+    """A client whose batched steps ask for block-sparse masks."""
+
+    def step(self, items: Any, *, variables: bool = False, mask_encoding: Any = "dense") -> Any:
+        return super().step(items, variables=variables, mask_encoding="blocks")
 
 
 VARIANTS: dict[str, dict[str, str]] = {
-    "mask_threads=2": {"GUIDANCE_SERVER_MASK_THREADS": "2"},
-    # glibc: keep 64 MiB of heap top mapped instead of mapping and unmapping each 1 MB answer buffer
-    "MALLOC_TOP_PAD_=64MiB": {"MALLOC_TOP_PAD_": str(_TOP_PAD)},
+    # fills always in a loop, never in parallel threads
+    "mask_threads=1": {"GUIDANCE_SERVER_MASK_THREADS": "1"},
 }
+CLIENT_VARIANTS = ("mask_encoding=blocks",)
 
 
 def _variant_rows(backend: GuidanceBackend, rounds: int, max_steps: int) -> list[dict[str, Any]]:
-    """Batch 64 on the default server and on each variant server, alternately in one loop."""
+    """Batch 64 on the default server, on each variant server and with block-sparse masks, alternately."""
     rows: list[dict[str, Any]] = []
     servers = [Server(), *(Server(env=env) for env in VARIANTS.values())]
     clients: list[GuidanceClient] = []
@@ -189,7 +194,10 @@ def _variant_rows(backend: GuidanceBackend, rounds: int, max_steps: int) -> list
         for srv in servers:
             srv.start()
             clients.append(GuidanceClient(srv.url))
-        default, variants = clients[0], dict(zip(VARIANTS, clients[1:]))
+        default = clients[0]
+        variants: dict[str, GuidanceClient] = dict(zip(VARIANTS, clients[1:]))
+        variants["mask_encoding=blocks"] = _BlocksClient(servers[0].url)
+        clients.append(variants["mask_encoding=blocks"])
         for case_name in STEP_CASES:
             run_batch(default, servers[0].url, backend, _case(case_name), 16, 1, max_steps, variants)  # warm
             rows.append(run_batch(default, servers[0].url, backend, _case(case_name), 64, rounds, max_steps, variants))
@@ -202,13 +210,16 @@ def _variant_rows(backend: GuidanceBackend, rounds: int, max_steps: int) -> list
 
 
 def _parallel_fill(backend: GuidanceBackend, steps: int) -> list[dict[str, Any]]:
-    """Fill 64 masks: a Python loop vs ``LLExecutor`` (1 and 2 threads), each on its own root."""
+    """Fill 64 masks in one process: a loop vs two threads, over one root matcher or two (lanes).
+
+    Copies of one root share llguidance's caches, which llguidance locks: two threads over them
+    wait on each other. Two roots (what ``GuidanceBackend(num_threads=2)`` keeps per program)
+    have caches of their own. ``LLExecutor(num_threads=2)`` is llguidance's own parallel fill.
+    """
     tok = backend.tokenizer
-    executors: dict[str, llguidance.LLExecutor | None] = {
-        "loop": None,
-        "executor_1": llguidance.LLExecutor(num_threads=1),
-        "executor_2": llguidance.LLExecutor(num_threads=2),
-    }
+    ways = ("loop", "threads_one_root", "threads_two_roots", "llexecutor_2")
+    executor = llguidance.LLExecutor(num_threads=2)
+    pool = ThreadPoolExecutor(1)
     rows: list[dict[str, Any]] = []
     for case_name in STEP_CASES:
         program = backend.compile(spec_of(_case(case_name).body))[0]
@@ -217,32 +228,40 @@ def _parallel_fill(backend: GuidanceBackend, steps: int) -> list[dict[str, Any]]
         rng = random.Random(case_name)
         offsets = [rng.randint(0, len(s) - n) for s in seqs]
         words = program.mask_words
+        row_bytes = words * 4
         sets = {}
-        for name in executors:
-            root = llguidance.LLMatcher(tok.ll, program.grammar, log_level=0)
-            ms = [root.deep_copy() for _ in seqs]
+        for way in ways:
+            roots = [llguidance.LLMatcher(tok.ll, program.grammar, log_level=0) for _ in range(2)]
+            two = way == "threads_two_roots"
+            ms = [roots[i % 2 if two else 0].deep_copy() for i in range(64)]
             for m, s, o in zip(ms, seqs, offsets):
                 if o and not m.consume_tokens(s[:o]):
                     raise AssertionError("walk rejected")
-            sets[name] = (ms, np.zeros((64, words), dtype=np.int32))
-        took: dict[str, list[float]] = {name: [] for name in executors}
+            sets[way] = (ms, np.zeros((64, words), dtype=np.int32))
+
+        def part(ms: list[llguidance.LLMatcher], ptr: int, idx: range) -> None:
+            for i in idx:
+                ms[i].unsafe_compute_mask_ptr(ptr + i * row_bytes, row_bytes)
+
+        took: dict[str, list[float]] = {way: [] for way in ways}
         for step in range(n):
-            order = list(executors) if step % 2 == 0 else list(reversed(executors))
-            for name in order:
-                ms, bm = sets[name]
+            for way in ways if step % 2 == 0 else tuple(reversed(ways)):
+                ms, bm = sets[way]
                 for m, s, o in zip(ms, seqs, offsets):
                     m.consume_token(s[o + step])
                 ptr = int(bm.ctypes.data)
-                ex = executors[name]
                 t0 = time.perf_counter()
-                if ex is None:
-                    for i, m in enumerate(ms):
-                        m.unsafe_compute_mask_ptr(ptr + i * words * 4, words * 4)
-                else:
-                    ex.unsafe_compute_mask_ptr([(m, i) for i, m in enumerate(ms)], ptr, words * 4, 64)
-                took[name].append(time.perf_counter() - t0)
-            if not np.array_equal(sets["loop"][1], sets["executor_2"][1]):
-                raise AssertionError("parallel fill differs from the loop")
+                if way == "loop":
+                    part(ms, ptr, range(64))
+                elif way == "llexecutor_2":
+                    executor.unsafe_compute_mask_ptr([(m, i) for i, m in enumerate(ms)], ptr, row_bytes, 64)
+                else:  # even rows here, odd rows (the second root's, with two) in the other thread
+                    f = pool.submit(part, ms, ptr, range(1, 64, 2))
+                    part(ms, ptr, range(0, 64, 2))
+                    f.result()
+                took[way].append(time.perf_counter() - t0)
+            if any(not np.array_equal(sets["loop"][1], sets[w][1]) for w in ways):
+                raise AssertionError("a parallel fill differs from the loop")
         loop_total = sum(took["loop"])
         rows.append(
             {
@@ -252,6 +271,7 @@ def _parallel_fill(backend: GuidanceBackend, steps: int) -> list[dict[str, Any]]
                 **{f"{k}_total_vs_loop": round(sum(v) / loop_total, 3) for k, v in took.items() if k != "loop"},
             }
         )
+    pool.shutdown()
     return rows
 
 
@@ -389,14 +409,15 @@ def table(result: dict[str, Any]) -> str:
         lines.append("diagnostics, batch 64:")
         for r in diag["variants"]:
             line = f"  servers side by side   {r['case']:<9} default {r['server_ms']} ms (server/raw {r['ratio']})"
-            for name in VARIANTS:
+            for name in [*VARIANTS, *CLIENT_VARIANTS]:
                 line += f";  {name} {r[name + '_ms']} ms (server/raw {r[name + '_ratio']}, vs default {r[name + '_vs_server']})"
             lines.append(line + f";  raw {r['raw_ms']} ms;  masks equal: {'yes' if r['masks_equal'] else 'NO'}")
         for r in diag["parallel_fill"]:
             lines.append(
-                f"  fill 64 in process     {r['case']:<9} loop {r['loop_ms']} ms  LLExecutor(1) {r['executor_1_ms']} ms"
-                f"  LLExecutor(2) {r['executor_2_ms']} ms  (totals vs loop: {r['executor_1_total_vs_loop']},"
-                f" {r['executor_2_total_vs_loop']})"
+                f"  fill 64 in process     {r['case']:<9} loop {r['loop_ms']} ms;  2 threads, one root"
+                f" {r['threads_one_root_ms']} ms ({r['threads_one_root_total_vs_loop']}x);  2 threads, two roots"
+                f" {r['threads_two_roots_ms']} ms ({r['threads_two_roots_total_vs_loop']}x);  LLExecutor(2)"
+                f" {r['llexecutor_2_ms']} ms ({r['llexecutor_2_total_vs_loop']}x)"
             )
         for r in diag["http_floor_64"]:
             lines.append(

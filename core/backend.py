@@ -50,7 +50,7 @@ _OPTIONS: dict[str, set[str]] = {
 # every mask cost more than the threads saved (64 JSON masks of ~20 us each filled slower on two
 # threads than in a loop; 64 template masks of ~170 us each took 0.7 to 0.87x the loop's time).
 _PARALLEL_MIN = 8
-_PARALLEL_MIN_MASK_SECONDS = 50e-6
+_PARALLEL_MIN_MASK_SECONDS = 100e-6
 
 
 def _fill_group(group: Sequence[tuple[GuidanceState, int]], bitmask: NDArray[np.int32]) -> None:
@@ -82,8 +82,9 @@ class GuidanceBackend:
         limits: compile and run limits; defaults to :class:`~core.limits.Limits`.
         num_threads: threads filling one batch of masks (:meth:`fill_next_token_bitmasks`); 1,
             the default, fills in a plain loop. With more, each program keeps that many lanes
-            (see :mod:`core.program`) and a batch is filled one thread per lane: on 2 cores,
-            2 threads took 0.7x the loop's time for 64 template masks, 0.86x for 64 JSON masks.
+            (see :mod:`core.program`) and a batch of costly masks is filled one thread per lane:
+            on 2 cores, two threads took 0.63 to 0.75x the loop's time for 64 template masks of
+            about 170 us each. Cheap masks gain little from threads and are filled in a loop.
     """
 
     def __init__(
@@ -249,7 +250,7 @@ class GuidanceBackend:
     ) -> None:
         """Fill row ``rows[i]`` (default ``i``) of ``bitmask`` with the mask of ``states[i]``.
 
-        With ``num_threads`` > 1, a batch of at least 8 states whose masks recently cost 50 us or
+        With ``num_threads`` > 1, a batch of at least 8 states whose masks recently cost 100 us or
         more each is filled in parallel: the states are grouped by lane and the lanes filled one
         thread each (llguidance drops the GIL while it computes a mask). Otherwise, a plain loop.
         All states must share the bitmask's width.

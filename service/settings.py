@@ -56,7 +56,7 @@ class Settings(BaseSettings):
         shutdown_timeout_seconds: on SIGTERM, how long in-flight requests may run before they are
             cancelled and the process exits (uvicorn's ``timeout_graceful_shutdown``).
         mask_threads: threads filling the masks of one ``POST /step``. A batch of 8 or more
-            sessions whose masks cost 50 us or more each is filled in parallel; cheaper masks
+            sessions whose masks cost 100 us or more each is filled in parallel; cheaper masks
             are filled in a loop, where threads cost more than they save. 1: always a loop.
         max_source_bytes .. max_grammar_size: the engine limits, see :class:`core.limits.Limits`.
     """

@@ -143,3 +143,32 @@ def test_errors_and_metrics_over_the_wire(server: str) -> None:
         metrics = http.get("/metrics").text
     names = {f.name for f in text_string_to_metric_families(metrics)}
     assert {"guidance_compiles", "guidance_tokens_accepted", "guidance_mask_duration_seconds"} <= names
+
+
+@pytest.mark.asyncio
+async def test_async_and_sync_batches_serve_the_same_masks(server: str, default_tokenizer: Tokenizer) -> None:
+    from service.client import AsyncGrammarBatch, GrammarBatch
+
+    tok = default_tokenizer
+    texts = ['{"name":"Ada","age":36,"active":true}', '{"name":"Bo","age":7,"tags":["a"],"active":false}', '{"name":"Cyd","age":101,"active":true}']
+    seqs = [tok.encode(t) for t in texts]
+    with GuidanceClient(server) as sync_client:
+        sync_batch = GrammarBatch(sync_client, [sync_client.grammar(json_schema=PERSON_SCHEMA) for _ in texts])
+        async with AsyncGuidanceClient(server) as async_client:
+            grammars = [await async_client.grammar(json_schema=PERSON_SCHEMA) for _ in texts]
+            async_batch = AsyncGrammarBatch(async_client, grammars, mask_encoding="blocks")
+            expected = np.zeros((len(texts), grammars[0].program.mask_words), dtype=np.int32)
+            got = np.zeros_like(expected)
+            sent: list[list[int]] = [[] for _ in texts]
+            for k in range(max(len(s) for s in seqs) + 2):
+                pending = asyncio.create_task(async_batch.step(sent, got))  # pipelined: sent, then awaited
+                sync_batch.step(sent, expected)
+                statuses = await pending
+                assert np.array_equal(got, expected), k
+                assert [s.status for s in statuses] == ["ok"] * len(texts)
+                sent = [[s[k]] if k < len(s) else ([tok.eos_token_id] if k == len(s) else []) for s in seqs]
+            assert [g.is_terminated() for g in grammars] == [True] * len(texts)
+            for g in grammars:
+                await g.close()
+        for g in sync_batch.grammars:
+            g.close()

@@ -13,7 +13,8 @@ Grammar of the language (see the README for the user-facing description)::
     {{varname}} the compile-time variable's value, always literal text
 
 The parser produces a tree of nodes; ``core.compiler`` turns it into llguidance's Lark dialect.
-Every error is a :class:`~core.errors.TemplateError` with a 1-based line and column.
+Every error is a :class:`~core.errors.TemplateError` with a 1-based line and column (a template
+over the size limit is a :class:`~core.errors.LimitExceeded`, as any other source over it).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from core.errors import TemplateError, excerpt
+from core.errors import LimitExceeded, TemplateError, excerpt
 from core.limits import Limits
 
 __all__ = [
@@ -554,6 +555,7 @@ class GuidanceTemplate:
 
     Raises:
         TemplateError: the template does not parse, or names a variable that is missing.
+        LimitExceeded: the template is larger than ``limits.max_source_bytes``.
     """
 
     def __init__(
@@ -563,7 +565,8 @@ class GuidanceTemplate:
             raise TypeError("template source must be a str")
         self.limits = limits or Limits()
         if len(source.encode("utf-8")) > self.limits.max_source_bytes:
-            raise TemplateError(f"template is larger than {self.limits.max_source_bytes} bytes")
+            # the same answer as every other kind's source over the limit: 413 limit-exceeded
+            raise LimitExceeded(f"template is larger than {self.limits.max_source_bytes} bytes", "max_source_bytes")
         self.source = source
         self.variables: dict[str, Any] = dict(variables or {})
         raw = _Parser(source, self.limits).parse()

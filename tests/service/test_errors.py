@@ -158,8 +158,9 @@ async def test_body_over_the_limit_is_413(make_app: AppFactory) -> None:
 
 async def test_engine_limits_are_413(make_app: AppFactory, default_tokenizer: Tokenizer) -> None:
     async with serve(make_app(max_tokens_per_accept=4, max_source_bytes=64)) as client:
-        body = assert_problem(await client.post("/compile", json={"regex": "a" * 100}), 413, "limit-exceeded")
-        assert body["limit"] == "max_source_bytes"
+        for kind, source in (("regex", "a" * 100), ("template", "a" * 100), ("grammar", "start: " + '"a" ' * 30)):
+            body = assert_problem(await client.post("/compile", json={kind: source}), 413, "limit-exceeded")
+            assert body["limit"] == "max_source_bytes", kind
         sid = await _open(client, regex="a*")
         resp = await client.post(f"/sessions/{sid}/accept", json={"tokens": default_tokenizer.encode("a") * 5})
         assert assert_problem(resp, 413, "limit-exceeded")["limit"] == "max_tokens_per_accept"

@@ -79,7 +79,12 @@ def main(argv: list[str] | None = None) -> int:
         report["bytes_per_session_walked"] = details["memory"].get("bytes_per_session_walked")
         report["startup_s"] = details["memory"].get("startup_s")
     if "service" in details:
-        report["step64_vs_inprocess_template"] = details["service"].get("step64_vs_inprocess_template")
+        for key in (
+            "step64_vs_inprocess_template",
+            "step64_vs_inprocess_default_step",
+            "step64_vs_inprocess_default_step_template",
+        ):
+            report[key] = details["service"].get(key)
         report["masks_equal"] = details["service"].get("masks_equal")
     if "mask_floor" in details:
         report["mask_vs_floor_compute"] = details["mask_floor"].get("mask_vs_floor_compute")

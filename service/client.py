@@ -436,7 +436,7 @@ class StepStatus:
         accepted: tokens accepted (0 unless ``ok``).
         terminated: the session accepted EOS.
         accepting: EOS is allowed now.
-        forced_tokens: tokens the constraint forces next.
+        forced_tokens: tokens the constraint forces next (empty if the step did not ask for them).
         row: the session's first mask row; ``rows``: its rows (1 + draft tokens).
         index: for ``rejected``, the position of the refused token.
         variables: captured values, when asked for.
@@ -465,7 +465,9 @@ class StepResult:
     vocab_size: int
 
 
-def _step_body(items: Sequence[tuple[Any, ...]], variables: bool, mask_encoding: MaskEncoding = "dense") -> bytes:
+def _step_body(
+    items: Sequence[tuple[Any, ...]], variables: bool, mask_encoding: MaskEncoding = "dense", forced_tokens: bool = True
+) -> bytes:
     # Written by hand (a step is built for every decoding step): ids are JSON-quoted, tokens ints.
     dumps = json.dumps
     parts = []
@@ -477,7 +479,9 @@ def _step_body(items: Sequence[tuple[Any, ...]], variables: bool, mask_encoding:
             entry += f',"draft_tokens":[{draft}]'
         parts.append(entry + "}")
     flag = "true" if variables else "false"
-    extra = "" if mask_encoding == "dense" else f',"mask_encoding":"{mask_encoding}"'  # dense: the default
+    extra = "" if mask_encoding == "dense" else f',"mask_encoding":"{mask_encoding}"'  # defaults left out
+    if not forced_tokens:
+        extra += ',"forced_tokens":false'
     return f'{{"sessions":[{",".join(parts)}],"variables":{flag}{extra}}}'.encode()
 
 
@@ -652,14 +656,20 @@ class GuidanceClient:
 
     # -- the batched step
     def step(
-        self, items: Sequence[tuple[Any, ...]], *, variables: bool = False, mask_encoding: MaskEncoding = "dense"
+        self,
+        items: Sequence[tuple[Any, ...]],
+        *,
+        variables: bool = False,
+        mask_encoding: MaskEncoding = "dense",
+        forced_tokens: bool = True,
     ) -> StepResult:
         """One batched step; ``items`` are ``(session_id, tokens[, draft_tokens])`` (``POST /step``).
 
         ``mask_encoding="blocks"`` has the masks sent block-sparse (smaller for most constraints);
-        the result's ``masks`` are dense either way.
+        the result's ``masks`` are dense either way. ``forced_tokens=False`` skips computing each
+        session's forced tokens (their statuses then have none).
         """
-        body = _step_body(items, variables, mask_encoding)
+        body = _step_body(items, variables, mask_encoding, forced_tokens)
         if self._hot is not None:
             return _parse_step(_check_raw(*self._hot.request("POST", "/step", body, _STEP_HEADERS)))
         return _parse_step(_check(self.http.post("/step", content=body, headers=_STEP_HEADERS)).content)
@@ -957,10 +967,15 @@ class AsyncGuidanceClient:
         _check(await self.http.delete(_sid(session_id)))
 
     async def step(
-        self, items: Sequence[tuple[Any, ...]], *, variables: bool = False, mask_encoding: MaskEncoding = "dense"
+        self,
+        items: Sequence[tuple[Any, ...]],
+        *,
+        variables: bool = False,
+        mask_encoding: MaskEncoding = "dense",
+        forced_tokens: bool = True,
     ) -> StepResult:
         """See :meth:`GuidanceClient.step`."""
-        body = _step_body(items, variables, mask_encoding)
+        body = _step_body(items, variables, mask_encoding, forced_tokens)
         if self._hot is not None:
             return _parse_step(_check_raw(*await self._hot.request("POST", "/step", body, _STEP_HEADERS)))
         resp = _check(await self.http.post("/step", content=body, headers=_STEP_HEADERS))
@@ -1209,6 +1224,8 @@ class GrammarBatch:
         mask_encoding: how the masks travel: ``"dense"`` (the default) or ``"blocks"``
             (block-sparse: about a fifth of the bytes for a JSON schema's masks, for links where
             bandwidth counts; over loopback encoding and decoding cost more than the bytes saved).
+        forced_tokens: have the server compute each sequence's forced tokens at every step
+            (``StepStatus.forced_tokens``); ``False`` saves it an llguidance call per sequence.
     """
 
     def __init__(
@@ -1218,11 +1235,13 @@ class GrammarBatch:
         *,
         variables: bool = False,
         mask_encoding: MaskEncoding = "dense",
+        forced_tokens: bool = True,
     ) -> None:
         self.client = client
         self.grammars = list(grammars)
         self.variables = variables
         self.mask_encoding: MaskEncoding = mask_encoding
+        self.forced_tokens = forced_tokens
         self._pool: ThreadPoolExecutor | None = None
 
     def step(self, tokens: Sequence[Sequence[int]], bitmask: NDArray[np.int32] | None = None) -> list[StepStatus]:
@@ -1232,7 +1251,10 @@ class GrammarBatch:
         def attempt() -> None:
             for i in plan.lost():
                 self.grammars[i].replay()
-            plan.apply(self.client.step(plan.items(), variables=self.variables, mask_encoding=self.mask_encoding))
+            result = self.client.step(
+                plan.items(), variables=self.variables, mask_encoding=self.mask_encoding, forced_tokens=self.forced_tokens
+            )
+            plan.apply(result)
             if plan.pending:
                 raise RemoteError(404, {"code": "session-not-found", "detail": "sessions lost; replaying"})
 
@@ -1262,11 +1284,13 @@ class AsyncGrammarBatch:
         *,
         variables: bool = False,
         mask_encoding: MaskEncoding = "dense",
+        forced_tokens: bool = True,
     ) -> None:
         self.client = client
         self.grammars = list(grammars)
         self.variables = variables
         self.mask_encoding: MaskEncoding = mask_encoding
+        self.forced_tokens = forced_tokens
 
     async def step(self, tokens: Sequence[Sequence[int]], bitmask: NDArray[np.int32] | None = None) -> list[StepStatus]:
         """See :meth:`GrammarBatch.step`."""
@@ -1275,7 +1299,10 @@ class AsyncGrammarBatch:
         async def attempt() -> None:
             for i in plan.lost():
                 await self.grammars[i].replay()
-            plan.apply(await self.client.step(plan.items(), variables=self.variables, mask_encoding=self.mask_encoding))
+            result = await self.client.step(
+                plan.items(), variables=self.variables, mask_encoding=self.mask_encoding, forced_tokens=self.forced_tokens
+            )
+            plan.apply(result)
             if plan.pending:
                 raise RemoteError(404, {"code": "session-not-found", "detail": "sessions lost; replaying"})
 

@@ -23,11 +23,12 @@ masks shrinks from 1 MB to about 200 kB that way.
 
 The header is ``{"mask_words", "vocab_size", "rows", "sessions": [status, ...]}``; a status is
 ``{"session_id", "row", "rows", "status": "ok"|"rejected"|"error", "accepted", "terminated",
-"accepting", "forced_tokens", "variables"?, "index"?, "token"?, "error"?}``. A rejected session is
-unchanged and its row holds its current mask; a session in error (unknown, expired, invalid
-token ids, another vocabulary) has a row of zeros and an ``error`` problem object. One bad
-session never fails the batch; a malformed request does (422), as does a batch above the limit
-(413) or the same session twice (422).
+"accepting", "forced_tokens"?, "variables"?, "index"?, "token"?, "error"?}``: ``forced_tokens``
+unless the request sets ``"forced_tokens": false``, ``variables`` if it sets ``"variables": true``.
+A rejected session is unchanged and its row holds its current mask; a session in error (unknown,
+expired, invalid token ids, another vocabulary) has a row of zeros and an ``error`` problem
+object. One bad session never fails the batch; a malformed request does (422), as does a batch
+above the limit (413) or the same session twice (422).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import functools
 import struct
 import sys
 import time
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import orjson
@@ -75,6 +76,13 @@ class StepRequest(BaseModel):
 
     sessions: list[StepItem] = Field(description="The batch, in the order the masks come back.")
     variables: bool = Field(False, description="Include each session's captured variables in its status.")
+    forced_tokens: bool = Field(
+        True,
+        description=(
+            "Include each session's forced tokens (what the constraint fixes next) in its status; "
+            "`false` leaves them out and skips computing them (one more llguidance call per session)."
+        ),
+    )
     mask_encoding: Literal["dense", "blocks"] = Field(
         "dense", description="`dense`: packed bitmask rows; `blocks`: block-sparse (see `x-step-layout`)."
     )
@@ -116,7 +124,15 @@ def _problem(e: GuidanceError) -> dict[str, Any]:
 _Item = tuple[str, list[int], list[int] | None]
 
 
-def _read_request(raw: bytes) -> tuple[list[_Item], bool, str]:
+class _Options(NamedTuple):
+    """What a request asks for besides its batch."""
+
+    variables: bool
+    forced_tokens: bool
+    mask_encoding: str
+
+
+def _read_request(raw: bytes) -> tuple[list[_Item], _Options]:
     """The batch of a request body, checked against :class:`StepRequest`.
 
     A plain check of the parsed JSON, which is several times cheaper than building the models;
@@ -131,14 +147,14 @@ def _read_request(raw: bytes) -> tuple[list[_Item], bool, str]:
     except ValidationError as e:
         raise RequestValidationError(e.errors(include_url=False, include_input=False)) from None
     items = [(i.session_id, list(i.tokens), None if i.draft_tokens is None else list(i.draft_tokens)) for i in body.sessions]
-    return items, body.variables, body.mask_encoding
+    return items, _Options(body.variables, body.forced_tokens, body.mask_encoding)
 
 
 def _int_list(value: Any) -> bool:
     return type(value) is list and all(type(t) is int for t in value)  # bool is not a token
 
 
-def _read_fast(raw: bytes) -> tuple[list[_Item], bool, str] | None:
+def _read_fast(raw: bytes) -> tuple[list[_Item], _Options] | None:
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -146,9 +162,10 @@ def _read_fast(raw: bytes) -> tuple[list[_Item], bool, str] | None:
     if type(data) is not dict or not data.keys() <= _REQUEST_KEYS:
         return None
     sessions = data.get("sessions")
-    variables = data.get("variables", False)
-    encoding = data.get("mask_encoding", "dense")
-    if type(sessions) is not list or type(variables) is not bool or encoding not in _ENCODINGS:
+    options = _Options(data.get("variables", False), data.get("forced_tokens", True), data.get("mask_encoding", "dense"))
+    if type(sessions) is not list or type(options.variables) is not bool or type(options.forced_tokens) is not bool:
+        return None
+    if options.mask_encoding not in _ENCODINGS:
         return None
     items: list[_Item] = []
     for entry in sessions:
@@ -160,7 +177,7 @@ def _read_fast(raw: bytes) -> tuple[list[_Item], bool, str] | None:
         if type(sid) is not str or not _int_list(tokens) or (draft is not None and not _int_list(draft)):
             return None
         items.append((sid, tokens, draft))
-    return items, variables, encoding
+    return items, options
 
 
 _ENCODINGS = ("dense", "blocks")
@@ -181,7 +198,7 @@ async def step(request: Request) -> Response:
     See the module documentation (and `x-step-layout`) for the binary response layout.
     """
     service = state_of(request)
-    items, want_variables, encoding = _read_request(await request.body())
+    items, options = _read_request(await request.body())
     limit = service.settings.max_batch_size
     if len(items) > limit:
         raise LimitExceeded(f"{len(items)} sessions in one step, above the limit of {limit}", "max_batch_size")
@@ -202,7 +219,7 @@ async def step(request: Request) -> Response:
     live = [s for s in found if s is not None]
     words = live[0].program.mask_words if live else 1
     vocab = live[0].program.vocab_size if live else 0
-    work = functools.partial(_advance_and_fill, service, items, want_variables, encoding, found, errors, words, vocab)
+    work = functools.partial(_advance_and_fill, service, items, options, found, errors, words, vocab)
     slow = next((s.program for s in live if service.slow_lane.is_slow(s.program)), None)
     if slow is None and not any(s.lock.locked() for s in live):
         # No other request holds any of these sessions, and the work below never awaits: it runs
@@ -222,8 +239,7 @@ async def step(request: Request) -> Response:
 def _advance_and_fill(
     service: ServiceState,
     items: list[_Item],
-    want_variables: bool,
-    encoding: str,
+    options: _Options,
     found: list[Session | None],
     errors: dict[int, GuidanceError],
     words: int,
@@ -261,8 +277,9 @@ def _advance_and_fill(
             status = {"session_id": sid, "row": row, "rows": n_rows, "status": "error", "accepted": 0, "error": _problem(e)}
         status["terminated"] = st.is_terminated()
         status["accepting"] = st.is_accepting()
-        status["forced_tokens"] = st.forced_tokens()
-        if want_variables:
+        if options.forced_tokens:
+            status["forced_tokens"] = st.forced_tokens()
+        if options.variables:
             status["variables"] = st.variables
         statuses.append(status)
         fill_states.append(st)
@@ -277,7 +294,7 @@ def _advance_and_fill(
     # fresh pages the kernel must fault in and clear (about 1 ms per MB measured here), where
     # np.empty reuses pages the process already has. Rows no mask is computed into are zeroed.
     head: dict[str, Any] = {"mask_words": words, "vocab_size": vocab, "rows": row}
-    if encoding == "blocks":
+    if options.mask_encoding == "blocks":
         head["mask_encoding"] = "blocks"
         head["block_words"] = BLOCK_WORDS
         head["sessions"] = statuses

@@ -154,6 +154,22 @@ async def test_block_sparse_answer_carries_the_same_masks(
     assert allowed_tokens(result.masks[1 + len(sessions[0]["draft_tokens"])], tok.vocab_size).size > 1000
 
 
+async def test_forced_tokens_can_be_left_out(client: httpx.AsyncClient, default_tokenizer: Tokenizer) -> None:
+    tok = default_tokenizer
+    sid = await _open(client, template=TEMPLATE)
+    with_forced = await client.post("/step", json={"sessions": [{"session_id": sid, "tokens": []}]})
+    without = await client.post("/step", json={"sessions": [{"session_id": sid, "tokens": []}], "forced_tokens": False})
+    heads = []
+    for resp in (with_forced, without):
+        assert resp.status_code == 200
+        (length,) = struct.unpack("<I", resp.content[:4])
+        heads.append(json.loads(resp.content[4 : 4 + length])["sessions"][0])
+    assert tok.decode(heads[0]["forced_tokens"]).startswith("Name:")  # the template's literal start
+    assert "forced_tokens" not in heads[1]
+    assert _parse_step(without.content).statuses[0].forced_tokens == []
+    assert np.array_equal(_parse_step(with_forced.content).masks, _parse_step(without.content).masks)
+
+
 async def test_bad_batches_are_refused_whole(make_app: AppFactory) -> None:
     async with serve(make_app(max_batch_size=2)) as client:
         sid = await _open(client, regex="a+")

@@ -96,9 +96,18 @@ class SlowLane:
         The session counts as used until the work ends: its idle time starts then, not when the
         request arrived (a slow request never expires its own session).
         """
+        program = session.program
+        if not session.lock.locked() and not self.is_slow(program):
+            # No other request holds the session, and inline work runs to its end without
+            # awaiting: no other request can start on the session meanwhile, so no lock is taken
+            # (an uncontended asyncio lock cost about as much as a cheap mask).
+            try:
+                return self._inline(program, fn)
+            finally:
+                session.last_used = self._clock()
         async with session.lock:
             try:
-                return await self.run_locked(session.program, fn)
+                return await self.run_locked(program, fn)
             finally:
                 session.last_used = self._clock()
 
@@ -123,6 +132,10 @@ class SlowLane:
             if cancelled:
                 raise asyncio.CancelledError
             return result
+        return self._inline(program, fn)
+
+    def _inline(self, program: CompiledGuidanceProgram, fn: Callable[[], T]) -> T:
+        """``fn()`` on the event loop, timed: calls over the budget count as strikes."""
         start = time.perf_counter()
         try:
             return fn()

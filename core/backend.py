@@ -48,7 +48,8 @@ _OPTIONS: dict[str, set[str]] = {
 # When a batch is filled in parallel: at least this many states, whose masks have recently cost
 # at least this much each. Below that, waking a thread and passing the GIL back and forth after
 # every mask cost more than the threads saved (64 JSON masks of ~20 us each filled slower on two
-# threads than in a loop; 64 template masks of ~170 us each took 0.7 to 0.87x the loop's time).
+# threads than in a loop in the server; 64 template masks of ~170 us each took 0.6 to 0.87x the
+# loop's time).
 _PARALLEL_MIN = 8
 _PARALLEL_MIN_MASK_SECONDS = 100e-6
 
@@ -83,7 +84,7 @@ class GuidanceBackend:
         num_threads: threads filling one batch of masks (:meth:`fill_next_token_bitmasks`); 1,
             the default, fills in a plain loop. With more, each program keeps that many lanes
             (see :mod:`core.program`) and a batch of costly masks is filled one thread per lane:
-            on 2 cores, two threads took 0.63 to 0.75x the loop's time for 64 template masks of
+            on 2 cores, two threads took 0.6 to 0.87x the loop's time for 64 template masks of
             about 170 us each. Cheap masks gain little from threads and are filled in a loop.
     """
 
@@ -170,6 +171,8 @@ class GuidanceBackend:
             raise GrammarError(
                 "the constraint matches no text at all (a rule without a base case, or a cyclic $ref?)"
             )
+        for _ in range(program.lanes - 1):  # the other lanes' caches, warmed the same way
+            program.create_state().fill_bitmask(row, 0)
         self._first_mask[program] = first_mask
         program.compile_ms = (time.perf_counter() - start) * 1000
         return program

@@ -5,9 +5,9 @@ session's state is a ``deep_copy`` of it, which shares llguidance's lexer and to
 mask computed for one session makes the same state cheap for all others.
 
 Those shared caches are locked inside llguidance: masks of copies of one matcher do not compute
-in parallel (two threads measured 1.1 to 1.5x slower than one). A program made for ``lanes``
-threads therefore keeps one pristine matcher per lane, each with caches of its own, and deals
-its sessions over the lanes in turn; a batch's masks are then filled one thread per lane.
+in parallel (two threads took 1.0 to 1.5x the time of one). A program made for ``lanes`` threads
+therefore keeps one pristine matcher per lane, each with caches of its own, and deals its
+sessions over the lanes in turn; a batch's masks are then filled one thread per lane.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -115,10 +114,9 @@ class CompiledGuidanceProgram:
         root = self._make_root()
         if root.is_error():
             raise GrammarError(root.get_error()[:1000])
-        # One pristine matcher per lane; lanes past the first are built on first use.
+        # One pristine matcher per lane, all built here (on the compiling thread, not a request's).
         self.lanes = max(lanes, 1)
-        self._roots: list[llguidance.LLMatcher | None] = [root] + [None] * (self.lanes - 1)
-        self._roots_lock = threading.Lock()
+        self._roots = [root, *(self._make_root() for _ in range(self.lanes - 1))]
         self._deal = itertools.count()
         # Recent seconds per mask in batched fills (a moving average), for choosing parallel fills.
         self.mask_seconds = 0.0
@@ -141,13 +139,7 @@ class CompiledGuidanceProgram:
 
     def new_matcher(self, lane: int = 0) -> llguidance.LLMatcher:
         """A fresh matcher at the start of the program (shares the caches of its lane)."""
-        root = self._roots[lane]
-        if root is None:
-            with self._roots_lock:
-                root = self._roots[lane]
-                if root is None:
-                    root = self._roots[lane] = self._make_root()
-        return root.deep_copy()
+        return self._roots[lane].deep_copy()
 
     def note_mask_seconds(self, seconds: float) -> None:
         """Fold one batch's seconds per mask into :attr:`mask_seconds`."""

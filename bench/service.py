@@ -63,6 +63,19 @@ def _raw_step(matchers: list[llguidance.LLMatcher], tokens: list[list[int]], bas
         m.unsafe_compute_mask_ptr(base + i * row_bytes, row_bytes)
 
 
+_RAW_ROOTS: dict[str, llguidance.LLMatcher] = {}
+
+
+def _raw_root(tok: Any, grammar: str) -> llguidance.LLMatcher:
+    """The raw side's root matcher of a grammar, one per process: its caches stay warm from one
+    batch size to the next, as the server's program does (a fresh root per batch would time the
+    raw side's first visits against a warm server)."""
+    root = _RAW_ROOTS.get(grammar)
+    if root is None:
+        root = _RAW_ROOTS[grammar] = llguidance.LLMatcher(tok.ll, grammar, log_level=0)
+    return root
+
+
 def _handler_step(
     backend: GuidanceBackend, states: list[GuidanceState], tokens: list[list[int]], bitmask: np.ndarray
 ) -> None:
@@ -86,7 +99,7 @@ def run_batch(
     """One case at one batch size; ``variants`` are more servers timed in the same alternation."""
     tok = backend.tokenizer
     program = backend.compile(spec_of(case.body))[0]
-    root = llguidance.LLMatcher(tok.ll, program.grammar, log_level=0)
+    root = _raw_root(tok, program.grammar)
     words = program.mask_words
     row_bytes = words * 4
     servers = {"server": client, **(variants or {})}

@@ -171,8 +171,8 @@ class GuidanceBackend:
             raise GrammarError(
                 "the constraint matches no text at all (a rule without a base case, or a cyclic $ref?)"
             )
-        for _ in range(program.lanes - 1):  # the other lanes' caches, warmed the same way
-            program.create_state().fill_bitmask(row, 0)
+        if program.lanes > 1:  # the other lanes' parsers: in the background, not on the compile's time
+            self._pool_for_fills().submit(program.add_lanes)
         self._first_mask[program] = first_mask
         program.compile_ms = (time.perf_counter() - start) * 1000
         return program
@@ -290,14 +290,20 @@ class GuidanceBackend:
         groups: list[list[tuple[GuidanceState, int]]] = [[] for _ in range(threads)]
         for s, r in zip(states, rows):
             groups[s.lane % threads].append((s, r))
-        if self._fill_pool is None:
-            self._fill_pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="guidance-fill")
-        futures = [self._fill_pool.submit(_fill_group, g, bitmask) for g in groups[1:] if g]
+        pool = self._pool_for_fills()
+        futures = [pool.submit(_fill_group, g, bitmask) for g in groups[1:] if g]
         try:
             _fill_group(groups[0], bitmask)
         finally:
             for f in futures:
                 f.result()
+
+    def _pool_for_fills(self) -> ThreadPoolExecutor:
+        """The threads of parallel fills (and of building lanes), started on first use."""
+        pool = self._fill_pool
+        if pool is None:
+            pool = self._fill_pool = ThreadPoolExecutor(self._num_threads - 1, thread_name_prefix="guidance-fill")
+        return pool
 
     # -- housekeeping
     def get_stats(self) -> dict[str, Any]:

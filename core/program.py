@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -114,9 +115,11 @@ class CompiledGuidanceProgram:
         root = self._make_root()
         if root.is_error():
             raise GrammarError(root.get_error()[:1000])
-        # One pristine matcher per lane, all built here (on the compiling thread, not a request's).
+        # One pristine matcher per lane. The first is built here; the others by add_lanes(), which
+        # the backend runs in the background after the compile: until then sessions take lane 0.
         self.lanes = max(lanes, 1)
-        self._roots = [root, *(self._make_root() for _ in range(self.lanes - 1))]
+        self._roots = [root]
+        self._lanes_lock = threading.Lock()
         self._deal = itertools.count()
         # Recent seconds per mask in batched fills (a moving average), for choosing parallel fills.
         self.mask_seconds = 0.0
@@ -134,8 +137,22 @@ class CompiledGuidanceProgram:
         return llguidance.LLMatcher(self.tokenizer.ll, self.grammar, log_level=0, limits=self.limits.parser_limits())
 
     def next_lane(self) -> int:
-        """The lane of a new session: the lanes in turn."""
-        return next(self._deal) % self.lanes if self.lanes > 1 else 0
+        """The lane of a new session: the lanes built so far, in turn."""
+        built = len(self._roots)
+        return next(self._deal) % built if built > 1 else 0
+
+    def add_lanes(self) -> None:
+        """Build the parsers of the lanes past the first and warm their caches with a first mask.
+
+        Idempotent and thread-safe; it costs about what the compile did, so the backend runs it
+        off the request path.
+        """
+        with self._lanes_lock:
+            row = np.zeros(self._ll_words, dtype=np.int32)
+            while len(self._roots) < self.lanes:
+                root = self._make_root()
+                root.deep_copy().unsafe_compute_mask_ptr(int(row.ctypes.data), row.nbytes)
+                self._roots.append(root)
 
     def new_matcher(self, lane: int = 0) -> llguidance.LLMatcher:
         """A fresh matcher at the start of the program (shares the caches of its lane)."""

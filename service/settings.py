@@ -58,7 +58,8 @@ class Settings(BaseSettings):
         mask_threads: threads filling the masks of one ``POST /step``. A batch of 8 or more
             sessions whose masks cost 100 us or more each is filled in parallel; cheaper masks
             are filled in a loop, where threads cost more than they save. 1: always a loop.
-            Each program keeps one llguidance parser per thread, built and warmed by its compile.
+            Each program keeps one llguidance parser per thread (the extra ones are built and
+            warmed in the background after its compile).
         max_source_bytes .. max_grammar_size: the engine limits, see :class:`core.limits.Limits`.
     """
 

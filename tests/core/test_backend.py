@@ -190,6 +190,7 @@ def test_parallel_fill_over_lanes_equals_the_loop(tekken: Tokenizer, monkeypatch
 
     program = parallel.compile_json_schema(schema)
     assert program.lanes == 2
+    program.add_lanes()  # the backend started it in the background; this waits for it
     states = [program.create_state() for _ in texts]
     assert {s.lane for s in states} == {0, 1}  # dealt over both lanes
     for s, t in zip(states, texts):

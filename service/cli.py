@@ -148,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"guidance-server: invalid settings:\n{exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(settings)
+    app = create_app(settings, freeze_gc=True)
     config = uvicorn.Config(
         app,
         host=settings.host,

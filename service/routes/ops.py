@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -35,11 +36,16 @@ async def readyz(request: Request) -> Status:
 
 @router.get("/stats", summary="Statistics", response_model=dict[str, Any])
 async def stats(state: StateDep) -> dict[str, Any]:
-    """The engine's `get_stats()` (cache figures, default tokenizer) plus session figures."""
+    """The engine's `get_stats()` (cache figures, default tokenizer) plus session figures.
+
+    Also the process's garbage collector: objects frozen at start-up (out of its full passes)
+    and the collections run per generation.
+    """
     out = state.backend.get_stats()
     out["sessions"] = state.sessions.stats()
     out["compiles_pending"] = state.compiles_pending
     out["tokenizers"] = sorted(name for name, _ in state.tokenizers.items())
+    out["gc"] = {"frozen_objects": gc.get_freeze_count(), "collections": [g["collections"] for g in gc.get_stats()]}
     return out
 
 

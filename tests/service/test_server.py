@@ -172,3 +172,10 @@ async def test_async_and_sync_batches_serve_the_same_masks(server: str, default_
                 await g.close()
         for g in sync_batch.grammars:
             g.close()
+
+
+def test_the_command_line_server_keeps_its_start_up_objects_out_of_full_collections(server: str) -> None:
+    with GuidanceClient(server) as client:
+        figures = client.stats()["gc"]
+    assert figures["frozen_objects"] > 10_000  # the tokenizer tables, the app, the imported modules
+    assert len(figures["collections"]) == 3

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -1209,7 +1209,33 @@ class _StepPlan:
         return [st for st in self.statuses if st is not None]
 
 
-class GrammarBatch:
+_Client = TypeVar("_Client", "GuidanceClient", "AsyncGuidanceClient")
+_Grammar = TypeVar("_Grammar", "RemoteGrammar", "AsyncRemoteGrammar")
+
+
+class _Batch(Generic[_Client, _Grammar]):
+    """What both batch classes hold: a client, the batch's grammars, the step's options."""
+
+    def __init__(
+        self,
+        client: _Client,
+        grammars: Sequence[_Grammar],
+        *,
+        variables: bool = False,
+        mask_encoding: MaskEncoding = "dense",
+        forced_tokens: bool = True,
+    ) -> None:
+        self.client: _Client = client
+        self.grammars: list[_Grammar] = list(grammars)
+        self.variables = variables
+        self.mask_encoding: MaskEncoding = mask_encoding
+        self.forced_tokens = forced_tokens
+
+    def _options(self) -> dict[str, Any]:
+        return {"variables": self.variables, "mask_encoding": self.mask_encoding, "forced_tokens": self.forced_tokens}
+
+
+class GrammarBatch(_Batch["GuidanceClient", "RemoteGrammar"]):
     """The sequences of one decoding batch: one ``POST /step`` per step for all of them.
 
     Row ``i`` of the bitmask belongs to ``grammars[i]``. :meth:`submit` sends a step in the
@@ -1228,21 +1254,7 @@ class GrammarBatch:
             (``StepStatus.forced_tokens``); ``False`` saves it an llguidance call per sequence.
     """
 
-    def __init__(
-        self,
-        client: GuidanceClient,
-        grammars: Sequence[RemoteGrammar],
-        *,
-        variables: bool = False,
-        mask_encoding: MaskEncoding = "dense",
-        forced_tokens: bool = True,
-    ) -> None:
-        self.client = client
-        self.grammars = list(grammars)
-        self.variables = variables
-        self.mask_encoding: MaskEncoding = mask_encoding
-        self.forced_tokens = forced_tokens
-        self._pool: ThreadPoolExecutor | None = None
+    _pool: ThreadPoolExecutor | None = None
 
     def step(self, tokens: Sequence[Sequence[int]], bitmask: NDArray[np.int32] | None = None) -> list[StepStatus]:
         """Accept ``tokens[i]`` into grammar i (possibly none) and fill every mask into ``bitmask``."""
@@ -1251,10 +1263,7 @@ class GrammarBatch:
         def attempt() -> None:
             for i in plan.lost():
                 self.grammars[i].replay()
-            result = self.client.step(
-                plan.items(), variables=self.variables, mask_encoding=self.mask_encoding, forced_tokens=self.forced_tokens
-            )
-            plan.apply(result)
+            plan.apply(self.client.step(plan.items(), **self._options()))
             if plan.pending:
                 raise RemoteError(404, {"code": "session-not-found", "detail": "sessions lost; replaying"})
 
@@ -1274,23 +1283,8 @@ class GrammarBatch:
             self._pool = None
 
 
-class AsyncGrammarBatch:
+class AsyncGrammarBatch(_Batch["AsyncGuidanceClient", "AsyncRemoteGrammar"]):
     """:class:`GrammarBatch` for asyncio; pipeline with ``asyncio.create_task(batch.step(...))``."""
-
-    def __init__(
-        self,
-        client: AsyncGuidanceClient,
-        grammars: Sequence[AsyncRemoteGrammar],
-        *,
-        variables: bool = False,
-        mask_encoding: MaskEncoding = "dense",
-        forced_tokens: bool = True,
-    ) -> None:
-        self.client = client
-        self.grammars = list(grammars)
-        self.variables = variables
-        self.mask_encoding: MaskEncoding = mask_encoding
-        self.forced_tokens = forced_tokens
 
     async def step(self, tokens: Sequence[Sequence[int]], bitmask: NDArray[np.int32] | None = None) -> list[StepStatus]:
         """See :meth:`GrammarBatch.step`."""
@@ -1299,10 +1293,7 @@ class AsyncGrammarBatch:
         async def attempt() -> None:
             for i in plan.lost():
                 await self.grammars[i].replay()
-            result = await self.client.step(
-                plan.items(), variables=self.variables, mask_encoding=self.mask_encoding, forced_tokens=self.forced_tokens
-            )
-            plan.apply(result)
+            plan.apply(await self.client.step(plan.items(), **self._options()))
             if plan.pending:
                 raise RemoteError(404, {"code": "session-not-found", "detail": "sessions lost; replaying"})
 

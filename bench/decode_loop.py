@@ -63,6 +63,22 @@ class Slot:
         seq = self.seqs[self.index]
         return seq[self.pos] if self.pos < len(seq) else eos
 
+    def choose(self, row: np.ndarray, eos: int) -> tuple[int, bool]:
+        """The token this slot wants if ``row`` allows it, else an allowed one; and whether it diverged."""
+        token = self.want(eos)
+        if _allowed(row, token):
+            return token, False
+        return _fallback(row, eos), True
+
+    def advance(self, token: int, eos: int) -> bool:
+        """Move past ``token``; True when it ended the text (the next text starts, on a fresh session)."""
+        self.pos += 1
+        if token != eos:
+            return False
+        self.index += 1
+        self.pos = 0
+        return True
+
 
 def _slots(tok: Any, cases: list[Case], steps: int, seed: int) -> list[Slot]:
     per_case = BATCH // len(cases)
@@ -112,25 +128,24 @@ def _fallback(row: np.ndarray, eos: int) -> int:
     return int(allowed[0])
 
 
+def _figures(slots: list[Slot], produced: int, elapsed: float, waits: list[float], divergences: int) -> dict[str, float]:
+    return {
+        "tokens_per_s": produced / elapsed,
+        "wait_ms": median(waits) * 1e3 if waits else 0.0,
+        "divergences": divergences,
+        "finished": sum(s.index for s in slots),
+    }
+
+
 def _loop_none(slots: list[Slot], steps: int, forward_s: float, eos: int) -> dict[str, float]:
     produced = 0
     start = time.perf_counter()
     for _ in range(steps):
         time.sleep(forward_s)
         for slot in slots:
-            token = slot.want(eos)
-            slot.pos += 1
-            if token == eos:
-                slot.index += 1
-                slot.pos = 0
+            slot.advance(slot.want(eos), eos)
             produced += 1
-    elapsed = time.perf_counter() - start
-    return {
-        "tokens_per_s": produced / elapsed,
-        "wait_ms": 0.0,
-        "divergences": 0,
-        "finished": sum(s.index for s in slots),
-    }
+    return _figures(slots, produced, time.perf_counter() - start, [], 0)
 
 
 def _loop_remote(
@@ -155,16 +170,10 @@ def _loop_remote(
             for i, slot in enumerate(slots):
                 if statuses[i].status != "ok":
                     raise AssertionError(f"step refused: {statuses[i]}")
-                row = bitmask[i]
-                token = slot.want(eos)
-                if not _allowed(row, token):
-                    divergences += 1
-                    token = _fallback(row, eos)
-                slot.pos += 1
+                token, diverged = slot.choose(bitmask[i], eos)
+                divergences += diverged
                 produced += 1
-                if token == eos:  # finished: the slot's next request starts on a fresh session
-                    slot.index += 1
-                    slot.pos = 0
+                if slot.advance(token, eos):  # finished: the slot's next request starts on a fresh session
                     batch.grammars[i] = slot.grammars[slot.index]
                     tokens.append([])
                 else:
@@ -176,12 +185,7 @@ def _loop_remote(
             pending.result()
     finally:
         batch.close()
-    return {
-        "tokens_per_s": produced / elapsed,
-        "wait_ms": median(waits) * 1e3,
-        "divergences": divergences,
-        "finished": sum(s.index for s in slots),
-    }
+    return _figures(slots, produced, elapsed, waits, divergences)
 
 
 def _loop_local(
@@ -203,27 +207,15 @@ def _loop_local(
         t0 = time.perf_counter()
         backend.fill_next_token_bitmasks(states, bitmask)
         for i, slot in enumerate(slots):
-            row = bitmask[i]
-            token = slot.want(eos)
-            if not _allowed(row, token):
-                divergences += 1
-                token = _fallback(row, eos)
-            slot.pos += 1
+            token, diverged = slot.choose(bitmask[i], eos)
+            divergences += diverged
             produced += 1
-            if token == eos:
-                slot.index += 1
-                slot.pos = 0
+            if slot.advance(token, eos):
                 states[i] = slot.states[slot.index]
             else:
                 states[i].advance((token,))
         waits.append(time.perf_counter() - t0)
-    elapsed = time.perf_counter() - start
-    return {
-        "tokens_per_s": produced / elapsed,
-        "wait_ms": median(waits) * 1e3,
-        "divergences": divergences,
-        "finished": sum(s.index for s in slots),
-    }
+    return _figures(slots, produced, time.perf_counter() - start, waits, divergences)
 
 
 def run(quick: bool = False, server: Server | None = None) -> dict[str, Any]:

@@ -60,6 +60,8 @@ _WIRE = np.dtype("<i4")
 
 MaskEncoding = Literal["dense", "blocks"]  # how /step sends masks (see openapi.yaml, x-step-layout)
 _T = TypeVar("_T")
+_Client = TypeVar("_Client", "GuidanceClient", "AsyncGuidanceClient")
+_Grammar = TypeVar("_Grammar", "RemoteGrammar", "AsyncRemoteGrammar")
 
 WORKER_HEADER = "X-Worker-Id"
 """The header a balancer hashes on to keep a worker's sessions on one replica."""
@@ -726,7 +728,50 @@ def _retryable(e: Exception) -> bool:
 _REPLAY_CHUNK = 1024  # tokens per accept while replaying (below the server's per-accept limit)
 
 
-class RemoteGrammar:
+class _RemoteState(Generic[_Client]):
+    """What both remote grammars keep locally: the spec, the program, the session, the tokens."""
+
+    def __init__(
+        self,
+        client: _Client,
+        spec: Mapping[str, Any],
+        program: ProgramInfo,
+        session_id: str,
+        tokens: Sequence[int] = (),
+        terminated: bool = False,
+        variables: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.client: _Client = client
+        self.spec = dict(spec)
+        self.program = program
+        self.session_id = session_id
+        self.tokens = list(tokens)
+        self._terminated = terminated
+        self._variables = dict(variables or {})
+        self._lost = False
+
+    @property
+    def vocab_size(self) -> int:
+        return self.program.vocab_size
+
+    @property
+    def mask_words(self) -> int:
+        return self.program.mask_words
+
+    def is_terminated(self) -> bool:
+        """True once EOS has been accepted."""
+        return self._terminated
+
+    def get_variable_values(self) -> dict[str, Any]:
+        """The values captured so far, by name."""
+        return dict(self._variables)
+
+    def _update(self, terminated: bool, variables: Mapping[str, Any]) -> None:
+        self._terminated = terminated
+        self._variables = dict(variables)
+
+
+class RemoteGrammar(_RemoteState["GuidanceClient"]):
     """A ``core.GuidanceGrammar`` whose state lives on the server, and survives losing it.
 
     Keeps the program spec and the tokens accepted so far: when a call fails because the
@@ -742,39 +787,12 @@ class RemoteGrammar:
         tokens: tokens accepted so far.
     """
 
-    def __init__(
-        self,
-        client: GuidanceClient,
-        spec: Mapping[str, Any],
-        program: ProgramInfo,
-        session_id: str,
-        tokens: Sequence[int] = (),
-        terminated: bool = False,
-        variables: Mapping[str, Any] | None = None,
-    ) -> None:
-        self.client = client
-        self.spec = dict(spec)
-        self.program = program
-        self.session_id = session_id
-        self.tokens = list(tokens)
-        self._terminated = terminated
-        self._variables = dict(variables or {})
-        self._lost = False
-
     @classmethod
     def open(cls, client: GuidanceClient, spec: Mapping[str, Any]) -> RemoteGrammar:
         """Compile ``spec`` and open a session on it."""
         info = client.retrying(lambda: client.compile_spec(spec, open_session=True))
         assert info.session_id is not None
         return cls(client, spec, info, info.session_id)
-
-    @property
-    def vocab_size(self) -> int:
-        return self.program.vocab_size
-
-    @property
-    def mask_words(self) -> int:
-        return self.program.mask_words
 
     def replay(self) -> None:
         """Open a new session from the spec and re-accept the tokens accepted so far."""
@@ -829,18 +847,10 @@ class RemoteGrammar:
         """Write the allowed next tokens into row ``idx`` of an int32 ``[batch, words]`` array."""
         self._call(lambda: self.client.mask(self.session_id, bitmask, idx))
 
-    def is_terminated(self) -> bool:
-        """True once EOS has been accepted."""
-        return self._terminated
-
     def reset(self) -> None:
         """Back to the start of the program."""
         if self.tokens:
             self.rollback(len(self.tokens))
-
-    def get_variable_values(self) -> dict[str, Any]:
-        """The values captured so far, by name."""
-        return dict(self._variables)
 
     def fork(self) -> RemoteGrammar:
         """An independent copy at the same position (a new server-side session)."""
@@ -855,9 +865,6 @@ class RemoteGrammar:
             if not _retryable(e):
                 raise
 
-    def _update(self, terminated: bool, variables: Mapping[str, Any]) -> None:
-        self._terminated = terminated
-        self._variables = dict(variables)
 
 
 # -- the async client --------------------------------------------------------------------------
@@ -1010,28 +1017,9 @@ class AsyncGuidanceClient:
         return await AsyncRemoteGrammar.open(self, program_spec(template, **kwargs))
 
 
-class AsyncRemoteGrammar:
+class AsyncRemoteGrammar(_RemoteState["AsyncGuidanceClient"]):
     """:class:`RemoteGrammar` for asyncio: the same methods, awaited (``is_terminated``,
     ``get_variable_values`` and the properties are local and stay plain), the same replay."""
-
-    def __init__(
-        self,
-        client: AsyncGuidanceClient,
-        spec: Mapping[str, Any],
-        program: ProgramInfo,
-        session_id: str,
-        tokens: Sequence[int] = (),
-        terminated: bool = False,
-        variables: Mapping[str, Any] | None = None,
-    ) -> None:
-        self.client = client
-        self.spec = dict(spec)
-        self.program = program
-        self.session_id = session_id
-        self.tokens = list(tokens)
-        self._terminated = terminated
-        self._variables = dict(variables or {})
-        self._lost = False
 
     @classmethod
     async def open(cls, client: AsyncGuidanceClient, spec: Mapping[str, Any]) -> AsyncRemoteGrammar:
@@ -1039,14 +1027,6 @@ class AsyncRemoteGrammar:
         info = await client.retrying(lambda: client.compile_spec(spec, open_session=True))
         assert info.session_id is not None
         return cls(client, spec, info, info.session_id)
-
-    @property
-    def vocab_size(self) -> int:
-        return self.program.vocab_size
-
-    @property
-    def mask_words(self) -> int:
-        return self.program.mask_words
 
     async def replay(self) -> None:
         """See :meth:`RemoteGrammar.replay`."""
@@ -1102,18 +1082,10 @@ class AsyncRemoteGrammar:
         """See :meth:`RemoteGrammar.fill_next_token_bitmask`."""
         await self._call(lambda: self.client.mask(self.session_id, bitmask, idx))
 
-    def is_terminated(self) -> bool:
-        """True once EOS has been accepted."""
-        return self._terminated
-
     async def reset(self) -> None:
         """See :meth:`RemoteGrammar.reset`."""
         if self.tokens:
             await self.rollback(len(self.tokens))
-
-    def get_variable_values(self) -> dict[str, Any]:
-        """The values captured so far, by name."""
-        return dict(self._variables)
 
     async def fork(self) -> AsyncRemoteGrammar:
         """See :meth:`RemoteGrammar.fork`."""
@@ -1130,9 +1102,6 @@ class AsyncRemoteGrammar:
             if not _retryable(e):
                 raise
 
-    def _update(self, terminated: bool, variables: Mapping[str, Any]) -> None:
-        self._terminated = terminated
-        self._variables = dict(variables)
 
 
 # -- batches: one round trip per decoding step --------------------------------------------------
@@ -1207,10 +1176,6 @@ class _StepPlan:
     def result(self) -> list[StepStatus]:
         assert not self.pending
         return [st for st in self.statuses if st is not None]
-
-
-_Client = TypeVar("_Client", "GuidanceClient", "AsyncGuidanceClient")
-_Grammar = TypeVar("_Grammar", "RemoteGrammar", "AsyncRemoteGrammar")
 
 
 class _Batch(Generic[_Client, _Grammar]):

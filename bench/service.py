@@ -190,18 +190,15 @@ def _case(name: str) -> Case:
 
 # -- diagnostics ---------------------------------------------------------------------------------
 
-class _BlocksClient(GuidanceClient):
-    """A client whose batched steps ask for block-sparse masks."""
+class _PinnedStepClient(GuidanceClient):
+    """A client whose batched steps always send ``pinned`` options, whatever the batch asks."""
 
-    def step(self, items: Any, *, variables: bool = False, mask_encoding: Any = "dense", forced_tokens: bool = True) -> Any:
-        return super().step(items, variables=variables, mask_encoding="blocks", forced_tokens=forced_tokens)
+    def __init__(self, base_url: str, **pinned: Any) -> None:
+        super().__init__(base_url)
+        self.pinned = pinned
 
-
-class _DefaultStepClient(GuidanceClient):
-    """A client whose batched steps are the default ``/step``: forced tokens computed too."""
-
-    def step(self, items: Any, *, variables: bool = False, mask_encoding: Any = "dense", forced_tokens: bool = True) -> Any:
-        return super().step(items, variables=variables, mask_encoding=mask_encoding, forced_tokens=True)
+    def step(self, items: Any, **options: Any) -> Any:
+        return super().step(items, **{**options, **self.pinned})
 
 
 DEFAULT_STEP = "default_step"  # the variant column of the /step rows: forced tokens computed too
@@ -224,7 +221,7 @@ def _variant_rows(backend: GuidanceBackend, rounds: int, max_steps: int) -> list
             clients.append(GuidanceClient(srv.url))
         default = clients[0]
         variants: dict[str, GuidanceClient] = dict(zip(VARIANTS, clients[1:]))
-        variants["mask_encoding=blocks"] = _BlocksClient(servers[0].url)
+        variants["mask_encoding=blocks"] = _PinnedStepClient(servers[0].url, mask_encoding="blocks")
         clients.append(variants["mask_encoding=blocks"])
         for case_name in STEP_CASES:
             run_batch(default, servers[0].url, backend, _case(case_name), 16, 1, max_steps, variants)  # warm
@@ -315,6 +312,7 @@ def _http_floor(requests: int) -> list[dict[str, Any]]:
 
     from service.client import _HotPath  # the client's own connection class: the same kind of connection
 
+    connect: Any
     try:
         from websockets.sync.client import connect
     except ImportError:  # pragma: no cover - websockets comes with uvicorn[standard]
@@ -391,8 +389,8 @@ def run(quick: bool = False, server: Server | None = None, diagnose: bool | None
     srv = server or Server().start()
     rows: list[dict[str, Any]] = []
     try:
-        with GuidanceClient(srv.url) as client, _DefaultStepClient(srv.url) as default_step:
-            variants = {DEFAULT_STEP: default_step}
+        with GuidanceClient(srv.url) as client, _PinnedStepClient(srv.url, forced_tokens=True) as default_step:
+            variants: dict[str, GuidanceClient] = {DEFAULT_STEP: default_step}
             for name in STEP_CASES:
                 case = _case(name)
                 # Warm the server's program (lexer, first visits) and ours alike, off the clock.

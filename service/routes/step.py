@@ -293,26 +293,18 @@ def _advance_and_fill(
     # is np.empty, not a zeroed bytearray: a zeroed buffer of this size comes from calloc, as
     # fresh pages the kernel must fault in and clear (about 1 ms per MB measured here), where
     # np.empty reuses pages the process already has. Rows no mask is computed into are zeroed.
-    head: dict[str, Any] = {"mask_words": words, "vocab_size": vocab, "rows": row}
+    head: dict[str, Any] = {"mask_words": words, "vocab_size": vocab, "rows": row, "sessions": statuses}
     if options.mask_encoding == "blocks":
         head["mask_encoding"] = "blocks"
         head["block_words"] = BLOCK_WORDS
-        head["sessions"] = statuses
         bitmask = np.empty((row, words), dtype=np.int32)
         _fill(service, bitmask, blank, fill_states, fill_rows, drafts)
         bitmap, blocks = encode_blocks(bitmask)
-        header = _header(head)
-        offset = 4 + len(header)
-        buf = np.empty(offset + bitmap.nbytes + blocks.nbytes, dtype=np.uint8)
-        buf[:offset] = np.frombuffer(struct.pack("<I", len(header)) + header, dtype=np.uint8)
+        buf, offset = _answer(head, bitmap.nbytes + blocks.nbytes)
         buf[offset : offset + bitmap.nbytes] = bitmap
         buf[offset + bitmap.nbytes :] = blocks.astype("<i4", copy=False).view(np.uint8).reshape(-1)
     else:
-        head["sessions"] = statuses
-        header = _header(head)
-        offset = 4 + len(header)
-        buf = np.empty(offset + row * words * 4, dtype=np.uint8)
-        buf[:offset] = np.frombuffer(struct.pack("<I", len(header)) + header, dtype=np.uint8)
+        buf, offset = _answer(head, row * words * 4)
         bitmask = buf[offset:].view(np.int32).reshape(row, words)
         if sys.byteorder != "little":  # pragma: no cover - the wire is little-endian
             bitmask = np.zeros((row, words), dtype=np.int32)
@@ -328,9 +320,14 @@ def _advance_and_fill(
     return buf.data
 
 
-def _header(head: dict[str, Any]) -> bytes:
+def _answer(head: dict[str, Any], mask_bytes: int) -> tuple[np.ndarray, int]:
+    """The answer buffer with its length-prefixed header written; returns it and where masks go."""
     header = orjson.dumps(head)
-    return header + b" " * (-len(header) % 4)
+    header += b" " * (-len(header) % 4)
+    offset = 4 + len(header)
+    buf = np.empty(offset + mask_bytes, dtype=np.uint8)
+    buf[:offset] = np.frombuffer(struct.pack("<I", len(header)) + header, dtype=np.uint8)
+    return buf, offset
 
 
 def _fill(

@@ -269,11 +269,13 @@ class GuidanceBackend:
         if len(rows) != len(states) or max(rows) >= bitmask.shape[0] or min(rows) < 0:
             raise ValueError("row outside the bitmask")
         threads = self._num_threads
+        if threads == 1:  # nothing to choose: no timing either
+            _fill_group(list(zip(states, rows)), bitmask)
+            return
         programs = {s.program for s in states}
         start = time.perf_counter()
         if (
-            threads == 1
-            or len(states) < _PARALLEL_MIN
+            len(states) < _PARALLEL_MIN
             or sum(p.mask_seconds for p in programs) / len(programs) < _PARALLEL_MIN_MASK_SECONDS
         ):
             _fill_group(list(zip(states, rows)), bitmask)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -15,29 +13,17 @@ import pytest
 from fastapi.testclient import TestClient
 
 from core import GuidanceBackend, GuidanceGrammar, Tokenizer
-from service.client import (
+from guidance_client import (
     AsyncGuidanceClient,
     AsyncRemoteGrammar,
     GuidanceClient,
     RemoteError,
     RemoteGrammar,
+    TransportError,
     program_spec,
 )
+from guidance_client.transports import AsyncHotPath
 from tests.service.helpers import PERSON_SCHEMA, TEMPLATE, AppFactory, serve
-
-
-def test_client_imports_only_httpx_and_numpy() -> None:
-    code = (
-        "import sys, service.client\n"
-        "heavy = {'fastapi', 'starlette', 'llguidance', 'core', 'pydantic', 'prometheus_client', 'uvicorn', 'tiktoken'}\n"
-        "loaded = sorted(m for m in heavy if m in sys.modules)\n"
-        "assert not loaded, loaded\n"
-        "from service import GuidanceClient, RemoteGrammar\n"
-        "loaded = sorted(m for m in heavy if m in sys.modules)\n"
-        "assert not loaded, loaded\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
-    assert result.returncode == 0, result.stderr
 
 
 def test_program_spec_wants_exactly_one_kind() -> None:
@@ -219,8 +205,6 @@ class _RawServer:
 
 @pytest.mark.asyncio
 async def test_async_hot_path_reads_lengths_chunks_and_reconnects() -> None:
-    from service.client import _AsyncHotPath
-
     answers: list[bytes | None] = [
         b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Thing: a\r\n\r\nhello",
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=1\r\nde\r\n0\r\n\r\n",
@@ -232,7 +216,7 @@ async def test_async_hot_path_reads_lengths_chunks_and_reconnects() -> None:
     raw = _RawServer(answers)
     server = await asyncio.start_server(raw.handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    hot = _AsyncHotPath(f"http://127.0.0.1:{port}/base", 5.0, {"X-Worker-Id": "w1"})
+    hot = AsyncHotPath(f"http://127.0.0.1:{port}/base", 5.0, {"X-Worker-Id": "w1"})
     try:
         assert await hot.request("GET", "/a", None, {}) == (200, {"content-length": "5", "x-thing": "a"}, b"hello")
         status, _, data = await hot.request("POST", "/b", b'{"x":1}', {"content-type": "application/json"})
@@ -243,7 +227,7 @@ async def test_async_hot_path_reads_lengths_chunks_and_reconnects() -> None:
         status, _, data = await hot.request("GET", "/d", None, {})
         assert (status, data) == (204, b"")
         assert raw.connections == 3  # /d's first connection was dropped; the retry opened another
-        with pytest.raises(httpx.TransportError):
+        with pytest.raises(TransportError):
             await hot.request("POST", "/e", b"{}", {})
         assert b"\r\nX-Worker-Id: w1\r\n" in raw.heads[0] and b"\r\nHost: 127.0.0.1:" in raw.heads[0]
         assert b"\r\nContent-Length: 7\r\n" in raw.heads[1]

@@ -56,19 +56,30 @@ class HotPath:
         self._prefix = url.path.rstrip("/")
         self._timeout = timeout
         self._local = threading.local()
+        # every thread's connection, so close() reaches those of background senders too
+        self._open: set[http.client.HTTPConnection] = set()
+        self._lock = threading.Lock()
 
     def _connection(self) -> http.client.HTTPConnection:
         conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
         now = time.monotonic()
-        if conn is not None and now - getattr(self._local, "used", now) > self._IDLE_SECONDS:
-            conn.close()
+        if conn is not None and (conn not in self._open or now - getattr(self._local, "used", now) > self._IDLE_SECONDS):
+            self._drop(conn)
             conn = None
         if conn is None:
             cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
             conn = cls(self._host, self._port, timeout=self._timeout)
+            with self._lock:
+                self._open.add(conn)
             self._local.conn = conn
         self._local.used = now
         return conn
+
+    def _drop(self, conn: http.client.HTTPConnection) -> None:
+        conn.close()
+        self._local.conn = None
+        with self._lock:
+            self._open.discard(conn)
 
     def request(self, method: str, path: str, body: bytes | None, headers: Mapping[str, str]) -> tuple[int, dict[str, str], bytes]:
         """Send one request; returns status, lower-cased headers and the body."""
@@ -79,22 +90,22 @@ class HotPath:
                 resp = conn.getresponse()
                 data = resp.read()
             except (OSError, http.client.HTTPException) as e:
-                conn.close()
-                self._local.conn = None
+                self._drop(conn)
                 if method == "GET" and attempt == 0:
                     continue  # idempotent: one retry on a fresh connection
                 raise _transport_error(method, path, e) from e
             if resp.will_close:
-                conn.close()
-                self._local.conn = None
+                self._drop(conn)
             return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
         raise AssertionError("unreachable")  # pragma: no cover
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
+        """Close every thread's connection (a later request opens a new one)."""
+        with self._lock:
+            conns, self._open = list(self._open), set()
+        for conn in conns:
             conn.close()
-            self._local.conn = None
+        self._local.conn = None
 
 
 class AsyncHotPath:
@@ -208,6 +219,7 @@ class AsyncHotPath:
         return status, answer, data, keep
 
     def close(self) -> None:
+        """Close the idle connections (those in use close when their request ends)."""
         while self._idle:
             self._idle.pop()[1].close()
 

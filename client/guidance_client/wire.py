@@ -46,9 +46,9 @@ from numpy.typing import NDArray
 __all__ = [
     "BLOCK_WORDS",
     "MASK_MEDIA_TYPE",
+    "MaskEncoding",
     "STEP_MEDIA_TYPE",
     "WIRE_DTYPE",
-    "MaskEncoding",
     "allowed_tokens",
     "blocks_per_row",
     "decode_blocks",

@@ -346,8 +346,13 @@ class AsyncGrammarBatch(AsyncPipeline):
         async def attempt() -> None:
             for i in plan.lost():
                 await self.grammars[i].replay()
-            request = protocol.step(plan.items(), self.variables, self.mask_encoding, self.forced_tokens)
-            plan.apply(await self.client.send(request))
+            result = await self.client.step(
+                plan.items(),
+                variables=self.variables,
+                mask_encoding=self.mask_encoding,
+                forced_tokens=self.forced_tokens,
+            )
+            plan.apply(result)
 
         await self.client.retrying(attempt, on_failure=plan.fail_all)
         return plan.result()

@@ -345,8 +345,13 @@ class GrammarBatch(Pipeline):
         def attempt() -> None:
             for i in plan.lost():
                 self.grammars[i].replay()
-            request = protocol.step(plan.items(), self.variables, self.mask_encoding, self.forced_tokens)
-            plan.apply(self.client.send(request))
+            result = self.client.step(
+                plan.items(),
+                variables=self.variables,
+                mask_encoding=self.mask_encoding,
+                forced_tokens=self.forced_tokens,
+            )
+            plan.apply(result)
 
         self.client.retrying(attempt, on_failure=plan.fail_all)
         return plan.result()

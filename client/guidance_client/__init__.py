@@ -63,12 +63,11 @@ __version__ = "0.1.0"
 
 # Names load on first use, so the server's engine code can import ``guidance_client.wire``
 # (numpy only) without httpx and the clients.
+_ERRORS = ("GuidanceClientError", "ProtocolError", "RemoteError", "TimeoutError", "TransportError")
 _HOMES = {
     **dict.fromkeys(("AsyncGrammarBatch", "AsyncGuidanceClient", "AsyncRemoteGrammar"), "guidance_client._async.client"),
     **dict.fromkeys(("GrammarBatch", "GuidanceClient", "RemoteGrammar"), "guidance_client._sync.client"),
-    **dict.fromkeys(
-        ("GuidanceClientError", "ProtocolError", "RemoteError", "TimeoutError", "TransportError"), "guidance_client.errors"
-    ),
+    **dict.fromkeys(_ERRORS, "guidance_client.errors"),
     **dict.fromkeys(
         ("WORKER_HEADER", "AcceptResult", "ProgramInfo", "SessionInfo", "StepResult", "StepStatus", "program_spec"),
         "guidance_client.protocol",

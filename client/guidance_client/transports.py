@@ -29,7 +29,8 @@ __all__ = ["AsyncHotPath", "AsyncTransport", "HotPath", "SyncTransport"]
 
 def _transport_error(method: str, path: str, e: BaseException) -> TransportError:
     """Ours for a failure of the network or of the library below."""
-    timed_out = isinstance(e, (builtins.TimeoutError, httpx.TimeoutException))
+    # asyncio.TimeoutError is the builtin from Python 3.11 on, a class of its own before
+    timed_out = isinstance(e, (builtins.TimeoutError, asyncio.TimeoutError, httpx.TimeoutException))
     return (TimeoutError if timed_out else TransportError)(f"{method} {path}: {e!r}")
 
 
@@ -63,7 +64,8 @@ class HotPath:
     def _connection(self) -> http.client.HTTPConnection:
         conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
         now = time.monotonic()
-        if conn is not None and (conn not in self._open or now - getattr(self._local, "used", now) > self._IDLE_SECONDS):
+        idle = now - getattr(self._local, "used", now) > self._IDLE_SECONDS
+        if conn is not None and (idle or conn not in self._open):
             self._drop(conn)
             conn = None
         if conn is None:
@@ -235,10 +237,14 @@ class SyncTransport:
             and headers apply; ``headers`` are added to each request).
     """
 
-    def __init__(self, base_url: str, timeout: float, headers: Mapping[str, str], http: httpx.Client | None = None) -> None:
+    def __init__(
+        self, base_url: str, timeout: float, headers: Mapping[str, str], http: httpx.Client | None = None
+    ) -> None:
         self._owns = http is None
         self._headers = dict(headers)
-        self.http = http if http is not None else httpx.Client(base_url=base_url, timeout=timeout, headers=self._headers)
+        self.http = (
+            http if http is not None else httpx.Client(base_url=base_url, timeout=timeout, headers=self._headers)
+        )
         # a caller's own httpx client (a custom transport, in tests) is used for everything
         self._hot = HotPath(base_url, timeout, self._headers) if http is None else None
 

@@ -61,7 +61,11 @@ def test_the_client_imports_without_the_server_stack() -> None:
 
 
 def test_the_wire_module_needs_numpy_only() -> None:
-    code = "import sys, guidance_client.wire\nassert 'httpx' not in sys.modules\nassert 'guidance_client._sync.client' not in sys.modules"
+    code = (
+        "import sys, guidance_client.wire\n"
+        "assert 'httpx' not in sys.modules\n"
+        "assert 'guidance_client._sync.client' not in sys.modules\n"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
 
@@ -103,8 +107,7 @@ def test_the_sync_client_is_generated_from_the_async_source() -> None:
 
 
 @pytest.mark.parametrize(
-    "module",
-    ["guidance_client", "guidance_client.errors", "guidance_client.protocol", "guidance_client.transports", "guidance_client.wire"],
+    "module", ["guidance_client"] + [f"guidance_client.{m}" for m in ("errors", "protocol", "transports", "wire")]
 )
 def test_all_is_sorted_and_importable(module: str) -> None:
     mod = importlib.import_module(module)

@@ -56,9 +56,8 @@ def test_block_sparse_form_keeps_exactly_the_blocks_with_set_bits(case: tuple[in
     per_row = blocks_per_row(rows.shape[1])
     assert bitmap.size % 4 == 0 and blocks.shape[1] == BLOCK_WORDS
     # a block is present exactly when one of its 2,048 token ids is allowed
-    expected = [
-        bool(ids & set(range(b * BLOCK_WORDS * 32, (b + 1) * BLOCK_WORDS * 32))) for ids in rows_ids for b in range(per_row)
-    ]
+    span = BLOCK_WORDS * 32
+    expected = [bool(ids & set(range(b * span, (b + 1) * span))) for ids in rows_ids for b in range(per_row)]
     present = np.unpackbits(bitmap, bitorder="little")[: len(expected)].astype(bool).tolist()
     assert present == expected and not np.unpackbits(bitmap, bitorder="little")[len(expected) :].any()
     assert blocks.shape[0] == sum(expected)
@@ -107,7 +106,9 @@ def test_a_truncated_or_foreign_answer_is_refused() -> None:
 
 @given(
     st.lists(
-        st.tuples(st.text(max_size=10), st.lists(st.integers(0, 2**31 - 1), max_size=4), st.lists(st.integers(0, 9), max_size=3)),
+        st.tuples(
+            st.text(max_size=10), st.lists(st.integers(0, 2**31 - 1), max_size=4), st.lists(st.integers(0, 9), max_size=3)
+        ),
         max_size=5,
     ),
     st.booleans(),

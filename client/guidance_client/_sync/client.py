@@ -119,7 +119,8 @@ class GuidanceClient:
     # -- sessions
     def create_session(self, program_id: str | None = None, **spec: Any) -> str:
         """Open a session on ``program_id``, or on a program given like :meth:`compile`."""
-        return self.send(protocol.create_session(program_id, None if program_id is not None else program_spec(**spec)))
+        spec_body = None if program_id is not None else program_spec(**spec)
+        return self.send(protocol.create_session(program_id, spec_body))
 
     def accept(self, session_id: str, tokens: Sequence[int], *, dry_run: bool = False) -> AcceptResult:
         """Accept tokens all or nothing (raises :class:`~guidance_client.RemoteError` ``token-rejected``, 409)."""

@@ -49,6 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 from core.bitmask import BLOCK_WORDS, encode_blocks, to_bytes
 from core.errors import GuidanceError, InvalidTokens, LimitExceeded, TokenRejected
 from core.session import GuidanceState
+from service.auth import owner_of
 from service.dependencies import ServiceState, state_of
 from service.problems import problem_responses
 from service.routes.sessions import DirectRoute
@@ -206,13 +207,14 @@ async def step(request: Request) -> Response:
     if len(set(ids)) != len(ids):
         raise RequestValidationError([{"loc": ("body", "sessions"), "msg": "a session appears twice", "type": "value_error"}])
     store = service.sessions
+    owner = owner_of(request)
 
-    # Look every session up first; unknown and expired ones become per-session errors.
+    # Look every session up first; unknown, expired and other keys' ones become per-session errors.
     found: list[Session | None] = []
     errors: dict[int, GuidanceError] = {}
     for i, sid in enumerate(ids):
         try:
-            found.append(store.get(sid))
+            found.append(store.get(sid, owner))
         except GuidanceError as e:
             found.append(None)
             errors[i] = e

@@ -156,7 +156,9 @@ def read_key_file(path: Path) -> list[str]:
         if not fields or fields[0].startswith("#"):
             continue
         if not API_KEY_PATTERN.fullmatch(fields[0]) or (len(fields) > 1 and not fields[1].startswith("#")):
-            raise KeyConfigError(f"{path}, line {number}: not an API key ({API_KEY_RULE}), or text after it that is not a # comment")
+            raise KeyConfigError(
+                f"{path}, line {number}: not an API key ({API_KEY_RULE}), or text after it that is not a # comment"
+            )
         keys.append(fields[0])
     return keys
 

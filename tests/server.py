@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -48,9 +49,17 @@ class Server:
         return len(os.listdir(f"/proc/{self.pid}/task"))
 
 
-def start(args: Sequence[str] = (), env: dict[str, str] | None = None, timeout: float = 90) -> Server:
-    """Start ``python -m service`` on a free port and wait until ``/readyz`` answers 200."""
-    port = free_port()
+def _no_core_dump() -> None:
+    # A server a test kills with SIGSEGV leaves no core file behind (in the checkout, or anywhere).
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def start(
+    args: Sequence[str] = (), env: dict[str, str] | None = None, timeout: float = 90, port: int | None = None
+) -> Server:
+    """Start ``python -m service`` on ``port`` (default: a free one; give the port of a server
+    that died to restart it in its place) and wait until ``/readyz`` answers 200."""
+    port = free_port() if port is None else port
     proc = subprocess.Popen(
         [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", *args],
         cwd=ROOT,
@@ -58,6 +67,7 @@ def start(args: Sequence[str] = (), env: dict[str, str] | None = None, timeout: 
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, **(env or {})},
+        preexec_fn=_no_core_dump,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout

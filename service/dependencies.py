@@ -19,8 +19,8 @@ from service.settings import Settings
 from service.tokenizers import TokenizerRegistry
 
 __all__ = [
-    "BackendDep",
     "AdminDep",
+    "BackendDep",
     "MetricsDep",
     "OwnerDep",
     "ServiceState",

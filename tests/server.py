@@ -49,11 +49,6 @@ class Server:
         return len(os.listdir(f"/proc/{self.pid}/task"))
 
 
-def _no_core_dump() -> None:
-    # A server a test kills with SIGSEGV leaves no core file behind (in the checkout, or anywhere).
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-
 def start(
     args: Sequence[str] = (), env: dict[str, str] | None = None, timeout: float = 90, port: int | None = None
 ) -> Server:
@@ -67,8 +62,10 @@ def start(
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, **(env or {})},
-        preexec_fn=_no_core_dump,
     )
+    # A server a test kills with SIGSEGV leaves no core file behind (in the checkout, or anywhere).
+    with contextlib.suppress(ProcessLookupError):  # gone already: the readiness wait says why
+        resource.prlimit(proc.pid, resource.RLIMIT_CORE, (0, 0))
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     with httpx.Client(base_url=url, timeout=2) as http:

@@ -99,7 +99,7 @@ class KeyRing:
     """
 
     def __init__(self, keys: Iterable[str], admin_keys: Iterable[str] = ()) -> None:
-        admin = {_digest(k.encode()) for k in admin_keys}
+        admin = dict.fromkeys(_digest(k.encode()) for k in admin_keys)  # in order: stable owners
         principals: dict[bytes, Principal] = {}
         for digest in [*admin, *(_digest(k.encode()) for k in keys)]:
             if digest not in principals:  # a key listed twice (or as both) is one principal

@@ -49,6 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 from core.errors import GuidanceError, InvalidTokens, LimitExceeded, TokenRejected
 from core.session import GuidanceState
 from guidance_client.wire import BLOCK_WORDS, STEP_MEDIA_TYPE, MaskEncoding, encode_blocks, step_frame, to_bytes
+from service.auth import owner_of
 from service.dependencies import ServiceState, state_of
 from service.problems import problem_responses
 from service.routes.sessions import DirectRoute
@@ -205,13 +206,14 @@ async def step(request: Request) -> Response:
     if len(set(ids)) != len(ids):
         raise RequestValidationError([{"loc": ("body", "sessions"), "msg": "a session appears twice", "type": "value_error"}])
     store = service.sessions
+    owner = owner_of(request)
 
-    # Look every session up first; unknown and expired ones become per-session errors.
+    # Look every session up first; unknown, expired and other keys' ones become per-session errors.
     found: list[Session | None] = []
     errors: dict[int, GuidanceError] = {}
     for i, sid in enumerate(ids):
         try:
-            found.append(store.get(sid))
+            found.append(store.get(sid, owner))
         except GuidanceError as e:
             found.append(None)
             errors[i] = e

@@ -32,12 +32,12 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from core.errors import SessionExpired, UnknownSession, excerpt
 from core.program import CompiledGuidanceProgram
 from core.session import GuidanceState
+from core.threads import EngineThreadPool
 from service.problems import TooManySessions
 
 __all__ = ["Session", "SessionStore", "SlowLane"]
@@ -77,7 +77,7 @@ class SlowLane:
         self.workers = workers
         self._first_mask = first_mask
         self._slow: weakref.WeakSet[CompiledGuidanceProgram] = weakref.WeakSet()
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: EngineThreadPool | None = None
         self.calls = 0
 
     def is_slow(self, program: CompiledGuidanceProgram) -> bool:
@@ -118,7 +118,7 @@ class SlowLane:
         """``fn()`` for sessions of ``program`` whose locks the caller holds."""
         if self.is_slow(program):
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="guidance-slow")
+                self._pool = EngineThreadPool(self.workers, "guidance-slow", program.limits.engine_stack_bytes)
             self.calls += 1
             future = asyncio.get_running_loop().run_in_executor(self._pool, fn)
             cancelled = False

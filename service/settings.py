@@ -119,6 +119,7 @@ class Settings(BaseSettings):
     # Engine limits (core.limits.Limits): same names, same defaults.
     max_source_bytes: int = Field(default=Limits.max_source_bytes, ge=1)
     max_nesting_depth: int = Field(default=Limits.max_nesting_depth, ge=1)
+    max_derivation_depth: int = Field(default=Limits.max_derivation_depth, ge=1)
     max_repeat: int = Field(default=Limits.max_repeat, ge=1)
     max_choices: int = Field(default=Limits.max_choices, ge=1)
     max_tokens_per_accept: int = Field(default=Limits.max_tokens_per_accept, ge=1)

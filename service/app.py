@@ -23,7 +23,12 @@ from core.backend import AsyncGuidanceBackend, GuidanceBackend
 from core.tokenizers import Tokenizer
 from service.dependencies import ServiceState
 from service.metrics import Metrics
-from service.middleware import BodySizeLimitMiddleware, ErrorGuardMiddleware, MaskFastPathMiddleware
+from service.middleware import (
+    BodySizeLimitMiddleware,
+    ErrorGuardMiddleware,
+    MaskFastPathMiddleware,
+    TextGuardMiddleware,
+)
 from service.problems import document_problems, install_problem_handlers
 from service.routes import ROUTERS
 from service.routes.sessions import get_mask
@@ -149,7 +154,9 @@ def create_app(
     install_problem_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
-    # Outermost last: guard > mask fast path > body limit > FastAPI's exception handling > routes.
+    # Outermost last: guard > mask fast path > body limit > text guard > FastAPI's exception
+    # handling > routes. The text guard reads bodies the limit has already bounded.
+    app.add_middleware(TextGuardMiddleware)
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_bytes=settings.max_body_bytes,

@@ -113,6 +113,7 @@ def create_app(
             ttl_seconds=settings.session_ttl_seconds,
             expired_ids_remembered=settings.expired_ids_remembered,
             retry_after=settings.retry_after_seconds,
+            max_tokens=settings.max_session_tokens,
         )
         slow_lane = SlowLane(settings.slow_mask_ms / 1000, settings.slow_lane_workers, backend.first_mask_seconds)
         state = ServiceState(settings, registry, backend, sessions, Metrics(backend, sessions, slow_lane), slow_lane)

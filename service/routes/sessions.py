@@ -34,7 +34,7 @@ from service.schemas import (
     SessionCreateRequest,
     SessionState,
 )
-from service.sessions import Session
+from service.sessions import Session, check_history
 
 __all__ = ["DirectRoute", "mask_router", "router"]
 
@@ -183,6 +183,7 @@ async def accept_tokens(
         if body.dry_run:
             accepted = st.count_valid(tokens)
         else:
+            check_history(st, len(tokens), sessions.max_tokens)
             try:
                 st.advance(tokens)
             except TokenRejected:

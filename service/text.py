@@ -36,6 +36,8 @@ __all__ = ["body_text_error", "find_invalid_string", "printable", "url_text_erro
 # A JSON escape of a surrogate code unit: a run of backslashes, then u + D[89AB]xx (high) or
 # D[C-F]xx (low). Only an odd run is an escape (an even run is escaped backslashes).
 _SURROGATE_ESCAPE = re.compile(rb"(\\+)u([dD][89a-fA-F][0-9a-fA-F]{2})")
+# Where a value sits in a parsed body: (parent link, key or index), None at the root.
+_Link = tuple[Any, str | int] | None
 # Bodies larger than this are validated as UTF-8 in slices (no copy of the whole body as text).
 _SLICE = 1 << 20
 
@@ -64,23 +66,31 @@ def _pointer(parts: list[str | int]) -> str:
 def find_invalid_string(value: Any) -> list[str | int] | None:
     """Where the first unencodable string (value or object key) of a parsed JSON value is, or None.
 
-    Iterative: a body nested as deep as the parser allows cannot overflow the stack here.
+    Iterative, and linear in the size of the value: a body nested as deep as any parser allows
+    costs no stack here (a path is a chain of ``(parent, key)`` links, unrolled only when found).
     """
-    stack: list[tuple[Any, list[str | int]]] = [(value, [])]
+    stack: list[tuple[Any, _Link]] = [(value, None)]
     while stack:
-        node, path = stack.pop()
+        node, link = stack.pop()
         if isinstance(node, str):
             if not _encodable(node):
-                return path
+                return _unroll(link)
         elif isinstance(node, dict):
-            items = list(node.items())
-            for key, _ in items:
+            for key in node:
                 if not _encodable(key):
-                    return [*path, key]
-            stack.extend((v, [*path, k]) for k, v in reversed(items))
+                    return _unroll((link, key))
+            stack.extend((v, (link, k)) for k, v in reversed(node.items()))
         elif isinstance(node, list):
-            stack.extend((v, [*path, i]) for i, v in reversed(list(enumerate(node))))
+            stack.extend((v, (link, i)) for i, v in reversed(list(enumerate(node))))
     return None
+
+
+def _unroll(link: _Link) -> list[str | int]:
+    path: list[str | int] = []
+    while link is not None:
+        link, key = link
+        path.append(key)
+    return path[::-1]
 
 
 def _utf8_error(body: bytes) -> int | None:

@@ -367,10 +367,16 @@ def _fill(
     for first, count in blank:
         bitmask[first : first + count] = 0
     start = time.perf_counter()
-    if states:
-        service.backend.backend.fill_next_token_bitmasks(states, bitmask, rows)
-    for st, first, draft in drafts:
-        _fill_drafts(st, first, draft, bitmask)
+    try:
+        if states:
+            service.backend.backend.fill_next_token_bitmasks(states, bitmask, rows)
+        for st, first, draft in drafts:
+            _fill_drafts(st, first, draft, bitmask)
+    finally:
+        # A program remembers the last array it filled; this one is the request's answer, which
+        # must be freed with the request (else every program pins its last batch's answer).
+        for program in {st.program for st in states}:
+            program.forget_bitmask(bitmask)
     service.metrics.mask_seconds.observe(time.perf_counter() - start)
 
 

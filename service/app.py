@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from core.backend import AsyncGuidanceBackend, GuidanceBackend
 from core.tokenizers import Tokenizer
 from service.dependencies import ServiceState
+from service.memory import release_memory
 from service.metrics import Metrics
 from service.middleware import (
     BodySizeLimitMiddleware,
@@ -67,10 +68,14 @@ def _version() -> str:
         return "0.0.0"
 
 
-async def _sweep_sessions(store: SessionStore, interval: float) -> None:
+async def _sweep(state: ServiceState, interval: float) -> None:
+    """Close idle sessions; give back the memory of large answers served since the last time."""
     while True:
         await asyncio.sleep(interval)
-        store.sweep()
+        state.sessions.sweep()
+        if state.large_answers:
+            state.large_answers = 0
+            await asyncio.to_thread(release_memory)
 
 
 def create_app(
@@ -119,7 +124,7 @@ def create_app(
         state = ServiceState(settings, registry, backend, sessions, Metrics(backend, sessions, slow_lane), slow_lane)
         app.state.service = state
         interval = min(max(settings.session_ttl_seconds / 4, 0.05), 30.0)
-        sweeper = asyncio.create_task(_sweep_sessions(sessions, interval), name="guidance-session-sweeper")
+        sweeper = asyncio.create_task(_sweep(state, interval), name="guidance-session-sweeper")
         if freeze_gc:
             gc.collect()
             gc.freeze()

@@ -53,6 +53,7 @@ from core.bitmask import BLOCK_WORDS, encode_blocks, to_bytes
 from core.errors import GuidanceError, InvalidTokens, LimitExceeded, TokenRejected
 from core.session import GuidanceState
 from service.dependencies import ServiceState, state_of
+from service.memory import LARGE_ANSWER_BYTES
 from service.problems import problem_responses
 from service.routes.sessions import DirectRoute
 from service.sessions import Session, check_history
@@ -258,6 +259,8 @@ async def step(request: Request) -> Response:
                 await stack.enter_async_context(s.lock)
             buf = work() if slow is None else await service.slow_lane.run_locked(slow, work)
     service.metrics.step_batch_size.observe(len(items))
+    if len(buf) >= LARGE_ANSWER_BYTES:
+        service.large_answers += 1
     return Response(buf, media_type=STEP_MEDIA_TYPE)
 
 

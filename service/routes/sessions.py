@@ -207,7 +207,7 @@ async def accept_tokens(
     "/{session_id}/mask",
     summary="The next-token mask",
     response_class=Response,
-    responses={**_MASK_RESPONSES, **problem_responses(404, 410)},
+    responses={**_MASK_RESPONSES, **problem_responses(404, 410, 422)},
     openapi_extra=_MASK_EXTRA,
 )
 async def get_mask(request: Request) -> Response:
@@ -278,7 +278,7 @@ async def rollback(session_id: str, body: RollbackRequest, sessions: SessionsDep
     summary="Fork a session",
     status_code=201,
     response_model=SessionCreated,
-    responses=problem_responses(404, 410, 429),
+    responses=problem_responses(404, 410, 422, 429),
 )
 async def fork(session_id: str, sessions: SessionsDep, state: StateDep) -> SessionCreated:
     """A new, independent session at the same position (n > 1 sampling, beam search)."""
@@ -289,7 +289,10 @@ async def fork(session_id: str, sessions: SessionsDep, state: StateDep) -> Sessi
 
 
 @router.get(
-    "/{session_id}", summary="Read a session", response_model=SessionState, responses=problem_responses(404, 410)
+    "/{session_id}",
+    summary="Read a session",
+    response_model=SessionState,
+    responses=problem_responses(404, 410, 422),
 )
 async def get_session(session_id: str, sessions: SessionsDep, state: StateDep) -> SessionState:
     """The session: program, tokens accepted, their text, captured variables, status."""
@@ -302,7 +305,7 @@ async def get_session(session_id: str, sessions: SessionsDep, state: StateDep) -
     summary="Close a session",
     status_code=204,
     response_class=Response,
-    responses=problem_responses(404, 410),
+    responses=problem_responses(404, 410, 422),
 )
 async def delete_session(session_id: str, sessions: SessionsDep) -> Response:
     """Close the session now (its id then answers 404)."""

@@ -47,7 +47,7 @@ import numpy as np
 import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.bitmask import BLOCK_WORDS, encode_blocks, to_bytes
 from core.errors import GuidanceError, InvalidTokens, LimitExceeded, TokenRejected
@@ -56,6 +56,7 @@ from service.dependencies import ServiceState, state_of
 from service.memory import LARGE_ANSWER_BYTES
 from service.problems import problem_responses
 from service.routes.sessions import DirectRoute
+from service.schemas import TOKEN_ID_MAX, TOKEN_ID_MIN, TokenId
 from service.sessions import Session, check_history
 
 __all__ = ["STEP_MEDIA_TYPE", "StepItem", "StepRequest", "openapi_components", "router"]
@@ -69,8 +70,8 @@ class StepItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     session_id: str = Field(description="The session to advance.")
-    tokens: list[StrictInt] = Field(default_factory=list, description="Tokens sampled for it, in order (may be empty).")
-    draft_tokens: list[StrictInt] | None = Field(
+    tokens: list[TokenId] = Field(default_factory=list, description="Tokens sampled for it, in order (may be empty).")
+    draft_tokens: list[TokenId] | None = Field(
         None, description="Draft tokens: one extra mask row after each (speculative decoding); the session does not move."
     )
 
@@ -155,7 +156,8 @@ def _read_request(raw: bytes) -> tuple[list[_Item], _Options]:
 
 
 def _int_list(value: Any) -> bool:
-    return type(value) is list and all(type(t) is int for t in value)  # bool is not a token
+    # bool is not a token; the range is TokenId's (outside it, the models answer the 422)
+    return type(value) is list and all(type(t) is int and TOKEN_ID_MIN <= t <= TOKEN_ID_MAX for t in value)
 
 
 def _read_fast(raw: bytes) -> tuple[list[_Item], _Options] | None:

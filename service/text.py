@@ -8,8 +8,9 @@ with ``surrogatepass`` (the standard library does). So each request is checked o
 routing (``service.middleware.TextGuardMiddleware``), by the functions here:
 
 * :func:`body_text_error`: the body must be UTF-8 (JSON travels as UTF-8, RFC 8259 section 8.1)
-  with no unpaired surrogate escape. The common case (ASCII, or UTF-8 without a ``\\ud``/``\\uD``
-  escape) costs a scan of the bytes; only a body that fails is parsed, to name the field.
+  with no unpaired surrogate escape. The common case (ASCII without a backslash: a ``/step``
+  body) costs three ``memchr``-speed scans of the bytes (about 3 us for 6 kB); only a body that
+  fails is parsed, to name the field.
 * :func:`url_text_error`: percent-encoded path segments and query parameters must decode as
   UTF-8 (servers otherwise replace bad bytes with U+FFFD silently).
 
@@ -108,7 +109,7 @@ def _utf8_error(body: bytes) -> int | None:
 
 def _unpaired_escape(body: bytes) -> int | None:
     """The offset of the first ``\\uD800``-``\\uDFFF`` escape that is not half of a pair, or None."""
-    if b"\\ud" not in body and b"\\uD" not in body:
+    if body.find(b"\\") < 0:  # memchr: most bodies have no escape at all
         return None
     pending_high: int | None = None  # offset of a high surrogate escape waiting for its low half
     expect_at = -1  # where that low half must start

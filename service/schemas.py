@@ -27,10 +27,10 @@ __all__ = [
     "SessionCreated",
     "SessionState",
     "Status",
+    "TokenId",
     "TokenizeRequest",
     "TokenizeResponse",
     "TokenizerInfo",
-    "TokenId",
     "TokenizerList",
 ]
 

@@ -146,7 +146,8 @@ class TextGuardMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        error = url_text_error(scope.get("raw_path") or scope["path"].encode("utf-8", "surrogateescape"), scope["query_string"])
+        raw_path = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogatepass")
+        error = url_text_error(raw_path, scope["query_string"])
         if error is None and any(name in (b"content-length", b"transfer-encoding") for name, _ in scope["headers"]):
             chunks: list[bytes] = []
             messages: list[Message] = []

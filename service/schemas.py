@@ -215,7 +215,11 @@ class Problem(BaseModel):
     location: str | None = Field(default=None, description="unicode-invalid: `body`, `path` or `query`.")
     field: str | None = Field(
         default=None,
-        description="unicode-invalid: RFC 6901 pointer into the body (`\"\"`: the whole body), or the query parameter's name, or the path.",
+        description=(
+            "unicode-invalid: an RFC 6901 pointer into the body (`\"\"`: the whole body), the query "
+            "parameter's name, or the path."
+        ),
     )
+    offset: int | None = Field(default=None, description="unicode-invalid: byte offset of the fault in the body.")
     retry_after: int | None = Field(default=None, description="429/503: seconds to wait (also the Retry-After header).")
     errors: list[dict[str, Any]] | None = Field(default=None, description="validation-error: what is wrong, where.")

@@ -312,10 +312,10 @@ def test_every_string_field_refuses_what_utf8_cannot_hold(
     _assert_healthy(http, witness)
 
 
-_PROPERTY = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+_UNHEALTHY_OK = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]  # module-scoped server
 
 
-@settings(max_examples=150, **_PROPERTY)  # type: ignore[arg-type]
+@settings(max_examples=150, deadline=None, suppress_health_check=_UNHEALTHY_OK)
 @given(field=st.sampled_from(FIELDS), s=text, ascii_escapes=st.booleans())
 def test_any_string_in_any_field_is_answered_without_a_5xx(
     http: TestClient, witness: tuple[str, bytes], field: Field, s: str, ascii_escapes: bool
@@ -324,7 +324,7 @@ def test_any_string_in_any_field_is_answered_without_a_5xx(
 
 
 @pytest.mark.slow
-@settings(max_examples=3000, **_PROPERTY)  # type: ignore[arg-type]
+@settings(max_examples=3000, deadline=None, suppress_health_check=_UNHEALTHY_OK)
 @given(field=st.sampled_from(FIELDS), s=text | st.text(any_char, max_size=64), ascii_escapes=st.booleans())
 def test_any_string_in_any_field_long_run(
     http: TestClient, witness: tuple[str, bytes], field: Field, s: str, ascii_escapes: bool

@@ -230,6 +230,13 @@ class CompiledGuidanceProgram:
         self._bitmask_view = view
         return view
 
+    def forget_bitmask(self, bitmask: NDArray[np.int32]) -> None:
+        """Stop remembering ``bitmask`` (see :meth:`bitmask_view`), so a per-request buffer's
+        memory is given back when its request ends rather than when this program next fills
+        another array."""
+        view = self._bitmask_view
+        if view is not None and view.array is bitmask:
+            self._bitmask_view = None
 
 
 @dataclass(frozen=True)

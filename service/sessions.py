@@ -34,13 +34,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
-from core.errors import SessionExpired, UnknownSession, excerpt
+from core.errors import LimitExceeded, SessionExpired, UnknownSession, excerpt
 from core.program import CompiledGuidanceProgram
 from core.session import GuidanceState
 from core.threads import EngineThreadPool
 from service.problems import TooManySessions
 
-__all__ = ["Session", "SessionStore", "SlowLane"]
+__all__ = ["Session", "SessionStore", "SlowLane", "check_history"]
 
 _ID_BYTES = 16
 T = TypeVar("T")
@@ -156,6 +156,19 @@ class SlowLane:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
 
+def check_history(state: GuidanceState, count: int, limit: int) -> None:
+    """Refuse ``count`` more tokens for a state whose history would then pass ``limit`` (413).
+
+    A session's memory grows with every token it accepts (its token list, llguidance's parser
+    rows); ``max_session_tokens`` bounds it. Checked before the state moves.
+    """
+    if len(state.tokens) + count > limit:
+        raise LimitExceeded(
+            f"the session has accepted {len(state.tokens)} tokens; {count} more would pass the limit of {limit}",
+            "max_session_tokens",
+        )
+
+
 class Session:
     """One open session: a program, its decoding state, and the lock serialising requests on it."""
 
@@ -190,6 +203,7 @@ class SessionStore:
         ttl_seconds: idle time after which a session is closed.
         expired_ids_remembered: how many expired ids still answer ``SessionExpired``.
         retry_after: seconds to suggest in a 429.
+        max_tokens: most tokens one session may accept (see :func:`check_history`).
         clock: a monotonic clock (tests may pass their own).
     """
 
@@ -200,8 +214,10 @@ class SessionStore:
         expired_ids_remembered: int = 100_000,
         retry_after: int = 1,
         clock: Callable[[], float] = time.monotonic,
+        max_tokens: int = 131_072,
     ) -> None:
         self.max_sessions = max_sessions
+        self.max_tokens = max_tokens
         self.ttl_seconds = ttl_seconds
         self.expired_ids_remembered = expired_ids_remembered
         self.retry_after = retry_after

@@ -109,6 +109,10 @@ class GuidanceState:
                 n += 1
             elif probe.is_error() and _spent(probe.get_error()):
                 raise _SpentMatcher(probe.get_error())
+        elif n < len(tokens):
+            # validate_tokens stops silently where a lexer limit stops it: a refusal is confirmed
+            # token by token on a copy, which reports such a limit (a refusal is rare: it is cheap).
+            return self._probe(tokens)
         return n
 
     def _probe(self, tokens: Sequence[int]) -> int:

@@ -6,6 +6,7 @@ a worker's request fails loudly instead of being ignored.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
@@ -19,6 +20,7 @@ __all__ = [
     "CompileResponse",
     "DetokenizeRequest",
     "DetokenizeResponse",
+    "EngineLimitNote",
     "MaskJSON",
     "Problem",
     "ProgramFields",
@@ -88,6 +90,22 @@ class CompileRequest(ProgramFields):
         return self
 
 
+class EngineLimitNote(BaseModel):
+    limit: str = Field(description="The setting that bounds it (e.g. `step_lexer_fuel`, `max_lexer_states`).")
+    detail: str
+
+    @classmethod
+    def of(cls, note: Mapping[str, str] | None) -> EngineLimitNote | None:
+        """The note of a program's ``engine_limit`` (None: it never met one)."""
+        return None if note is None else cls(limit=note["limit"], detail=note["detail"])
+
+
+_ENGINE_LIMIT = (
+    "Set once a session of this program reached an llguidance limit mid-generation (413 "
+    "`engine-limit` to that request): new sessions may meet it too. Null otherwise."
+)
+
+
 class CompileResponse(BaseModel):
     program_id: str = Field(description="Content hash of the program: equal on every replica.")
     cached: bool = Field(description="The program came from the cache (or a concurrent compile).")
@@ -96,6 +114,7 @@ class CompileResponse(BaseModel):
     variables: list[str] = Field(description="Names the program captures (template slots).")
     compile_ms: float = Field(description="Time this request spent compiling or waiting for the program.")
     session_id: str | None = Field(default=None, description="With `open_session`: the new session.")
+    engine_limit: EngineLimitNote | None = Field(default=None, description=_ENGINE_LIMIT)
 
 
 class SessionCreateRequest(ProgramFields):
@@ -117,6 +136,7 @@ class SessionCreateRequest(ProgramFields):
 class SessionCreated(BaseModel):
     session_id: str
     program_id: str
+    engine_limit: EngineLimitNote | None = Field(default=None, description=_ENGINE_LIMIT)
 
 
 class AcceptRequest(BaseModel):

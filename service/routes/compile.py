@@ -15,7 +15,7 @@ from core.errors import GuidanceError, LimitExceeded
 from core.program import CompiledGuidanceProgram, spec_from_kwargs
 from service.dependencies import OwnerDep, ServiceState, StateDep
 from service.problems import CompileQueueFull, NotReady, problem_responses
-from service.schemas import CompileRequest, CompileResponse, ProgramFields
+from service.schemas import CompileRequest, CompileResponse, EngineLimitNote, ProgramFields
 
 __all__ = ["Compiled", "check_variables", "compile_program", "program_variables", "router"]
 
@@ -127,4 +127,5 @@ async def compile_endpoint(body: CompileRequest, state: StateDep, owner: OwnerDe
         variables=program_variables(program),
         compile_ms=round(compiled.compile_ms, 3),
         session_id=session_id,
+        engine_limit=EngineLimitNote.of(program.engine_limit),
     )

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
 
 from core.bitmask import to_bytes
-from core.errors import TokenRejected, UnknownProgram, excerpt
+from core.errors import GuidanceError, TokenRejected, UnknownProgram, excerpt
 from core.session import GuidanceState
 from service.auth import owner_of
 from service.dependencies import MetricsDep, OwnerDep, SessionsDep, StateDep, state_of
@@ -29,6 +29,7 @@ from service.routes.compile import compile_program
 from service.schemas import (
     AcceptRequest,
     AcceptResponse,
+    EngineLimitNote,
     MaskJSON,
     RollbackRequest,
     SessionCreated,
@@ -159,7 +160,7 @@ async def create_session(body: SessionCreateRequest, state: StateDep, owner: Own
         compiled = await compile_program(body, state)
         program, tokenizer_name = compiled.program, compiled.tokenizer_name
     session = state.sessions.create(program, tokenizer_name, owner=owner)
-    return SessionCreated(session_id=session.id, program_id=program.program_id)
+    return SessionCreated(session_id=session.id, program_id=program.program_id, engine_limit=EngineLimitNote.of(program.engine_limit))
 
 
 @router.post(
@@ -192,7 +193,12 @@ async def accept_tokens(
                 raise
             accepted = len(tokens)
             metrics.tokens_accepted.inc(accepted)
-        forced, variables = _forced_and_variables(st)
+        try:
+            forced, variables = _forced_and_variables(st)
+        except GuidanceError:  # an engine limit met past the tokens: all or nothing, so take them back
+            if not body.dry_run:
+                st.rollback(accepted)
+            raise
         return AcceptResponse(
             accepted=accepted,
             terminated=st.is_terminated(),
@@ -208,7 +214,7 @@ async def accept_tokens(
     "/{session_id}/mask",
     summary="The next-token mask",
     response_class=Response,
-    responses={**_MASK_RESPONSES, **problem_responses(404, 410, 422)},
+    responses={**_MASK_RESPONSES, **problem_responses(404, 410, 413, 422)},
     openapi_extra=_MASK_EXTRA,
 )
 async def get_mask(request: Request) -> Response:
@@ -258,7 +264,7 @@ async def get_mask(request: Request) -> Response:
     "/{session_id}/rollback",
     summary="Undo tokens",
     response_model=SessionState,
-    responses=problem_responses(404, 410, 422),
+    responses=problem_responses(404, 410, 413, 422),
 )
 async def rollback(
     session_id: str, body: RollbackRequest, sessions: SessionsDep, state: StateDep, owner: OwnerDep
@@ -295,7 +301,7 @@ async def fork(session_id: str, sessions: SessionsDep, state: StateDep, owner: O
     "/{session_id}",
     summary="Read a session",
     response_model=SessionState,
-    responses=problem_responses(404, 410, 422),
+    responses=problem_responses(404, 410, 413, 422),
 )
 async def get_session(session_id: str, sessions: SessionsDep, state: StateDep, owner: OwnerDep) -> SessionState:
     """The session: program, tokens accepted, their text, captured variables, status."""

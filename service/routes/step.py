@@ -49,7 +49,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from core.errors import GuidanceError, InvalidTokens, LimitExceeded, TokenRejected
+from core.errors import GuidanceError, LimitExceeded, TokenRejected
 from core.session import GuidanceState
 from guidance_client.wire import BLOCK_WORDS, STEP_MEDIA_TYPE, MaskEncoding, encode_blocks, step_frame, to_bytes
 from service.auth import owner_of
@@ -280,6 +280,7 @@ def _advance_and_fill(
     metrics = service.metrics
     statuses: list[dict[str, Any]] = []
     fill_states: list[GuidanceState] = []
+    fill_statuses: list[dict[str, Any]] = []  # the status of each state filled (changed if its mask fails)
     fill_rows: list[int] = []
     drafts: list[tuple[GuidanceState, int, list[int]]] = []
     blank: list[tuple[int, int]] = []  # rows no mask is computed into: (first, count)
@@ -297,24 +298,28 @@ def _advance_and_fill(
             row += n_rows
             continue
         st = session.state
+        before = len(st.tokens)
         try:
-            check_history(st, len(tokens), service.sessions.max_tokens)
-            st.advance(tokens)
-            accepted_total += len(tokens)
-            status: dict[str, Any] = {"session_id": sid, "row": row, "rows": n_rows, "status": "ok", "accepted": len(tokens)}
-        except TokenRejected as e:
-            rejected_total += 1
-            status = {"session_id": sid, "row": row, "rows": n_rows, "status": "rejected", "accepted": 0, "index": e.index, "token": e.token}
-        except (InvalidTokens, LimitExceeded) as e:
-            status = {"session_id": sid, "row": row, "rows": n_rows, "status": "error", "accepted": 0, "error": _problem(e)}
-        status["terminated"] = st.is_terminated()
-        status["accepting"] = st.is_accepting()
-        if options.forced_tokens:
-            status["forced_tokens"] = st.forced_tokens()
-        if options.variables:
-            status["variables"] = st.variables
+            try:
+                check_history(st, len(tokens), service.sessions.max_tokens)
+                st.advance(tokens)
+                accepted_total += len(tokens)
+                status: dict[str, Any] = {"session_id": sid, "row": row, "rows": n_rows, "status": "ok", "accepted": len(tokens)}
+            except TokenRejected as e:
+                rejected_total += 1
+                status = {"session_id": sid, "row": row, "rows": n_rows, "status": "rejected", "accepted": 0, "index": e.index, "token": e.token}
+            status["terminated"] = st.is_terminated()
+            status["accepting"] = st.is_accepting()
+            if options.forced_tokens:
+                status["forced_tokens"] = st.forced_tokens()
+            if options.variables:
+                status["variables"] = st.variables
+        except GuidanceError as e:  # bad ids, a limit, an engine limit met: the session as it was
+            _undo(st, before)
+            status = _error_status(sid, row, n_rows, e, st)
         statuses.append(status)
         fill_states.append(st)
+        fill_statuses.append(status)
         fill_rows.append(row)
         if draft:
             drafts.append((st, row, draft))
@@ -330,7 +335,7 @@ def _advance_and_fill(
         head["mask_encoding"] = "blocks"
         head["block_words"] = BLOCK_WORDS
         bitmask = np.empty((row, words), dtype=np.int32)
-        _fill(service, bitmask, blank, fill_states, fill_rows, drafts)
+        _fill(service, bitmask, blank, fill_states, fill_rows, drafts, fill_statuses)
         bitmap, blocks = encode_blocks(bitmask)
         buf, offset = step_frame(orjson.dumps(head), bitmap.nbytes + blocks.nbytes)
         buf[offset : offset + bitmap.nbytes] = bitmap
@@ -340,7 +345,12 @@ def _advance_and_fill(
         bitmask = buf[offset:].view(np.int32).reshape(row, words)
         if sys.byteorder != "little":  # pragma: no cover - the wire is little-endian
             bitmask = np.zeros((row, words), dtype=np.int32)
-        _fill(service, bitmask, blank, fill_states, fill_rows, drafts)
+        if _fill(service, bitmask, blank, fill_states, fill_rows, drafts, fill_statuses):
+            # A mask failed (an engine limit): its status changed after the header was written.
+            # Rare: the answer is framed again around the masks already computed.
+            masks = buf[offset:]
+            buf, offset = step_frame(orjson.dumps(head), row * words * 4)
+            buf[offset:] = masks
         if sys.byteorder != "little":  # pragma: no cover
             buf[offset:] = np.frombuffer(to_bytes(bitmask), dtype=np.uint8)
 
@@ -352,6 +362,20 @@ def _advance_and_fill(
     return buf.data
 
 
+def _undo(st: GuidanceState, keep: int) -> None:
+    """Take back what this request accepted (the session is left as it was before it)."""
+    if len(st.tokens) > keep:
+        with contextlib.suppress(GuidanceError):
+            st.rollback(len(st.tokens) - keep)
+
+
+def _error_status(sid: str, row: int, rows: int, e: GuidanceError, st: GuidanceState) -> dict[str, Any]:
+    return {
+        "session_id": sid, "row": row, "rows": rows, "status": "error", "accepted": 0, "error": _problem(e),
+        "terminated": st.is_terminated(), "accepting": st.is_accepting(),
+    }
+
+
 def _fill(
     service: ServiceState,
     bitmask: np.ndarray,
@@ -359,13 +383,16 @@ def _fill(
     states: list[GuidanceState],
     rows: list[int],
     drafts: list[tuple[GuidanceState, int, list[int]]],
-) -> None:
+    statuses: list[dict[str, Any]],
+) -> bool:
+    """Compute every mask of the answer; True when a session's mask failed (its status is changed)."""
     for first, count in blank:
         bitmask[first : first + count] = 0
     start = time.perf_counter()
+    failed: dict[int, GuidanceError] = {}
     try:
         if states:
-            service.backend.backend.fill_next_token_bitmasks(states, bitmask, rows)
+            failed = service.backend.backend.fill_next_token_bitmasks(states, bitmask, rows)
         for st, first, draft in drafts:
             _fill_drafts(st, first, draft, bitmask)
     finally:
@@ -374,6 +401,13 @@ def _fill(
         for program in {st.program for st in states}:
             program.forget_bitmask(bitmask)
     service.metrics.mask_seconds.observe(time.perf_counter() - start)
+    for k, e in failed.items():
+        st, status = states[k], statuses[k]
+        _undo(st, len(st.tokens) - status.get("accepted", 0))
+        error = _error_status(status["session_id"], status["row"], status["rows"], e, st)
+        status.clear()
+        status.update(error)  # the header holds this very dict
+    return bool(failed)
 
 
 def _fill_drafts(st: GuidanceState, first: int, draft: list[int], bitmask: np.ndarray) -> None:
@@ -383,9 +417,12 @@ def _fill_drafts(st: GuidanceState, first: int, draft: list[int], bitmask: np.nd
     """
     probe = st.fork()
     for k, token in enumerate(draft, start=1):
-        if not probe.accept_tokens((token,)):
+        try:
+            if not probe.accept_tokens((token,)):
+                break
+            probe.fill_bitmask(bitmask, first + k)
+        except GuidanceError:  # an engine limit on the copy: the rows from here stay zero
             break
-        probe.fill_bitmask(bitmask, first + k)
 
 
 

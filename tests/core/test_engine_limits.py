@@ -1,0 +1,116 @@
+"""llguidance limits met while a session walks: never a wrong mask, never a broken session.
+
+A stopped llguidance matcher answers masks that allow EOS only; those are never served. The lexer
+that the sessions of one parser share only grows: when it runs out, the parser is rebuilt and
+the sessions replay onto it. A limit met again on a fresh parser is this step's own: the request
+gets :class:`EngineLimitReached` naming the limit and the session stays as it was.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+import pytest
+
+from core import EngineLimitReached, GuidanceBackend, Limits, Tokenizer
+from core.bitmask import allowed_tokens
+from core.errors import classify_engine_error
+
+# A real-world shape (MaskBench): a pattern of up to 100 words intersected with maxLength 5000.
+# Its lexer needs more expressions than the default step_lexer_fuel allows a few tokens in.
+WORDY = {
+    "type": "object",
+    "properties": {
+        "q": {"type": "string", "minLength": 1, "maxLength": 5000, "pattern": "^$|(^(?:\\S+\\s+){0,99}\\S+$)"}
+    },
+    "required": ["q"],
+    "additionalProperties": False,
+}
+WORDY_TEXT = '{"q":"What is it"}'
+
+
+def test_llguidance_limit_messages_name_their_settings() -> None:
+    assert classify_engine_error("lexer error: too many expressions constructed") == "step_lexer_fuel"
+    assert classify_engine_error("lexer error: too many states: 250000 >= 250000") == "max_lexer_states"
+    assert classify_engine_error("token \"x\" doesn't satisfy the grammar") is None
+
+
+def _walk_until_limit(backend: GuidanceBackend, text: str) -> tuple[int, EngineLimitReached]:
+    program = backend.compile_json_schema(WORDY)
+    state = program.create_state()
+    row = backend.allocate_bitmask(1)
+    for i, token in enumerate(backend.tokenizer.encode(text)):
+        try:
+            state.fill_bitmask(row, 0)
+        except EngineLimitReached as e:
+            assert not row.any(), "the mask of a stopped matcher was served"
+            assert state.tokens == backend.tokenizer.encode(text)[:i]
+            return i, e
+        state.advance([token])
+    pytest.fail("the walk never met the limit")
+
+
+def test_a_limit_mid_walk_is_reported_by_name_and_leaves_the_session_as_it_was(default_tokenizer: Tokenizer) -> None:
+    backend = GuidanceBackend(default_tokenizer)
+    at, error = _walk_until_limit(backend, WORDY_TEXT)
+    assert error.limit == "step_lexer_fuel" and error.code == "engine-limit" and error.status == 413
+    program = backend.compile_json_schema(WORDY)
+    assert program.engine_limit is not None and program.engine_limit["limit"] == "step_lexer_fuel"
+    # A new session of the same cached program starts cleanly (its parser was rebuilt).
+    fresh = program.create_state()
+    row = backend.allocate_bitmask(1)
+    fresh.fill_bitmask(row, 0)
+    assert row.any()
+    assert fresh.accept_tokens(default_tokenizer.encode(WORDY_TEXT)[:at])
+
+
+def test_the_limit_is_a_setting(default_tokenizer: Tokenizer) -> None:
+    backend = GuidanceBackend(default_tokenizer, limits=Limits(step_lexer_fuel=5_000_000))
+    program = backend.compile_json_schema(WORDY)
+    grammar = program.create_state()
+    row = backend.allocate_bitmask(1)
+    for token in default_tokenizer.encode(WORDY_TEXT):
+        grammar.fill_bitmask(row, 0)
+        grammar.advance([token])
+    assert grammar.accept_tokens([default_tokenizer.eos_token_id])
+
+
+def test_a_spent_shared_lexer_is_rebuilt_and_every_walk_stays_exact(default_tokenizer: Tokenizer) -> None:
+    # 120 lexer states are spent by the walks together after a few of them: each session that
+    # meets the error replays onto the rebuilt parser, and every text still matches the regex.
+    pattern = "[a-z ]{0,30}(foo|bar)[0-9]{2,5}"
+    backend = GuidanceBackend(default_tokenizer, limits=Limits(max_lexer_states=120))
+    program = backend.compile_regex(pattern)
+    row = backend.allocate_bitmask(1)
+    rng = random.Random(7)
+    eos = default_tokenizer.eos_token_id
+    for _ in range(12):
+        state = program.create_state()
+        while not state.is_terminated():
+            state.fill_bitmask(row, 0)
+            state.advance([int(rng.choice(list(allowed_tokens(row[0], program.vocab_size))))])
+        assert state.tokens[-1] == eos
+        assert re.fullmatch(pattern, state.text()), state.text()
+    assert program.lane_renewals > 0
+
+
+def test_batched_fills_report_the_failing_state_and_fill_the_others(default_tokenizer: Tokenizer) -> None:
+    backend = GuidanceBackend(default_tokenizer)
+    wordy = backend.compile_json_schema(WORDY)
+    plain = backend.compile_regex("[0-9]+")
+    stuck = wordy.create_state()
+    tokens = default_tokenizer.encode(WORDY_TEXT)
+    row = backend.allocate_bitmask(1)
+    while True:  # walk to the step whose mask meets the limit
+        try:
+            stuck.fill_bitmask(row, 0)
+        except EngineLimitReached:
+            break
+        stuck.advance([tokens[len(stuck.tokens)]])
+    states = [plain.create_state(), stuck, plain.create_state()]
+    bitmask = backend.allocate_bitmask(3)
+    bitmask[:] = -1
+    failed = backend.fill_next_token_bitmasks(states, bitmask)
+    assert list(failed) == [1] and isinstance(failed[1], EngineLimitReached)
+    assert not bitmask[1].any() and bitmask[0].any() and (bitmask[0] == bitmask[2]).all()

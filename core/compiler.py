@@ -25,7 +25,7 @@ from typing import Any
 import llguidance
 
 from core.errors import GrammarError, LimitExceeded, SchemaError, TemplateError, classify_engine_error
-from core.derivation import derivation_depth
+from core.derivation import derivation_depth, schema_derivation_depth
 from core.limits import Limits
 from core.schema_rewrite import rewrite_schema
 from core.template import (
@@ -197,6 +197,14 @@ def _error_text(message: str) -> str:
     return message if len(message) <= _MESSAGE_CHARS else message[:_MESSAGE_CHARS] + "..."
 
 
+def _too_deep(limits: Limits) -> LimitExceeded:
+    return LimitExceeded(
+        f"the constraint chains references (subschemas, $refs or Lark rules) more than "
+        f"{limits.max_derivation_depth} levels deep",
+        "max_derivation_depth",
+    )
+
+
 def _validate(
     grammar: str, tokenizer: llguidance.LLTokenizer | None, limits: Limits
 ) -> str:
@@ -205,13 +213,8 @@ def _validate(
     Every grammar reaches llguidance through here first, so the derivation depth is checked here:
     the engine's own parse recurses through it and would overflow its stack on deeper ones.
     """
-    depth = derivation_depth(grammar, limits.max_derivation_depth)
-    if depth > limits.max_derivation_depth:
-        raise LimitExceeded(
-            f"the constraint chains references (subschemas, $refs or Lark rules) more than "
-            f"{limits.max_derivation_depth} levels deep",
-            "max_derivation_depth",
-        )
+    if derivation_depth(grammar, limits.max_derivation_depth) > limits.max_derivation_depth:
+        raise _too_deep(limits)
     is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(
         grammar, tokenizer, limits=limits.parser_limits()
     )
@@ -251,6 +254,8 @@ def json_schema_with_options(
     size = len(json.dumps(schema, ensure_ascii=False))
     if size > limits.max_source_bytes:
         raise LimitExceeded(f"JSON schema is larger than {limits.max_source_bytes} bytes", "max_source_bytes")
+    if schema_derivation_depth(schema, limits.max_derivation_depth) > limits.max_derivation_depth:
+        raise _too_deep(limits)  # before the rewrites too, whose work grows with the chains
     schema = rewrite_schema(schema)  # exact rewrites of what llguidance refuses (core/schema_rewrite.py)
     user = schema.get("x-guidance")
     options: dict[str, Any] = dict(_COMPACT)

@@ -24,7 +24,7 @@ from urllib.parse import unquote
 
 from core.lark_text import LARK_TOKEN, lark_statements
 
-__all__ = ["derivation_depth"]
+__all__ = ["derivation_depth", "schema_derivation_depth"]
 
 # Keywords whose value is one subschema, a map of subschemas, or a list of them.
 _ONE = ("additionalProperties", "additionalItems", "contains", "not", "if", "then", "else",
@@ -58,6 +58,12 @@ def derivation_depth(grammar: str, limit: int) -> int:
     else:
         roots.extend(graph.add_lark(grammar, ""))
     return _longest_chain(roots, graph.children, limit)
+
+
+def schema_derivation_depth(schema: Any, limit: int) -> int:
+    """:func:`derivation_depth` of one JSON schema, as an object (checked before it is rewritten)."""
+    graph = _Graph()
+    return _longest_chain([graph.add_schema(schema)], graph.children, limit)
 
 
 class _Graph:

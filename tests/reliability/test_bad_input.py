@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from core import Tokenizer
+from tests.core.test_derivation import lark_chain, schema_chain
 from tests.service.helpers import PERSON_SCHEMA, TEMPLATE, AppFactory, assert_problem, serve
 
 pytestmark = pytest.mark.asyncio
@@ -188,6 +189,16 @@ CASES = [
          content=b"[" * 100_000 + b"]" * 100_000, headers=JSON),
     Case("schema: enum of 43,000 strings (over max_source_bytes)", "POST", "/compile", 413, "limit-exceeded",
          json={"json_schema": {"enum": [f"{i:020d}" for i in range(43_000)]}}, extra={"limit": "max_source_bytes"}),
+    # -- derivation chains that overflowed the engine's native stack (SIGSEGV) before the bound
+    Case("schema: $ref chain 3,000 levels deep", "POST", "/compile", 413, "limit-exceeded",
+         json={"json_schema": schema_chain("ref", 3000)}, extra={"limit": "max_derivation_depth"}),
+    Case("schema: properties chain 2,000 levels deep", "POST", "/compile", 413, "limit-exceeded",
+         json={"json_schema": schema_chain("properties", 2000)}, extra={"limit": "max_derivation_depth"}),
+    Case("Lark: rule chain 10,000 levels deep", "POST", "/compile", 413, "limit-exceeded",
+         json={"grammar": lark_chain("alt", 10_000)}, extra={"limit": "max_derivation_depth"}),
+    Case("template: json slot with an anyOf chain 1,500 levels deep", "POST", "/compile", 413, "limit-exceeded",
+         json={"template": "{{json 'x' schema=s}}", "variables": {"s": schema_chain("anyOf", 1500)}},
+         extra={"limit": "max_derivation_depth"}),
 ]
 
 # Inputs that compile (no backtracking engine to blow up, or a legitimate language): compile

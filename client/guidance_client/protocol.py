@@ -455,14 +455,15 @@ def retryable(e: BaseException) -> bool:
     return isinstance(e, RemoteError) and (e.code in GONE or e.status in (502, 503, 504))
 
 
-MAX_DELAY_SECONDS = 2.0
+MAX_DELAY_SECONDS = 4.0
 
 
 def delay(backoff: float, attempt: int, e: GuidanceClientError) -> float:
-    """Exponential backoff capped at 2 s, at least what a 429/503 ``Retry-After`` asked (capped at 5 s).
+    """Exponential backoff capped at 4 s, at least what a 429/503 ``Retry-After`` asked (capped at 5 s).
 
-    With the clients' defaults (10 retries from 0.05 s) a grammar waits out about 11 s: enough for
-    a lone server that crashed to be restarted by its supervisor (2 to 6 s measured).
+    With the clients' defaults (10 retries from 0.05 s) a grammar waits out about 19 s: enough for
+    a lone server that crashed to be restarted by its supervisor (2 to 6 s measured, more on a
+    loaded machine).
     """
     seconds = min(backoff * float(2**attempt), MAX_DELAY_SECONDS)
     if isinstance(e, RemoteError) and e.retry_after:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Any
 from urllib.parse import unquote
 
-from core.lark_text import LARK_TOKEN, lark_statements
+from core.lark_text import lark_statements, lark_tokens
 
 __all__ = ["derivation_depth", "schema_derivation_depth"]
 
@@ -109,23 +109,13 @@ class _Graph:
 
     @staticmethod
     def _references(body: str) -> Iterator[tuple[str, Any]]:
-        pos, after_at = 0, False
-        while pos < len(body):
-            m = LARK_TOKEN.match(body, pos)
-            if m is None:  # pragma: no cover - the pattern matches any character
-                break
-            pos = m.end()
-            kind = m.lastgroup
+        after_at = False
+        for kind, value in lark_tokens(body):
             if kind == "name":
-                yield ("sub" if after_at else "name"), m.group("name")
+                yield ("sub" if after_at else "name"), value.group("name")
             elif kind == "json":
-                start = len(body) - len(body[pos:].lstrip())
-                try:
-                    schema, pos = json.JSONDecoder().raw_decode(body, start)
-                except ValueError:
-                    continue
-                yield "json", schema
-            after_at = kind == "other" and m.group(0) == "@"
+                yield "json", value
+            after_at = kind == "other" and value.group(0) == "@"
 
     def children(self, node: _Node) -> Iterable[_Node]:
         assert isinstance(node, tuple)

@@ -13,7 +13,7 @@ import json
 import re
 from typing import Any
 
-from core.lark_text import LARK_TOKEN, lark_statements
+from core.lark_text import lark_statements, lark_tokens
 
 __all__ = ["expansion", "regex_expansion"]
 
@@ -166,25 +166,14 @@ def _lark_expansion(text: str) -> int:
     best = 0
     for _, statement in lark_statements(text):
         s = _Sizer(alternation_resets=False)
-        pos = 0
-        while pos < len(statement):
-            m = LARK_TOKEN.match(statement, pos)
-            if m is None:  # pragma: no cover - the pattern matches any character
-                break
-            pos = m.end()
-            kind = m.lastgroup
+        for kind, m in lark_tokens(statement):
             if kind == "str":
                 s.atom(len(m.group("str").rstrip("i")) - 2)
             elif kind == "re":
                 body = m.group("re")
                 s.atom(regex_expansion(body[1 : body.rindex("/")]))
             elif kind == "json":
-                try:
-                    schema, end = json.JSONDecoder().raw_decode(statement, len(statement) - len(statement[pos:].lstrip()))
-                except ValueError:
-                    continue
-                pos = end
-                s.atom(_schema_expansion(schema))
+                s.atom(_schema_expansion(m))
             elif kind == "quant":
                 q = _QUANT.match(m.group("quant"))
                 if q:

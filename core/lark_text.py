@@ -1,17 +1,20 @@
 """Reading Lark text (llguidance's dialect) without parsing it: the static checks' common ground.
 
 :data:`LARK_TOKEN` splits a rule body into strings, regexes, ``%json`` markers, repeats,
-brackets, alternatives and names; :func:`lark_statements` yields a grammar's statements with
-continuation lines joined, with the name each defines. Used by
+brackets, alternatives and names (:func:`lark_tokens` walks a body with it, decoding the schema
+after each ``%json``); :func:`lark_statements` yields a grammar's statements with continuation
+lines joined, with the name each defines. Used by
 :mod:`core.expansion` and :mod:`core.derivation`, which must see a grammar before llguidance does.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
+from typing import Any
 
-__all__ = ["LARK_HEADER", "LARK_TOKEN", "lark_statements"]
+__all__ = ["LARK_HEADER", "LARK_TOKEN", "lark_statements", "lark_tokens"]
 
 LARK_TOKEN = re.compile(
     r"""
@@ -57,3 +60,23 @@ def lark_statements(text: str) -> Iterator[tuple[str | None, str]]:
 def _defined_name(header: str) -> str | None:
     bare = header.strip().rstrip(":").strip().lstrip("?!")
     return bare.split("[", 1)[0].split(".", 1)[0] or None
+
+
+def lark_tokens(body: str) -> Iterator[tuple[str, Any]]:
+    """``(kind, value)`` of each token of a rule body: the :data:`LARK_TOKEN` group and its match,
+    except ``("json", schema)`` for ``%json`` followed by a schema (decoded, and skipped past)."""
+    pos = 0
+    while pos < len(body):
+        m = LARK_TOKEN.match(body, pos)
+        if m is None:  # pragma: no cover - the pattern matches any character
+            return
+        pos = m.end()
+        kind = m.lastgroup or "other"
+        if kind == "json":
+            try:
+                schema, pos = json.JSONDecoder().raw_decode(body, len(body) - len(body[pos:].lstrip()))
+            except ValueError:
+                continue
+            yield kind, schema
+        else:
+            yield kind, m

@@ -140,6 +140,7 @@ class _Walker:
         if rem == lit:
             return pos + len(lit)
         if lit.startswith(rem):
+            self.shown = len(self.data)  # the text ends inside literal text the walk is sure of
             return None
         raise _Mismatch
 
@@ -188,7 +189,7 @@ class _Walker:
             assert node.name is not None
             ctx[node.name] = _Entry(raw, True, isinstance(node, JsonNode))
             got = pos + len(raw)
-            if self.data[pos:got] != raw:
+            if self.data[pos:got] != raw and not raw.startswith(self.data[pos:got]):
                 raise _Mismatch
             return got
         raise TypeError(f"unexpected node {node!r}")  # pragma: no cover
@@ -274,7 +275,9 @@ class _Walker:
                 self.shown = pos
                 return None
             elif count >= node.min:
-                # another item, or the text after the repeat? an item only if the body agrees
+                # another item, or the text after the repeat? An item when the body agrees and
+                # either a capture inside it is recorded or the body's own leading text matched
+                # where the text after the repeat does not; when both could be, wait.
                 trial = _Walker(self.data, self.records, self.items)
                 trial.cursor = self.cursor
                 try:
@@ -282,6 +285,11 @@ class _Walker:
                 except _Mismatch:
                     rep.finished = True
                     return pos
+                rem = self.data[pos:]
+                after = any(f and (f.startswith(rem) or rem.startswith(f)) for f in follows)
+                if trial.cursor == self.cursor and (not first or after):
+                    self.shown = pos
+                    return None
             item: dict[Any, Any] = {}
             start = pos
             got = self.seq(node.body, pos, item, inner_follows)
@@ -338,7 +346,7 @@ def _render(ctx: Mapping[Any, Any], out: dict[str, Any]) -> None:
                     values.append(v)
                 else:
                     inner.setdefault(k, []).append(v)
-        if name is not None:
+        if name is not None and values:  # as in the complete values: no items, no name
             out[name] = _List(values, rep.finished)
         for k, lst in inner.items():
             out[k] = _List(lst, rep.finished)
@@ -356,28 +364,34 @@ def _plain(v: Any) -> Any:
     return [_plain(x) for x in v.items]
 
 
-def _has_json(v: Any) -> bool:
-    if isinstance(v, _Leaf):
-        return v.entry.json
-    return any(_has_json(x) for x in v.items)
-
-
-def _parsed(v: Any) -> tuple[Any, Any]:
-    if isinstance(v, _Leaf):
-        return parse_partial_json(_utf8_prefix(v.entry.text))
-    pairs = [_parsed(x) for x in v.items]
+def _parse_each(value: Any) -> tuple[Any, Any]:
+    """``parse_partial_json`` of a value, or of each item of a list of them."""
+    if isinstance(value, str):
+        return parse_partial_json(value)
+    pairs = [_parse_each(v) for v in value]
     return [p for p, _ in pairs], [f for _, f in pairs]
 
 
-def _entry(v: Any, parse_json: bool) -> dict[str, Any]:
+def _json_names(nodes: Sequence[Node]) -> set[str]:
+    found: set[str] = set()
+    for node in nodes:
+        if isinstance(node, JsonNode) and node.name is not None:
+            found.add(node.name)
+        elif isinstance(node, RepeatNode):
+            found |= _json_names(node.body)
+        elif isinstance(node, SelectNode) and node.branches:
+            for b in node.branches:
+                found |= _json_names(b)
+    return found
+
+
+def _entry(v: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"value": _plain(v), "complete": _done(v)}
     if isinstance(v, _List):
         n = 0
         while n < len(v.items) and _done(v.items[n]):
             n += 1
         out["complete_items"] = n
-    if parse_json and _has_json(v):
-        out["parsed"], out["final"] = _parsed(v)
     return out
 
 
@@ -407,6 +421,7 @@ def partial_values(
     *,
     parse_json: bool = False,
     complete: Mapping[str, Any] | None = None,
+    terminated: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Every capture so far with its text so far and whether it is complete.
 
@@ -417,11 +432,29 @@ def partial_values(
         records: llguidance's ``get_captures()``.
         parse_json: also parse each json slot's partial text (``parsed`` and ``final``).
         complete: the complete values as :meth:`CaptureLayout.values` gives them (computed if None).
+        terminated: the text is final (after EOS): every value is complete.
 
     Returns:
         ``{name: {"value", "complete", ...}}``, see the module docstring.
     """
     done = dict(complete if complete is not None else layout.values(records))
+    if terminated:
+        out = {name: _final(value) for name, value in done.items()}
+    else:
+        out = _walk(nodes, layout, data, records, done)
+    if parse_json and nodes is not None:
+        for name in _json_names(nodes) & out.keys():
+            out[name]["parsed"], out[name]["final"] = _parse_each(out[name]["value"])
+    return out
+
+
+def _walk(
+    nodes: Sequence[Node] | None,
+    layout: CaptureLayout,
+    data: bytes,
+    records: Sequence[tuple[str, bytes]],
+    done: Mapping[str, Any],
+) -> dict[str, dict[str, Any]]:
     tree: dict[str, Any] = {}
     if nodes is not None:
         walker = _Walker(data, records, _repeat_items(nodes, layout))
@@ -431,12 +464,29 @@ def partial_values(
         except _Mismatch:
             pass  # a part the walk cannot place: what was found before it stands
         _render(ctx, tree)
-    out = {name: _entry(v, parse_json) for name, v in tree.items()}
+    out = {name: _entry(v) for name, v in tree.items()}
+    # llguidance's records are the authority on what is complete (they can even run ahead of the
+    # text where the rest is forced); the walk adds what is still being generated.
     for name, value in done.items():
-        if name not in out or (out[name]["complete"] and out[name]["value"] != value):
-            out[name] = {"value": value, "complete": True}
-            if isinstance(value, list):
-                out[name]["complete_items"] = len(value)
+        mine = out.get(name)
+        if not isinstance(value, list):
+            if mine is None or mine["value"] != value or not mine["complete"]:
+                out[name] = _final(value)
+            continue
+        if mine is None or not isinstance(mine["value"], list):
+            out[name] = {"value": list(value), "complete": False, "complete_items": len(value)}
+            continue
+        extra = mine["value"][len(value) :]
+        mine["value"] = list(value) + extra
+        mine["complete_items"] = max(len(value), mine["complete_items"])
+        mine["complete"] = mine["complete"] and mine["complete_items"] == len(mine["value"])
+    return out
+
+
+def _final(value: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"value": value, "complete": True}
+    if isinstance(value, list):
+        out["complete_items"] = len(value)
     return out
 
 

@@ -360,7 +360,7 @@ class GuidanceState:
         data = self.program.tokenizer.decode_bytes(body)
         return partial_values(
             self.program.template_nodes(), layout, data, records,
-            parse_json=parse_json, complete=layout.values(records),
+            parse_json=parse_json, complete=layout.values(records), terminated=self._terminated,
         )
 
     def text(self) -> str:

@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from core.backend import AsyncGuidanceBackend, GuidanceBackend
 from core.tokenizers import Tokenizer
 from service.auth import AuthMiddleware, KeyRing, is_open
+from service.events import EventHub
 from service.dependencies import ServiceState
 from service.metrics import Metrics
 from service.middleware import BodySizeLimitMiddleware, ErrorGuardMiddleware, MaskFastPathMiddleware
@@ -68,10 +69,11 @@ def _version() -> str:
         return "0.0.0"
 
 
-async def _sweep_sessions(store: SessionStore, interval: float) -> None:
+async def _sweep_sessions(store: SessionStore, events: EventHub, interval: float) -> None:
     while True:
         await asyncio.sleep(interval)
         store.sweep()
+        events.sweep()
 
 
 def create_app(
@@ -120,10 +122,19 @@ def create_app(
             retry_after=settings.retry_after_seconds,
         )
         slow_lane = SlowLane(settings.slow_mask_ms / 1000, settings.slow_lane_workers, backend.first_mask_seconds)
-        state = ServiceState(settings, registry, backend, sessions, Metrics(backend, sessions, slow_lane), slow_lane)
+        events = EventHub(
+            max_watchers=settings.max_watchers,
+            max_watchers_per_session=settings.max_watchers_per_session,
+            buffer=settings.events_buffer,
+            resume_seconds=settings.events_resume_seconds,
+            heartbeat_seconds=settings.events_heartbeat_seconds,
+            retry_after=settings.retry_after_seconds,
+            admin_restricted=keys.admin_restricted,
+        )
+        state = ServiceState(settings, registry, backend, sessions, Metrics(backend, sessions, slow_lane), slow_lane, events)
         app.state.service = state
         interval = min(max(settings.session_ttl_seconds / 4, 0.05), 30.0)
-        sweeper = asyncio.create_task(_sweep_sessions(sessions, interval), name="guidance-session-sweeper")
+        sweeper = asyncio.create_task(_sweep_sessions(sessions, events, interval), name="guidance-session-sweeper")
         if freeze_gc:
             gc.collect()
             gc.freeze()

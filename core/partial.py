@@ -222,7 +222,8 @@ class _Walker:
             # complete: the branch that spans the recorded value exactly gives the inner values
             for branch in node.branches:
                 trial = _Walker(self.data[: pos + len(raw)], self.records, self.items)
-                trial.cursor, sub = inner_start, {}
+                sub: dict[Any, Any] = {}
+                trial.cursor = inner_start
                 try:
                     if trial.seq(branch, pos, sub, ()) == pos + len(raw):
                         ctx.update(sub)

@@ -268,6 +268,7 @@ async def get_mask(request: Request) -> Response:
     "/{session_id}/rollback",
     summary="Undo tokens",
     response_model=SessionState,
+    response_model_exclude_none=True,
     responses=problem_responses(404, 410, 422),
 )
 async def rollback(

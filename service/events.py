@@ -174,6 +174,18 @@ class SessionChannel:
         for w in watchers:
             self.hub.wake(w)
 
+    # -- watchers (event loop); the lock because publishing may run in another thread
+    def attach(self, watcher: _Watcher) -> None:
+        with self._lock:
+            self.watchers.add(watcher)
+            self.idle_since = None
+
+    def detach(self, watcher: _Watcher) -> None:
+        with self._lock:
+            self.watchers.discard(watcher)
+            if not self.watchers:
+                self.idle_since = time.monotonic()
+
     # -- reading (event loop)
     def after(self, seq: int) -> list[tuple[int, str, bytes]] | None:
         """Events after ``seq``, or None when some of them are no longer kept."""
@@ -226,6 +238,15 @@ class EventHub:
         self.watchers = 0
         self.channels: dict[str, SessionChannel] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    def stats(self) -> dict[str, int]:
+        """Figures for ``/stats``."""
+        return {
+            "watchers": self.watchers,
+            "watched": len(self.channels),
+            "max_watchers": self.max_watchers,
+            "max_watchers_per_session": self.max_watchers_per_session,
+        }
 
     def wake(self, watcher: _Watcher) -> None:
         loop = self._loop
@@ -288,8 +309,7 @@ class EventHub:
         """The bytes of one watcher's stream: ``first``, then the channel's events from ``next_seq``."""
         self._loop = asyncio.get_running_loop()
         watcher = _Watcher(next_seq)
-        channel.watchers.add(watcher)
-        channel.idle_since = None
+        channel.attach(watcher)
         self.watchers += 1
         try:
             for chunk in first:
@@ -311,7 +331,5 @@ class EventHub:
                 except TimeoutError:
                     yield b": ping\n\n"
         finally:
-            channel.watchers.discard(watcher)
+            channel.detach(watcher)
             self.watchers -= 1
-            if not channel.watchers:
-                channel.idle_since = time.monotonic()

@@ -353,14 +353,13 @@ class GuidanceState:
         ``{"value", "complete"}`` (plus ``complete_items`` for lists, and with ``parse_json`` a
         json slot's ``parsed`` value so far and ``final`` JSON pointers); see :mod:`core.partial`.
         """
-        self.forced_tokens()  # as in :attr:`variables`: records do not depend on masks computed
+        complete = self.variables  # the complete values, read the one way (forced tokens first)
         records = self._matcher.get_captures()
-        layout = self.program.layout
         body = self.tokens[:-1] if self._terminated and self.tokens and self.tokens[-1] == self._eos else self.tokens
         data = self.program.tokenizer.decode_bytes(body)
         return partial_values(
-            self.program.template_nodes(), layout, data, records,
-            parse_json=parse_json, complete=layout.values(records), terminated=self._terminated,
+            self.program.template_nodes(), self.program.layout, data, records,
+            parse_json=parse_json, complete=complete, terminated=self._terminated,
         )
 
     def text(self) -> str:

@@ -243,3 +243,20 @@ def test_step_answers_partial_values_and_its_accepts_are_events(http: httpx.Clie
         plain = http.post("/step", json={"sessions": [{"session_id": sid, "tokens": []}], "variables": True})
         (length,) = struct.unpack_from("<I", plain.content)
         assert "partial" not in orjson.loads(plain.content[4 : 4 + length])["sessions"][0]
+
+
+def test_a_rollback_sends_the_whole_state_again(http: httpx.Client) -> None:
+    sid = open_session(http)
+    ids = tokens(http, "Name: Ada")
+    with watch(http, sid) as events:
+        events.next()
+        accept(http, sid, ids)
+        _, _, ev = events.next()
+        assert ev["variables"]["name"]["value"] == "Ada"
+        assert http.post(f"/sessions/{sid}/rollback", json={"tokens": 1}).status_code == 200
+        _, name, state = events.next()
+        assert name == "rollback"
+        assert state["tokens"] == len(ids) - 1
+        assert state["text"] == http.post("/detokenize", json={"tokens": ids[:-1]}).json()["text"]
+        assert state["variables"] == http.get(f"/sessions/{sid}", params={"partial": "true"}).json()["partial"]
+        assert "Ada".startswith(state["variables"].get("name", {"value": ""})["value"])

@@ -265,6 +265,11 @@ class EventHub:
         if self.channels.get(channel.session_id) is channel:
             del self.channels[channel.session_id]
 
+    def close_all(self, reason: EndReason) -> None:
+        """End every stream (the server is stopping)."""
+        for channel in list(self.channels.values()):
+            channel.end(reason)
+
     def channel(self, session: Session) -> SessionChannel:
         """The session's channel, created (and attached to it) if it has none."""
         channel = session.channel

@@ -260,3 +260,20 @@ def test_a_rollback_sends_the_whole_state_again(http: httpx.Client) -> None:
         assert state["text"] == http.post("/detokenize", json={"tokens": ids[:-1]}).json()["text"]
         assert state["variables"] == http.get(f"/sessions/{sid}", params={"partial": "true"}).json()["partial"]
         assert "Ada".startswith(state["variables"].get("name", {"value": ""})["value"])
+
+
+def test_stopping_the_server_ends_every_stream_at_once() -> None:
+    running = start()
+    try:
+        with httpx.Client(base_url=running.url, timeout=20) as client:
+            sid = client.post("/sessions", json={"template": TEMPLATE}).json()["session_id"]
+            with watch(client, sid, key=USER) as events:
+                events.next()
+                running.proc.terminate()  # SIGTERM: a graceful shutdown
+                _, name, ev = events.next()
+                assert (name, ev) == ("end", {"reason": "shutdown"})
+                with pytest.raises(EOFError):
+                    events.next()
+    finally:
+        status, err = stop(running)
+    assert "Traceback" not in err, err[-2000:]

@@ -45,7 +45,6 @@ class _Mismatch(Exception):
 class _Entry:
     text: bytes
     complete: bool
-    json: bool = False
 
 
 @dataclass
@@ -144,12 +143,12 @@ class _Walker:
             return None
         raise _Mismatch
 
-    def open(self, ctx: dict[Any, Any], name: str | None, pos: int, follows: Sequence[bytes], json_slot: bool = False) -> None:
+    def open(self, ctx: dict[Any, Any], name: str | None, pos: int, follows: Sequence[bytes]) -> None:
         rem = self.data[pos:]
         end = len(self.data) - _holdback(rem, follows)
         self.shown = end
         if name is not None:
-            ctx[name] = _Entry(self.data[pos:end], False, json_slot)
+            ctx[name] = _Entry(self.data[pos:end], False)
 
     def gen(
         self, node: GenNode, pos: int, ctx: dict[Any, Any], suffixes: tuple[bytes, ...], follows: tuple[bytes, ...]
@@ -184,10 +183,10 @@ class _Walker:
         if isinstance(node, (JsonNode, GrammarNode)):
             raw = self.take(node.name)
             if raw is None:
-                self.open(ctx, node.name, pos, follows, isinstance(node, JsonNode))
+                self.open(ctx, node.name, pos, follows)
                 return None
             assert node.name is not None
-            ctx[node.name] = _Entry(raw, True, isinstance(node, JsonNode))
+            ctx[node.name] = _Entry(raw, True)
             got = pos + len(raw)
             if self.data[pos:got] != raw and not raw.startswith(self.data[pos:got]):
                 raise _Mismatch

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from core.errors import GuidanceError
 from service.problems import TooManyWatchers
 
 if TYPE_CHECKING:
@@ -129,10 +130,13 @@ class SessionChannel:
         if len(st.tokens) < self._tokens:  # only a rollback shortens: it publishes its own event
             self.rolled_back(session)
             return
+        try:
+            variables = st.partial_variables(parse_json=True)
+        except GuidanceError:
+            return  # an engine limit: the accept's own answer reports it; publishing never fails it
         data = _body(st)
         whole = _utf8_whole(data)
         text = data[self._sent : whole].decode("utf-8", "replace")
-        variables = st.partial_variables(parse_json=True)
         changed = {k: v for k, v in variables.items() if self._variables.get(k) != v}
         flags = (st.is_terminated(), st.is_accepting())
         accepted = len(st.tokens) - self._tokens

@@ -159,7 +159,10 @@ class SessionChannel:
         """Publish the whole state after a rollback."""
         if self.ended is not None:
             return
-        _, data = self.snapshot(session)
+        try:
+            _, data = self.snapshot(session)
+        except GuidanceError:
+            return  # as in :meth:`changed`
         self._publish("rollback", data)
 
     def end(self, reason: EndReason) -> None:

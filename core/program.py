@@ -28,6 +28,7 @@ from core.bitmask import mask_words
 from core.compiler import CaptureLayout, CompiledGrammar
 from core.errors import GrammarError
 from core.limits import Limits
+from core.template import GuidanceTemplate, Node
 from core.threads import run_on_engine_thread
 
 if TYPE_CHECKING:
@@ -133,6 +134,7 @@ class CompiledGuidanceProgram:
         # and how many times a lane's parser was rebuilt because its shared lexer ran out.
         self.engine_limit: dict[str, str] | None = None
         self.lane_renewals = 0
+        self._template_nodes: list[Node] | None = None
 
     def __repr__(self) -> str:
         return f"<CompiledGuidanceProgram {self.program_id} kind={self.kind} vocab={self.vocab_size}>"
@@ -187,6 +189,14 @@ class CompiledGuidanceProgram:
     def note_mask_seconds(self, seconds: float) -> None:
         """Fold one batch's seconds per mask into :attr:`mask_seconds`."""
         self.mask_seconds = seconds if not self.mask_seconds else 0.8 * self.mask_seconds + 0.2 * seconds
+
+    def template_nodes(self) -> list[Node] | None:
+        """The template's parsed nodes (templates only; parsed again on first use, for partial values)."""
+        if self.kind != "template":
+            return None
+        if self._template_nodes is None:
+            self._template_nodes = GuidanceTemplate(self.spec.source, self.spec.variables, self.limits).nodes
+        return self._template_nodes
 
     def create_state(self) -> GuidanceState:
         """A new per-request state at the start of the program."""

@@ -27,6 +27,7 @@ from core.errors import (
     TokenRejected,
     classify_engine_error,
 )
+from core.partial import partial_values
 
 if TYPE_CHECKING:
     import llguidance
@@ -349,6 +350,22 @@ class GuidanceState:
         self.forced_tokens()
         return self.program.layout.values(self._matcher.get_captures())
 
+    def partial_variables(self, *, parse_json: bool = False) -> dict[str, dict[str, Any]]:
+        """Every capture so far, the ones being generated with their text so far.
+
+        Computed only when called (nothing is tracked per token). Each name maps to
+        ``{"value", "complete"}`` (plus ``complete_items`` for lists, and with ``parse_json`` a
+        json slot's ``parsed`` value so far and ``final`` JSON pointers); see :mod:`core.partial`.
+        """
+        complete = self.variables  # the complete values, read the one way (forced tokens first)
+        records = self._matcher.get_captures()
+        body = self.tokens[:-1] if self._terminated and self.tokens and self.tokens[-1] == self._eos else self.tokens
+        data = self.program.tokenizer.decode_bytes(body)
+        return partial_values(
+            self.program.template_nodes(), self.program.layout, data, records,
+            parse_json=parse_json, complete=complete, terminated=self._terminated,
+        )
+
     def text(self) -> str:
         """The text of the accepted tokens (EOS and control tokens excluded)."""
         eos = self.program.eos_token_id
@@ -394,8 +411,16 @@ class GuidanceGrammar:
         """Back to the start of the program."""
         self.state.reset()
 
-    def get_variable_values(self) -> dict[str, Any]:
-        """The values captured so far, by name."""
+    def get_variable_values(self, partial: bool = False, *, parse_json: bool = False) -> dict[str, Any]:
+        """The values captured so far, by name.
+
+        Args:
+            partial: also the slots still being generated: each name then maps to
+                ``{"value": ..., "complete": bool}`` (see :meth:`GuidanceState.partial_variables`).
+            parse_json: with ``partial``, a json slot also gets its value parsed so far.
+        """
+        if partial:
+            return self.state.partial_variables(parse_json=parse_json)
         return self.state.variables
 
     def fork(self) -> GuidanceGrammar:

@@ -36,6 +36,7 @@ RULES: list[tuple[str, str]] = [
     (r"\b__aenter__\b", "__enter__"),
     (r"\b__aexit__\b", "__exit__"),
     (r"\baclose\b", "close"),
+    (r"\baiter_lines\b", "iter_lines"),
     (r"\bhttpx\.AsyncClient\b", "httpx.Client"),
     (r"\bAsyncTransport\b", "SyncTransport"),
     (r"\b_async\b", "_sync"),

@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from core.backend import AsyncGuidanceBackend, GuidanceBackend
 from core.tokenizers import Tokenizer
 from service.auth import AuthMiddleware, KeyRing, is_open
+from service.events import EventHub
 from service.dependencies import ServiceState
 from service.memory import release_memory
 from service.metrics import Metrics
@@ -75,10 +76,11 @@ def _version() -> str:
 
 
 async def _sweep(state: ServiceState, interval: float) -> None:
-    """Close idle sessions; give back the memory of large answers served since the last time."""
+    """Close idle sessions and event streams; give back the memory of large answers served since."""
     while True:
         await asyncio.sleep(interval)
         state.sessions.sweep()
+        state.events.sweep()
         if state.large_answers:
             state.large_answers = 0
             await asyncio.to_thread(release_memory)
@@ -131,7 +133,16 @@ def create_app(
             max_tokens=settings.max_session_tokens,
         )
         slow_lane = SlowLane(settings.slow_mask_ms / 1000, settings.slow_lane_workers, backend.first_mask_seconds)
-        state = ServiceState(settings, registry, backend, sessions, Metrics(backend, sessions, slow_lane), slow_lane)
+        events = EventHub(
+            max_watchers=settings.max_watchers,
+            max_watchers_per_session=settings.max_watchers_per_session,
+            buffer=settings.events_buffer,
+            resume_seconds=settings.events_resume_seconds,
+            heartbeat_seconds=settings.events_heartbeat_seconds,
+            retry_after=settings.retry_after_seconds,
+            admin_restricted=keys.admin_restricted,
+        )
+        state = ServiceState(settings, registry, backend, sessions, Metrics(backend, sessions, slow_lane), slow_lane, events)
         app.state.service = state
         interval = min(max(settings.session_ttl_seconds / 4, 0.05), 30.0)
         sweeper = asyncio.create_task(_sweep(state, interval), name="guidance-session-sweeper")

@@ -13,6 +13,9 @@ written once here and applied to every route, the mask fast path and ``/step`` i
 * **Whose session.** A session belongs to the key that opened it (:func:`owner_of` gives the
   request's :attr:`Principal.owner`; ``SessionStore`` compares it on every lookup), and another
   key gets exactly the answer an unknown id gets (404 ``session-not-found``).
+* **Who may watch a session.** Its events (``GET /sessions/{id}/events``) and its place in the
+  list of sessions are for the key that opened it, and for admin keys where admin keys are
+  configured (:func:`may_watch`); when none are, a key sees its own sessions only.
 * **Who may change the server.** Server-wide changes (uploading a tokenizer) depend on
   :func:`require_admin`: when admin keys are configured, another key gets 403 ``forbidden``;
   when none are, every key may.
@@ -43,7 +46,9 @@ __all__ = [
     "KeyRing",
     "Principal",
     "is_open",
+    "may_watch",
     "owner_of",
+    "principal_of",
     "read_key_file",
     "require_admin",
 ]
@@ -229,3 +234,20 @@ async def require_admin(request: Request) -> None:
     if principal is not None and not principal.admin:
         raise Forbidden("this is a server-wide change: it needs an admin API key")
 
+
+def principal_of(request: Request) -> Principal | None:
+    """The request's principal (None without keys)."""
+    principal: Principal | None = request.scope.get(PRINCIPAL_SCOPE_KEY)
+    return principal
+
+
+def may_watch(principal: Principal | None, owner: int | None, admin_restricted: bool) -> bool:
+    """Whether ``principal`` may watch a session of ``owner``.
+
+    Without keys, anyone; with keys, the session's own key, or an admin key where admin keys are
+    configured (where none are, every key counts as admin for server-wide changes, but that does
+    not open other keys' sessions).
+    """
+    if principal is None:
+        return True
+    return principal.owner == owner or (admin_restricted and principal.admin)

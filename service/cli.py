@@ -27,12 +27,15 @@ _LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
 class _DrainingServer(uvicorn.Server):
-    """A uvicorn server that turns ``/readyz`` to 503 as soon as shutdown is requested."""
+    """A uvicorn server that turns ``/readyz`` to 503 as soon as shutdown is requested, and ends
+    the event streams (uvicorn waits for open connections before it stops)."""
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         state = getattr(getattr(self.config.app, "state", None), "service", None)
         if state is not None:
             state.draining = True
+            # event streams end now, not at the shutdown timeout: watchers get their last event
+            state.events.close_all("shutdown")
         super().handle_exit(sig, frame)
 
 

@@ -12,6 +12,7 @@ from fastapi import Depends, Request
 
 from core.backend import AsyncGuidanceBackend
 from service.auth import owner_of, require_admin
+from service.events import EventHub
 from service.metrics import Metrics
 from service.problems import NotReady
 from service.sessions import SessionStore, SlowLane
@@ -49,6 +50,7 @@ class ServiceState:
     sessions: SessionStore
     metrics: Metrics
     slow_lane: SlowLane = field(default_factory=SlowLane)
+    events: EventHub = field(default_factory=EventHub)
     ready: bool = False
     draining: bool = False
     compiles_pending: int = 0

@@ -42,6 +42,7 @@ __all__ = [
     "RollbackOutOfRange",
     "TokenizerExists",
     "TooManySessions",
+    "TooManyWatchers",
     "Unauthorized",
     "count_error",
     "document_problems",
@@ -72,6 +73,17 @@ class TooManySessions(GuidanceError):
     code = "too-many-sessions"
     status = 429
     title = "Too many sessions"
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail, retry_after=retry_after)
+
+
+class TooManyWatchers(GuidanceError):
+    """A bound on event streams (per session or in total) is reached (429)."""
+
+    code = "too-many-watchers"
+    status = 429
+    title = "Too many watchers"
 
     def __init__(self, detail: str, retry_after: int) -> None:
         super().__init__(detail, retry_after=retry_after)
@@ -319,7 +331,7 @@ _STATUS_DOCS = {
     400: "Invalid template, schema, regex, grammar or tokenizer (`template-invalid` has `line`, `column`).",
     401: "`unauthorized`: the server has API keys and the request has none, or not one of them "
     "(`Authorization: Bearer <key>`).",
-    403: "`forbidden`: a server-wide change by a key that is not an admin key.",
+    403: "`forbidden`: a server-wide change (or the list of sessions) by a key that is not an admin key.",
     404: "Unknown session, program or tokenizer (a session opened with another API key is unknown too).",
     409: "`token-rejected` (with `index`; the session is unchanged) or `tokenizer-exists`.",
     410: "`session-expired`: closed after its idle TTL.",
@@ -328,7 +340,8 @@ _STATUS_DOCS = {
         "Malformed request (`validation-error`, `json-invalid`, `token-out-of-range`, `rollback-out-of-range`, "
         "`unicode-invalid`: a string UTF-8 cannot encode, with `location` and `field`)."
     ),
-    429: "`too-many-sessions`: the session cap is reached (`Retry-After`).",
+    429: "`too-many-sessions`: the session cap is reached, or `too-many-watchers`: a bound on event "
+    "streams is (`Retry-After`).",
     503: "`compile-queue-full` or `not-ready` (`Retry-After`).",
 }
 

@@ -22,12 +22,15 @@ __all__ = [
     "DetokenizeResponse",
     "EngineLimitNote",
     "MaskJSON",
+    "PartialValue",
     "Problem",
     "ProgramFields",
     "RollbackRequest",
     "SessionCreateRequest",
     "SessionCreated",
+    "SessionList",
     "SessionState",
+    "SessionSummary",
     "Status",
     "TokenId",
     "TokenizeRequest",
@@ -148,6 +151,21 @@ class AcceptRequest(BaseModel):
         description="Validate only: `accepted` is the length of the longest allowed prefix and the "
         "session does not move (no 409).",
     )
+    partial: bool = Field(
+        False,
+        description="Also answer `partial`: every capture so far, the ones still being generated with their "
+        "text so far (computed only when asked).",
+    )
+
+
+class PartialValue(BaseModel):
+    """A capture while it is generated (see `core/partial.py`): its value so far only grows."""
+
+    value: Any = Field(description="The text so far; inside a repeat, a list growing item by item.")
+    complete: bool = Field(description="The value is final (a list: no more items will come).")
+    complete_items: int | None = Field(None, description="Lists: how many leading items are final.")
+    parsed: Any = Field(None, description="json slots: the JSON value so far (`null` until something shows).")
+    final: list[Any] | None = Field(None, description="json slots: JSON pointers of the parts of `parsed` that are final.")
 
 
 class AcceptResponse(BaseModel):
@@ -156,6 +174,7 @@ class AcceptResponse(BaseModel):
     accepting: bool = Field(description="The text so far is complete: EOS is allowed now.")
     forced_tokens: list[int] = Field(description="Tokens the constraint forces next (may be empty).")
     variables: dict[str, Any] = Field(description="Captured values so far.")
+    partial: dict[str, PartialValue] | None = Field(None, description="With `partial`: every capture so far.")
 
 
 class RollbackRequest(BaseModel):
@@ -171,6 +190,22 @@ class SessionState(BaseModel):
     variables: dict[str, Any]
     terminated: bool
     accepting: bool
+    partial: dict[str, PartialValue] | None = Field(None, description="With `?partial=true`: every capture so far.")
+
+
+class SessionSummary(BaseModel):
+    session_id: str
+    program_id: str
+    kind: str = Field(description="The program's kind: template, json_schema, regex, grammar, choice.")
+    tokens: int
+    age_seconds: float
+    idle_seconds: float
+    terminated: bool
+    watchers: int = Field(description="Event streams open on it.")
+
+
+class SessionList(BaseModel):
+    sessions: list[SessionSummary]
 
 
 class MaskJSON(BaseModel):

@@ -32,13 +32,16 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from core.errors import LimitExceeded, SessionExpired, UnknownSession, excerpt
 from core.program import CompiledGuidanceProgram
 from core.session import GuidanceState
 from core.threads import EngineThreadPool
 from service.problems import TooManySessions
+
+if TYPE_CHECKING:
+    from service.events import SessionChannel
 
 __all__ = ["Session", "SessionStore", "SlowLane", "check_history"]
 
@@ -172,7 +175,7 @@ def check_history(state: GuidanceState, count: int, limit: int) -> None:
 class Session:
     """One open session: a program, its decoding state, and the lock serialising requests on it."""
 
-    __slots__ = ("created", "id", "last_used", "lock", "owner", "program", "state", "tokenizer_name")
+    __slots__ = ("channel", "created", "id", "last_used", "lock", "owner", "program", "state", "tokenizer_name")
 
     def __init__(
         self,
@@ -191,6 +194,15 @@ class Session:
         self.lock = asyncio.Lock()
         self.created = now
         self.last_used = now
+        # Set only while someone watches the session's events (service/events.py): the accept
+        # paths publish when it is not None, and cost nothing more otherwise.
+        self.channel: SessionChannel | None = None
+
+    def end_events(self, reason: str) -> None:
+        """Send watchers the last event (the session is closing)."""
+        if self.channel is not None:
+            self.channel.end(reason)
+            self.channel = None
 
 
 class SessionStore:
@@ -292,6 +304,7 @@ class SessionStore:
             raise self._missing(session_id, owner)
         del self._sessions[session_id]
         self.deleted += 1
+        session.end_events("deleted")
 
     def sweep(self) -> int:
         """Close every session idle for longer than the TTL; returns how many."""
@@ -303,7 +316,21 @@ class SessionStore:
 
     def clear(self) -> None:
         """Close every session (shutdown)."""
+        for session in self._sessions.values():
+            session.end_events("shutdown")
         self._sessions.clear()
+
+    def peek(self, session_id: str) -> Session | None:
+        """The live session ``session_id`` of any owner, not marked used (watching is not use)."""
+        session = self._sessions.get(session_id)
+        if session is not None and self._clock() - session.last_used > self.ttl_seconds and not session.lock.locked():
+            self._expire(session)
+            return None
+        return session
+
+    def sessions(self) -> list[Session]:
+        """Every live session (for listing)."""
+        return list(self._sessions.values())
 
     def stats(self) -> dict[str, int | float]:
         """Session figures for ``/stats``."""
@@ -320,6 +347,7 @@ class SessionStore:
     def _expire(self, session: Session) -> None:
         del self._sessions[session.id]
         self.expired += 1
+        session.end_events("expired")
         if self.expired_ids_remembered:
             self._expired[session.id] = session.owner
             while len(self._expired) > self.expired_ids_remembered:

@@ -86,6 +86,13 @@ class Settings(BaseSettings):
             are filled in a loop, where threads cost more than they save. 1: always a loop.
             Each program keeps one llguidance parser per thread (the extra ones are built and
             warmed in the background after its compile).
+        max_watchers: most event streams (``GET /sessions/{id}/events``) open at once, in total;
+            above it a new one gets 429 ``too-many-watchers``.
+        max_watchers_per_session: most event streams of one session.
+        events_buffer: events kept per watched session for ``Last-Event-ID`` resumes.
+        events_resume_seconds: how long a session's events are still kept (and published) after
+            its last watcher left, so a dropped connection can resume.
+        events_heartbeat_seconds: seconds between ``: ping`` comments on an idle event stream.
         max_source_bytes .. max_grammar_size: the engine limits, see :class:`core.limits.Limits`.
         api_keys: keys accepted in ``Authorization: Bearer <key>`` (see ``service/auth.py``).
             None configured here, in ``api_keys_file`` or in the admin fields: no key needed
@@ -137,6 +144,11 @@ class Settings(BaseSettings):
     slow_mask_ms: float = Field(default=5.0, gt=0)
     slow_lane_workers: int = Field(default=1, ge=1)
     shutdown_timeout_seconds: int = Field(default=10, ge=1)
+    max_watchers: int = Field(default=256, ge=0)
+    max_watchers_per_session: int = Field(default=8, ge=0)
+    events_buffer: int = Field(default=256, ge=1)
+    events_resume_seconds: float = Field(default=30.0, ge=0)
+    events_heartbeat_seconds: float = Field(default=15.0, gt=0)
 
     # Engine limits (core.limits.Limits): same names, same defaults.
     max_source_bytes: int = Field(default=Limits.max_source_bytes, ge=1)

@@ -26,12 +26,14 @@ __all__ = [
     "AUTHORIZATION_HEADER",
     "AcceptResult",
     "Answer",
+    "EventReader",
     "GONE",
     "GrammarState",
     "ProgramInfo",
     "REFUSED",
     "REPLAY_CHUNK",
     "Request",
+    "SessionEvent",
     "SessionInfo",
     "StepPlan",
     "StepResult",
@@ -57,6 +59,8 @@ __all__ = [
     "step",
     "tokenize",
     "tokenizers",
+    "watch_headers",
+    "watch_path",
 ]
 
 _T = TypeVar("_T")
@@ -183,6 +187,7 @@ class AcceptResult:
     accepting: bool
     forced_tokens: list[int]
     variables: dict[str, Any]
+    partial: dict[str, Any] | None = None  # every capture so far, when asked for
 
 
 @dataclass(frozen=True)
@@ -195,6 +200,7 @@ class SessionInfo:
     variables: dict[str, Any]
     terminated: bool
     accepting: bool
+    partial: dict[str, Any] | None = None  # every capture so far, when asked for
 
 
 @dataclass(slots=True)
@@ -213,6 +219,8 @@ class StepStatus:
         index: for ``rejected``, the position of the refused token.
         variables: captured values, when asked for.
         error: for ``error``, the problem document.
+        partial: with ``variables="partial"``, every capture so far: ``{name: {"value",
+            "complete", ...}}``, the ones still being generated with their text so far.
     """
 
     session_id: str
@@ -226,6 +234,7 @@ class StepStatus:
     index: int | None = None
     variables: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
+    partial: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -256,6 +265,7 @@ def _accepted(data: Mapping[str, Any]) -> AcceptResult:
         accepting=data["accepting"],
         forced_tokens=list(data["forced_tokens"]),
         variables=dict(data["variables"]),
+        partial=data.get("partial"),
     )
 
 
@@ -267,6 +277,7 @@ def _session(data: Mapping[str, Any]) -> SessionInfo:
         variables=dict(data["variables"]),
         terminated=data["terminated"],
         accepting=data["accepting"],
+        partial=data.get("partial"),
     )
 
 
@@ -290,6 +301,7 @@ def parse_step(answer: Answer) -> StepResult:
             get(s, "index"),
             get(s, "variables"),
             get(s, "error"),
+            get(s, "partial"),
         )
         for s in header["sessions"]
     ]
@@ -358,11 +370,13 @@ def create_session(program_id: str | None = None, spec: Mapping[str, Any] | None
     return _json_request("POST", "/sessions", body, lambda d: str(d["session_id"]))
 
 
-def accept(session_id: str, tokens: Sequence[int], dry_run: bool = False) -> Request[AcceptResult]:
-    """``POST /sessions/{id}/accept``."""
+def accept(session_id: str, tokens: Sequence[int], dry_run: bool = False, partial: bool = False) -> Request[AcceptResult]:
+    """``POST /sessions/{id}/accept`` (``partial``: the answer has every capture's partial value)."""
     body: dict[str, Any] = {"tokens": [int(t) for t in tokens]}
     if dry_run:
         body["dry_run"] = True
+    if partial:
+        body["partial"] = True
     return _json_request("POST", _sid(session_id) + "/accept", body, _accepted)
 
 
@@ -383,9 +397,9 @@ def fork(session_id: str) -> Request[str]:
     return _json_request("POST", _sid(session_id) + "/fork", None, lambda d: str(d["session_id"]))
 
 
-def get(session_id: str) -> Request[SessionInfo]:
-    """``GET /sessions/{id}``."""
-    return _json_request("GET", _sid(session_id), None, _session)
+def get(session_id: str, partial: bool = False) -> Request[SessionInfo]:
+    """``GET /sessions/{id}`` (``partial``: with every capture's partial value)."""
+    return _json_request("GET", _sid(session_id) + ("?partial=true" if partial else ""), None, _session)
 
 
 def delete(session_id: str) -> Request[None]:
@@ -399,7 +413,7 @@ def _nothing(answer: Answer) -> None:
 
 def step(
     items: Sequence[tuple[Any, ...]],
-    variables: bool = False,
+    variables: bool | str = False,
     mask_encoding: wire.MaskEncoding = "dense",
     forced_tokens: bool = True,
 ) -> Request[StepResult]:
@@ -501,6 +515,7 @@ class GrammarState:
         self.tokens = list(tokens)
         self._terminated = terminated
         self._variables = dict(variables or {})
+        self._partial: dict[str, Any] = {}
         self._lost = False
 
     @property
@@ -517,13 +532,21 @@ class GrammarState:
         """True once EOS has been accepted."""
         return self._terminated
 
-    def get_variable_values(self) -> dict[str, Any]:
-        """The values captured so far, by name."""
-        return dict(self._variables)
+    def get_variable_values(self, partial: bool = False) -> dict[str, Any]:
+        """The values captured so far, by name.
 
-    def _update(self, terminated: bool, variables: Mapping[str, Any]) -> None:
+        With ``partial``, every capture so far as ``{name: {"value", "complete", ...}}`` (the
+        ones still being generated with their text so far), as of the last call that asked the
+        server for them: an accept of a grammar with ``partial = True``, or a step of a batch
+        made with ``variables="partial"``.
+        """
+        return dict(self._partial) if partial else dict(self._variables)
+
+    def _update(self, terminated: bool, variables: Mapping[str, Any], partial: Mapping[str, Any] | None = None) -> None:
         self._terminated = terminated
         self._variables = dict(variables)
+        if partial is not None:
+            self._partial = dict(partial)
 
     def _reopened(self, info: ProgramInfo) -> None:
         assert info.session_id is not None
@@ -586,6 +609,8 @@ class StepPlan:
                 g._terminated = st.terminated
                 if st.variables is not None:
                     g._variables = dict(st.variables)
+                if st.partial is not None:
+                    g._partial = dict(st.partial)
             self.statuses[i] = st
             done_rows.append(i)
             done_src.append(st.row)
@@ -605,3 +630,75 @@ class StepPlan:
         """Every grammar's status, in order (once nothing is pending)."""
         assert not self.pending
         return [st for st in self.statuses if st is not None]
+
+
+# -- watching a session (Server-Sent Events) ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SessionEvent:
+    """One event of a watched session (``GET /sessions/{id}/events``).
+
+    Attributes:
+        id: the event's id (give it as ``last_event_id`` to resume after it).
+        event: ``snapshot``, ``accept``, ``rollback`` or ``end``.
+        data: its JSON payload: ``accept`` has ``text`` (new text), ``variables`` (the captures
+            whose partial value changed, ``{name: {"value", "complete", ...}}``), ``tokens``,
+            ``accepted``, ``terminated``, ``accepting``; ``snapshot`` and ``rollback`` the whole
+            state; ``end`` the ``reason``.
+    """
+
+    id: str
+    event: str
+    data: dict[str, Any]
+
+
+class EventReader:
+    """Turns the lines of an event stream into :class:`SessionEvent` s (no I/O).
+
+    ``feed(line)`` for each line (without its line break) returns an event when a blank line ends
+    one; comments (heartbeats) and unknown fields are skipped.
+    """
+
+    def __init__(self) -> None:
+        self._fields: dict[str, str] = {}
+        self._data: list[str] = []
+        self.last_event_id: str | None = None
+
+    def feed(self, line: str) -> SessionEvent | None:
+        """Take one line; the event it completes, if any."""
+        if not line:
+            if not self._data:
+                self._fields.clear()
+                return None
+            data, fields = "\n".join(self._data), self._fields
+            self._data, self._fields = [], {}
+            event_id = fields.get("id", self.last_event_id or "")
+            self.last_event_id = event_id
+            try:
+                payload = json.loads(data)
+            except ValueError as e:
+                raise ProtocolError(f"event data is not JSON: {data[:80]!r}") from e
+            return SessionEvent(event_id, fields.get("event", "message"), payload)
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "data":
+            self._data.append(value)
+        elif name in ("id", "event"):
+            self._fields[name] = value
+        return None
+
+
+def watch_path(session_id: str) -> str:
+    """The path of a session's event stream."""
+    return _sid(session_id) + "/events"
+
+
+def watch_headers(last_event_id: str | None) -> dict[str, str]:
+    """Headers of an event stream request (``Last-Event-ID`` to resume)."""
+    headers = {"Accept": "text/event-stream"}
+    if last_event_id:
+        headers["Last-Event-ID"] = last_event_id
+    return headers

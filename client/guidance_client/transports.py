@@ -15,14 +15,14 @@ import builtins
 import http.client
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
 from guidance_client.errors import TimeoutError, TransportError
-from guidance_client.protocol import Answer, Request
+from guidance_client.protocol import Answer, Request, check
 
 __all__ = ["AsyncHotPath", "AsyncTransport", "HotPath", "SyncTransport"]
 
@@ -259,6 +259,17 @@ class SyncTransport:
             raise _transport_error(request.method, request.path, e) from e
         return Answer(resp.status_code, resp.headers, resp.content)
 
+    def lines(self, path: str, headers: Mapping[str, str]) -> Iterator[str]:
+        """The lines of a streamed ``GET`` answer as they arrive (an error answer raises)."""
+        headers = headers if self._owns else {**self._headers, **headers}
+        try:
+            with self.http.stream("GET", path, headers=headers, timeout=httpx.Timeout(None, connect=10.0)) as resp:
+                if resp.status_code >= 400:
+                    check(Answer(resp.status_code, resp.headers, resp.read()))
+                yield from resp.iter_lines()
+        except httpx.TransportError as e:
+            raise _transport_error("GET", path, e) from e
+
     def sleep(self, seconds: float) -> None:
         """Wait before a retry."""
         time.sleep(seconds)
@@ -294,6 +305,18 @@ class AsyncTransport:
         except httpx.TransportError as e:
             raise _transport_error(request.method, request.path, e) from e
         return Answer(resp.status_code, resp.headers, resp.content)
+
+    async def lines(self, path: str, headers: Mapping[str, str]) -> AsyncIterator[str]:
+        """The lines of a streamed ``GET`` answer as they arrive (an error answer raises)."""
+        headers = headers if self._owns else {**self._headers, **headers}
+        try:
+            async with self.http.stream("GET", path, headers=headers, timeout=httpx.Timeout(None, connect=10.0)) as resp:
+                if resp.status_code >= 400:
+                    check(Answer(resp.status_code, resp.headers, await resp.aread()))
+                async for line in resp.aiter_lines():
+                    yield line
+        except httpx.TransportError as e:
+            raise _transport_error("GET", path, e) from e
 
     async def sleep(self, seconds: float) -> None:
         """Wait before a retry."""

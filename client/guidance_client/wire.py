@@ -169,11 +169,15 @@ def decode_blocks(
 
 def step_request(
     items: Sequence[tuple[Any, ...]],
-    variables: bool = False,
+    variables: bool | str = False,
     mask_encoding: MaskEncoding = "dense",
     forced_tokens: bool = True,
 ) -> bytes:
-    """A ``/step`` request body; ``items`` are ``(session_id, tokens[, draft_tokens])``."""
+    """A ``/step`` request body; ``items`` are ``(session_id, tokens[, draft_tokens])``.
+
+    ``variables``: ``True`` for each session's captured values, ``"partial"`` for those and the
+    partial values of every capture (``StepStatus.partial``).
+    """
     # Written by hand (one is built for every decoding step): ids are JSON-quoted, tokens ints.
     dumps = json.dumps
     parts = []
@@ -184,7 +188,7 @@ def step_request(
             draft = ",".join([str(int(t)) for t in item[2]])
             entry += f',"draft_tokens":[{draft}]'
         parts.append(entry + "}")
-    flag = "true" if variables else "false"
+    flag = '"partial"' if variables == "partial" else "true" if variables else "false"
     extra = "" if mask_encoding == "dense" else f',"mask_encoding":"{mask_encoding}"'  # defaults left out
     if not forced_tokens:
         extra += ',"forced_tokens":false'

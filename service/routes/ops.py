@@ -38,11 +38,14 @@ async def readyz(request: Request) -> Status:
 async def stats(state: StateDep) -> dict[str, Any]:
     """The engine's `get_stats()` (cache figures, default tokenizer) plus session figures.
 
+    `events`: event streams open (`watchers`) and sessions with a channel (`watched`).
+
     Also the process's garbage collector: objects frozen at start-up (out of its full passes)
     and the collections run per generation.
     """
     out = state.backend.get_stats()
     out["sessions"] = state.sessions.stats()
+    out["events"] = state.events.stats()
     out["compiles_pending"] = state.compiles_pending
     out["tokenizers"] = sorted(name for name, _ in state.tokenizers.items())
     out["gc"] = {"frozen_objects": gc.get_freeze_count(), "collections": [g["collections"] for g in gc.get_stats()]}

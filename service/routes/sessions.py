@@ -38,7 +38,7 @@ from service.schemas import (
 )
 from service.sessions import Session, check_history
 
-__all__ = ["DirectRoute", "mask_router", "router"]
+__all__ = ["DirectRoute", "mask_router", "publish", "router"]
 
 
 class DirectRoute(APIRoute):
@@ -123,7 +123,7 @@ def _forced_and_variables(st: GuidanceState) -> tuple[list[int], dict[str, Any]]
     return forced, st.variables
 
 
-def _state(session: Session) -> SessionState:
+def _state(session: Session, partial: bool = False) -> SessionState:
     st = session.state
     _, variables = _forced_and_variables(st)
     return SessionState(
@@ -133,7 +133,14 @@ def _state(session: Session) -> SessionState:
         variables=variables,
         terminated=st.is_terminated(),
         accepting=st.is_accepting(),
+        partial=st.partial_variables(parse_json=True) if partial else None,  # type: ignore[arg-type]
     )
+
+
+def publish(session: Session) -> None:
+    """Tell the session's watchers what changed (nothing to do, and no cost, when unwatched)."""
+    if session.channel is not None:
+        session.channel.changed(session)
 
 
 @router.post(
@@ -167,6 +174,7 @@ async def create_session(body: SessionCreateRequest, state: StateDep, owner: Own
     "/{session_id}/accept",
     summary="Accept sampled tokens",
     response_model=AcceptResponse,
+    response_model_exclude_none=True,
     responses=problem_responses(404, 409, 410, 413, 422),
 )
 async def accept_tokens(
@@ -175,7 +183,8 @@ async def accept_tokens(
     """Advance the session by the tokens sampled, all or nothing.
 
     A token the constraint forbids answers 409 `token-rejected` with its `index`, and the
-    session is left exactly as it was. With `dry_run`, only validate.
+    session is left exactly as it was. With `dry_run`, only validate. With `partial`, the answer
+    also has `partial`: every capture so far, those being generated with their text so far.
     """
     session = sessions.get(session_id, owner)
     st = session.state
@@ -199,12 +208,15 @@ async def accept_tokens(
             if not body.dry_run:
                 st.rollback(accepted)
             raise
+        if not body.dry_run:
+            publish(session)
         return AcceptResponse(
             accepted=accepted,
             terminated=st.is_terminated(),
             accepting=st.is_accepting(),
             forced_tokens=forced,
             variables=variables,
+            partial=st.partial_variables(parse_json=True) if body.partial else None,  # type: ignore[arg-type]
         )
 
     return await state.slow_lane.run(session, work)
@@ -264,6 +276,7 @@ async def get_mask(request: Request) -> Response:
     "/{session_id}/rollback",
     summary="Undo tokens",
     response_model=SessionState,
+    response_model_exclude_none=True,
     responses=problem_responses(404, 410, 413, 422),
 )
 async def rollback(
@@ -277,6 +290,7 @@ async def rollback(
         if body.tokens > have:
             raise RollbackOutOfRange(f"cannot roll back {body.tokens} tokens: the session has accepted {have}")
         session.state.rollback(body.tokens)
+        publish(session)
         return _state(session)
 
     return await state.slow_lane.run(session, work)
@@ -301,12 +315,19 @@ async def fork(session_id: str, sessions: SessionsDep, state: StateDep, owner: O
     "/{session_id}",
     summary="Read a session",
     response_model=SessionState,
+    response_model_exclude_none=True,
     responses=problem_responses(404, 410, 413, 422),
 )
-async def get_session(session_id: str, sessions: SessionsDep, state: StateDep, owner: OwnerDep) -> SessionState:
-    """The session: program, tokens accepted, their text, captured variables, status."""
+async def get_session(
+    session_id: str, sessions: SessionsDep, state: StateDep, owner: OwnerDep, partial: bool = False
+) -> SessionState:
+    """The session: program, tokens accepted, their text, captured variables, status.
+
+    With `?partial=true`, also `partial`: every capture so far, those being generated with their
+    text so far (a json slot with its value parsed so far).
+    """
     session = sessions.get(session_id, owner)
-    return await state.slow_lane.run(session, lambda: _state(session))
+    return await state.slow_lane.run(session, lambda: _state(session, partial))
 
 
 @router.delete(

@@ -24,8 +24,10 @@ masks shrinks from 1 MB to about 200 kB that way.
 
 The header is ``{"mask_words", "vocab_size", "rows", "sessions": [status, ...]}``; a status is
 ``{"session_id", "row", "rows", "status": "ok"|"rejected"|"error", "accepted", "terminated",
-"accepting", "forced_tokens"?, "variables"?, "index"?, "token"?, "error"?}``: ``forced_tokens``
-unless the request sets ``"forced_tokens": false``, ``variables`` if it sets ``"variables": true``.
+"accepting", "forced_tokens"?, "variables"?, "partial"?, "index"?, "token"?, "error"?}``:
+``forced_tokens`` unless the request sets ``"forced_tokens": false``, ``variables`` if it sets
+``"variables": true`` or ``"partial"``, and ``partial`` (every capture so far with its text so far,
+``core/partial.py``) if it sets ``"partial"``.
 A rejected session is unchanged and its row holds its current mask; a session in error (unknown,
 expired, invalid token ids, another vocabulary) has a row of zeros and an ``error`` problem
 object. One bad session never fails the batch; a malformed request does (422), as does the same
@@ -41,7 +43,7 @@ import contextlib
 import functools
 import sys
 import time
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import orjson
@@ -80,7 +82,14 @@ class StepRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     sessions: list[StepItem] = Field(description="The batch, in the order the masks come back.")
-    variables: bool = Field(False, description="Include each session's captured variables in its status.")
+    variables: bool | Literal["partial"] = Field(
+        False,
+        description=(
+            "Include each session's captured variables in its status; `\"partial\"` also includes "
+            "`partial`: every capture so far, the ones still being generated with their text so far "
+            "(computed only when asked)."
+        ),
+    )
     forced_tokens: bool = Field(
         True,
         description=(
@@ -132,7 +141,7 @@ _Item = tuple[str, list[int], list[int] | None]
 class _Options(NamedTuple):
     """What a request asks for besides its batch."""
 
-    variables: bool
+    variables: bool | str
     forced_tokens: bool
     mask_encoding: str
 
@@ -169,7 +178,9 @@ def _read_fast(raw: bytes) -> tuple[list[_Item], _Options] | None:
         return None
     sessions = data.get("sessions")
     options = _Options(data.get("variables", False), data.get("forced_tokens", True), data.get("mask_encoding", "dense"))
-    if type(sessions) is not list or type(options.variables) is not bool or type(options.forced_tokens) is not bool:
+    if type(sessions) is not list or type(options.forced_tokens) is not bool:
+        return None
+    if type(options.variables) is not bool and options.variables != "partial":
         return None
     if options.mask_encoding not in _ENCODINGS:
         return None
@@ -314,9 +325,13 @@ def _advance_and_fill(
                 status["forced_tokens"] = st.forced_tokens()
             if options.variables:
                 status["variables"] = st.variables
+                if options.variables == "partial":
+                    status["partial"] = st.partial_variables(parse_json=True)
         except GuidanceError as e:  # bad ids, a limit, an engine limit met: the session as it was
             _undo(st, before)
             status = _error_status(sid, row, n_rows, e, st)
+        if session.channel is not None:
+            session.channel.changed(session)
         statuses.append(status)
         fill_states.append(st)
         fill_statuses.append(status)

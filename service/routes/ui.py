@@ -30,6 +30,7 @@ UI_FILES = {
     "api.js": "text/javascript; charset=utf-8",
     "app.js": "text/javascript; charset=utf-8",
     "playground.js": "text/javascript; charset=utf-8",
+    "sessions.js": "text/javascript; charset=utf-8",
     "status.js": "text/javascript; charset=utf-8",
 }
 

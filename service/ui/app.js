@@ -1,16 +1,18 @@
-// The page: two tabs (#playground, #status) and a line about the server.
+// The page: three tabs (#playground, #sessions, #status) and a line about the server.
 
 import { apiKey, get, setApiKey } from "./api.js";
 import { startPlayground } from "./playground.js";
+import { showSessions, startSessions } from "./sessions.js";
 import { showStatus, startStatus } from "./status.js";
 
 function showTab() {
-  const name = location.hash === "#status" ? "status" : "playground";
+  const name = ["#status", "#sessions"].includes(location.hash) ? location.hash.slice(1) : "playground";
   for (const section of document.querySelectorAll("section.tab")) section.hidden = section.id !== name;
   for (const link of document.querySelectorAll("nav a")) {
     link.setAttribute("aria-current", link.dataset.tab === name ? "page" : "false");
   }
   showStatus(name === "status");
+  showSessions(name === "sessions");
 }
 
 async function serverInfo() {
@@ -48,6 +50,7 @@ function startKeyBox() {
 startKeyBox();
 window.addEventListener("hashchange", showTab);
 startStatus();
+startSessions();
 showTab();
 serverInfo();
 setInterval(serverInfo, 5000);

@@ -400,7 +400,7 @@ async function undo() {
 async function refresh() {
   const [state, dry, mask] = await Promise.all([
     get(sessionPath("")),
-    post(sessionPath("/accept"), { tokens: [], dry_run: true }),
+    post(sessionPath("/accept"), { tokens: [], dry_run: true, partial: true }),
     get(sessionPath("/mask"), { accept: "application/json" }),
   ]);
   const allowed = allowedIds(mask.mask, mask.vocab_size);
@@ -418,6 +418,7 @@ async function refresh() {
     terminated: state.terminated,
     forced: dry.forced_tokens,
     variables: dry.variables,
+    partial: dry.partial || {},
     allowed,
     sample,
     texts,
@@ -512,20 +513,27 @@ function render() {
   })), ...(v.allowed.length > v.sample.length
     ? [el("span", { class: "muted" }, `+ ${fmt.format(v.allowed.length - v.sample.length)} more`)] : []));
 
-  renderVariables(v.variables);
+  renderVariables(v.variables, v.partial);
   renderVerdict(v, follows, text, onlyEos);
 }
 
-function renderVariables(values) {
+// Complete values as they are; a capture still being generated shows its text so far, marked.
+function renderVariables(values, partial) {
   const names = [...S.program.variables];
-  for (const name of Object.keys(values)) if (!names.includes(name)) names.push(name);
+  for (const name of [...Object.keys(values), ...Object.keys(partial)]) if (!names.includes(name)) names.push(name);
   const rows = names.map((name) => {
     const has = Object.prototype.hasOwnProperty.call(values, name);
-    const shown = has ? JSON.stringify(values[name]) : "";
+    const growing = !has && Object.prototype.hasOwnProperty.call(partial, name) ? partial[name] : null;
+    const shown = has ? JSON.stringify(values[name]) : growing ? JSON.stringify(growing.value) : "";
     const fresh = has && JSON.stringify(S.shownVars[name]) !== shown;
-    return el("tr", { class: fresh ? "fresh" : undefined, dataset: { name } },
-      el("th", {}, name),
-      el("td", { class: has ? "value" : "muted" }, has ? shown : "…"));
+    let cell;
+    if (has) cell = el("td", { class: "value" }, shown);
+    else if (growing) {
+      cell = el("td", { class: "value", title: "still being generated" }, shown,
+        el("span", { class: "growing" }, "…"));
+    } else cell = el("td", { class: "muted" }, "…");
+    return el("tr", { class: fresh ? "fresh" : growing ? "partial" : undefined, dataset: { name } },
+      el("th", {}, name), cell);
   });
   if (rows.length === 0) rows.push(el("tr", {}, el("td", { class: "muted" }, "this constraint captures nothing")));
   $("vars").tBodies[0].replaceChildren(...rows);

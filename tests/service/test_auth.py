@@ -41,6 +41,7 @@ PROTECTED: list[tuple[str, str, Any]] = [
     ("POST", f"/sessions/{SID}/rollback", {"tokens": 0}),
     ("POST", f"/sessions/{SID}/fork", None),
     ("GET", f"/sessions/{SID}", None),
+    ("GET", "/sessions", None),
     ("DELETE", f"/sessions/{SID}", None),
     ("POST", "/step", {"sessions": [{"session_id": SID, "tokens": []}]}),
     ("GET", "/stats", None),

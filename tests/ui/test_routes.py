@@ -87,6 +87,8 @@ def _api_calls() -> set[tuple[str, str]]:
             calls.add((methods[verb], "/sessions/{session_id}" + suffix))
         for suffix in re.findall(r'fetch\(new URL\(sessionPath\("([^"]*)"\)[^)]*\)\), \{ method: "DELETE"', code):
             calls.add(("DELETE", "/sessions/{session_id}" + suffix))
+        for suffix in re.findall(r"fetch\(new URL\(`sessions/\$\{[^}]*\}([^`]*)`, BASE\), \{\s*headers", code):
+            calls.add(("GET", "/sessions/{session_id}" + suffix))  # the event stream
     return calls
 
 
@@ -98,6 +100,7 @@ def test_the_page_calls_only_documented_endpoints() -> None:
         ("POST", "/detokenize"), ("GET", "/stats"), ("GET", "/metrics"), ("GET", "/sessions/{session_id}"),
         ("DELETE", "/sessions/{session_id}"), ("POST", "/sessions/{session_id}/accept"),
         ("GET", "/sessions/{session_id}/mask"), ("POST", "/sessions/{session_id}/rollback"),
+        ("GET", "/sessions"), ("GET", "/sessions/{session_id}/events"),
     }
     assert calls == expected
     for method, path in calls:

@@ -6,7 +6,7 @@ edit; change the async source and run the script.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Iterator, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -21,8 +21,10 @@ from guidance_client.protocol import (
     REFUSED,
     REPLAY_CHUNK,
     AcceptResult,
+    EventReader,
     GrammarState,
     ProgramInfo,
+    SessionEvent,
     SessionInfo,
     StepPlan,
     StepResult,
@@ -122,9 +124,14 @@ class GuidanceClient:
         spec_body = None if program_id is not None else program_spec(**spec)
         return self.send(protocol.create_session(program_id, spec_body))
 
-    def accept(self, session_id: str, tokens: Sequence[int], *, dry_run: bool = False) -> AcceptResult:
-        """Accept tokens all or nothing (raises :class:`~guidance_client.RemoteError` ``token-rejected``, 409)."""
-        return self.send(protocol.accept(session_id, tokens, dry_run))
+    def accept(
+        self, session_id: str, tokens: Sequence[int], *, dry_run: bool = False, partial: bool = False
+    ) -> AcceptResult:
+        """Accept tokens all or nothing (raises :class:`~guidance_client.RemoteError` ``token-rejected``, 409).
+
+        ``partial=True``: the result's ``partial`` has every capture so far, with its text so far.
+        """
+        return self.send(protocol.accept(session_id, tokens, dry_run, partial))
 
     def mask(self, session_id: str, out: NDArray[np.int32] | None = None, row: int = 0) -> NDArray[np.int32]:
         """The allowed next tokens: into ``out[row]`` if given (and returned), else a new row."""
@@ -138,9 +145,26 @@ class GuidanceClient:
         """A new session at the same position; returns its id."""
         return self.send(protocol.fork(session_id))
 
-    def get(self, session_id: str) -> SessionInfo:
-        """The session's tokens, text, variables and status."""
-        return self.send(protocol.get(session_id))
+    def get(self, session_id: str, *, partial: bool = False) -> SessionInfo:
+        """The session's tokens, text, variables and status (``partial``: and every capture so far)."""
+        return self.send(protocol.get(session_id, partial))
+
+    def watch(self, session_id: str, *, last_event_id: str | None = None) -> Iterator[SessionEvent]:
+        """The session's events as they happen (``GET /sessions/{id}/events``), until its ``end``.
+
+        The first is a ``snapshot`` of the whole state (or, with ``last_event_id``, the events
+        after that one, when the server still holds them); then one ``accept`` per accept with the
+        new text and the captures whose partial values changed. Only the key that opened the
+        session may watch it, or an admin key. Stop early by breaking out of the loop.
+        """
+        reader = EventReader()
+        lines = self.transport.lines(protocol.watch_path(session_id), protocol.watch_headers(last_event_id))
+        for line in lines:
+            event = reader.feed(line)
+            if event is not None:
+                yield event
+                if event.event == "end":
+                    return
 
     def delete(self, session_id: str) -> None:
         """Close the session."""
@@ -151,7 +175,7 @@ class GuidanceClient:
         self,
         items: Sequence[tuple[Any, ...]],
         *,
-        variables: bool = False,
+        variables: bool | str = False,
         mask_encoding: MaskEncoding = "dense",
         forced_tokens: bool = True,
     ) -> StepResult:
@@ -159,7 +183,8 @@ class GuidanceClient:
 
         ``mask_encoding="blocks"`` has the masks sent block-sparse (smaller for most constraints);
         the result's ``masks`` are dense either way. ``forced_tokens=False`` skips computing each
-        session's forced tokens (their statuses then have none).
+        session's forced tokens (their statuses then have none). ``variables``: ``True`` for each
+        session's captured values, ``"partial"`` for those and every capture's partial value.
         """
         return self.send(protocol.step(items, variables, mask_encoding, forced_tokens))
 
@@ -203,6 +228,9 @@ class RemoteGrammar(GrammarState):
 
     Attributes:
         client: the client it calls through.
+        partial: ask for every capture's partial value with each accept (then
+            ``get_variable_values(partial=True)`` has them); off by default, it costs the server a
+            little per accept.
         spec: the compile body of the program.
         program: the compiled program's description.
         session_id: the server-side session.
@@ -221,6 +249,7 @@ class RemoteGrammar(GrammarState):
     ) -> None:
         super().__init__(spec, program, session_id, tokens, terminated, variables)
         self.client = client
+        self.partial = False
 
     @classmethod
     def open(cls, client: GuidanceClient, spec: Mapping[str, Any]) -> RemoteGrammar:
@@ -253,12 +282,12 @@ class RemoteGrammar(GrammarState):
         """Advance by ``tokens``; False, with nothing changed, if any is not allowed."""
         tokens = [int(t) for t in tokens]
         try:
-            result = self._call(lambda: self.client.accept(self.session_id, tokens))
+            result = self._call(lambda: self.client.accept(self.session_id, tokens, partial=self.partial))
         except RemoteError as e:
             if e.code in REFUSED:
                 return False
             raise
-        self._update(result.terminated, result.variables)
+        self._update(result.terminated, result.variables, result.partial)
         self.tokens.extend(tokens)
         return True
 
@@ -277,7 +306,7 @@ class RemoteGrammar(GrammarState):
         """Undo the last ``num_tokens`` tokens."""
         info = self._call(lambda: self.client.rollback(self.session_id, num_tokens))
         self.tokens = info.tokens
-        self._update(info.terminated, info.variables)
+        self._update(info.terminated, info.variables, {} if self.partial else None)
 
     def fill_next_token_bitmask(self, bitmask: NDArray[np.int32], idx: int = 0) -> None:
         """Write the allowed next tokens into row ``idx`` of an int32 ``[batch, words]`` array."""
@@ -316,7 +345,8 @@ class GrammarBatch(Pipeline):
     Args:
         client: the client of the server (or balancer) holding the sessions.
         grammars: the batch's grammars.
-        variables: ask for captured variables at every step.
+        variables: ask for captured variables at every step; ``"partial"``: and every capture's
+            partial value too (``get_variable_values(partial=True)`` of each grammar).
         mask_encoding: how the masks travel: ``"dense"`` (the default) or ``"blocks"``
             (block-sparse: about a fifth of the bytes for a JSON schema's masks, for links where
             bandwidth counts; over loopback encoding and decoding cost more than the bytes saved).
@@ -329,7 +359,7 @@ class GrammarBatch(Pipeline):
         client: GuidanceClient,
         grammars: Sequence[RemoteGrammar],
         *,
-        variables: bool = False,
+        variables: bool | str = False,
         mask_encoding: MaskEncoding = "dense",
         forced_tokens: bool = True,
     ) -> None:

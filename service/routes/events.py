@@ -1,0 +1,121 @@
+"""Watching sessions: the list of live sessions and each one's events (Server-Sent Events)."""
+
+from __future__ import annotations
+
+import time
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
+
+from core.errors import UnknownSession, excerpt
+from service.auth import may_watch, principal_of, require_admin
+from service.dependencies import ServiceState, StateDep
+from service.events import format_event
+from service.problems import problem_responses
+from service.schemas import SessionList, SessionSummary
+from service.sessions import Session
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/sessions", tags=["events"])
+
+EVENT_STREAM = "text/event-stream"
+
+_EVENTS_DOC = (
+    "Server-Sent Events, one per change of the session: `snapshot` first (the whole state), then "
+    "`accept` (new text, changed captures with partial values, `terminated`, `accepting`), "
+    "`rollback` (the whole state again) and a last `end` (`reason`: terminated, deleted, expired, "
+    "shutdown), after which the stream closes. Each event has an `id`; reconnect with "
+    "`Last-Event-ID` to get the events missed (or a new snapshot when they are no longer kept). "
+    "Comment lines `: ping` keep an idle stream open."
+)
+
+
+def _watchable(request: Request, state: ServiceState, session_id: str) -> Session:
+    principal = principal_of(request)
+    owner = None if principal is None else principal.owner
+    session = state.sessions.peek(session_id)
+    if session is not None and session.owner == owner:
+        return state.sessions.get(session_id, owner)
+    if session is None or not may_watch(principal, session.owner, state.events.admin_restricted):
+        state.sessions.get(session_id, owner)  # raises what an unknown (or expired) id answers
+        raise UnknownSession(f"no session {excerpt(session_id, 64)}")  # pragma: no cover
+    return session
+
+
+def _resume_seq(last_event_id: str | None, epoch: str) -> int | None:
+    if not last_event_id:
+        return None
+    head, _, seq = last_event_id.strip().partition("-")
+    if head != epoch or not seq.isdigit():
+        return None
+    return int(seq)
+
+
+@router.get(
+    "/{session_id}/events",
+    summary="Watch a session",
+    response_class=StreamingResponse,
+    responses={
+        200: {"description": _EVENTS_DOC, "content": {EVENT_STREAM: {"schema": {"type": "string"}}}},
+        **problem_responses(404, 410, 429),
+    },
+)
+async def watch_session(session_id: str, request: Request, state: StateDep) -> StreamingResponse:
+    """The session's changes as they happen, as Server-Sent Events.
+
+    Only the key that opened the session may watch it, or an admin key where admin keys are
+    configured. Bounded by `max_watchers_per_session` and `max_watchers` (429 `too-many-watchers`).
+    A session that nobody watches pays nothing for this.
+    """
+    session = _watchable(request, state, session_id)
+    hub = state.events
+    current = session.channel
+    hub.admit(current if current is not None and current.ended is None else None)
+    channel = hub.channel(session)
+    first: list[bytes] = []
+    resume = _resume_seq(request.headers.get("last-event-id"), channel.epoch)
+    if resume is not None and channel.after(resume) is not None:
+        seq = resume
+    else:
+        seq, data = await state.slow_lane.run(session, lambda: channel.snapshot(session))
+        first.append(format_event(channel.event_id(seq), "snapshot", data))
+        if session.state.is_terminated() and channel.ended is None:
+            channel.end("terminated")
+    return StreamingResponse(
+        hub.stream(channel, first, seq + 1),
+        media_type=EVENT_STREAM,
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get(
+    "",
+    summary="List live sessions",
+    response_model=SessionList,
+    responses=problem_responses(403),
+    dependencies=[Depends(require_admin)],
+)
+async def list_sessions(request: Request, state: StateDep) -> SessionList:
+    """The live sessions the key may watch, newest first (for the playground's Sessions view).
+
+    With API keys, this needs an admin key where admin keys are configured (403 `forbidden`);
+    a key lists only the sessions it may watch.
+    """
+    principal = principal_of(request)
+    now = time.monotonic()
+    out = [
+        SessionSummary(
+            session_id=s.id,
+            program_id=s.program.program_id,
+            kind=s.program.kind,
+            tokens=len(s.state.tokens),
+            age_seconds=round(now - s.created, 3),
+            idle_seconds=round(now - s.last_used, 3),
+            terminated=s.state.is_terminated(),
+            watchers=0 if s.channel is None else len(s.channel.watchers),
+        )
+        for s in state.sessions.sessions()
+        if may_watch(principal, s.owner, state.events.admin_restricted)
+    ]
+    out.sort(key=lambda s: s.age_seconds)
+    return SessionList(sessions=out)

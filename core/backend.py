@@ -30,6 +30,7 @@ from core.compiler import (
 from core.errors import GrammarError, LimitExceeded
 from core.limits import Limits, expansion
 from core.program import CompiledGuidanceProgram, ProgramKind, ProgramSpec, spec_from_kwargs
+from core.schema_formats import DEFAULT_FORMAT_MODE, FORMAT_MODES
 from core.session import GuidanceState
 from core.template import GuidanceTemplate
 from core.tokenizers import Tokenizer, load_default_tokenizer, load_tokenizer
@@ -38,7 +39,7 @@ __all__ = ["AsyncGuidanceBackend", "GuidanceBackend"]
 
 _OPTIONS: dict[str, set[str]] = {
     "template": set(),
-    "json_schema": {"whitespace"},
+    "json_schema": {"whitespace", "formats"},
     "regex": set(),
     "grammar": set(),
     "choice": set(),
@@ -193,7 +194,10 @@ class GuidanceBackend:
             ws = spec.options.get("whitespace")
             if ws is not None and (not isinstance(ws, int) or isinstance(ws, bool) or not 0 <= ws <= 64):
                 raise GrammarError("option whitespace must be an integer from 0 to 64")
-            return compile_json_schema(spec.source, ll, limits, ws)
+            formats = spec.options.get("formats", DEFAULT_FORMAT_MODE)
+            if formats not in FORMAT_MODES:
+                raise GrammarError(f"option formats must be one of {', '.join(FORMAT_MODES)}")
+            return compile_json_schema(spec.source, ll, limits, ws, formats)
         if spec.kind == "regex":
             return compile_regex(spec.source, ll, limits)
         if spec.kind == "grammar":

@@ -69,6 +69,8 @@ from fractions import Fraction
 from typing import Any
 from urllib.parse import unquote
 
+from core.schema_formats import DEFAULT_FORMAT_MODE, FormatMode, rewrite_format
+
 __all__ = ["MAX_UNIQUE_ARRAYS", "RewriteReport", "rewrite_schema", "rewrite_schema_report"]
 
 #: Most arrays a ``uniqueItems`` rewrite may enumerate.
@@ -164,9 +166,14 @@ _ANY_CHAR = "[\\s\\S]"
 
 @dataclass
 class RewriteReport:
-    """What :func:`rewrite_schema_report` changed: one short note per rewrite, by JSON pointer."""
+    """What :func:`rewrite_schema_report` changed: one short note per rewrite, by JSON pointer.
+
+    ``ignored`` lists what was compiled as an annotation only (``format "path" at #/properties/p``),
+    for the compile answer.
+    """
 
     notes: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -177,7 +184,7 @@ class RewriteReport:
         return sorted({n.split(":", 1)[0] for n in self.notes})
 
 
-def rewrite_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
+def rewrite_schema(schema: Mapping[str, Any], formats: FormatMode = DEFAULT_FORMAT_MODE) -> dict[str, Any]:
     """An exactly equivalent schema with the constructs llguidance refuses rewritten where possible.
 
     Pure: the input is not modified (unchanged parts of the result may share objects with it).
@@ -185,24 +192,29 @@ def rewrite_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
 
     Args:
         schema: a JSON schema object.
+        formats: ``assert`` or ``annotate``: what ``format`` does (see :mod:`core.schema_formats`).
 
     Returns:
         The rewritten schema (a new dict).
     """
-    return rewrite_schema_report(schema)[0]
+    return rewrite_schema_report(schema, formats)[0]
 
 
-def rewrite_schema_report(schema: Mapping[str, Any]) -> tuple[dict[str, Any], RewriteReport]:
-    """:func:`rewrite_schema`, also saying which rewrites were made (for reports and debugging)."""
+def rewrite_schema_report(
+    schema: Mapping[str, Any], formats: FormatMode = DEFAULT_FORMAT_MODE
+) -> tuple[dict[str, Any], RewriteReport]:
+    """:func:`rewrite_schema`, also saying which rewrites were made and what was left as annotation."""
     if not isinstance(schema, Mapping):
         raise TypeError(f"rewrite_schema takes a schema object, not {type(schema).__name__}")
-    rewriter = _Rewriter(schema)
+    rewriter = _Rewriter(schema, formats)
     out = rewriter.rewrite(schema, (), 0)
     assert isinstance(out, dict)
     if rewriter.notes and _too_big(out, 4 * _size(schema) + MAX_COMPLEMENT_CHARS):
-        # Rewrites multiply in nested structures: past this size, none are made at all.
-        return dict(schema), RewriteReport(["too large to rewrite: #"])
-    return out, RewriteReport(rewriter.notes)
+        # Rewrites multiply in nested structures: past this size, only the formats are rewritten.
+        rewriter = _Rewriter(schema, formats, formats_only=True)
+        out = rewriter.rewrite(schema, (), 0)
+        return out, RewriteReport(["too large to rewrite: #", *rewriter.notes], rewriter.ignored)
+    return out, RewriteReport(rewriter.notes, rewriter.ignored)
 
 
 def _size(schema: Any) -> int:
@@ -458,9 +470,12 @@ def _num(v: Any) -> Fraction | None:
 
 
 class _Rewriter:
-    def __init__(self, root: Mapping[str, Any]) -> None:
+    def __init__(self, root: Mapping[str, Any], formats: FormatMode, formats_only: bool = False) -> None:
         self.root = root
+        self.formats = formats
+        self.formats_only = formats_only
         self.notes: list[str] = []
+        self.ignored: list[str] = []
         self.memo: dict[tuple[str, ...], Any] = {}
         self.active: set[tuple[str, ...]] = set()
         self.pinned: set[tuple[str, ...]] = set()
@@ -572,6 +587,9 @@ class _Rewriter:
         return value
 
     def _local(self, s: dict[str, Any], path: tuple[str, ...], depth: int) -> Any:
+        s = self._format(s, path)
+        if self.formats_only:
+            return s
         s = self._counts(s, path)
         s = self._noops(s, path)
         # before the rewrites below turn not/if/oneOf/dependentSchemas into allOf entries, which
@@ -597,6 +615,15 @@ class _Rewriter:
         return False
 
     # -- local rewrites (each takes and returns a fresh dict it may modify)
+    def _format(self, s: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
+        out, ignored = rewrite_format(s, self.formats)
+        if ignored is not None:
+            self.ignored.append(f"format {json.dumps(ignored, ensure_ascii=False)} at {_pointer(path)}")
+            self.note("format as annotation", path)
+        elif out is not s:
+            self.note(f"format {s['format']}", path)
+        return out
+
     def _counts(self, s: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
         for key in _COUNT_KEYS:
             v = s.get(key)

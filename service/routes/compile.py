@@ -101,4 +101,5 @@ async def compile_endpoint(body: CompileRequest, state: StateDep) -> CompileResp
         variables=program_variables(program),
         compile_ms=round(compiled.compile_ms, 3),
         session_id=session_id,
+        ignored=list(program.ignored),
     )

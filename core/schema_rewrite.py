@@ -75,6 +75,8 @@ __all__ = ["MAX_UNIQUE_ARRAYS", "RewriteReport", "rewrite_schema", "rewrite_sche
 
 #: Most arrays a ``uniqueItems`` rewrite may enumerate.
 MAX_UNIQUE_ARRAYS = 256
+#: Most sets of present optional properties a ``minProperties``/``maxProperties`` rewrite may list.
+MAX_PROPERTY_SETS = 256
 #: Deepest schema nesting the rewriter descends into (deeper parts are left as they are).
 MAX_DEPTH = 100
 #: Most branches of a ``oneOf`` rewritten with complements (each may need n - 1 complements).
@@ -479,6 +481,7 @@ class _Rewriter:
         self.memo: dict[tuple[str, ...], Any] = {}
         self.active: set[tuple[str, ...]] = set()
         self.pinned: set[tuple[str, ...]] = set()
+        self.pinned_prefixes: set[tuple[str, ...]] = set()  # every non-empty prefix of a pinned path
         self.structural = True
         self.root_id = root.get("$id") if isinstance(root.get("$id"), str) else None
         self._facts: dict[int, tuple[Any, _Facts | None]] = {}
@@ -506,6 +509,7 @@ class _Rewriter:
                 target = self._pointer_path(ref)
                 if target is not None:
                     self.pinned.add(target)
+                    self.pinned_prefixes.update(target[:i] for i in range(1, len(target) + 1))
                 elif ref not in ("#", ""):
                     # a reference we do not follow (remote, anchor, relative): keep everything put
                     self.structural = False
@@ -584,6 +588,22 @@ class _Rewriter:
                 k: self.rewrite(v, path + (key, k), depth + 1) if isinstance(v, dict) else v
                 for k, v in value.items()
             }
+        return self._referenced(value, path + (key,), depth + 1)
+
+    def _referenced(self, value: Any, path: tuple[str, ...], depth: int) -> Any:
+        """``value`` outside the schema keywords, with the schemas a ``$ref`` points to in it rewritten.
+
+        A reference may point anywhere (``#/channels``, a key no keyword defines); llguidance
+        follows it, so what it finds there must be rewritten like any schema.
+        """
+        if depth > MAX_DEPTH or path not in self.pinned_prefixes:
+            return value
+        if path in self.pinned:
+            return self.rewrite(value, path, depth)
+        if isinstance(value, dict):
+            return {k: self._referenced(v, path + (k,), depth + 1) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._referenced(v, path + (str(i),), depth + 1) for i, v in enumerate(value)]
         return value
 
     def _local(self, s: dict[str, Any], path: tuple[str, ...], depth: int) -> Any:
@@ -592,6 +612,7 @@ class _Rewriter:
             return s
         s = self._counts(s, path)
         s = self._noops(s, path)
+        s = self._property_counts(s, path)
         # before the rewrites below turn not/if/oneOf/dependentSchemas into allOf entries, which
         # would read as evaluating properties
         s = self._unevaluated(s, path, depth)
@@ -662,6 +683,51 @@ class _Rewriter:
             del s["dependentRequired"]
             self.note("no-op dependentRequired", path)
         return s
+
+    def _property_counts(self, s: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
+        """``minProperties``/``maxProperties`` beside optional ``properties``, by the sets of them present.
+
+        llguidance counts properties only when every listed one is required. So the node is split
+        on which optional properties are present: one ``anyOf`` branch per set ``S`` requires ``S``
+        and forbids the other optional ones (``false``); their union is every object, so adding the
+        choice changes nothing, and in each branch every listed property is required or forbidden.
+        A closed object (``additionalProperties: false``, no ``patternProperties``) holds exactly
+        the required and present properties, so only the sets of an allowed size are listed and the
+        counts go; an open one keeps the counts in every branch. At most
+        :data:`MAX_PROPERTY_SETS` branches.
+        """
+        low, high = _count(s.get("minProperties")), _count(s.get("maxProperties"))
+        props = s.get("properties")
+        if (low is None and high is None) or not isinstance(props, dict) or not self._movable(path, "properties"):
+            return s
+        required = s.get("required", [])
+        if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
+            return s
+        optional = [k for k, v in props.items() if k not in required and v is not False]
+        if not optional or any(k in s and _count(s[k]) is None for k in ("minProperties", "maxProperties")):
+            return s
+        closed = s.get("additionalProperties") is False and not s.get("patternProperties")
+        lo, hi = low or 0, len(optional) if high is None else high
+        if closed:
+            base = len(_unique([r for r in required if props.get(r, False) is not False]))
+            if any(r not in props for r in required):
+                return s  # a required name the object cannot hold: llguidance says so itself
+            sizes = [n for n in range(len(optional) + 1) if lo <= base + n <= hi]
+        else:
+            sizes = list(range(len(optional) + 1))
+        if sum(math.comb(len(optional), n) for n in sizes) > MAX_PROPERTY_SETS:
+            return s
+        counts = {} if closed else {k: s[k] for k in ("minProperties", "maxProperties") if k in s}
+        branches = []
+        for n in sizes:
+            for present in itertools.combinations(optional, n):
+                branch: dict[str, Any] = {"properties": {k: False for k in optional if k not in present}}
+                if present:
+                    branch["required"] = list(present)
+                branches.append({**branch, **counts})
+        out = {k: v for k, v in s.items() if k not in ("minProperties", "maxProperties")}
+        self.note("min/maxProperties by present properties", path)
+        return self._add_constraints(out, [_any(branches) if branches else False])
 
     def _unevaluated(self, s: dict[str, Any], path: tuple[str, ...], depth: int) -> dict[str, Any]:
         """``unevaluatedProperties``/``unevaluatedItems`` whose evaluated set is known statically.

@@ -70,6 +70,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from core.schema_formats import DEFAULT_FORMAT_MODE, FormatMode, rewrite_format
+from core.schema_regex import ANY_CHAR, complement_pattern, complement_words
 
 __all__ = ["MAX_UNIQUE_ARRAYS", "RewriteReport", "rewrite_schema", "rewrite_schema_report"]
 
@@ -163,7 +164,6 @@ _TYPE_KINDS: dict[str, frozenset[str]] = {
     "array": frozenset({"array"}),
     "object": frozenset({"object"}),
 }
-_ANY_CHAR = "[\\s\\S]"
 
 
 @dataclass
@@ -326,52 +326,6 @@ def _all(pieces: Sequence[Any]) -> Any:
     if not kept:
         return True
     return kept[0] if len(kept) == 1 else {"allOf": kept}
-
-
-def _regex_char(c: str) -> str:
-    if c.isalnum() and c.isascii():
-        return c
-    o = ord(c)
-    if o < 0x80 or not c.isprintable():
-        return f"\\u{o:04x}" if o <= 0xFFFF else f"\\U{o:08x}"
-    return c
-
-
-def _complement_regex(words: Sequence[str]) -> str:
-    """An anchored regex matching exactly the strings not in ``words`` (Rust and Python syntax)."""
-    trie: dict[str, Any] = {}
-    for w in words:
-        node = trie
-        for c in w:
-            node = node.setdefault(c, {})
-        node[""] = {}
-
-    # Iterative post-order build: R(node) = strings s such that prefix(node) + s is not a word.
-    def alternatives(node: dict[str, Any], inner: dict[int, str]) -> str:
-        alts = []
-        children = sorted(c for c in node if c)
-        if children:
-            cls = "".join(_regex_char(c) for c in children)
-            alts.append(f"[^{cls}]{_ANY_CHAR}*")
-        else:
-            alts.append(f"{_ANY_CHAR}+" if "" in node else f"{_ANY_CHAR}*")
-        for c in children:
-            alts.append(_regex_char(c) + inner[id(node[c])])
-        body = "|".join(alts)
-        if "" not in node and children:
-            return f"(?:{body})?"  # the prefix itself is not a word
-        return f"(?:{body})"
-
-    built: dict[int, str] = {}
-    stack: list[tuple[dict[str, Any], bool]] = [(trie, False)]
-    while stack:
-        node, ready = stack.pop()
-        if ready:
-            built[id(node)] = alternatives(node, built)
-            continue
-        stack.append((node, True))
-        stack.extend((child, False) for c, child in node.items() if c)
-    return "^" + built[id(trie)] + "$"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1376,7 +1330,7 @@ def _name_constraint(names: Any) -> tuple[list[str] | None, str | None] | None:
     if "minLength" not in names and "maxLength" not in names:
         return None
     upper = "" if high is None else str(high)
-    return None, f"^{_ANY_CHAR}{{{low},{upper}}}$"
+    return None, f"^{ANY_CHAR}{{{low},{upper}}}$"
 
 
 def _is_false(schema: Any) -> bool:
@@ -1548,7 +1502,7 @@ def _complement_values(values: list[Any], depth: int = 0) -> Any:
             if rest:
                 pieces.append({"const": rest[0]})
         elif kind == "string":
-            pieces.append({"type": "string", "pattern": _complement_regex(members)})
+            pieces.append({"type": "string", "pattern": complement_words(members)})
         elif kind == "number":
             cuts = sorted(_unique(members), key=Fraction)
             if any(not _plain_number(c) for c in cuts):
@@ -1594,37 +1548,6 @@ def _object_differs(value: dict[str, Any], depth: int) -> Any:
     return _any(pieces)
 
 
-_CLASS_PATTERN = re.compile(r"\^\[(\^?)((?:\\.|[^\]\\\[])+)\](\+|\*|\{(\d+)(,(\d*))?\})\$")
-
-
-def _complement_pattern(pattern: str) -> str | None:
-    """The complement of ``^[C]+$``, ``^[C]*$`` or ``^[C]{m,n}$`` (a whole string over one class).
-
-    A string fails such a pattern when it holds a character outside the class or has another
-    length: both are patterns. Classes with set operations or nested classes are left alone.
-    """
-    m = _CLASS_PATTERN.fullmatch(pattern)
-    if m is None or any(op in m.group(2) for op in ("&&", "--", "~~")):
-        return None
-    negated, body, quantifier = m.group(1), m.group(2), m.group(3)
-    outside = f"[{body}]" if negated else f"[^{body}]"
-    if quantifier == "+":
-        lo, hi = 1, None
-    elif quantifier == "*":
-        lo, hi = 0, None
-    else:
-        lo = int(m.group(4))
-        hi = lo if m.group(5) is None else (int(m.group(6)) if m.group(6) else None)
-        if hi is not None and hi < lo:
-            return None
-    alternatives = [outside]
-    if lo > 0:
-        alternatives.append(f"^{_ANY_CHAR}{{0,{lo - 1}}}$")
-    if hi is not None:
-        alternatives.append(f"^{_ANY_CHAR}{{{hi + 1},}}$")
-    return "|".join(alternatives)
-
-
 def _plain_number(v: Any) -> bool:
     """A bound llguidance reads exactly: finite, written without an exponent, not too long."""
     if isinstance(v, float) and not math.isfinite(v):
@@ -1662,7 +1585,7 @@ def _complement_keyword(
         if key == "maxLength" and n is not None:
             return {"type": "string", "minLength": n + 1}
         if key == "pattern" and isinstance(value, str):
-            other = _complement_pattern(value)
+            other = complement_pattern(value)
             return None if other is None else {"type": "string", "pattern": other}
         return None
     if key in ("minItems", "maxItems", "uniqueItems", "items", "prefixItems", "additionalItems", "contains",

@@ -446,6 +446,8 @@ class _Rewriter:
     # -- document scan: references and identifiers
     def _scan(self) -> None:
         stack: list[tuple[Any, tuple[str, ...], int]] = [(self.root, (), 0)]
+        resources: set[tuple[str, ...]] = set()
+        refs: list[tuple[str, ...]] = []
         while stack:
             node, path, depth = stack.pop()
             if not isinstance(node, dict) or depth > MAX_DEPTH:
@@ -457,9 +459,10 @@ class _Rewriter:
                 if path and isinstance(value, str) and not value.startswith("#"):
                     # an embedded resource: pointers inside it are relative to it. A fragment-only
                     # id (``"#/properties/a"``, as schema generators write) does not move the base.
-                    self.structural = False
+                    resources.add(path)
             ref = node.get("$ref")
             if isinstance(ref, str):
+                refs.append(path)
                 target = self._pointer_path(ref)
                 if target is not None:
                     self.pinned.add(target)
@@ -469,6 +472,10 @@ class _Rewriter:
                     self.structural = False
             for child, child_path in _children(node, path):
                 stack.append((child, child_path, depth + 1))
+        # A reference inside an embedded resource is resolved against that resource, which this
+        # module does not do; an embedded resource without references changes nothing here.
+        if any(ref[:i] in resources for ref in refs for i in range(1, len(ref) + 1)):
+            self.structural = False
 
     def _pointer_path(self, ref: str) -> tuple[str, ...] | None:
         if self.root_id and ref.startswith(self.root_id + "#"):

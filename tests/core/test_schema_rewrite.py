@@ -225,7 +225,8 @@ def test_unique_items_over_an_enum_is_enumerated() -> None:
 def test_what_has_no_exact_rewrite_stays_for_llguidance_to_refuse() -> None:
     for schema in (
         {"not": {"type": "integer"}},  # "a number that is not an integer" has no llguidance form
-        {"not": {"pattern": "^a"}},
+        {"not": {"pattern": "a+b"}},  # a quantifier: no complement written
+        {"not": {"pattern": "ab"}},  # two atoms anywhere: no complement written
         {"type": "array", "uniqueItems": True, "items": {"type": "string"}},
         {"oneOf": [{"type": "integer"}, {"minimum": 2}]},
         {"contains": {"const": 1}},
@@ -261,9 +262,14 @@ def test_references_into_a_rewritten_keyword_keep_it_in_place() -> None:
     assert rewrite_schema(schema) == schema
 
 
-def test_embedded_resources_turn_structural_rewrites_off_but_fragment_ids_do_not() -> None:
-    embedded = {"$defs": {"a": {"$id": "other.json", "type": "string"}}, "oneOf": [{"type": "string"}, {"type": "null"}]}
+def test_embedded_resources_with_references_turn_structural_rewrites_off_but_fragment_ids_do_not() -> None:
+    embedded = {
+        "$defs": {"a": {"$id": "other.json", "items": {"$ref": "#/$defs/b"}}, "b": {"type": "string"}},
+        "oneOf": [{"type": "string"}, {"type": "null"}],
+    }
     assert rewrite_schema(embedded) == embedded  # "#/..." inside other.json would point elsewhere
+    plain = {"$defs": {"a": {"$id": "other.json", "type": "string"}}, "oneOf": [{"type": "string"}, {"type": "null"}]}
+    assert "oneOf" not in rewrite_schema(plain)  # nothing in other.json is resolved against it
     labelled = {"properties": {"a": {"id": "#/properties/a"}}, "dependencies": {"a": ["b"]}}
     assert "dependencies" not in rewrite_schema(labelled)
 

@@ -586,13 +586,19 @@ class _Rewriter:
         return self._false_ref(s, path, depth)
 
     def _false_ref(self, s: dict[str, Any], path: tuple[str, ...], depth: int) -> Any:
-        """A ``$ref`` to a schema that is ``false``: the node is ``false`` (llguidance refuses the
-        whole schema on a referenced ``false``, even where it only forbids an optional property)."""
+        """A ``$ref`` to a schema that is ``false`` or provably accepts nothing (no kind of value is
+        left, e.g. ``type: object`` with a ``oneOf`` of strings): the node is ``false``. llguidance
+        refuses the whole schema on a referenced unsatisfiable schema, even where it only forbids
+        an optional property."""
         if "$ref" not in s or not path or not all(self._movable(path, k) for k in s):
             return s
         resolved = self.resolve(s["$ref"], depth)
-        if resolved is None or not _is_false(resolved[1]):
+        if resolved is None:
             return s
+        if not _is_false(resolved[1]):
+            facts = self.facts(resolved[1], depth + 1)
+            if facts is None or facts.kinds:
+                return s
         self.note("$ref to false", path)
         return False
 

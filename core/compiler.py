@@ -26,7 +26,7 @@ import llguidance
 
 from core.errors import GrammarError, LimitExceeded, SchemaError, TemplateError
 from core.limits import Limits
-from core.schema_formats import DEFAULT_FORMAT_MODE, FormatMode
+from core.schema_formats import DEFAULT_FORMAT_MODE, FormatMode, format_hint
 from core.schema_rewrite import rewrite_schema_report
 from core.template import (
     GenNode,
@@ -527,7 +527,11 @@ def compile_json_schema(
         grammar = llguidance.LLMatcher.grammar_from_json_schema(prepared)
     except ValueError as e:
         raise SchemaError(_error_text(str(e))) from None
-    return replace(_finish(grammar, tokenizer, limits, SchemaError), ignored=tuple(ignored))
+    try:
+        compiled = _finish(grammar, tokenizer, limits, SchemaError)
+    except SchemaError as e:
+        raise SchemaError(format_hint(e.detail)) from None
+    return replace(compiled, ignored=tuple(ignored))
 
 
 def compile_choice(options: Sequence[str], tokenizer: llguidance.LLTokenizer | None, limits: Limits) -> CompiledGrammar:

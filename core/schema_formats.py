@@ -5,18 +5,20 @@ and a format the validator does not know constrains nothing. llguidance asserts 
 knows (:data:`ENGINE_FORMATS`) and refuses the whole schema on any other (``Unknown format:
 path``). :func:`rewrite_format` decides, node by node:
 
-* ``assert`` mode (the default, :data:`DEFAULT_FORMAT_MODE`): llguidance's own formats stay as
-  they are; formats with an exact textual definition become a ``pattern`` or numeric bounds
-  (:data:`FORMAT_PATTERNS`, :data:`INTEGER_FORMATS`); every other format (OpenAPI's ``float``,
-  ``double``, ``int64``, ``regex``, ``idn-email``, custom names such as ``path``) is removed as
-  the annotation it is, and reported;
+* ``assert`` mode (the default, :data:`DEFAULT_FORMAT_MODE`), as format-checking validators do:
+  llguidance's own formats stay as they are; formats with an exact textual definition become a
+  ``pattern`` or numeric bounds (:data:`FORMAT_PATTERNS`, :data:`INTEGER_FORMATS`); the formats of
+  the 2020-12 vocabulary that have none here (:data:`INEXACT_FORMATS`) stay too, so the schema is
+  refused (asserting them loosely would let invalid values through; ``annotate`` compiles them);
+  every other format (OpenAPI's ``float``, ``double``, ``int64``, names no specification defines
+  such as ``path`` or ``url``) is removed as the annotation it is, and reported;
 * ``annotate`` mode: every ``format`` is removed and reported (what 2020-12 does by default).
 
-Why the others are annotations: ``regex`` (ECMA-262 regexes are not a regular language),
-``idn-email``/``idn-hostname`` (IDNA mapping tables), ``uri-template`` (not written here),
-``float``/``double`` (OpenAPI defines no range check: every JSON number reads as a double),
-``int64`` (llguidance reads numeric bounds as doubles, so ``-2**63``/``2**63 - 1`` are not exact
-bounds there), and ``url`` or any other name the specifications do not define.
+Why those have no exact definition: ``regex`` (ECMA-262 regexes are not a regular language),
+``idn-email``/``idn-hostname`` (IDNA mapping tables), ``uri-template`` (not written here); and the
+annotations: ``float``/``double`` (OpenAPI defines no range check: every JSON number reads as a
+double), ``int64`` (llguidance reads numeric bounds as doubles, so ``-2**63``/``2**63 - 1`` are
+not exact bounds there).
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ __all__ = [
     "ENGINE_FORMATS",
     "FORMAT_MODES",
     "FORMAT_PATTERNS",
+    "INEXACT_FORMATS",
     "INTEGER_FORMATS",
     "FormatMode",
+    "format_hint",
     "rewrite_format",
 ]
 
@@ -43,6 +47,9 @@ DEFAULT_FORMAT_MODE: FormatMode = "assert"
 ENGINE_FORMATS = frozenset(
     {"date-time", "time", "date", "duration", "email", "hostname", "ipv4", "ipv6", "uuid", "uri", "unknown"}
 )
+
+#: Formats of the 2020-12 vocabulary with no exact definition here: refused in ``assert`` mode.
+INEXACT_FORMATS = frozenset({"regex", "idn-email", "idn-hostname", "uri-template"})
 
 # RFC 3986 / RFC 3987 building blocks (character-class contents; no doubled & - ~, which Rust's
 # regex crate reads as class set operations).
@@ -151,7 +158,7 @@ def rewrite_format(schema: dict[str, Any], mode: FormatMode) -> tuple[dict[str, 
     name = schema.get("format")
     if not isinstance(name, str):
         return schema, None
-    if mode == "assert" and name in ENGINE_FORMATS:
+    if mode == "assert" and (name in ENGINE_FORMATS or name in INEXACT_FORMATS):
         return schema, None
     out = {k: v for k, v in schema.items() if k != "format"}
     if mode == "annotate":
@@ -173,3 +180,14 @@ def rewrite_format(schema: dict[str, Any], mode: FormatMode) -> tuple[dict[str, 
     else:
         out["allOf"] = list(out.get("allOf", [])) + [piece]
     return out, None
+
+
+def format_hint(message: str) -> str:
+    """llguidance's ``Unknown format: X`` message, with what to do when X is an inexact format."""
+    for name in sorted(INEXACT_FORMATS):
+        if f"Unknown format: {name}" in message:
+            return (
+                f"{message} (format {name!r} has no exact definition here, so it cannot be asserted; "
+                'the option formats="annotate" compiles every format as an annotation)'
+            )
+    return message

@@ -74,8 +74,8 @@ _CLASS_PATTERN = re.compile(r"\^\[(\^?)((?:\\.|[^\]\\\[])+)\](\+|\*|\{(\d+)(,(\d
 _CLASS = re.compile(r"\[(\^?)((?:\\.|[^\]\\\[])+)\]")
 _SET_OPERATIONS = ("&&", "--", "~~")
 _METACHARACTERS = frozenset("()|*+?{}^$[]")
-#: Longest atom sequence complemented (the complement has about one alternative per atom).
-MAX_ATOMS = 256
+#: Longest atom sequence complemented (the complement nests one group per atom).
+MAX_ATOMS = 100
 
 
 def complement_pattern(pattern: str) -> str | None:
@@ -95,26 +95,25 @@ def complement_pattern(pattern: str) -> str | None:
     atoms = _atoms(body)
     if atoms is None or len(atoms) > MAX_ATOMS:
         return None
-    pairs = [(atom, other) for atom, other in atoms]
-    n = len(pairs)
-    if start and end:
-        alternatives = [f"{ANY_CHAR}{{{n + 1},}}"] + ([f"{ANY_CHAR}{{0,{n - 1}}}"] if n else [])
-        alternatives += [f"{ANY_CHAR}{{{i}}}{other}{ANY_CHAR}*" for i, (_, other) in enumerate(pairs)]
-        return "^(?:" + "|".join(alternatives) + ")$"
-    if not n:
+    n = len(atoms)
+    if not n and not (start and end):
         return None  # matches every string: the complement is empty
-    if start:  # the first atom that fails, or the end of the string before it
-        alternatives = [
-            "".join(a for a, _ in pairs[:i]) + f"(?:{other}{ANY_CHAR}*)?" for i, (_, other) in enumerate(pairs)
-        ]
-        return "^(?:" + "|".join(alternatives) + ")$"
-    if end:  # the same from the end
-        alternatives = [
-            f"(?:{ANY_CHAR}*{pairs[i][1]})?" + "".join(a for a, _ in pairs[i + 1 :]) for i in range(n)
-        ]
-        return "^(?:" + "|".join(alternatives) + ")$"
+    if start:
+        # Left to right, nested (linear in size, and easy for llguidance's emptiness checks): the
+        # string ends early, or the first atom that fails, or (anchored at the end) more follows.
+        inner = f"{ANY_CHAR}+" if end else None
+        for atom, other in reversed(atoms):
+            rest = f"|{atom}{inner}" if inner is not None else ""
+            inner = f"(?:|{other}{ANY_CHAR}*{rest})"
+        return f"^{inner}$"
+    if end:  # the same from the end: the start is reached early, or the last atom that fails
+        inner = None
+        for atom, other in atoms:
+            rest = f"|{inner}{atom}" if inner is not None else ""
+            inner = f"(?:|{ANY_CHAR}*{other}{rest})"
+        return f"^{inner}$"
     if n == 1:
-        return f"^{pairs[0][1]}*$"
+        return f"^{atoms[0][1]}*$"
     return None
 
 

@@ -344,6 +344,7 @@ class _Facts:
     length: tuple[int, int | None] = (0, None)
     items: tuple[int, int | None] = (0, None)
     prefix: dict[int, list[Any]] = field(default_factory=dict)
+    item: list[Any] = field(default_factory=list)  # schemas every array item must satisfy (no prefix)
 
     def merge(self, other: _Facts) -> _Facts:
         values = self.values
@@ -374,6 +375,7 @@ class _Facts:
             length=_range_and(self.length, other.length),
             items=_range_and(self.items, other.items),
             prefix=prefix,
+            item=self.item + other.item,
         )
 
 
@@ -985,7 +987,7 @@ class _Rewriter:
                     kinds = _overlap(fi, fj, self, depth)
                     if not kinds:
                         continue
-                    nonempty = self._only_empty_object_shared(kinds, fi, fj, branches[j], depth)
+                    nonempty = self._only_empty_shared(kinds, fi, fj, branches[j], depth)
                     if nonempty is not None:
                         exclusions[(i, j)] = nonempty
                         continue
@@ -1014,27 +1016,42 @@ class _Rewriter:
         del s["oneOf"]
         return self._add_constraints(s, [{"anyOf": rewritten}, guard])
 
-    def _only_empty_object_shared(
-        self, kinds: frozenset[str], fi: _Facts, fj: _Facts, other: Any, depth: int
-    ) -> Any:
-        """What excludes branch ``other`` from branch ``fi`` when the two can share only ``{}``.
+    def _only_empty_shared(self, kinds: frozenset[str], fi: _Facts, fj: _Facts, other: Any, depth: int) -> Any:
+        """What excludes branch ``other`` from branch ``fi`` when the two can share only ``{}``/``[]``.
 
         Two closed objects (``additionalProperties: false``, no ``patternProperties``) with no
-        property name in common share at most the empty object. When ``other`` accepts ``{}``,
-        branch ``fi`` must hold one of its own properties; when it does not, nothing is needed.
-        None: not this case.
+        property name in common share at most the empty object; two arrays whose every item
+        (``items``, no ``prefixItems``) must satisfy disjoint schemas share at most the empty array.
+        When ``other`` accepts that empty value, branch ``fi`` must not be empty (hold one of its own
+        properties, or an item); when it does not, nothing is needed. Each piece constrains only its
+        kind. None: not this case.
         """
-        if kinds != {"object"} or not (fi.closed and fj.closed) or set(fi.props) & set(fj.props):
-            return None
-        empty = self.accepts_empty_object(other, depth)
-        if empty is None:
-            return None
-        if not empty:
-            return True
-        return _any([{"required": [name]} for name in fi.props])
+        pieces: list[Any] = []
+        for kind in sorted(kinds):
+            if kind == "object":
+                if not (fi.closed and fj.closed) or set(fi.props) & set(fj.props):
+                    return None
+                not_empty: Any = _any([{"required": [name]} for name in fi.props])
+            elif kind == "array":
+                if fi.prefix or fj.prefix or not fi.item or not fj.item:
+                    return None
+                if not _disjoint_schemas(fi.item, fj.item, self, depth):
+                    return None
+                not_empty = {"minItems": 1}
+            else:
+                return None
+            empty = self.accepts_empty(other, kind, depth)
+            if empty is None:
+                return None
+            if empty:
+                pieces.append(not_empty)
+        return _all(pieces)
 
-    def accepts_empty_object(self, schema: Any, depth: int, hops: int = 0) -> bool | None:
-        """Whether ``{}`` is valid against ``schema`` (None: not known)."""
+    def accepts_empty(self, schema: Any, kind: str, depth: int, hops: int = 0) -> bool | None:
+        """Whether ``{}`` (``kind="object"``) or ``[]`` (``"array"``) is valid against ``schema``.
+
+        None: not known.
+        """
         if depth > MAX_DEPTH or hops > _REF_HOPS:
             return None
         if isinstance(schema, bool):
@@ -1044,31 +1061,34 @@ class _Rewriter:
         kinds = _type_kinds(schema.get("type"))
         if kinds is None:
             return None
-        if "object" not in kinds:
+        empty: Any = {} if kind == "object" else []
+        if kind not in kinds:
             return False
-        if "const" in schema and schema["const"] != {}:
+        if "const" in schema and schema["const"] != empty:
             return False
-        if "enum" in schema and (not isinstance(schema["enum"], list) or {} not in schema["enum"]):
+        if "enum" in schema and (not isinstance(schema["enum"], list) or empty not in schema["enum"]):
             return False
-        if schema.get("required"):
+        if kind == "object" and (schema.get("required") or (_count(schema.get("minProperties")) or 0) > 0):
             return False
-        if (_count(schema.get("minProperties")) or 0) > 0:
+        if kind == "array" and (_count(schema.get("minItems")) or 0) > 0:
             return False
+        if kind == "array" and "contains" in schema and _count(schema.get("minContains", 1)) != 0:
+            return None  # contains with minContains 1 (or malformed): left unknown
         verdicts: list[bool | None] = []
         for key, value in schema.items():
             if key == "allOf" and isinstance(value, list):
-                verdicts.extend(self.accepts_empty_object(m, depth + 1, hops) for m in value)
+                verdicts.extend(self.accepts_empty(m, kind, depth + 1, hops) for m in value)
             elif key in ("anyOf", "oneOf") and isinstance(value, list):
-                each = [self.accepts_empty_object(m, depth + 1, hops) for m in value]
+                each = [self.accepts_empty(m, kind, depth + 1, hops) for m in value]
                 if None in each:
                     return None
                 verdicts.append(any(each) if key == "anyOf" else sum(bool(e) for e in each) == 1)
             elif key == "not":
-                inner = self.accepts_empty_object(value, depth + 1, hops)
+                inner = self.accepts_empty(value, kind, depth + 1, hops)
                 verdicts.append(None if inner is None else not inner)
             elif key == "$ref":
                 resolved = self.resolve(value, depth)
-                verdicts.append(None if resolved is None else self.accepts_empty_object(resolved[1], depth + 1, hops + 1))
+                verdicts.append(None if resolved is None else self.accepts_empty(resolved[1], kind, depth + 1, hops + 1))
             elif key in ("if", "then", "else", "$dynamicRef", "$recursiveRef"):
                 return None
             elif key in _ASSERTIONS and key not in _CONSTRAINS and key not in (
@@ -1156,6 +1176,8 @@ class _Rewriter:
         prefix = schema.get("prefixItems")
         if isinstance(prefix, list):
             f.prefix = {i: [p] for i, p in enumerate(prefix)}
+        elif isinstance(schema.get("items"), (dict, bool)):
+            f.item = [schema["items"]]  # every item (2020-12, and drafts before it without a tuple)
         for member in schema.get("allOf", []) if isinstance(schema.get("allOf"), list) else []:
             g = self.facts(member, depth + 1, hops)
             if g is not None:

@@ -474,6 +474,11 @@ class _Rewriter:
                     self.structural = False
             for child, child_path in _children(node, path):
                 stack.append((child, child_path, depth + 1))
+            for key, value in node.items():
+                # unknown keywords may hold schemas too (``$defs: {group: {a: {...}}}``): a ``$ref``
+                # can point there, so references inside them are found as well
+                if isinstance(value, dict) and key not in _ASSERTIONS and key not in _DATA_KEYWORDS:
+                    stack.append((value, path + (key,), depth + 1))
         # A reference inside an embedded resource is resolved against that resource, which this
         # module does not do; an embedded resource without references changes nothing here.
         if any(ref[:i] in resources for ref in refs for i in range(1, len(ref) + 1)):
@@ -561,7 +566,7 @@ class _Rewriter:
         """
         if depth > MAX_DEPTH or path not in self.pinned_prefixes:
             return value
-        if path in self.pinned:
+        if path in self.pinned or path in self.memo:  # a schema (rewritten already when a ref led there)
             return self.rewrite(value, path, depth)
         if isinstance(value, dict):
             return {k: self._referenced(v, path + (k,), depth + 1) for k, v in value.items()}
@@ -1320,6 +1325,9 @@ def _children(node: dict[str, Any], path: tuple[str, ...]) -> Iterable[tuple[Any
                 if isinstance(v, dict):
                     yield v, path + (key, k)
 
+
+# Keywords whose values are data, never schemas.
+_DATA_KEYWORDS = frozenset({"default", "examples", "example", "x-guidance", "enum", "const", "$comment"})
 
 _ANNOTATIONS = frozenset(
     {"title", "description", "default", "examples", "$comment", "deprecated", "readOnly", "writeOnly",

@@ -931,13 +931,13 @@ def markdown_report(result: Mapping[str, Any]) -> str:
     causes: dict[tuple[str, str], int] = {}
     for e in bench["schemas"]:
         if e["status"] != "compiled":
-            cause = refusal_cause(str(e["error"]))
-            causes[cause] = causes.get(cause, 0) + 1
+            found = refusal_cause(str(e["error"]))
+            causes[found] = causes.get(found, 0) + 1
     add("### MaskBench: schemas still refused, by cause\n")
     add("| cause | schemas | why it stays refused |")
     add("|---|---|---|")
-    for (cause, why), n in sorted(causes.items(), key=lambda kv: -kv[1]):
-        add(f"| {cause} | {n} | {_cell(why)} |")
+    for (name, why), n in sorted(causes.items(), key=lambda kv: -kv[1]):
+        add(f"| {name} | {n} | {_cell(why)} |")
     add("")
     errors: dict[str, int] = {}
     for e in bench["schemas"]:

@@ -17,8 +17,13 @@ The rewrites (``A``, ``B`` are subschemas; ``¬A`` is an exact complement, see b
   ``contains`` with ``minContains: 0`` and no ``maxContains``, ``uniqueItems: false``,
   ``uniqueItems: true`` with ``maxItems`` at most 1, ``propertyNames`` that every string satisfies,
   ``unevaluatedProperties``/``unevaluatedItems`` that are ``true`` or have nothing left to evaluate;
+* ``format`` per :mod:`core.schema_formats`: an exact ``pattern`` or bounds, or removed as an
+  annotation (reported in :attr:`RewriteReport.ignored`);
 * ``uniqueItems: true`` over a small finite item domain (``enum``/``const``/boolean/null items,
   at most :data:`MAX_UNIQUE_ARRAYS` arrays): an ``enum`` of the distinct-item arrays;
+* ``minProperties``/``maxProperties`` beside optional ``properties`` (llguidance counts only when
+  every listed property is required): an ``anyOf`` over the sets of optional properties present,
+  each requiring its set and forbidding the others (at most :data:`MAX_PROPERTY_SETS`);
 * ``dependentRequired`` (and ``dependencies`` with a list) ``{a: [b, c]}``:
   ``anyOf: [{properties: {a: false}}, {required: [a, b, c]}]``;
 * ``dependentSchemas`` (and ``dependencies`` with a schema) ``{a: S}``:
@@ -30,20 +35,23 @@ The rewrites (``A``, ``B`` are subschemas; ``¬A`` is an exact complement, see b
   ``const``/``enum`` values, disjoint numeric or length ranges, a required property whose values are
   disjoint, with local ``$ref`` followed); value kinds that two branches accept whole (say, every
   non-object when the branches only constrain objects) are excluded with a ``type``; two closed
-  objects with no property name in common share at most ``{}``; otherwise ``anyOf`` of
+  objects with no property name in common share at most ``{}``, two arrays whose items must satisfy
+  disjoint schemas at most ``[]``; otherwise ``anyOf`` of
   ``allOf: [A_i, ¬A_j...]`` over the branches that may overlap, when each of those has a complement;
 * ``propertyNames``: a finite set of names (``const``/``enum``) lists them in ``properties`` with
   ``additionalProperties: false``; a ``pattern`` or length bounds alone become ``patternProperties``;
 * ``unevaluatedProperties``/``unevaluatedItems`` when the node and its ``allOf``/``$ref`` evaluate a
   fixed set: ``additionalProperties`` (those names listed as ``true``) or ``items`` after a
   ``prefixItems`` of that length;
-* a ``$ref`` to a schema that is ``false``: ``false`` (llguidance refuses the whole schema on a
-  referenced ``false``, even where it only forbids an optional property).
+* a ``$ref`` to a schema that is ``false``, or provably accepts no value: ``false`` (llguidance
+  refuses the whole schema on a referenced unsatisfiable schema, even where it only forbids an
+  optional property).
 
 Complements exist for: boolean schemas, ``type`` (not ``integer`` alone: "a number that is not an
 integer" has no llguidance form), ``const``/``enum`` (strings by a regex of the finite set's
 complement, numbers by open intervals, arrays and objects member by member), numeric bounds,
-length and count bounds, ``pattern`` of the form ``^[C]+$``/``^[C]*$``/``^[C]{m,n}$``,
+length and count bounds, ``pattern`` of the shapes :mod:`core.schema_regex` complements
+(``^[C]+$``, a sequence of one-character atoms anchored at either end such as ``^[ab]``),
 ``required``, ``properties`` (with complementable values), ``prefixItems``, ``items: false``,
 ``additionalProperties: false`` alone, ``allOf``/``anyOf``/``oneOf``/``not``/``if``/local ``$ref``
 (by De Morgan), ``dependentRequired``/``dependentSchemas``. Not for other patterns, ``format``,
@@ -51,10 +59,11 @@ length and count bounds, ``pattern`` of the form ``^[C]+$``/``^[C]*$``/``^[C]{m,
 references: a ``not`` or ``oneOf`` that needs one of those stays as it was and is refused.
 
 Structure is kept where references may point: a rewrite that would move or remove a keyword is
-skipped when a local JSON-pointer ``$ref`` points inside it, and every structural rewrite is
-skipped in documents with embedded resources or anchors (``$id`` below the root, ``$anchor``,
-``$dynamicAnchor``, ``$dynamicRef``, ``$recursiveRef``), whose references this module does not
-resolve.
+skipped when a local JSON-pointer ``$ref`` points inside it (references are looked for under
+unknown keywords too, and the schemas they point to there are rewritten), and every structural
+rewrite is skipped in documents with anchors (``$anchor``, ``$dynamicAnchor``, ``$dynamicRef``,
+``$recursiveRef``) or with a reference inside an embedded resource (``$id`` below the root), whose
+resolution this module does not follow.
 """
 
 from __future__ import annotations
@@ -691,7 +700,7 @@ class _Rewriter:
             sizes = list(range(len(optional) + 1))
         if sum(math.comb(len(optional), n) for n in sizes) > MAX_PROPERTY_SETS:
             return s
-        counts = {} if closed else {k: s[k] for k in ("minProperties", "maxProperties") if k in s}
+        counts: dict[str, Any] = {} if closed else {k: s[k] for k in ("minProperties", "maxProperties") if k in s}
         branches = []
         for n in sizes:
             for present in itertools.combinations(optional, n):

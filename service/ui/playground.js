@@ -264,7 +264,9 @@ async function compile() {
   S.shownVars = {};
   $("compile-info").textContent = `program ${answer.program_id.slice(0, 12)} · `
     + `${answer.cached ? "from the cache" : "compiled"} in ${answer.compile_ms} ms · `
-    + `${fmt.format(answer.vocab_size)} ids · captures: ${answer.variables.join(", ") || "none"}`;
+    + `${fmt.format(answer.vocab_size)} ids · captures: ${answer.variables.join(", ") || "none"}`
+    // what the schema asks that is compiled as an annotation only (formats without a definition)
+    + ((answer.ignored || []).length ? ` · not enforced: ${answer.ignored.join("; ")}` : "");
   $("compile-info").classList.remove("stale");
   if ($("text").value) await checkText(); else await restart();
 }

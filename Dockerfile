@@ -5,6 +5,8 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY core ./core
 COPY service ./service
+# the worker-side client package, which the server imports the wire format from
+COPY client ./client
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim

@@ -38,7 +38,7 @@ from bench.harness import Server, median, slow_lane_calls
 from bench.inprocess import spec_of
 from core import GuidanceBackend
 from core.session import GuidanceState
-from service.client import GrammarBatch, GuidanceClient, RemoteGrammar, StepStatus
+from guidance_client import GrammarBatch, GuidanceClient, RemoteGrammar, StepStatus
 
 BATCH = 64
 FORWARD_MS = (10, 20, 40)

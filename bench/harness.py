@@ -160,7 +160,7 @@ class Server:
 
 def open_grammars(client: Any, case: Case, n: int) -> tuple[Any, list[Any]]:
     """Compile ``case`` once and open ``n`` sessions on it; returns ``(program_info, grammars)``."""
-    from service.client import RemoteGrammar
+    from guidance_client import RemoteGrammar
 
     info = client.compile_spec(case.body)
     grammars = [RemoteGrammar(client, case.body, info, client.create_session(info.program_id)) for _ in range(n)]

@@ -28,7 +28,7 @@ from bench.cases import CASES, texts
 from bench.harness import Server, median, percentile, slow_lane_calls
 from bench.inprocess import spec_of
 from core import GuidanceBackend
-from service.client import GuidanceClient
+from guidance_client import GuidanceClient
 
 MASK_CASES = (("json", 0.5), ("template", 0.6))
 

@@ -25,7 +25,7 @@ from typing import Any
 from bench.cases import CASES, texts
 from bench.harness import Server, median
 from core import load_default_tokenizer
-from service.client import GrammarBatch, GuidanceClient, ProgramInfo, RemoteGrammar
+from guidance_client import GrammarBatch, GuidanceClient, ProgramInfo, RemoteGrammar
 
 WALK_TOKENS = 40
 STEP_BATCH = 256

@@ -42,7 +42,7 @@ from bench.harness import Server, median, open_grammars, percentile, slow_lane_c
 from bench.inprocess import spec_of
 from core import GuidanceBackend
 from core.session import GuidanceState
-from service.client import GrammarBatch, GuidanceClient
+from guidance_client import GrammarBatch, GuidanceClient
 
 BATCHES = (1, 16, 64, 256)
 SPARSE_IDS = 256  # a row allowing at most this many tokens fits in 1 KiB as int32 ids (vs 16 KiB)
@@ -310,7 +310,7 @@ def _http_floor(requests: int) -> list[dict[str, Any]]:
     import tempfile
     from pathlib import Path
 
-    from service.client import _HotPath  # the client's own connection class: the same kind of connection
+    from guidance_client.transports import HotPath  # the client's own connection class: the same kind of connection
 
     connect: Any
     try:
@@ -336,7 +336,7 @@ def _http_floor(requests: int) -> list[dict[str, Any]]:
                     srv.start()
                 calls: dict[str, Any] = {}
                 for name, srv in servers.items():
-                    path = _HotPath(srv.url, 30.0)
+                    path = HotPath(srv.url, 30.0)
                     calls[name] = functools.partial(path.request, "POST", "/step", body, headers)
                 if connect is not None:
                     ws = connect(f"ws://127.0.0.1:{servers['fixed bytes'].port}/step", max_size=None, compression=None)

@@ -27,7 +27,7 @@ from core.compiler import (
     compile_regex,
     compile_template,
 )
-from core.errors import GrammarError, LimitExceeded
+from core.errors import GrammarError, GuidanceError, LimitExceeded
 from core.limits import Limits, expansion
 from core.program import CompiledGuidanceProgram, ProgramKind, ProgramSpec, spec_from_kwargs
 from core.schema_formats import DEFAULT_FORMAT_MODE, FORMAT_MODES
@@ -55,9 +55,18 @@ _PARALLEL_MIN = 8
 _PARALLEL_MIN_MASK_SECONDS = 100e-6
 
 
-def _fill_group(group: Sequence[tuple[GuidanceState, int]], bitmask: NDArray[np.int32]) -> None:
-    for s, r in group:
-        s.fill_bitmask(bitmask, r)
+_EMPTY_LANGUAGE = "the constraint matches no text at all (a rule without a base case, or a cyclic $ref?)"
+
+
+def _fill_group(group: Sequence[tuple[int, GuidanceState, int]], bitmask: NDArray[np.int32]) -> dict[int, GuidanceError]:
+    """Fill each ``(position, state, row)``; a state that fails gets a zero row and its error."""
+    failed: dict[int, GuidanceError] = {}
+    for i, s, r in group:
+        try:
+            s.fill_bitmask(bitmask, r)
+        except GuidanceError as e:
+            failed[i] = e
+    return failed
 
 
 def _allows_more_than(row: NDArray[np.int32], token: int) -> bool:
@@ -158,7 +167,12 @@ class GuidanceBackend:
         row = allocate_bitmask(1, program.vocab_size)
         state = program.create_state()
         mask_start = time.perf_counter()
-        state.fill_bitmask(row, 0)
+        try:
+            state.fill_bitmask(row, 0)
+        except LimitExceeded as e:
+            raise LimitExceeded(f"the constraint's first mask: {e.detail}", e.limit) from None
+        except GrammarError:
+            raise GrammarError(_EMPTY_LANGUAGE) from None
         first_mask = time.perf_counter() - mask_start
         if first_mask * 1000 > limits.max_first_mask_ms:
             raise LimitExceeded(
@@ -169,9 +183,7 @@ class GuidanceBackend:
         if not state.is_accepting() and not _allows_more_than(row[0], program.eos_token_id):
             # Nothing but EOS, and EOS is not allowed either: the language is empty (a rule that
             # only recurses, a cyclic $ref). Every session would be stuck at its first step.
-            raise GrammarError(
-                "the constraint matches no text at all (a rule without a base case, or a cyclic $ref?)"
-            )
+            raise GrammarError(_EMPTY_LANGUAGE)
         if program.lanes > 1:  # the other lanes' parsers: in the background, not on the compile's time
             self._pool_for_fills().submit(program.add_lanes)
         self._first_mask[program] = first_mask
@@ -254,16 +266,20 @@ class GuidanceBackend:
 
     def fill_next_token_bitmasks(
         self, states: Sequence[GuidanceState], bitmask: NDArray[np.int32], rows: Sequence[int] | None = None
-    ) -> None:
+    ) -> dict[int, GuidanceError]:
         """Fill row ``rows[i]`` (default ``i``) of ``bitmask`` with the mask of ``states[i]``.
 
         With ``num_threads`` > 1, a batch of at least 8 states whose masks recently cost 100 us or
         more each is filled in parallel: the states are grouped by lane and the lanes filled one
         thread each (llguidance drops the GIL while it computes a mask). Otherwise, a plain loop.
         All states must share the bitmask's width.
+
+        Returns:
+            The states whose mask could not be computed (an engine limit reached at this step),
+            by position in ``states``: their rows are zero; every other row is filled. Usually empty.
         """
         if not states:
-            return
+            return {}
         rows = list(range(len(states))) if rows is None else list(rows)
         words = states[0].program.mask_words
         if bitmask.dtype != np.int32 or bitmask.ndim != 2 or not bitmask.flags["C_CONTIGUOUS"]:
@@ -272,37 +288,40 @@ class GuidanceBackend:
             raise ValueError("every state's vocabulary must match the bitmask width")
         if len(rows) != len(states) or max(rows) >= bitmask.shape[0] or min(rows) < 0:
             raise ValueError("row outside the bitmask")
+        work = list(zip(range(len(states)), states, rows))
         threads = self._num_threads
         if threads == 1:  # nothing to choose: no timing either
-            _fill_group(list(zip(states, rows)), bitmask)
-            return
+            return _fill_group(work, bitmask)
         programs = {s.program for s in states}
         start = time.perf_counter()
         if (
             len(states) < _PARALLEL_MIN
             or sum(p.mask_seconds for p in programs) / len(programs) < _PARALLEL_MIN_MASK_SECONDS
         ):
-            _fill_group(list(zip(states, rows)), bitmask)
+            failed = _fill_group(work, bitmask)
             per_mask = (time.perf_counter() - start) / len(states)
         else:
-            self._fill_parallel(states, rows, bitmask, threads)
+            failed = self._fill_parallel(work, bitmask, threads)
             per_mask = (time.perf_counter() - start) * threads / len(states)  # about what a loop would take
         for p in programs:
             p.note_mask_seconds(per_mask)
+        return failed
 
     def _fill_parallel(
-        self, states: Sequence[GuidanceState], rows: Sequence[int], bitmask: NDArray[np.int32], threads: int
-    ) -> None:
-        groups: list[list[tuple[GuidanceState, int]]] = [[] for _ in range(threads)]
-        for s, r in zip(states, rows):
-            groups[s.lane % threads].append((s, r))
+        self, work: Sequence[tuple[int, GuidanceState, int]], bitmask: NDArray[np.int32], threads: int
+    ) -> dict[int, GuidanceError]:
+        groups: list[list[tuple[int, GuidanceState, int]]] = [[] for _ in range(threads)]
+        for item in work:
+            groups[item[1].lane % threads].append(item)
         pool = self._pool_for_fills()
         futures = [pool.submit(_fill_group, g, bitmask) for g in groups[1:] if g]
         try:
-            _fill_group(groups[0], bitmask)
+            failed = _fill_group(groups[0], bitmask)
         finally:
-            for f in futures:
-                f.result()
+            others = [f.result() for f in futures]  # every thread is done with the bitmask
+        for more in others:
+            failed.update(more)
+        return failed
 
     def _pool_for_fills(self) -> ThreadPoolExecutor:
         """The threads of parallel fills (and of building lanes), started on first use."""

@@ -24,7 +24,7 @@ from typing import Any
 
 import llguidance
 
-from core.errors import GrammarError, LimitExceeded, SchemaError, TemplateError
+from core.errors import GrammarError, LimitExceeded, SchemaError, TemplateError, classify_engine_error
 from core.limits import Limits
 from core.schema_formats import DEFAULT_FORMAT_MODE, FormatMode, format_hint
 from core.schema_rewrite import rewrite_schema_report
@@ -198,14 +198,6 @@ def _lark_regex(regex: str) -> str:
 def _error_text(message: str) -> str:
     message = message.strip()
     return message if len(message) <= _MESSAGE_CHARS else message[:_MESSAGE_CHARS] + "..."
-
-
-def _is_limit_error(message: str) -> bool:
-    lowered = message.lower()
-    return any(
-        word in lowered
-        for word in ("too complex", "fuel", "limit", "too large", "too many", "exceeded", "max_grammar_size")
-    )
 
 
 def _validate(
@@ -466,8 +458,9 @@ def compile_template(
     grammar = json.dumps({"grammars": [{"lark_grammar": lark}, *builder.subgrammars]}, ensure_ascii=False)
     message = _validate(grammar, tokenizer, limits)
     if message:
-        if _is_limit_error(message):
-            raise LimitExceeded(f"template too complex: {_error_text(message)}", "parser")
+        limit = classify_engine_error(message)
+        if limit is not None:
+            raise LimitExceeded(f"template too complex: {_error_text(message)}", limit)
         raise TemplateError(f"template does not compile: {_error_text(message)}")
     layout = CaptureLayout(dict(builder.scope), dict(builder.repeats), dict(builder.markers))
     return CompiledGrammar(grammar, layout)
@@ -482,8 +475,9 @@ def _finish(
 ) -> CompiledGrammar:
     message = _validate(grammar, tokenizer, limits)
     if message:
-        if _is_limit_error(message):
-            raise LimitExceeded(f"constraint too complex: {_error_text(message)}", "parser")
+        limit = classify_engine_error(message)
+        if limit is not None:
+            raise LimitExceeded(f"constraint too complex: {_error_text(message)}", limit)
         raise error(_error_text(message))
     return CompiledGrammar(grammar, layout or CaptureLayout())
 

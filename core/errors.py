@@ -12,6 +12,7 @@ those are bugs, not client errors.
     │   └── SchemaError              schema-invalid       400   JSON schema refused (names the keyword)
     ├── TokenizerError               tokenizer-invalid    400   a tokenizer that cannot be loaded
     ├── LimitExceeded                limit-exceeded       413   a configured limit (names it)
+    │   └── EngineLimitReached       engine-limit         413   an llguidance limit hit mid-generation
     ├── InvalidTokens                token-out-of-range   422   ids outside the vocabulary
     ├── TokenRejected                token-rejected       409   the constraint forbids a token (index)
     └── NotFound                     not-found            404
@@ -26,6 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "EngineLimitReached",
     "GrammarError",
     "GuidanceError",
     "InvalidTokens",
@@ -39,6 +41,7 @@ __all__ = [
     "UnknownProgram",
     "UnknownSession",
     "UnknownTokenizer",
+    "classify_engine_error",
     "excerpt",
 ]
 
@@ -112,6 +115,50 @@ class LimitExceeded(GuidanceError):
     def __init__(self, detail: str, limit: str) -> None:
         super().__init__(detail, limit=limit)
         self.limit = limit
+
+
+class EngineLimitReached(LimitExceeded):
+    """An llguidance limit reached while a session walks (lexer states, fuel, Earley items).
+
+    The session is left as it was before the request; ``limit`` names the setting that bounds it.
+    """
+
+    code = "engine-limit"
+    title = "Engine limit reached"
+
+
+# llguidance reports its limits in prose; which setting each message belongs to (first match wins).
+# "too many expressions constructed" is the regex-derivative budget of one step: measured here,
+# raising step_lexer_fuel is what lets such a step through.
+_ENGINE_LIMITS: tuple[tuple[str, str], ...] = (
+    ("too many states", "max_lexer_states"),
+    ("too many expressions", "step_lexer_fuel"),
+    ("initial lexer", "initial_lexer_fuel"),
+    ("precomputation", "initial_lexer_fuel"),
+    ("fuel", "step_lexer_fuel"),
+    ("items in row", "max_items_in_row"),
+    ("too many items", "step_max_items"),
+    ("grammar size", "max_grammar_size"),
+    ("too complex", "parser"),
+    ("too large", "parser"),
+    ("too big", "parser"),
+    ("too many", "parser"),
+    ("exceeded", "parser"),
+    ("limit", "parser"),
+)
+
+
+def classify_engine_error(message: str) -> str | None:
+    """The limit an llguidance error message reports, or None when it is not about a limit.
+
+    The one place that reads llguidance's error prose; compile-time and run-time errors both go
+    through it.
+    """
+    lowered = message.lower()
+    for words, limit in _ENGINE_LIMITS:
+        if words in lowered:
+            return limit
+    return None
 
 
 class InvalidTokens(GuidanceError):

@@ -113,7 +113,7 @@ class CompiledGuidanceProgram:
         self.mask_words = mask_words(self.vocab_size)
         self.eos_token_id = tokenizer.eos_token_id
         # llguidance writes the tokenizer's words; wider model vocabularies get zero words after.
-        self._ll_words = mask_words(tokenizer.ll.vocab_size)
+        self.ll_mask_words = mask_words(tokenizer.ll.vocab_size)
         root = self._make_root()
         if root.is_error():
             raise GrammarError(root.get_error()[:1000])
@@ -130,6 +130,10 @@ class CompiledGuidanceProgram:
         # that use it validate by consuming on a copy instead.
         self.exact_validation = "max_tokens=" in self.grammar
         self._bitmask_view: BitmaskView | None = None
+        # The last llguidance limit a session of this program reached mid-generation (None: never),
+        # and how many times a lane's parser was rebuilt because its shared lexer ran out.
+        self.engine_limit: dict[str, str] | None = None
+        self.lane_renewals = 0
 
     def __repr__(self) -> str:
         return f"<CompiledGuidanceProgram {self.program_id} kind={self.kind} vocab={self.vocab_size}>"
@@ -150,7 +154,7 @@ class CompiledGuidanceProgram:
         off the request path.
         """
         with self._lanes_lock:
-            row = np.zeros(self._ll_words, dtype=np.int32)
+            row = np.zeros(self.ll_mask_words, dtype=np.int32)
             while len(self._roots) < self.lanes:
                 root = self._make_root()
                 root.deep_copy().unsafe_compute_mask_ptr(int(row.ctypes.data), row.nbytes)
@@ -159,6 +163,27 @@ class CompiledGuidanceProgram:
     def new_matcher(self, lane: int = 0) -> llguidance.LLMatcher:
         """A fresh matcher at the start of the program (shares the caches of its lane)."""
         return self._roots[lane].deep_copy()
+
+    def lane_root(self, lane: int) -> llguidance.LLMatcher:
+        """The pristine matcher whose caches the sessions of ``lane`` share."""
+        return self._roots[lane]
+
+    def renew_lane(self, lane: int, spent: llguidance.LLMatcher) -> None:
+        """Replace ``lane``'s parser when it is still ``spent``, whose shared lexer ran out.
+
+        Deep copies of one matcher share its lexer, and the lexer's states and expressions only
+        grow: a program in long use can exhaust ``max_lexer_states`` for every session at once
+        (measured: about 20 random walks of a schema with a long ``pattern``). Sessions that meet
+        the error rebuild on the new parser by replaying their tokens (``GuidanceState``).
+        """
+        with self._lanes_lock:
+            if lane < len(self._roots) and self._roots[lane] is spent:
+                self._roots[lane] = self._make_root()
+                self.lane_renewals += 1
+
+    def note_engine_limit(self, limit: str, detail: str) -> None:
+        """Remember that a session of this program reached an llguidance limit (for new sessions)."""
+        self.engine_limit = {"limit": limit, "detail": detail}
 
     def note_mask_seconds(self, seconds: float) -> None:
         """Fold one batch's seconds per mask into :attr:`mask_seconds`."""
@@ -200,15 +225,12 @@ class CompiledGuidanceProgram:
             int(bitmask.ctypes.data),
             bitmask.shape[0],
             bitmask.shape[1] * 4,
-            self._ll_words * 4,
-            bitmask.shape[1] > self._ll_words,
+            self.ll_mask_words * 4,
+            bitmask.shape[1] > self.ll_mask_words,
         )
         self._bitmask_view = view
         return view
 
-    def ll_mask_bytes(self) -> int:
-        """Bytes llguidance writes per row (the tokenizer's words)."""
-        return self._ll_words * 4
 
 
 @dataclass(frozen=True)

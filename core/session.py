@@ -11,22 +11,45 @@ mask allows EOS only.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
 from core.bitmask import allocate_bitmask, allowed_tokens
-from core.errors import GrammarError, InvalidTokens, LimitExceeded, TokenRejected
+from core.errors import (
+    EngineLimitReached,
+    GrammarError,
+    GuidanceError,
+    InvalidTokens,
+    LimitExceeded,
+    TokenRejected,
+    classify_engine_error,
+)
 
 if TYPE_CHECKING:
     import llguidance
 
-    from core.program import CompiledGuidanceProgram
+    from core.program import BitmaskView, CompiledGuidanceProgram
     from core.tokenizers import Tokenizer
 
 __all__ = ["GuidanceGrammar", "GuidanceState"]
+
+_T = TypeVar("_T")
+
+
+def _spent(error: str) -> bool:
+    """Whether a matcher stopped on an engine limit (not on a token the constraint refuses)."""
+    return classify_engine_error(error) is not None
+
+
+class _SpentMatcher(Exception):
+    """An llguidance call left the matcher in its error state (internal: never leaves this module)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 class GuidanceState:
@@ -35,7 +58,7 @@ class GuidanceState:
     Not thread-safe: one request, one caller at a time (the service serialises per session).
     """
 
-    __slots__ = ("_eos", "_fast", "_matcher", "_terminated", "_vocab", "lane", "program", "tokens")
+    __slots__ = ("_eos", "_fast", "_matcher", "_root", "_terminated", "_vocab", "lane", "program", "tokens")
 
     def __init__(self, program: CompiledGuidanceProgram) -> None:
         self.program = program
@@ -44,7 +67,8 @@ class GuidanceState:
         self._eos = program.eos_token_id
         self._fast = not program.exact_validation
         self.lane = program.next_lane()  # which of the program's parallel lanes computes its masks
-        self._matcher: llguidance.LLMatcher = program.new_matcher(self.lane)
+        self._root = program.lane_root(self.lane)  # the parser whose caches this state shares
+        self._matcher: llguidance.LLMatcher = self._root.deep_copy()
         self._terminated = False
         self.tokens: list[int] = []
 
@@ -61,6 +85,12 @@ class GuidanceState:
 
     def count_valid(self, tokens: Sequence[int]) -> int:
         """How many leading ``tokens`` the program allows from here, without advancing."""
+        try:
+            return self._count_valid(tokens)
+        except _SpentMatcher:
+            return self._after_engine_error(self._count_valid, tokens)
+
+    def _count_valid(self, tokens: Sequence[int]) -> int:
         self.check_tokens(tokens)
         if not tokens or self._terminated:
             return 0
@@ -68,6 +98,8 @@ class GuidanceState:
         if self.program.exact_validation:
             return self._probe(tokens)
         n = int(self._matcher.validate_tokens(list(tokens)))
+        if self._matcher.is_error():
+            raise _SpentMatcher(self._matcher.get_error())
         if eos in tokens[:n]:
             return tokens.index(eos) + 1  # nothing follows EOS
         if n < len(tokens) and tokens[n] == eos:
@@ -75,6 +107,8 @@ class GuidanceState:
             probe = self._matcher.deep_copy()
             if (n == 0 or probe.consume_tokens(list(tokens[:n]))) and probe.is_accepting():
                 n += 1
+            elif probe.is_error() and _spent(probe.get_error()):
+                raise _SpentMatcher(probe.get_error())
         return n
 
     def _probe(self, tokens: Sequence[int]) -> int:
@@ -85,6 +119,8 @@ class GuidanceState:
             if t == eos:
                 return i + 1 if probe.is_accepting() else i
             if not probe.consume_token(t):
+                if _spent(probe.get_error()):
+                    raise _SpentMatcher(probe.get_error())
                 return i
         return len(tokens)
 
@@ -94,7 +130,15 @@ class GuidanceState:
         Raises:
             TokenRejected: a token is not allowed (``index`` says which); the state is unchanged.
             InvalidTokens: an id outside the vocabulary; the state is unchanged.
+            EngineLimitReached: an llguidance limit was reached (see :meth:`_after_engine_error`);
+                the state is unchanged.
         """
+        try:
+            self._advance(tokens)
+        except _SpentMatcher:
+            self._after_engine_error(self._advance, tokens)
+
+    def _advance(self, tokens: Sequence[int]) -> None:
         if len(tokens) == 1 and self._fast and not self._terminated:
             # The decode loop's case, kept short: one sampled token.
             t = tokens[0]
@@ -102,9 +146,7 @@ class GuidanceState:
                 m = self._matcher
                 if m.try_consume_tokens([t]) != 1:  # a refused token leaves the matcher as it was
                     if m.is_error():
-                        error = m.get_error()
-                        self._recover(len(self.tokens))
-                        raise self._failure(error)
+                        raise _SpentMatcher(m.get_error())
                     raise self._rejected(tokens, 0)
                 self.tokens.append(t)
                 return
@@ -122,9 +164,9 @@ class GuidanceState:
             self._terminated = ok
         if not ok:
             error = m.get_error()
+            if _spent(error):
+                raise _SpentMatcher(error)
             self._recover(len(self.tokens))
-            if "satisfy" not in error:
-                raise self._failure(error)
             raise self._rejected(tokens, self._probe(tokens))
         self.tokens.extend(tokens)
 
@@ -168,7 +210,8 @@ class GuidanceState:
 
     def reset(self) -> None:
         """Back to the start of the program."""
-        self._matcher = self.program.new_matcher(self.lane)
+        self._root = self.program.lane_root(self.lane)
+        self._matcher = self._root.deep_copy()
         self._terminated = False
         self.tokens = []
 
@@ -177,6 +220,7 @@ class GuidanceState:
         other = GuidanceState.__new__(GuidanceState)
         other.program = self.program
         other._vocab, other._eos, other._fast, other.lane = self._vocab, self._eos, self._fast, self.lane
+        other._root = self._root
         other._matcher = self._matcher.deep_copy()
         other._terminated = self._terminated
         other.tokens = list(self.tokens)
@@ -185,25 +229,58 @@ class GuidanceState:
     def _recover(self, keep: int) -> None:
         """Rebuild the matcher from the program by replaying the first ``keep`` tokens."""
         kept = self.tokens[:keep]
-        m = self.program.new_matcher(self.lane)
+        root = self.program.lane_root(self.lane)
+        m = root.deep_copy()
         eos = self.program.eos_token_id
         terminated = bool(kept) and kept[-1] == eos
         body = kept[:-1] if terminated else kept
-        if body and not m.consume_tokens(body):  # pragma: no cover - replaying accepted tokens
-            raise RuntimeError("replay of accepted tokens failed: " + m.get_error()[:300])
+        if body and not m.consume_tokens(body):
+            # llguidance 1.9.1 can refuse, when consumed in one call, tokens it accepted one at a
+            # time with a mask computed before each (seen with a long `pattern` after its lexer
+            # was rebuilt): replay the way they were accepted.
+            m = root.deep_copy()
+            if not self._replay_stepwise(m, body):
+                raise self._failure(m.get_error(), "replaying the session's tokens")
         if terminated:
             m.consume_token(eos)
+        self._root = root
         self._matcher = m
         self._terminated = terminated
         self.tokens = kept
 
-    @staticmethod
-    def _failure(error: str) -> Exception:
-        message = error[:500] or "the matcher stopped"
-        lowered = message.lower()
-        if "too complex" in lowered or "fuel" in lowered or "limit" in lowered:
-            return LimitExceeded(f"constraint too complex at this step: {message}", "parser")
-        return GrammarError(message)
+    def _replay_stepwise(self, m: llguidance.LLMatcher, tokens: Sequence[int]) -> bool:
+        row = np.zeros(self.program.ll_mask_words, dtype=np.int32)
+        for t in tokens:
+            m.unsafe_compute_mask_ptr(int(row.ctypes.data), row.nbytes)
+            if m.is_error() or not m.consume_token(t):
+                return False
+        return True
+
+    def _after_engine_error(self, op: Callable[..., _T], *args: Any) -> _T:
+        """Run ``op`` again after it left the matcher in llguidance's error state.
+
+        The usual cause is the lexer that the sessions of one parser share running out of states
+        or expressions: the parser is replaced (:meth:`CompiledGuidanceProgram.renew_lane`), this
+        state replays its tokens on the new one and ``op`` runs once more. If it fails again, the
+        limit is this step's own: the state is put back as it was and the error raised
+        (:class:`EngineLimitReached` naming the limit, or :class:`GrammarError`).
+        """
+        self.program.renew_lane(self.lane, self._root)
+        self._recover(len(self.tokens))
+        try:
+            return op(*args)
+        except _SpentMatcher as e:
+            self._recover(len(self.tokens))
+            raise self._failure(e.message) from None
+
+    def _failure(self, error: str, doing: str = "this step") -> GuidanceError:
+        message = error.strip()[:500] or "the matcher stopped"
+        limit = classify_engine_error(message)
+        if limit is None:
+            return GrammarError(message)
+        detail = f"the constraint reached the engine limit {limit} at {doing}: {message}"
+        self.program.note_engine_limit(limit, detail)
+        return EngineLimitReached(detail, limit)
 
     # -- reading
     def is_terminated(self) -> bool:
@@ -216,9 +293,18 @@ class GuidanceState:
 
     def forced_tokens(self) -> list[int]:
         """Tokens the program forces next (fast-forward), canonical tokenization; may be empty."""
+        try:
+            return self._forced_tokens()
+        except _SpentMatcher:
+            return self._after_engine_error(self._forced_tokens)
+
+    def _forced_tokens(self) -> list[int]:
         if self._terminated:
             return []
-        return list(self._matcher.compute_ff_tokens())
+        forced = self._matcher.compute_ff_tokens()
+        if self._matcher.is_error():
+            raise _SpentMatcher(self._matcher.get_error())
+        return list(forced)
 
     def fill_bitmask(self, bitmask: NDArray[np.int32], index: int = 0) -> None:
         """Write the allowed next tokens into row ``index`` of ``bitmask``."""
@@ -227,9 +313,22 @@ class GuidanceState:
             view = self.program.bitmask_view(bitmask)
         if not 0 <= index < view.rows:
             raise ValueError(f"row {index} outside a bitmask of {view.rows} rows")
-        self._matcher.unsafe_compute_mask_ptr(view.base + index * view.row_bytes, view.fill_bytes)
+        m = self._matcher
+        m.unsafe_compute_mask_ptr(view.base + index * view.row_bytes, view.fill_bytes)
+        if m.is_error():  # llguidance's mask of a stopped matcher allows EOS only: never serve it
+            try:
+                self._after_engine_error(self._fill_row, view, index)
+            except GuidanceError:
+                bitmask[index] = 0
+                raise
         if view.wide:
             bitmask[index, view.fill_bytes // 4 :] = 0
+
+    def _fill_row(self, view: BitmaskView, index: int) -> None:
+        m = self._matcher
+        m.unsafe_compute_mask_ptr(view.base + index * view.row_bytes, view.fill_bytes)
+        if m.is_error():
+            raise _SpentMatcher(m.get_error())
 
     def get_allowed_tokens(self) -> list[int]:
         """The ids allowed next, ascending (convenience; masks are the fast path)."""
@@ -238,18 +337,12 @@ class GuidanceState:
         return [int(t) for t in allowed_tokens(row[0], self.program.vocab_size)]
 
     @property
-    def matcher(self) -> llguidance.LLMatcher:
-        """The llguidance matcher (for batched fills); do not advance it directly."""
-        return self._matcher
-
-    @property
     def variables(self) -> dict[str, Any]:
         """Captured values of the slots completed so far."""
-        if not self._terminated:
-            # llguidance records a capture once its parser has looked past the slot's end, which
-            # computing the forced tokens does: without it the answer would depend on whether a
-            # mask happened to be computed since the last token.
-            self._matcher.compute_ff_tokens()
+        # llguidance records a capture once its parser has looked past the slot's end, which
+        # computing the forced tokens does: without it the answer would depend on whether a mask
+        # happened to be computed since the last token.
+        self.forced_tokens()
         return self.program.layout.values(self._matcher.get_captures())
 
     def text(self) -> str:

@@ -1,12 +1,9 @@
-"""The Guidance constraint server: the HTTP service over ``core``, and the worker-side client.
+"""The Guidance constraint server: the HTTP service over ``core``.
 
-Names are imported lazily, so ``import service.client`` in a worker pulls in httpx and numpy
-only (not FastAPI or llguidance)::
-
-    from service import GuidanceClient
-
-    client = GuidanceClient("http://127.0.0.1:8000")
-    grammar = client.grammar(json_schema={"type": "object"})
+The worker-side client is its own package, ``guidance_client`` (``from guidance_client import
+GuidanceClient``). Its names are still reachable here (``service.GuidanceClient``) and in
+``service.client`` for one release, deprecated; names are imported lazily, so neither pulls in
+FastAPI or llguidance.
 """
 
 from __future__ import annotations
@@ -16,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from service.app import create_app
-    from service.client import (
+    from guidance_client import (
         AcceptResult,
         AsyncGrammarBatch,
         AsyncGuidanceClient,
@@ -52,7 +49,7 @@ __all__ = [
 _HOMES = {
     "create_app": "service.app",
     "Settings": "service.settings",
-    **{name: "service.client" for name in __all__ if name not in ("create_app", "Settings")},
+    **{name: "guidance_client" for name in __all__ if name not in ("create_app", "Settings")},
 }
 
 

@@ -21,10 +21,11 @@ from fastapi import FastAPI
 
 from core.backend import AsyncGuidanceBackend, GuidanceBackend
 from core.tokenizers import Tokenizer
+from service.auth import AuthMiddleware, KeyRing, is_open
 from service.dependencies import ServiceState
 from service.metrics import Metrics
 from service.middleware import BodySizeLimitMiddleware, ErrorGuardMiddleware, MaskFastPathMiddleware
-from service.problems import document_problems, install_problem_handlers
+from service.problems import document_problems, install_problem_handlers, problem_responses
 from service.routes import ROUTERS
 from service.routes.sessions import get_mask
 from service.routes.step import openapi_components as step_components
@@ -43,6 +44,11 @@ Lark grammar or choice list), open a session per request, and at each decoding s
 tokens sampled and read back the packed bitmask of the tokens allowed next.
 
 Errors are RFC 9457 `application/problem+json` documents with a stable `code`.
+
+Where the server is configured with API keys, every request carries `Authorization: Bearer <key>`
+(401 `unauthorized` otherwise; `/healthz`, `/readyz` and `/metrics` stay open unless configured
+not to); a session belongs to the key that opened it (another key gets 404, as for an unknown id),
+and server-wide changes may be limited to admin keys (403 `forbidden`).
 """
 
 
@@ -84,9 +90,13 @@ def create_app(
 
     Returns:
         The FastAPI app. Nothing heavy happens until its lifespan starts.
+
+    Raises:
+        KeyConfigError: an API key file cannot be read or holds an invalid line.
     """
     settings = settings or Settings()
     preloaded = dict(tokenizers or {})
+    keys = KeyRing.from_settings(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -156,9 +166,35 @@ def create_app(
         path_limits={"/tokenizers": settings.max_tokenizer_body_bytes},
     )
     app.add_middleware(MaskFastPathMiddleware, endpoint=get_mask)
+    if len(keys):  # no keys: no check at all (the loopback quick start)
+        app.add_middleware(AuthMiddleware, keys=keys, probes_open=settings.public_health_and_metrics)
     app.add_middleware(ErrorGuardMiddleware)
     _install_openapi(app)
     return app
+
+
+_BEARER_SCHEME: dict[str, Any] = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": (
+        "An API key, where the server is configured with keys (`GUIDANCE_SERVER_API_KEYS`, "
+        "`GUIDANCE_SERVER_API_KEYS_FILE`); without keys configured no header is needed."
+    ),
+}
+
+
+def _document_security(schema: dict[str, Any]) -> None:
+    """Declare the bearer scheme: needed on every operation but the open ones, with its 401."""
+    schema["components"]["securitySchemes"] = {"bearerAuth": _BEARER_SCHEME}
+    for path, operations in schema.get("paths", {}).items():
+        for operation in operations.values():
+            if is_open(path, probes_open=False):
+                continue
+            # ``{}``: anonymous too, as on a server without keys (``is_open`` of a probe depends
+            # on the configuration: a probe is documented both ways).
+            operation["security"] = [{"bearerAuth": []}] + ([{}] if is_open(path, probes_open=True) else [])
+            responses = {**operation["responses"], "401": problem_responses(401)[401]}
+            operation["responses"] = dict(sorted(responses.items()))
 
 
 def _install_openapi(app: FastAPI) -> None:
@@ -169,6 +205,7 @@ def _install_openapi(app: FastAPI) -> None:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             schema.setdefault("components", {}).setdefault("schemas", {}).update(step_components())
+            _document_security(schema)
             app.openapi_schema = document_problems(schema, Problem.model_json_schema())
         return app.openapi_schema
 

@@ -140,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pydantic import ValidationError
 
     from service.app import create_app
+    from service.auth import KeyConfigError
     from service.settings import Settings
 
     try:
@@ -148,7 +149,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"guidance-server: invalid settings:\n{exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(settings, freeze_gc=True)
+    try:
+        app = create_app(settings, freeze_gc=True)
+    except KeyConfigError as exc:
+        print(f"guidance-server: invalid settings: {exc}", file=sys.stderr)
+        return 2
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from core.backend import AsyncGuidanceBackend
+from service.auth import owner_of, require_admin
 from service.metrics import Metrics
 from service.problems import NotReady
 from service.sessions import SessionStore, SlowLane
@@ -18,8 +19,10 @@ from service.settings import Settings
 from service.tokenizers import TokenizerRegistry
 
 __all__ = [
+    "AdminDep",
     "BackendDep",
     "MetricsDep",
+    "OwnerDep",
     "ServiceState",
     "SessionsDep",
     "SettingsDep",
@@ -27,6 +30,7 @@ __all__ = [
     "TokenizersDep",
     "get_backend",
     "get_metrics",
+    "get_owner",
     "get_sessions",
     "get_settings",
     "get_state",
@@ -86,9 +90,17 @@ async def get_metrics(request: Request) -> Metrics:
     return state_of(request).metrics
 
 
+async def get_owner(request: Request) -> int | None:
+    """The owner of the sessions this request may see and opens (see ``service/auth.py``)."""
+    return owner_of(request)
+
+
 StateDep = Annotated[ServiceState, Depends(get_state)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 BackendDep = Annotated[AsyncGuidanceBackend, Depends(get_backend)]
 SessionsDep = Annotated[SessionStore, Depends(get_sessions)]
 TokenizersDep = Annotated[TokenizerRegistry, Depends(get_tokenizers)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+OwnerDep = Annotated[int | None, Depends(get_owner)]
+AdminDep = Depends(require_admin)
+"""For ``dependencies=[AdminDep]`` of a route that changes the whole server (403 unless admin)."""

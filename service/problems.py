@@ -11,7 +11,8 @@ failure, ``retry_after``). Sources, most specific first:
     starlette HTTPException              404 not-found, 405 method-not-allowed, 413 body-too-large
     any other exception                  500  internal-error (logged; nothing of it is sent)
 
-429 and 503 answers carry a ``Retry-After`` header. Nothing a client sends yields a 500.
+429 and 503 answers carry a ``Retry-After`` header; 401 and 403 answers a ``WWW-Authenticate``
+header. Nothing a client sends yields a 500.
 """
 
 from __future__ import annotations
@@ -32,10 +33,12 @@ __all__ = [
     "PROBLEM_MEDIA_TYPE",
     "BodyTooLarge",
     "CompileQueueFull",
+    "Forbidden",
     "NotReady",
     "RollbackOutOfRange",
     "TokenizerExists",
     "TooManySessions",
+    "Unauthorized",
     "count_error",
     "document_problems",
     "guidance_error_response",
@@ -108,6 +111,37 @@ class TokenizerExists(GuidanceError):
     title = "Tokenizer name taken"
 
 
+_REALM = 'Bearer realm="guidance-server"'
+
+
+class Unauthorized(GuidanceError):
+    """No API key, or not one of the server's, where keys are configured (401).
+
+    Answered with ``WWW-Authenticate: Bearer`` (RFC 6750: with ``error="invalid_token"`` when a
+    key was sent but is not valid). The detail never repeats what was sent.
+    """
+
+    code = "unauthorized"
+    status = 401
+    title = "Unauthorized"
+
+    def __init__(self, detail: str, *, invalid: bool = False) -> None:
+        super().__init__(detail)
+        self.headers = {"WWW-Authenticate": _REALM + (', error="invalid_token"' if invalid else "")}
+
+
+class Forbidden(GuidanceError):
+    """A valid key that may not do this: a server-wide change by a key that is not an admin key (403)."""
+
+    code = "forbidden"
+    status = 403
+    title = "Forbidden"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.headers = {"WWW-Authenticate": _REALM + ', error="insufficient_scope"'}
+
+
 class BodyTooLarge(StarletteHTTPException):
     """A request body over the configured limit (413 ``body-too-large``)."""
 
@@ -153,7 +187,8 @@ def guidance_error_response(app: Any, exc: GuidanceError) -> Response:
     """The problem answer to a domain error (counted in ``app``'s metrics)."""
     count_error(app, exc.code)
     extra = {k: v for k, v in exc.to_dict().items() if k not in ("code", "title", "detail")}
-    return problem_response(exc.status, exc.code, exc.title, exc.detail, extra)
+    headers: dict[str, str] | None = getattr(exc, "headers", None)
+    return problem_response(exc.status, exc.code, exc.title, exc.detail, extra, headers)
 
 
 async def _guidance_error(request: Request, exc: Exception) -> Response:
@@ -237,7 +272,10 @@ def install_problem_handlers(app: FastAPI) -> None:
 
 _STATUS_DOCS = {
     400: "Invalid template, schema, regex, grammar or tokenizer (`template-invalid` has `line`, `column`).",
-    404: "Unknown session, program or tokenizer.",
+    401: "`unauthorized`: the server has API keys and the request has none, or not one of them "
+    "(`Authorization: Bearer <key>`).",
+    403: "`forbidden`: a server-wide change by a key that is not an admin key.",
+    404: "Unknown session, program or tokenizer (a session opened with another API key is unknown too).",
     409: "`token-rejected` (with `index`; the session is unchanged) or `tokenizer-exists`.",
     410: "`session-expired`: closed after its idle TTL.",
     413: "`body-too-large`, or `limit-exceeded` (names the `limit`).",

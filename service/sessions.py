@@ -15,6 +15,9 @@ Policy (documented in the README):
   periodic sweep). Its id is remembered in a bounded set so it answers 410 ``session-expired``
   rather than 404 ``session-not-found``: the client then replays the session elsewhere.
 * Ids are random (``secrets.token_urlsafe``), never derived from content.
+* **Owners.** Where API keys are on, a session belongs to the key that opened it (its
+  ``owner``, see ``service/auth.py``); a lookup with another owner answers exactly what an unknown
+  id answers (404), and never touches the session. Without keys every owner is None.
 * **Slow lane.** A few programs make every mask slow (a long literal costs llguidance time
   quadratic in its length). Their sessions' work runs in :class:`SlowLane`, a small thread pool
   (llguidance drops the GIL while computing a mask), still under the session's lock, so one
@@ -156,12 +159,19 @@ class SlowLane:
 class Session:
     """One open session: a program, its decoding state, and the lock serialising requests on it."""
 
-    __slots__ = ("created", "id", "last_used", "lock", "program", "state", "tokenizer_name")
+    __slots__ = ("created", "id", "last_used", "lock", "owner", "program", "state", "tokenizer_name")
 
     def __init__(
-        self, session_id: str, program: CompiledGuidanceProgram, state: GuidanceState, tokenizer_name: str, now: float
+        self,
+        session_id: str,
+        program: CompiledGuidanceProgram,
+        state: GuidanceState,
+        tokenizer_name: str,
+        now: float,
+        owner: int | None = None,
     ) -> None:
         self.id = session_id
+        self.owner = owner
         self.program = program
         self.state = state
         self.tokenizer_name = tokenizer_name
@@ -197,7 +207,7 @@ class SessionStore:
         self.retry_after = retry_after
         self._clock = clock
         self._sessions: dict[str, Session] = {}
-        self._expired: OrderedDict[str, None] = OrderedDict()
+        self._expired: OrderedDict[str, int | None] = OrderedDict()  # expired id -> its owner
         self.created = 0
         self.expired = 0
         self.deleted = 0
@@ -210,9 +220,13 @@ class SessionStore:
         return session_id in self._sessions
 
     def create(
-        self, program: CompiledGuidanceProgram, tokenizer_name: str, state: GuidanceState | None = None
+        self,
+        program: CompiledGuidanceProgram,
+        tokenizer_name: str,
+        state: GuidanceState | None = None,
+        owner: int | None = None,
     ) -> Session:
-        """Open a session on ``program`` (from its start, or at ``state``).
+        """Open a session on ``program`` (from its start, or at ``state``), belonging to ``owner``.
 
         Raises:
             TooManySessions: the cap is reached (expired sessions are swept first).
@@ -229,36 +243,38 @@ class SessionStore:
         session_id = secrets.token_urlsafe(_ID_BYTES)
         while session_id in self._sessions:  # pragma: no cover - 128 random bits
             session_id = secrets.token_urlsafe(_ID_BYTES)
-        session = Session(session_id, program, state or program.create_state(), tokenizer_name, self._clock())
+        session = Session(session_id, program, state or program.create_state(), tokenizer_name, self._clock(), owner)
         self._sessions[session_id] = session
         self.created += 1
         return session
 
-    def get(self, session_id: str) -> Session:
-        """The live session ``session_id``, marked as used now.
+    def get(self, session_id: str, owner: int | None = None) -> Session:
+        """The live session ``session_id`` of ``owner``, marked as used now.
 
         Raises:
             SessionExpired: it was closed for idleness (410).
-            UnknownSession: no such session (404).
+            UnknownSession: no such session, or another owner's (404).
         """
         session = self._sessions.get(session_id)
         now = self._clock()
-        if session is None:
-            raise self._missing(session_id)
+        if session is None or session.owner != owner:
+            raise self._missing(session_id, owner)
         if now - session.last_used > self.ttl_seconds and not session.lock.locked():
             self._expire(session)
-            raise self._missing(session_id)
+            raise self._missing(session_id, owner)
         session.last_used = now
         return session
 
-    def get_many(self, session_ids: Iterable[str]) -> list[Session]:
+    def get_many(self, session_ids: Iterable[str], owner: int | None = None) -> list[Session]:
         """Live sessions by id, in the order given (for a batched step); raises like :meth:`get`."""
-        return [self.get(i) for i in session_ids]
+        return [self.get(i, owner) for i in session_ids]
 
-    def delete(self, session_id: str) -> None:
-        """Close a session now (its id then answers 404)."""
-        if self._sessions.pop(session_id, None) is None:
-            raise self._missing(session_id)
+    def delete(self, session_id: str, owner: int | None = None) -> None:
+        """Close a session of ``owner`` now (its id then answers 404)."""
+        session = self._sessions.get(session_id)
+        if session is None or session.owner != owner:
+            raise self._missing(session_id, owner)
+        del self._sessions[session_id]
         self.deleted += 1
 
     def sweep(self) -> int:
@@ -289,11 +305,11 @@ class SessionStore:
         del self._sessions[session.id]
         self.expired += 1
         if self.expired_ids_remembered:
-            self._expired[session.id] = None
+            self._expired[session.id] = session.owner
             while len(self._expired) > self.expired_ids_remembered:
                 self._expired.popitem(last=False)
 
-    def _missing(self, session_id: str) -> UnknownSession:
-        if session_id in self._expired:
+    def _missing(self, session_id: str, owner: int | None) -> UnknownSession:
+        if session_id in self._expired and self._expired[session_id] == owner:
             return SessionExpired(f"session {excerpt(session_id, 64)} expired after {self.ttl_seconds:g} s idle")
         return UnknownSession(f"no session {excerpt(session_id, 64)}")

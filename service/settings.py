@@ -4,22 +4,33 @@ Every field can be set from the environment (``GUIDANCE_SERVER_PORT=9000``), fro
 line (``guidance-server --port 9000``) or in code (``Settings(port=9000)``); nothing else in the
 service reads ``os.environ``. List fields accept JSON (``'["default", "gpt2=/m/tokenizer.json"]'``)
 or a comma-separated string (``default,gpt2=/m/tokenizer.json``).
+
+API keys are ``SecretStr``: they never show in a settings object's ``repr``, and validation
+errors never echo an input value (``hide_input_in_errors``), so a mistyped key cannot end up in
+a log either.
 """
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core.limits import Limits
 
-__all__ = ["LogLevel", "Settings"]
+__all__ = ["API_KEY_PATTERN", "API_KEY_RULE", "LogLevel", "Settings"]
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 
 _MIB = 1024 * 1024
+
+# An API key travels as an RFC 6750 ``b64token`` (no spaces or commas: a comma-separated list of
+# keys stays unambiguous), and is long enough not to be guessed.
+API_KEY_PATTERN = re.compile(r"[A-Za-z0-9._~+/-]{16,}=*")
+API_KEY_RULE = "at least 16 characters of A-Z a-z 0-9 - . _ ~ + / (then = padding)"
 
 
 class Settings(BaseSettings):
@@ -61,9 +72,21 @@ class Settings(BaseSettings):
             Each program keeps one llguidance parser per thread (the extra ones are built and
             warmed in the background after its compile).
         max_source_bytes .. max_grammar_size: the engine limits, see :class:`core.limits.Limits`.
+        api_keys: keys accepted in ``Authorization: Bearer <key>`` (see ``service/auth.py``).
+            None configured here, in ``api_keys_file`` or in the admin fields: no key needed
+            (the loopback quick start); any configured: every request but the open paths needs one.
+        api_keys_file: a file of more keys, one per line (``#`` comments, blank lines ignored),
+            read at start.
+        admin_api_keys: keys that may also make server-wide changes (``POST /tokenizers``). When
+            any are configured, other keys get 403 there; when none are, every key may.
+        admin_api_keys_file: a file of admin keys, like ``api_keys_file``.
+        public_health_and_metrics: ``/healthz``, ``/readyz`` and ``/metrics`` answer without a key
+            (probes and Prometheus scrapes need no secret); off: they need one too.
     """
 
-    model_config = SettingsConfigDict(env_prefix="GUIDANCE_SERVER_", extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="GUIDANCE_SERVER_", extra="forbid", frozen=True, hide_input_in_errors=True
+    )
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
@@ -108,9 +131,15 @@ class Settings(BaseSettings):
     max_lexer_states: int = Field(default=Limits.max_lexer_states, ge=1)
     max_grammar_size: int = Field(default=Limits.max_grammar_size, ge=1)
 
-    @field_validator("tokenizers", mode="before")
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    api_keys_file: Path | None = None
+    admin_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    admin_api_keys_file: Path | None = None
+    public_health_and_metrics: bool = True
+
+    @field_validator("tokenizers", "api_keys", "admin_api_keys", mode="before")
     @classmethod
-    def _split_tokenizers(cls, value: Any) -> Any:
+    def _split_list(cls, value: Any) -> Any:
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("["):
@@ -119,6 +148,14 @@ class Settings(BaseSettings):
                 return json.loads(text)
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
+
+    @field_validator("api_keys", "admin_api_keys")
+    @classmethod
+    def _check_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        for i, key in enumerate(keys, start=1):
+            if not API_KEY_PATTERN.fullmatch(key.get_secret_value()):
+                raise ValueError(f"key {i} is not a valid API key: use {API_KEY_RULE}")
+        return keys
 
     def limits(self) -> Limits:
         """The engine limits these settings describe."""

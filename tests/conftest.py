@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import settings
 
 from core import Tokenizer, load_default_tokenizer
+
+# Property tests check behaviour, never speed (speed lives in bench/): no per-example deadline,
+# which a shared, loaded machine would turn into flaky failures.
+settings.register_profile("default", deadline=None)
+settings.load_profile("default")
 
 
 @pytest.fixture(scope="session")

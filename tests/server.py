@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -48,9 +49,12 @@ class Server:
         return len(os.listdir(f"/proc/{self.pid}/task"))
 
 
-def start(args: Sequence[str] = (), env: dict[str, str] | None = None, timeout: float = 90) -> Server:
-    """Start ``python -m service`` on a free port and wait until ``/readyz`` answers 200."""
-    port = free_port()
+def start(
+    args: Sequence[str] = (), env: dict[str, str] | None = None, timeout: float = 90, port: int | None = None
+) -> Server:
+    """Start ``python -m service`` on ``port`` (default: a free one; give the port of a server
+    that died to restart it in its place) and wait until ``/readyz`` answers 200."""
+    port = free_port() if port is None else port
     proc = subprocess.Popen(
         [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", *args],
         cwd=ROOT,
@@ -59,6 +63,9 @@ def start(args: Sequence[str] = (), env: dict[str, str] | None = None, timeout: 
         text=True,
         env={**os.environ, **(env or {})},
     )
+    # A server a test kills with SIGSEGV leaves no core file behind (in the checkout, or anywhere).
+    with contextlib.suppress(ProcessLookupError):  # gone already: the readiness wait says why
+        resource.prlimit(proc.pid, resource.RLIMIT_CORE, (0, 0))
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     with httpx.Client(base_url=url, timeout=2) as http:

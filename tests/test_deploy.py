@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,3 +34,38 @@ def test_dockerfile_runs_unprivileged_with_a_health_check() -> None:
     assert re.search(r"(?m)^USER guidance$", text)
     assert "HEALTHCHECK" in text and "/readyz" in text
     assert re.search(r"(?m)^FROM python:3\.\d+-slim", text)
+
+
+def _interpolate(value: str, env: dict[str, str]) -> str:
+    """Compose's ``${VAR:?message}`` and ``${VAR:-default}``, for the variables in ``env``."""
+
+    def one(m: re.Match[str]) -> str:
+        name, op, rest = m.group(1), m.group(2), m.group(3)
+        if env.get(name):
+            return env[name]
+        if op == ":?":
+            raise LookupError(f"{name}: {rest}")
+        return rest
+
+    return re.sub(r"\$\{(\w+)(:\?|:-)([^}]*)\}", one, value)
+
+
+def test_compose_restarts_dead_replicas_and_requires_an_api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    from service import Settings
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    key = "compose-key-0123456789abcdef"
+    for name, service in compose["services"].items():
+        # a server that dies (a crash included) is started again
+        assert service.get("restart") in ("always", "unless-stopped", "on-failure"), name
+        if not name.startswith("guidance-"):
+            continue
+        env = {k: str(v) for k, v in service["environment"].items()}
+        with pytest.raises(LookupError, match="GUIDANCE_API_KEYS"):
+            _interpolate(env["GUIDANCE_SERVER_API_KEYS"], {})
+        for k in list(env):
+            env[k] = _interpolate(env[k], {"GUIDANCE_API_KEYS": key})
+            monkeypatch.setenv(k, env[k])
+        settings = Settings()
+        assert [k.get_secret_value() for k in settings.api_keys] == [key]
+        assert settings.admin_api_keys == [] and settings.public_health_and_metrics  # probes stay open

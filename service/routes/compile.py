@@ -9,7 +9,7 @@ from fastapi import APIRouter
 
 from core.errors import GuidanceError, LimitExceeded
 from core.program import CompiledGuidanceProgram, spec_from_kwargs
-from service.dependencies import ServiceState, StateDep
+from service.dependencies import OwnerDep, ServiceState, StateDep
 from service.problems import CompileQueueFull, NotReady, problem_responses
 from service.schemas import CompileRequest, CompileResponse, ProgramFields
 
@@ -81,7 +81,7 @@ async def compile_program(body: ProgramFields, state: ServiceState) -> Compiled:
     response_model_exclude_none=True,
     responses=problem_responses(400, 404, 413, 422, 429, 503),
 )
-async def compile_endpoint(body: CompileRequest, state: StateDep) -> CompileResponse:
+async def compile_endpoint(body: CompileRequest, state: StateDep, owner: OwnerDep) -> CompileResponse:
     """Compile a constraint for a vocabulary (or take it from the shared cache).
 
     Give exactly one of `template`, `json_schema`, `regex`, `grammar` (Lark) or `choice`.
@@ -92,7 +92,7 @@ async def compile_endpoint(body: CompileRequest, state: StateDep) -> CompileResp
     program = compiled.program
     session_id = None
     if body.open_session:
-        session_id = state.sessions.create(program, compiled.tokenizer_name).id
+        session_id = state.sessions.create(program, compiled.tokenizer_name, owner=owner).id
     return CompileResponse(
         program_id=program.program_id,
         cached=compiled.cached,

@@ -22,7 +22,8 @@ from fastapi.routing import APIRoute
 from core.bitmask import to_bytes
 from core.errors import TokenRejected, UnknownProgram, excerpt
 from core.session import GuidanceState
-from service.dependencies import MetricsDep, SessionsDep, StateDep, state_of
+from service.auth import owner_of
+from service.dependencies import MetricsDep, OwnerDep, SessionsDep, StateDep, state_of
 from service.problems import NotReady, RollbackOutOfRange, problem_responses
 from service.routes.compile import compile_program
 from service.schemas import (
@@ -141,7 +142,7 @@ def _state(session: Session) -> SessionState:
     response_model=SessionCreated,
     responses=problem_responses(400, 404, 413, 422, 429, 503),
 )
-async def create_session(body: SessionCreateRequest, state: StateDep) -> SessionCreated:
+async def create_session(body: SessionCreateRequest, state: StateDep, owner: OwnerDep) -> SessionCreated:
     """Open a session on a cached program (`program_id`), or compile a body and open one.
 
     `program_id` answers 404 `program-not-found` when this replica has not compiled it (or
@@ -157,7 +158,7 @@ async def create_session(body: SessionCreateRequest, state: StateDep) -> Session
     else:
         compiled = await compile_program(body, state)
         program, tokenizer_name = compiled.program, compiled.tokenizer_name
-    session = state.sessions.create(program, tokenizer_name)
+    session = state.sessions.create(program, tokenizer_name, owner=owner)
     return SessionCreated(session_id=session.id, program_id=program.program_id)
 
 
@@ -168,14 +169,14 @@ async def create_session(body: SessionCreateRequest, state: StateDep) -> Session
     responses=problem_responses(404, 409, 410, 413, 422),
 )
 async def accept_tokens(
-    session_id: str, body: AcceptRequest, sessions: SessionsDep, metrics: MetricsDep, state: StateDep
+    session_id: str, body: AcceptRequest, sessions: SessionsDep, metrics: MetricsDep, state: StateDep, owner: OwnerDep
 ) -> AcceptResponse:
     """Advance the session by the tokens sampled, all or nothing.
 
     A token the constraint forbids answers 409 `token-rejected` with its `index`, and the
     session is left exactly as it was. With `dry_run`, only validate.
     """
-    session = sessions.get(session_id)
+    session = sessions.get(session_id, owner)
     st = session.state
     tokens = body.tokens
 
@@ -217,7 +218,7 @@ async def get_mask(request: Request) -> Response:
     `application/octet-stream`.
     """
     state = state_of(request)
-    session = state.sessions.get(request.path_params["session_id"])
+    session = state.sessions.get(request.path_params["session_id"], owner_of(request))
     metrics = state.metrics
     program = session.program
 
@@ -258,9 +259,11 @@ async def get_mask(request: Request) -> Response:
     response_model=SessionState,
     responses=problem_responses(404, 410, 422),
 )
-async def rollback(session_id: str, body: RollbackRequest, sessions: SessionsDep, state: StateDep) -> SessionState:
+async def rollback(
+    session_id: str, body: RollbackRequest, sessions: SessionsDep, state: StateDep, owner: OwnerDep
+) -> SessionState:
     """Undo the last `tokens` accepted tokens (EOS included); answers the session's state."""
-    session = sessions.get(session_id)
+    session = sessions.get(session_id, owner)
 
     def work() -> SessionState:
         have = len(session.state.tokens)
@@ -279,20 +282,20 @@ async def rollback(session_id: str, body: RollbackRequest, sessions: SessionsDep
     response_model=SessionCreated,
     responses=problem_responses(404, 410, 429),
 )
-async def fork(session_id: str, sessions: SessionsDep, state: StateDep) -> SessionCreated:
+async def fork(session_id: str, sessions: SessionsDep, state: StateDep, owner: OwnerDep) -> SessionCreated:
     """A new, independent session at the same position (n > 1 sampling, beam search)."""
-    session = sessions.get(session_id)
+    session = sessions.get(session_id, owner)
     copy = await state.slow_lane.run(session, session.state.fork)
-    child = sessions.create(session.program, session.tokenizer_name, copy)
+    child = sessions.create(session.program, session.tokenizer_name, copy, owner=session.owner)
     return SessionCreated(session_id=child.id, program_id=session.program.program_id)
 
 
 @router.get(
     "/{session_id}", summary="Read a session", response_model=SessionState, responses=problem_responses(404, 410)
 )
-async def get_session(session_id: str, sessions: SessionsDep, state: StateDep) -> SessionState:
+async def get_session(session_id: str, sessions: SessionsDep, state: StateDep, owner: OwnerDep) -> SessionState:
     """The session: program, tokens accepted, their text, captured variables, status."""
-    session = sessions.get(session_id)
+    session = sessions.get(session_id, owner)
     return await state.slow_lane.run(session, lambda: _state(session))
 
 
@@ -303,7 +306,7 @@ async def get_session(session_id: str, sessions: SessionsDep, state: StateDep) -
     response_class=Response,
     responses=problem_responses(404, 410),
 )
-async def delete_session(session_id: str, sessions: SessionsDep) -> Response:
+async def delete_session(session_id: str, sessions: SessionsDep, owner: OwnerDep) -> Response:
     """Close the session now (its id then answers 404)."""
-    sessions.delete(session_id)
+    sessions.delete(session_id, owner)
     return Response(status_code=204)

@@ -16,9 +16,10 @@ Response (``application/vnd.guidance.step``, binary, little-endian)::
     H bytes                       UTF-8 JSON header, padded with spaces to a multiple of 4 bytes
     rows x mask_words x int32     the masks, one row per session (plus its draft rows), in order
 
-With ``"mask_encoding": "blocks"`` the masks come block-sparse instead (``core.bitmask``): a
-bitmap of the 64-word blocks that hold a set bit, then those blocks only; the header then also
-has ``"mask_encoding": "blocks"`` and ``"block_words": 64``. A JSON schema's batch of 64 tekken
+The layout (this framing, the mask words, the block-sparse encoding) is defined once, in
+``guidance_client.wire``, and the client reads answers with the same module. With
+``"mask_encoding": "blocks"`` the masks come block-sparse instead: a bitmap of the 64-word blocks
+that hold a set bit, then those blocks only; the header then also has ``"mask_encoding": "blocks"`` and ``"block_words": 64``. A JSON schema's batch of 64 tekken
 masks shrinks from 1 MB to about 200 kB that way.
 
 The header is ``{"mask_words", "vocab_size", "rows", "sessions": [status, ...]}``; a status is
@@ -35,10 +36,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import struct
 import sys
 import time
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -46,9 +46,10 @@ from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
-from core.bitmask import BLOCK_WORDS, encode_blocks, to_bytes
 from core.errors import GuidanceError, InvalidTokens, LimitExceeded, TokenRejected
 from core.session import GuidanceState
+from guidance_client.wire import BLOCK_WORDS, STEP_MEDIA_TYPE, MaskEncoding, encode_blocks, step_frame, to_bytes
+from service.auth import owner_of
 from service.dependencies import ServiceState, state_of
 from service.problems import problem_responses
 from service.routes.sessions import DirectRoute
@@ -56,7 +57,6 @@ from service.sessions import Session
 
 __all__ = ["STEP_MEDIA_TYPE", "StepItem", "StepRequest", "openapi_components", "router"]
 
-STEP_MEDIA_TYPE = "application/vnd.guidance.step"
 
 router = APIRouter(tags=["step"], route_class=DirectRoute)
 
@@ -83,7 +83,7 @@ class StepRequest(BaseModel):
             "`false` leaves them out and skips computing them (one more llguidance call per session)."
         ),
     )
-    mask_encoding: Literal["dense", "blocks"] = Field(
+    mask_encoding: MaskEncoding = Field(
         "dense", description="`dense`: packed bitmask rows; `blocks`: block-sparse (see `x-step-layout`)."
     )
 
@@ -206,13 +206,14 @@ async def step(request: Request) -> Response:
     if len(set(ids)) != len(ids):
         raise RequestValidationError([{"loc": ("body", "sessions"), "msg": "a session appears twice", "type": "value_error"}])
     store = service.sessions
+    owner = owner_of(request)
 
-    # Look every session up first; unknown and expired ones become per-session errors.
+    # Look every session up first; unknown, expired and other keys' ones become per-session errors.
     found: list[Session | None] = []
     errors: dict[int, GuidanceError] = {}
     for i, sid in enumerate(ids):
         try:
-            found.append(store.get(sid))
+            found.append(store.get(sid, owner))
         except GuidanceError as e:
             found.append(None)
             errors[i] = e
@@ -300,11 +301,11 @@ def _advance_and_fill(
         bitmask = np.empty((row, words), dtype=np.int32)
         _fill(service, bitmask, blank, fill_states, fill_rows, drafts)
         bitmap, blocks = encode_blocks(bitmask)
-        buf, offset = _answer(head, bitmap.nbytes + blocks.nbytes)
+        buf, offset = step_frame(orjson.dumps(head), bitmap.nbytes + blocks.nbytes)
         buf[offset : offset + bitmap.nbytes] = bitmap
         buf[offset + bitmap.nbytes :] = blocks.astype("<i4", copy=False).view(np.uint8).reshape(-1)
     else:
-        buf, offset = _answer(head, row * words * 4)
+        buf, offset = step_frame(orjson.dumps(head), row * words * 4)
         bitmask = buf[offset:].view(np.int32).reshape(row, words)
         if sys.byteorder != "little":  # pragma: no cover - the wire is little-endian
             bitmask = np.zeros((row, words), dtype=np.int32)
@@ -318,16 +319,6 @@ def _advance_and_fill(
     if rejected_total:
         metrics.tokens_rejected.inc(rejected_total)
     return buf.data
-
-
-def _answer(head: dict[str, Any], mask_bytes: int) -> tuple[np.ndarray, int]:
-    """The answer buffer with its length-prefixed header written; returns it and where masks go."""
-    header = orjson.dumps(head)
-    header += b" " * (-len(header) % 4)
-    offset = 4 + len(header)
-    buf = np.empty(offset + mask_bytes, dtype=np.uint8)
-    buf[:offset] = np.frombuffer(struct.pack("<I", len(header)) + header, dtype=np.uint8)
-    return buf, offset
 
 
 def _fill(

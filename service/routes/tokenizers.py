@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 
 from core.tokenizers import Tokenizer
-from service.dependencies import TokenizersDep
+from service.dependencies import AdminDep, TokenizersDep
 from service.problems import problem_responses
 from service.schemas import (
     DetokenizeRequest,
@@ -56,8 +56,9 @@ async def list_tokenizers(tokenizers: TokenizersDep) -> TokenizerList:
     openapi_extra=_UPLOAD_BODY,
     responses={
         200: {"description": "Already loaded under that name.", "model": TokenizerInfo},
-        **problem_responses(400, 409, 413, 422),
+        **problem_responses(400, 403, 409, 413, 422),
     },
+    dependencies=[AdminDep],
 )
 async def upload_tokenizer(
     request: Request,
@@ -68,7 +69,8 @@ async def upload_tokenizer(
     """Load a Hugging Face `tokenizer.json` (the request body) under the name `?name=`.
 
     201 when added; 200 when that name already holds the same vocabulary; 409
-    `tokenizer-exists` when it holds another one.
+    `tokenizer-exists` when it holds another one. A server-wide change: where admin keys are
+    configured, other keys get 403 `forbidden`.
     """
     tokenizers.check_new(name)
     data = await request.body()

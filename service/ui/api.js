@@ -12,8 +12,28 @@ export class ApiProblem extends Error {
   }
 }
 
+// The API key, where the server has keys: typed into the page, kept for this tab only
+// (sessionStorage: gone when the tab closes, never sent anywhere but this server).
+const KEY_STORAGE = "guidance-api-key";
+
+export function apiKey() {
+  try { return sessionStorage.getItem(KEY_STORAGE) || ""; } catch { return ""; }
+}
+
+export function setApiKey(key) {
+  try {
+    if (key) sessionStorage.setItem(KEY_STORAGE, key);
+    else sessionStorage.removeItem(KEY_STORAGE);
+  } catch { /* storage disabled: the key cannot be kept */ }
+}
+
+export function authHeaders() {
+  const key = apiKey();
+  return key ? { Authorization: `Bearer ${key}` } : {};
+}
+
 export async function api(method, path, body, { accept } = {}) {
-  const init = { method, headers: {} };
+  const init = { method, headers: authHeaders() };
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -34,6 +54,7 @@ export async function api(method, path, body, { accept } = {}) {
     } else {
       doc.detail = raw.slice(0, 500);
     }
+    if (resp.status === 401) document.dispatchEvent(new CustomEvent("guidance:unauthorized", { detail: doc }));
     throw new ApiProblem(resp.status, doc);
   }
   if (resp.status === 204) return null;

@@ -3,8 +3,8 @@
 // /tokenize and /detokenize. The sample of allowed tokens is decoded here from the JSON mask.
 
 import {
-  ApiProblem, allowedIds, del, el, fmt, get, offsetToLineColumn, post, problemLocation, spread,
-  tokenText, visible,
+  ApiProblem, allowedIds, authHeaders, del, el, fmt, get, offsetToLineColumn, post, problemLocation,
+  spread, tokenText, visible,
 } from "./api.js";
 
 const EXAMPLES = {
@@ -657,7 +657,8 @@ export async function startPlayground() {
   // Close the session when the page goes away (the server would expire it anyway).
   window.addEventListener("pagehide", () => {
     if (S.session) {
-      fetch(new URL(sessionPath(""), new URL(".", document.baseURI)), { method: "DELETE", keepalive: true })
+      const init = { method: "DELETE", keepalive: true, headers: authHeaders() };
+      fetch(new URL(sessionPath(""), new URL(".", document.baseURI)), init)
         .catch(() => {});
     }
   });

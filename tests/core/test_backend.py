@@ -169,9 +169,9 @@ def test_parallel_fill_over_lanes_equals_the_loop(tekken: Tokenizer, monkeypatch
     threads_used: set[str] = set()
     fill_group = core.backend._fill_group
 
-    def spy(group: Any, bitmask: Any) -> None:
+    def spy(group: Any, bitmask: Any) -> Any:
         threads_used.add(threading.current_thread().name)
-        fill_group(group, bitmask)
+        return fill_group(group, bitmask)
 
     monkeypatch.setattr(core.backend, "_fill_group", spy)
     monkeypatch.setattr(core.backend, "_PARALLEL_MIN_MASK_SECONDS", 0.0)  # these masks are cheap

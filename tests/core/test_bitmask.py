@@ -39,28 +39,3 @@ def test_bits_past_the_vocabulary_are_zero(tiny_backend: GuidanceBackend) -> Non
     bitmask = np.full((1, mask_words(vocab)), -1, dtype=np.int32)
     tiny_backend.compile_regex("(?s:.*)").create_state().fill_bitmask(bitmask, 0)
     assert allowed_tokens(bitmask[0], mask_words(vocab) * 32).max() < vocab
-
-
-@given(
-    st.integers(1, 5000).flatmap(
-        lambda v: st.tuples(st.just(v), st.lists(st.sets(st.integers(0, v - 1), max_size=40), min_size=1, max_size=6))
-    )
-)
-def test_block_sparse_form_keeps_exactly_the_blocks_with_set_bits(case: tuple[int, list[set[int]]]) -> None:
-    from core.bitmask import BLOCK_WORDS, blocks_per_row, encode_blocks
-    from service.client import _decode_blocks  # the client's reader (numpy only)
-
-    vocab, rows_ids = case
-    rows = np.stack([pack_tokens(ids, vocab) for ids in rows_ids])
-    bitmap, blocks = encode_blocks(rows)
-    per_row = blocks_per_row(rows.shape[1])
-    assert bitmap.size % 4 == 0 and blocks.shape[1] == BLOCK_WORDS
-    # a block is present exactly when one of its 2,048 token ids is allowed
-    expected = [
-        bool(ids & set(range(b * BLOCK_WORDS * 32, (b + 1) * BLOCK_WORDS * 32))) for ids in rows_ids for b in range(per_row)
-    ]
-    present = np.unpackbits(bitmap, bitorder="little")[: len(expected)].astype(bool).tolist()
-    assert present == expected and not np.unpackbits(bitmap, bitorder="little")[len(expected) :].any()
-    assert blocks.shape[0] == sum(expected)
-    wire = b"\0" * 8 + bitmap.tobytes() + blocks.astype("<i4").tobytes()
-    assert np.array_equal(_decode_blocks(wire, 8, rows.shape[0], rows.shape[1], BLOCK_WORDS), rows)

@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 
 from core import Tokenizer
-from service.client import GrammarBatch, GuidanceClient, RemoteGrammar
+from guidance_client import GrammarBatch, GuidanceClient, RemoteGrammar
 from tests.server import free_port, start, stop
 from tests.service.helpers import sample_next
 

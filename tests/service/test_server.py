@@ -19,7 +19,7 @@ import pytest
 from numpy.typing import NDArray
 
 from core import Tokenizer
-from service.client import AsyncGuidanceClient, AsyncRemoteGrammar, GuidanceClient, RemoteGrammar
+from guidance_client import AsyncGuidanceClient, AsyncRemoteGrammar, GuidanceClient, RemoteGrammar
 from tests.server import start, stop
 from tests.service.helpers import PERSON_SCHEMA, TEMPLATE, TEMPLATE_ORACLE
 
@@ -147,7 +147,7 @@ def test_errors_and_metrics_over_the_wire(server: str) -> None:
 
 @pytest.mark.asyncio
 async def test_async_and_sync_batches_serve_the_same_masks(server: str, default_tokenizer: Tokenizer) -> None:
-    from service.client import AsyncGrammarBatch, GrammarBatch
+    from guidance_client import AsyncGrammarBatch, GrammarBatch
 
     tok = default_tokenizer
     texts = ['{"name":"Ada","age":36,"active":true}', '{"name":"Bo","age":7,"tags":["a"],"active":false}', '{"name":"Cyd","age":101,"active":true}']

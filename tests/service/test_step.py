@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from core import Tokenizer, allowed_tokens
-from service.client import AsyncGrammarBatch, AsyncGuidanceClient, AsyncRemoteGrammar, _parse_step
+from guidance_client import AsyncGrammarBatch, AsyncGuidanceClient, AsyncRemoteGrammar
+from guidance_client.protocol import Answer, parse_step
 from tests.service.helpers import TEMPLATE, AppFactory, assert_problem, sample_next, serve
 
 pytestmark = pytest.mark.asyncio
@@ -35,7 +36,7 @@ async def _step(client: httpx.AsyncClient, sessions: list[dict[str, Any]], **ext
     resp = await client.post("/step", json={"sessions": sessions, **extra})
     assert resp.status_code == 200, resp.text
     assert resp.headers["content-type"] == "application/vnd.guidance.step"
-    return _parse_step(resp.content)
+    return parse_step(Answer(resp.status_code, resp.headers, resp.content))
 
 
 async def test_binary_layout_is_as_documented(client: httpx.AsyncClient, default_tokenizer: Tokenizer) -> None:
@@ -145,7 +146,7 @@ async def test_block_sparse_answer_carries_the_same_masks(
             by_hand[r, blk * 64 : (blk + 1) * 64] = next(blocks)
     assert len(body) < 4 + length + rows * words * 4 // 2  # most blocks of these masks are empty
     # the same rows as a dense answer (nothing moves on a step without tokens) and the client's
-    result = _parse_step(body)
+    result = parse_step(Answer(200, {}, body))
     again = await _step(client, [{**s, "tokens": []} for s in sessions])
     assert np.array_equal(by_hand[:, :words], again.masks)
     assert np.array_equal(result.masks, again.masks)
@@ -166,8 +167,8 @@ async def test_forced_tokens_can_be_left_out(client: httpx.AsyncClient, default_
         heads.append(json.loads(resp.content[4 : 4 + length])["sessions"][0])
     assert tok.decode(heads[0]["forced_tokens"]).startswith("Name:")  # the template's literal start
     assert "forced_tokens" not in heads[1]
-    assert _parse_step(without.content).statuses[0].forced_tokens == []
-    assert np.array_equal(_parse_step(with_forced.content).masks, _parse_step(without.content).masks)
+    assert parse_step(Answer(200, {}, without.content)).statuses[0].forced_tokens == []
+    assert np.array_equal(parse_step(Answer(200, {}, with_forced.content)).masks, parse_step(Answer(200, {}, without.content)).masks)
 
 
 async def test_bad_batches_are_refused_whole(make_app: AppFactory) -> None:

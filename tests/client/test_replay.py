@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from core import Tokenizer
-from service.client import AsyncGrammarBatch, AsyncGuidanceClient, AsyncRemoteGrammar, RemoteError
+from guidance_client import AsyncGrammarBatch, AsyncGuidanceClient, AsyncRemoteGrammar, RemoteError
 from tests.service.helpers import TEMPLATE, AppFactory, serve
 
 pytestmark = pytest.mark.asyncio

@@ -1,21 +1,15 @@
-"""The worker-side client: import isolation, every call, and grammars that mirror core's."""
+"""The clients against the app: every call, errors, and grammars that mirror core's."""
 
 from __future__ import annotations
 
-import asyncio
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
-
-import httpx
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from core import GuidanceBackend, GuidanceGrammar, Tokenizer
-from service.client import (
+from guidance_client import (
     AsyncGuidanceClient,
     AsyncRemoteGrammar,
     GuidanceClient,
@@ -24,20 +18,6 @@ from service.client import (
     program_spec,
 )
 from tests.service.helpers import PERSON_SCHEMA, TEMPLATE, AppFactory, serve
-
-
-def test_client_imports_only_httpx_and_numpy() -> None:
-    code = (
-        "import sys, service.client\n"
-        "heavy = {'fastapi', 'starlette', 'llguidance', 'core', 'pydantic', 'prometheus_client', 'uvicorn', 'tiktoken'}\n"
-        "loaded = sorted(m for m in heavy if m in sys.modules)\n"
-        "assert not loaded, loaded\n"
-        "from service import GuidanceClient, RemoteGrammar\n"
-        "loaded = sorted(m for m in heavy if m in sys.modules)\n"
-        "assert not loaded, loaded\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
-    assert result.returncode == 0, result.stderr
 
 
 def test_program_spec_wants_exactly_one_kind() -> None:
@@ -177,85 +157,3 @@ def test_sync_client_raises_remote_errors_with_problem_fields(sclient: GuidanceC
 def test_unreachable_server_is_not_ready() -> None:
     with GuidanceClient("http://127.0.0.1:9", timeout=0.5) as client:
         assert not client.ready()
-
-
-# -- the asyncio hot path (stdlib streams), against a raw HTTP/1.1 server --------------------------
-
-
-class _RawServer:
-    """A loopback server answering each request with the next scripted raw answer.
-
-    An answer of ``None`` closes the connection without answering. Records every request line.
-    """
-
-    def __init__(self, answers: list[bytes | None]) -> None:
-        self.answers = answers
-        self.requests: list[bytes] = []
-        self.heads: list[bytes] = []
-        self.connections = 0
-
-    async def handle(self, reader: Any, writer: Any) -> None:
-        self.connections += 1
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                self.requests.append(head.split(b"\r\n")[0])
-                self.heads.append(head)
-                length = next(
-                    (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")),
-                    0,
-                )
-                await reader.readexactly(length)
-                answer = self.answers.pop(0)
-                if answer is None:
-                    break
-                writer.write(answer)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-
-@pytest.mark.asyncio
-async def test_async_hot_path_reads_lengths_chunks_and_reconnects() -> None:
-    from service.client import _AsyncHotPath
-
-    answers: list[bytes | None] = [
-        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Thing: a\r\n\r\nhello",
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=1\r\nde\r\n0\r\n\r\n",
-        b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
-        None,  # the next GET finds its connection dropped: sent again on a fresh one
-        b"HTTP/1.1 204 No Content\r\n\r\n",
-        None,  # a POST on a dropped connection is not sent again
-    ]
-    raw = _RawServer(answers)
-    server = await asyncio.start_server(raw.handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    hot = _AsyncHotPath(f"http://127.0.0.1:{port}/base", 5.0, {"X-Worker-Id": "w1"})
-    try:
-        assert await hot.request("GET", "/a", None, {}) == (200, {"content-length": "5", "x-thing": "a"}, b"hello")
-        status, _, data = await hot.request("POST", "/b", b'{"x":1}', {"content-type": "application/json"})
-        assert (status, data) == (200, b"abcde")
-        status, _, data = await hot.request("GET", "/c", None, {})
-        assert (status, data) == (404, b"{}")
-        assert raw.connections == 1  # kept alive until the server said close
-        status, _, data = await hot.request("GET", "/d", None, {})
-        assert (status, data) == (204, b"")
-        assert raw.connections == 3  # /d's first connection was dropped; the retry opened another
-        with pytest.raises(httpx.TransportError):
-            await hot.request("POST", "/e", b"{}", {})
-        assert b"\r\nX-Worker-Id: w1\r\n" in raw.heads[0] and b"\r\nHost: 127.0.0.1:" in raw.heads[0]
-        assert b"\r\nContent-Length: 7\r\n" in raw.heads[1]
-        assert raw.requests == [
-            b"GET /base/a HTTP/1.1",
-            b"POST /base/b HTTP/1.1",
-            b"GET /base/c HTTP/1.1",
-            b"GET /base/d HTTP/1.1",
-            b"GET /base/d HTTP/1.1",
-            b"POST /base/e HTTP/1.1",
-        ]
-    finally:
-        hot.close()
-        server.close()
-        await server.wait_closed()

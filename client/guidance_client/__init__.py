@@ -1,0 +1,89 @@
+"""The worker-side client of the Guidance constraint server: numpy and httpx, nothing else.
+
+Two clients with the same methods, :class:`GuidanceClient` (sync) and
+:class:`AsyncGuidanceClient`, and grammar objects shaped like ``core.GuidanceGrammar`` (vLLM's
+``StructuredOutputGrammar``), :class:`RemoteGrammar` and :class:`AsyncRemoteGrammar`::
+
+    from guidance_client import GuidanceClient
+
+    with GuidanceClient("http://127.0.0.1:8000", api_key="...") as client:
+        grammar = client.grammar(json_schema={"type": "object", "properties": {"a": {"type": "integer"}}})
+        bitmask = numpy.zeros((batch, grammar.mask_words), dtype=numpy.int32)
+        grammar.fill_next_token_bitmask(bitmask, 0)      # row 0: the allowed next tokens
+        grammar.accept_tokens([token])                   # False if the constraint forbids it
+
+A whole decoding batch steps in one round trip with :class:`GrammarBatch`. The wire format is in
+:mod:`guidance_client.wire`; requests and answers without I/O in :mod:`guidance_client.protocol`;
+the errors in :mod:`guidance_client.errors`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from guidance_client._async.client import AsyncGrammarBatch, AsyncGuidanceClient, AsyncRemoteGrammar
+    from guidance_client._sync.client import GrammarBatch, GuidanceClient, RemoteGrammar
+    from guidance_client.errors import GuidanceClientError, ProtocolError, RemoteError, TimeoutError, TransportError
+    from guidance_client.protocol import (
+        WORKER_HEADER,
+        AcceptResult,
+        ProgramInfo,
+        SessionInfo,
+        StepResult,
+        StepStatus,
+        program_spec,
+    )
+    from guidance_client.wire import MaskEncoding
+
+__all__ = [
+    "AcceptResult",
+    "AsyncGrammarBatch",
+    "AsyncGuidanceClient",
+    "AsyncRemoteGrammar",
+    "GrammarBatch",
+    "GuidanceClient",
+    "GuidanceClientError",
+    "MaskEncoding",
+    "ProgramInfo",
+    "ProtocolError",
+    "RemoteError",
+    "RemoteGrammar",
+    "SessionInfo",
+    "StepResult",
+    "StepStatus",
+    "TimeoutError",
+    "TransportError",
+    "WORKER_HEADER",
+    "program_spec",
+]
+
+__version__ = "0.1.0"
+
+# Names load on first use, so the server's engine code can import ``guidance_client.wire``
+# (numpy only) without httpx and the clients.
+_ERRORS = ("GuidanceClientError", "ProtocolError", "RemoteError", "TimeoutError", "TransportError")
+_HOMES = {
+    **dict.fromkeys(("AsyncGrammarBatch", "AsyncGuidanceClient", "AsyncRemoteGrammar"), "guidance_client._async.client"),
+    **dict.fromkeys(("GrammarBatch", "GuidanceClient", "RemoteGrammar"), "guidance_client._sync.client"),
+    **dict.fromkeys(_ERRORS, "guidance_client.errors"),
+    **dict.fromkeys(
+        ("WORKER_HEADER", "AcceptResult", "ProgramInfo", "SessionInfo", "StepResult", "StepStatus", "program_spec"),
+        "guidance_client.protocol",
+    ),
+    "MaskEncoding": "guidance_client.wire",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'guidance_client' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

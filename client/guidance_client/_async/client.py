@@ -1,0 +1,359 @@
+"""The client, its remote grammars and batches, written once (asyncio).
+
+This is the source: ``guidance_client/_sync/client.py`` is generated from it by
+``scripts/unasync_client.py`` (``await`` dropped, ``Async`` names made sync), and a test checks
+that the generated file is up to date. Edit this file, then run the script.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import httpx
+import numpy as np
+from numpy.typing import NDArray
+
+from guidance_client import protocol
+from guidance_client._async.pipeline import AsyncPipeline
+from guidance_client.errors import GuidanceClientError, RemoteError
+from guidance_client.protocol import (
+    REFUSED,
+    REPLAY_CHUNK,
+    AcceptResult,
+    GrammarState,
+    ProgramInfo,
+    SessionInfo,
+    StepPlan,
+    StepResult,
+    StepStatus,
+    program_spec,
+)
+from guidance_client.transports import AsyncTransport
+from guidance_client.wire import MaskEncoding
+
+if TYPE_CHECKING:
+    from typing import Self  # annotations only: the client also runs on Python 3.10
+
+__all__ = ["AsyncGrammarBatch", "AsyncGuidanceClient", "AsyncRemoteGrammar"]
+
+_T = TypeVar("_T")
+
+
+class AsyncGuidanceClient:
+    """A client of one server, or of replicas behind a balancer.
+
+    Args:
+        base_url: the server or balancer, e.g. ``http://127.0.0.1:8000``.
+        timeout: seconds per request.
+        http: an httpx client to use for every call instead of making one (its ``base_url``
+            applies; a custom transport, an app in tests).
+        worker_id: sent as ``X-Worker-Id`` on every request, for a balancer that hashes on it
+            (all of a worker's sessions then live on one replica).
+        api_key: sent as ``Authorization: Bearer <api_key>`` on every request (replays too).
+        retries: how many times a grammar replays its session and retries after a lost
+            connection, replica or session (see :class:`AsyncRemoteGrammar`).
+        backoff: seconds before the first retry; doubled at each further one.
+
+    Attributes:
+        replays: sessions re-created from their spec and tokens so far.
+    """
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        timeout: float = 30.0,
+        *,
+        http: httpx.AsyncClient | None = None,
+        worker_id: str | None = None,
+        api_key: str | None = None,
+        retries: int = 4,
+        backoff: float = 0.05,
+    ) -> None:
+        self.transport = AsyncTransport(base_url, timeout, protocol.base_headers(worker_id, api_key), http)
+        self.retries = retries
+        self.backoff = backoff
+        self.replays = 0
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The httpx client of the calls outside the decode loop."""
+        return self.transport.http
+
+    async def send(self, request: protocol.Request[_T]) -> _T:
+        """Send one request built by :mod:`guidance_client.protocol`; its parsed answer."""
+        return request.parse(await self.transport.send(request))
+
+    async def retrying(self, fn: Callable[[], Awaitable[_T]], on_failure: Callable[[], None] | None = None) -> _T:
+        """Call ``fn``; after a failure a replay can mend, call ``on_failure``, wait, try again."""
+        for attempt in range(self.retries + 1):
+            try:
+                return await fn()
+            except GuidanceClientError as e:
+                if attempt == self.retries or not protocol.retryable(e):
+                    raise
+                if on_failure is not None:
+                    on_failure()
+                await self.transport.sleep(protocol.delay(self.backoff, attempt, e))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connections (when this client made them)."""
+        await self.transport.aclose()
+
+    # -- programs
+    async def compile_spec(self, spec: Mapping[str, Any], *, open_session: bool = False) -> ProgramInfo:
+        """Compile a raw compile body (see :func:`~guidance_client.program_spec`)."""
+        return await self.send(protocol.compile_program(spec, open_session))
+
+    async def compile(self, template: str | None = None, *, open_session: bool = False, **kwargs: Any) -> ProgramInfo:
+        """Compile one of ``template``, ``json_schema``, ``regex``, ``grammar``, ``choice``."""
+        return await self.compile_spec(program_spec(template, **kwargs), open_session=open_session)
+
+    # -- sessions
+    async def create_session(self, program_id: str | None = None, **spec: Any) -> str:
+        """Open a session on ``program_id``, or on a program given like :meth:`compile`."""
+        spec_body = None if program_id is not None else program_spec(**spec)
+        return await self.send(protocol.create_session(program_id, spec_body))
+
+    async def accept(self, session_id: str, tokens: Sequence[int], *, dry_run: bool = False) -> AcceptResult:
+        """Accept tokens all or nothing (raises :class:`~guidance_client.RemoteError` ``token-rejected``, 409)."""
+        return await self.send(protocol.accept(session_id, tokens, dry_run))
+
+    async def mask(self, session_id: str, out: NDArray[np.int32] | None = None, row: int = 0) -> NDArray[np.int32]:
+        """The allowed next tokens: into ``out[row]`` if given (and returned), else a new row."""
+        return await self.send(protocol.mask(session_id, out, row))
+
+    async def rollback(self, session_id: str, num_tokens: int) -> SessionInfo:
+        """Undo the last ``num_tokens`` tokens."""
+        return await self.send(protocol.rollback(session_id, num_tokens))
+
+    async def fork(self, session_id: str) -> str:
+        """A new session at the same position; returns its id."""
+        return await self.send(protocol.fork(session_id))
+
+    async def get(self, session_id: str) -> SessionInfo:
+        """The session's tokens, text, variables and status."""
+        return await self.send(protocol.get(session_id))
+
+    async def delete(self, session_id: str) -> None:
+        """Close the session."""
+        await self.send(protocol.delete(session_id))
+
+    # -- the batched step
+    async def step(
+        self,
+        items: Sequence[tuple[Any, ...]],
+        *,
+        variables: bool = False,
+        mask_encoding: MaskEncoding = "dense",
+        forced_tokens: bool = True,
+    ) -> StepResult:
+        """One batched step; ``items`` are ``(session_id, tokens[, draft_tokens])`` (``POST /step``).
+
+        ``mask_encoding="blocks"`` has the masks sent block-sparse (smaller for most constraints);
+        the result's ``masks`` are dense either way. ``forced_tokens=False`` skips computing each
+        session's forced tokens (their statuses then have none).
+        """
+        return await self.send(protocol.step(items, variables, mask_encoding, forced_tokens))
+
+    # -- tokenizers and operations
+    async def tokenize(self, text: str, tokenizer: str | None = None) -> list[int]:
+        """Token ids of ``text`` with a server-side tokenizer."""
+        return await self.send(protocol.tokenize(text, tokenizer))
+
+    async def detokenize(self, tokens: Sequence[int], tokenizer: str | None = None) -> str:
+        """Text of token ids with a server-side tokenizer."""
+        return await self.send(protocol.detokenize(tokens, tokenizer))
+
+    async def tokenizers(self) -> list[dict[str, Any]]:
+        """The server's tokenizers."""
+        return await self.send(protocol.tokenizers())
+
+    async def stats(self) -> dict[str, Any]:
+        """The server's statistics."""
+        return await self.send(protocol.stats())
+
+    async def ready(self) -> bool:
+        """Whether the server is ready (``/readyz`` answers 200); False if unreachable."""
+        try:
+            return await self.send(protocol.ready())
+        except GuidanceClientError:
+            return False
+
+    async def grammar(self, template: str | None = None, **kwargs: Any) -> AsyncRemoteGrammar:
+        """Compile a program and open a session on it: a drop-in ``GuidanceGrammar``."""
+        return await AsyncRemoteGrammar.open(self, program_spec(template, **kwargs))
+
+
+class AsyncRemoteGrammar(GrammarState):
+    """A ``core.GuidanceGrammar`` whose state lives on the server, and survives losing it.
+
+    Keeps the program spec and the tokens accepted so far: when a call fails because the
+    connection dropped, the replica died or restarted, or the session expired, the grammar opens
+    a new session from the spec (on whichever replica the balancer now picks), re-accepts its
+    tokens, and retries the call, up to ``client.retries`` times with exponential backoff. The
+    caller never sees a wrong mask, only the time it took.
+
+    Attributes:
+        client: the client it calls through.
+        spec: the compile body of the program.
+        program: the compiled program's description.
+        session_id: the server-side session.
+        tokens: tokens accepted so far.
+    """
+
+    def __init__(
+        self,
+        client: AsyncGuidanceClient,
+        spec: Mapping[str, Any],
+        program: ProgramInfo,
+        session_id: str,
+        tokens: Sequence[int] = (),
+        terminated: bool = False,
+        variables: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(spec, program, session_id, tokens, terminated, variables)
+        self.client = client
+
+    @classmethod
+    async def open(cls, client: AsyncGuidanceClient, spec: Mapping[str, Any]) -> AsyncRemoteGrammar:
+        """Compile ``spec`` and open a session on it."""
+        info = await client.retrying(lambda: client.compile_spec(spec, open_session=True))
+        assert info.session_id is not None
+        return cls(client, spec, info, info.session_id)
+
+    async def replay(self) -> None:
+        """Open a new session from the spec and re-accept the tokens accepted so far."""
+        info = await self.client.compile_spec(self.spec, open_session=True)
+        assert info.session_id is not None
+        for i in range(0, len(self.tokens), REPLAY_CHUNK):
+            await self.client.accept(info.session_id, self.tokens[i : i + REPLAY_CHUNK])
+        self._reopened(info)
+        self.client.replays += 1
+
+    async def _call(self, fn: Callable[[], Awaitable[_T]]) -> _T:
+        async def attempt() -> _T:
+            if self._lost:
+                await self.replay()
+            return await fn()
+
+        def lost() -> None:
+            self._lost = True
+
+        return await self.client.retrying(attempt, on_failure=lost)
+
+    async def accept_tokens(self, tokens: Sequence[int]) -> bool:
+        """Advance by ``tokens``; False, with nothing changed, if any is not allowed."""
+        tokens = [int(t) for t in tokens]
+        try:
+            result = await self._call(lambda: self.client.accept(self.session_id, tokens))
+        except RemoteError as e:
+            if e.code in REFUSED:
+                return False
+            raise
+        self._update(result.terminated, result.variables)
+        self.tokens.extend(tokens)
+        return True
+
+    async def validate_tokens(self, tokens: Sequence[int]) -> list[int]:
+        """The longest allowed prefix of ``tokens``, without advancing."""
+        tokens = [int(t) for t in tokens]
+        try:
+            result = await self._call(lambda: self.client.accept(self.session_id, tokens, dry_run=True))
+        except RemoteError as e:
+            if e.code == "token-out-of-range" and e.index is not None:
+                return tokens[: e.index]
+            raise
+        return tokens[: result.accepted]
+
+    async def rollback(self, num_tokens: int) -> None:
+        """Undo the last ``num_tokens`` tokens."""
+        info = await self._call(lambda: self.client.rollback(self.session_id, num_tokens))
+        self.tokens = info.tokens
+        self._update(info.terminated, info.variables)
+
+    async def fill_next_token_bitmask(self, bitmask: NDArray[np.int32], idx: int = 0) -> None:
+        """Write the allowed next tokens into row ``idx`` of an int32 ``[batch, words]`` array."""
+        await self._call(lambda: self.client.mask(self.session_id, bitmask, idx))
+
+    async def reset(self) -> None:
+        """Back to the start of the program."""
+        if self.tokens:
+            await self.rollback(len(self.tokens))
+
+    async def fork(self) -> AsyncRemoteGrammar:
+        """An independent copy at the same position (a new server-side session)."""
+        sid = await self._call(lambda: self.client.fork(self.session_id))
+        return AsyncRemoteGrammar(
+            self.client, self.spec, self.program, sid, self.tokens, self._terminated, self._variables
+        )
+
+    async def close(self) -> None:
+        """Close the server-side session (already gone, or unreachable, is fine)."""
+        try:
+            await self.client.delete(self.session_id)
+        except GuidanceClientError as e:
+            if not protocol.retryable(e):
+                raise
+
+
+class AsyncGrammarBatch(AsyncPipeline):
+    """The sequences of one decoding batch: one ``POST /step`` per step for all of them.
+
+    Row ``i`` of the bitmask belongs to ``grammars[i]``. A worker pipelines by sending step t's
+    tokens, running its forward pass, and only then waiting for step t+1's masks (sync:
+    ``submit()``, a future; asyncio: ``asyncio.create_task(batch.step(...))``). Lost sessions are
+    replayed as in :class:`AsyncRemoteGrammar`, and their part of the step is sent again; nothing
+    is applied twice.
+
+    Args:
+        client: the client of the server (or balancer) holding the sessions.
+        grammars: the batch's grammars.
+        variables: ask for captured variables at every step.
+        mask_encoding: how the masks travel: ``"dense"`` (the default) or ``"blocks"``
+            (block-sparse: about a fifth of the bytes for a JSON schema's masks, for links where
+            bandwidth counts; over loopback encoding and decoding cost more than the bytes saved).
+        forced_tokens: have the server compute each sequence's forced tokens at every step
+            (``StepStatus.forced_tokens``); ``False`` saves it an llguidance call per sequence.
+    """
+
+    def __init__(
+        self,
+        client: AsyncGuidanceClient,
+        grammars: Sequence[AsyncRemoteGrammar],
+        *,
+        variables: bool = False,
+        mask_encoding: MaskEncoding = "dense",
+        forced_tokens: bool = True,
+    ) -> None:
+        self.client = client
+        self.grammars = list(grammars)
+        self.variables = variables
+        self.mask_encoding: MaskEncoding = mask_encoding
+        self.forced_tokens = forced_tokens
+
+    async def step(self, tokens: Sequence[Sequence[int]], bitmask: NDArray[np.int32] | None = None) -> list[StepStatus]:
+        """Accept ``tokens[i]`` into grammar i (possibly none) and fill every mask into ``bitmask``."""
+        plan = StepPlan(self.grammars, tokens, bitmask)
+
+        async def attempt() -> None:
+            for i in plan.lost():
+                await self.grammars[i].replay()
+            result = await self.client.step(
+                plan.items(),
+                variables=self.variables,
+                mask_encoding=self.mask_encoding,
+                forced_tokens=self.forced_tokens,
+            )
+            plan.apply(result)
+
+        await self.client.retrying(attempt, on_failure=plan.fail_all)
+        return plan.result()

@@ -1,0 +1,599 @@
+"""The client without I/O: requests built, answers parsed, retries decided, batches planned.
+
+Nothing here touches a socket. Each API call is a function returning a :class:`Request` (method,
+path, body, headers, and how to parse the answer); a transport sends it and gives back an
+:class:`Answer`; ``request.parse(answer)`` turns that into the call's result or raises
+:class:`~guidance_client.errors.RemoteError`. The sync and async clients
+(:mod:`guidance_client._async.client`, and the sync module generated from it) only move
+requests through their transport and retry.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, NamedTuple, TypeVar
+from urllib.parse import quote
+
+import numpy as np
+from numpy.typing import NDArray
+
+from guidance_client import wire
+from guidance_client.errors import GuidanceClientError, ProtocolError, RemoteError, TransportError
+
+__all__ = [
+    "AUTHORIZATION_HEADER",
+    "AcceptResult",
+    "Answer",
+    "GONE",
+    "GrammarState",
+    "ProgramInfo",
+    "REFUSED",
+    "REPLAY_CHUNK",
+    "Request",
+    "SessionInfo",
+    "StepPlan",
+    "StepResult",
+    "StepStatus",
+    "WORKER_HEADER",
+    "accept",
+    "base_headers",
+    "check",
+    "compile_program",
+    "create_session",
+    "delay",
+    "delete",
+    "detokenize",
+    "fork",
+    "get",
+    "mask",
+    "parse_step",
+    "program_spec",
+    "ready",
+    "retryable",
+    "rollback",
+    "stats",
+    "step",
+    "tokenize",
+    "tokenizers",
+]
+
+_T = TypeVar("_T")
+
+WORKER_HEADER = "X-Worker-Id"
+"""The header a balancer hashes on to keep a worker's sessions on one replica."""
+
+AUTHORIZATION_HEADER = "Authorization"
+"""Carries ``Bearer <api_key>`` on every request when the client has a key."""
+
+_KINDS = ("template", "json_schema", "regex", "grammar", "choice")
+# Codes for which accept_tokens answers False (like core's GuidanceGrammar) rather than raising.
+REFUSED = ("token-rejected", "token-out-of-range")
+# Codes meaning the server does not hold the session (a restarted or different replica): replay.
+GONE = ("session-not-found", "session-expired")
+REPLAY_CHUNK = 1024  # tokens per accept while replaying (below the server's per-accept limit)
+
+_JSON = {"content-type": "application/json"}
+_STEP_HEADERS = {"content-type": "application/json", "accept": wire.STEP_MEDIA_TYPE}
+_MASK_HEADERS = {"accept": wire.MASK_MEDIA_TYPE}
+_NO_HEADERS: dict[str, str] = {}
+
+
+def base_headers(worker_id: str | None = None, api_key: str | None = None) -> dict[str, str]:
+    """The headers every request of a client carries (worker id, API key)."""
+    headers: dict[str, str] = {}
+    if worker_id:
+        headers[WORKER_HEADER] = worker_id
+    if api_key:
+        headers[AUTHORIZATION_HEADER] = f"Bearer {api_key}"
+    return headers
+
+
+# -- answers -----------------------------------------------------------------------------------
+
+
+class Answer(NamedTuple):
+    """An HTTP answer as a transport hands it over: status, lower-cased headers, body."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+def check(answer: Answer) -> bytes:
+    """The body of a successful answer; raises :class:`RemoteError` for an error answer."""
+    if answer.status < 400:
+        return answer.body
+    problem: Any = {}
+    if "json" in answer.headers.get("content-type", ""):
+        try:
+            problem = json.loads(answer.body)
+        except ValueError:
+            problem = {}
+    if not isinstance(problem, dict):
+        problem = {}
+    problem.setdefault("detail", answer.body[:200].decode("utf-8", "replace"))
+    if "retry_after" not in problem and "retry-after" in answer.headers:
+        try:
+            problem["retry_after"] = float(answer.headers["retry-after"])
+        except ValueError:
+            pass
+    raise RemoteError(answer.status, problem)
+
+
+def _json(answer: Answer) -> Any:
+    body = check(answer)
+    if not body:
+        return None
+    try:
+        return json.loads(body)
+    except ValueError as e:
+        raise ProtocolError(f"answer is not JSON: {body[:80]!r}") from e
+
+
+@dataclass(frozen=True, slots=True)
+class Request(Generic[_T]):
+    """One API call, ready for a transport.
+
+    Attributes:
+        method: the HTTP method.
+        path: the path below the client's base URL.
+        body: the body, if any.
+        headers: the call's own headers (the client adds its own to every request).
+        parse: turns the answer into the call's result (raising :class:`RemoteError`).
+        hot: a decode-loop call (``/step``, masks), sent through the fast keep-alive path.
+    """
+
+    method: str
+    path: str
+    body: bytes | None
+    headers: Mapping[str, str]
+    parse: Callable[[Answer], _T]
+    hot: bool = False
+
+
+def _json_request(method: str, path: str, body: Any, parse: Callable[[Any], _T]) -> Request[_T]:
+    content = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+    return Request(method, path, content, _JSON if content is not None else _NO_HEADERS, lambda a: parse(_json(a)))
+
+
+# -- results -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProgramInfo:
+    """A compiled program (``POST /compile``)."""
+
+    program_id: str
+    cached: bool
+    vocab_size: int
+    mask_words: int
+    variables: list[str]
+    compile_ms: float
+    session_id: str | None = None
+
+
+@dataclass(frozen=True)
+class AcceptResult:
+    """The session after an accept (``POST /sessions/{id}/accept``)."""
+
+    accepted: int
+    terminated: bool
+    accepting: bool
+    forced_tokens: list[int]
+    variables: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """A session's state (``GET /sessions/{id}``, rollback)."""
+
+    program_id: str
+    tokens: list[int]
+    text: str
+    variables: dict[str, Any]
+    terminated: bool
+    accepting: bool
+
+
+@dataclass(slots=True)
+class StepStatus:
+    """One session's answer in a batched step.
+
+    Attributes:
+        session_id: the session.
+        status: ``ok`` (tokens accepted), ``rejected`` (a token refused; the session is
+            unchanged) or ``error`` (see ``error``: unknown or expired session, invalid ids...).
+        accepted: tokens accepted (0 unless ``ok``).
+        terminated: the session accepted EOS.
+        accepting: EOS is allowed now.
+        forced_tokens: tokens the constraint forces next (empty if the step did not ask for them).
+        row: the session's first mask row; ``rows``: its rows (1 + draft tokens).
+        index: for ``rejected``, the position of the refused token.
+        variables: captured values, when asked for.
+        error: for ``error``, the problem document.
+    """
+
+    session_id: str
+    status: str
+    accepted: int
+    terminated: bool
+    accepting: bool
+    forced_tokens: list[int]
+    row: int
+    rows: int
+    index: int | None = None
+    variables: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """A batched step's answer: a status per session and the masks, ``[rows, mask_words]`` int32."""
+
+    statuses: list[StepStatus]
+    masks: NDArray[np.int32]
+    vocab_size: int
+
+
+def _program(data: Mapping[str, Any]) -> ProgramInfo:
+    return ProgramInfo(
+        program_id=data["program_id"],
+        cached=data["cached"],
+        vocab_size=data["vocab_size"],
+        mask_words=data["mask_words"],
+        variables=list(data["variables"]),
+        compile_ms=data["compile_ms"],
+        session_id=data.get("session_id"),
+    )
+
+
+def _accepted(data: Mapping[str, Any]) -> AcceptResult:
+    return AcceptResult(
+        accepted=data["accepted"],
+        terminated=data["terminated"],
+        accepting=data["accepting"],
+        forced_tokens=list(data["forced_tokens"]),
+        variables=dict(data["variables"]),
+    )
+
+
+def _session(data: Mapping[str, Any]) -> SessionInfo:
+    return SessionInfo(
+        program_id=data["program_id"],
+        tokens=list(data["tokens"]),
+        text=data["text"],
+        variables=dict(data["variables"]),
+        terminated=data["terminated"],
+        accepting=data["accepting"],
+    )
+
+
+def parse_step(answer: Answer) -> StepResult:
+    """A ``/step`` answer as a :class:`StepResult` (raises :class:`RemoteError` for a problem)."""
+    try:
+        header, masks = wire.read_step(check(answer))
+    except ValueError as e:
+        raise ProtocolError(str(e)) from e
+    get = dict.get
+    statuses = [
+        StepStatus(
+            s["session_id"],
+            s["status"],
+            get(s, "accepted", 0),
+            get(s, "terminated", False),
+            get(s, "accepting", False),
+            get(s, "forced_tokens") or [],
+            s["row"],
+            s["rows"],
+            get(s, "index"),
+            get(s, "variables"),
+            get(s, "error"),
+        )
+        for s in header["sessions"]
+    ]
+    return StepResult(statuses, masks, int(header["vocab_size"]))
+
+
+def _write_mask(content: bytes, out: NDArray[np.int32] | None, row: int) -> NDArray[np.int32]:
+    words = np.frombuffer(content, dtype=wire.WIRE_DTYPE)
+    if out is None:
+        return words.astype(np.int32)  # a writable, native-order copy
+    target: NDArray[np.int32] = out[row]
+    if target.shape[0] < words.shape[0]:
+        raise ValueError(f"bitmask rows have {target.shape[0]} words, the mask has {words.shape[0]}")
+    target[: words.shape[0]] = words
+    target[words.shape[0] :] = 0
+    return target
+
+
+# -- requests ----------------------------------------------------------------------------------
+
+
+def program_spec(
+    template: str | None = None,
+    *,
+    json_schema: Mapping[str, Any] | bool | str | None = None,
+    regex: str | None = None,
+    grammar: str | None = None,
+    choice: Sequence[str] | None = None,
+    variables: Mapping[str, Any] | None = None,
+    options: Mapping[str, Any] | None = None,
+    tokenizer: str | None = None,
+) -> dict[str, Any]:
+    """A compile body: exactly one of the five kinds, plus the optional fields given."""
+    given = {
+        k: v
+        for k, v in zip(_KINDS, (template, json_schema, regex, grammar, list(choice) if choice is not None else None))
+        if v is not None
+    }
+    if len(given) != 1:
+        raise ValueError("give exactly one of template, json_schema, regex, grammar, choice")
+    spec: dict[str, Any] = dict(given)
+    if variables:
+        spec["variables"] = dict(variables)
+    if options:
+        spec["options"] = dict(options)
+    if tokenizer is not None:
+        spec["tokenizer"] = tokenizer
+    return spec
+
+
+def _sid(session_id: str) -> str:
+    return "/sessions/" + quote(session_id, safe="")
+
+
+def compile_program(spec: Mapping[str, Any], open_session: bool = False) -> Request[ProgramInfo]:
+    """``POST /compile`` of a compile body (see :func:`program_spec`)."""
+    body = dict(spec)
+    if open_session:
+        body["open_session"] = True
+    return _json_request("POST", "/compile", body, _program)
+
+
+def create_session(program_id: str | None = None, spec: Mapping[str, Any] | None = None) -> Request[str]:
+    """``POST /sessions`` on a compiled program, or on a compile body."""
+    body = {"program_id": program_id} if program_id is not None else dict(spec or {})
+    return _json_request("POST", "/sessions", body, lambda d: str(d["session_id"]))
+
+
+def accept(session_id: str, tokens: Sequence[int], dry_run: bool = False) -> Request[AcceptResult]:
+    """``POST /sessions/{id}/accept``."""
+    body: dict[str, Any] = {"tokens": [int(t) for t in tokens]}
+    if dry_run:
+        body["dry_run"] = True
+    return _json_request("POST", _sid(session_id) + "/accept", body, _accepted)
+
+
+def mask(session_id: str, out: NDArray[np.int32] | None = None, row: int = 0) -> Request[NDArray[np.int32]]:
+    """``GET /sessions/{id}/mask``, written into ``out[row]`` if given, else a new row."""
+    return Request(
+        "GET", _sid(session_id) + "/mask", None, _MASK_HEADERS, lambda a: _write_mask(check(a), out, row), hot=True
+    )
+
+
+def rollback(session_id: str, num_tokens: int) -> Request[SessionInfo]:
+    """``POST /sessions/{id}/rollback``."""
+    return _json_request("POST", _sid(session_id) + "/rollback", {"tokens": int(num_tokens)}, _session)
+
+
+def fork(session_id: str) -> Request[str]:
+    """``POST /sessions/{id}/fork``: the new session's id."""
+    return _json_request("POST", _sid(session_id) + "/fork", None, lambda d: str(d["session_id"]))
+
+
+def get(session_id: str) -> Request[SessionInfo]:
+    """``GET /sessions/{id}``."""
+    return _json_request("GET", _sid(session_id), None, _session)
+
+
+def delete(session_id: str) -> Request[None]:
+    """``DELETE /sessions/{id}``."""
+    return Request("DELETE", _sid(session_id), None, _NO_HEADERS, _nothing)
+
+
+def _nothing(answer: Answer) -> None:
+    check(answer)
+
+
+def step(
+    items: Sequence[tuple[Any, ...]],
+    variables: bool = False,
+    mask_encoding: wire.MaskEncoding = "dense",
+    forced_tokens: bool = True,
+) -> Request[StepResult]:
+    """``POST /step``; ``items`` are ``(session_id, tokens[, draft_tokens])``."""
+    body = wire.step_request(items, variables, mask_encoding, forced_tokens)
+    return Request("POST", "/step", body, _STEP_HEADERS, parse_step, hot=True)
+
+
+def _tok_body(key: str, value: Any, tokenizer: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {key: value}
+    if tokenizer is not None:
+        body["tokenizer"] = tokenizer
+    return body
+
+
+def tokenize(text: str, tokenizer: str | None = None) -> Request[list[int]]:
+    """``POST /tokenize``."""
+    return _json_request("POST", "/tokenize", _tok_body("text", text, tokenizer), lambda d: list(d["tokens"]))
+
+
+def detokenize(tokens: Sequence[int], tokenizer: str | None = None) -> Request[str]:
+    """``POST /detokenize``."""
+    body = _tok_body("tokens", [int(t) for t in tokens], tokenizer)
+    return _json_request("POST", "/detokenize", body, lambda d: str(d["text"]))
+
+
+def tokenizers() -> Request[list[dict[str, Any]]]:
+    """``GET /tokenizers``."""
+    return _json_request("GET", "/tokenizers", None, lambda d: list(d["tokenizers"]))
+
+
+def stats() -> Request[dict[str, Any]]:
+    """``GET /stats``."""
+    return _json_request("GET", "/stats", None, dict)
+
+
+def ready() -> Request[bool]:
+    """``GET /readyz``: whether it answers 200."""
+    return Request("GET", "/readyz", None, _NO_HEADERS, lambda a: a.status == 200)
+
+
+# -- retries -----------------------------------------------------------------------------------
+
+
+def retryable(e: BaseException) -> bool:
+    """Failures after which a session is rebuilt from its spec and tokens (replay).
+
+    A lost connection, a session the server does not know (a restarted or different replica),
+    or a gateway/unavailable answer (a dead or draining replica behind a balancer).
+    """
+    if isinstance(e, TransportError):
+        return True
+    return isinstance(e, RemoteError) and (e.code in GONE or e.status in (502, 503, 504))
+
+
+def delay(backoff: float, attempt: int, e: GuidanceClientError) -> float:
+    """Exponential backoff, at least what a 429/503 ``Retry-After`` asked (capped at 5 s)."""
+    seconds = backoff * float(2**attempt)
+    if isinstance(e, RemoteError) and e.retry_after:
+        seconds = max(seconds, min(e.retry_after, 5.0))
+    return seconds
+
+
+# -- grammars and batches ----------------------------------------------------------------------
+
+
+class GrammarState:
+    """What a remote grammar keeps locally: the spec, the program, the session, the tokens.
+
+    Enough to rebuild the session anywhere (replay). The remote grammars add a client.
+
+    Attributes:
+        spec: the compile body of the program.
+        program: the compiled program's description.
+        session_id: the server-side session.
+        tokens: tokens accepted so far.
+    """
+
+    def __init__(
+        self,
+        spec: Mapping[str, Any],
+        program: ProgramInfo,
+        session_id: str,
+        tokens: Sequence[int] = (),
+        terminated: bool = False,
+        variables: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.spec = dict(spec)
+        self.program = program
+        self.session_id = session_id
+        self.tokens = list(tokens)
+        self._terminated = terminated
+        self._variables = dict(variables or {})
+        self._lost = False
+
+    @property
+    def vocab_size(self) -> int:
+        """The program's vocabulary size."""
+        return self.program.vocab_size
+
+    @property
+    def mask_words(self) -> int:
+        """Words in one mask row."""
+        return self.program.mask_words
+
+    def is_terminated(self) -> bool:
+        """True once EOS has been accepted."""
+        return self._terminated
+
+    def get_variable_values(self) -> dict[str, Any]:
+        """The values captured so far, by name."""
+        return dict(self._variables)
+
+    def _update(self, terminated: bool, variables: Mapping[str, Any]) -> None:
+        self._terminated = terminated
+        self._variables = dict(variables)
+
+    def _reopened(self, info: ProgramInfo) -> None:
+        assert info.session_id is not None
+        self.program, self.session_id, self._lost = info, info.session_id, False
+
+
+class StepPlan:
+    """A batched step with replay: which grammars still need an answer.
+
+    A step goes out for every pending grammar; answers for sessions the server lost (unknown or
+    expired: a restarted or different replica) mark those grammars lost and pending again, so
+    they are replayed and stepped alone. Tokens are applied exactly once per grammar.
+    """
+
+    def __init__(
+        self,
+        grammars: Sequence[GrammarState],
+        tokens: Sequence[Sequence[int]],
+        bitmask: NDArray[np.int32] | None,
+    ) -> None:
+        if len(tokens) != len(grammars):
+            raise ValueError(f"{len(tokens)} token lists for {len(grammars)} grammars")
+        self.grammars = grammars
+        self.tokens = [[int(t) for t in ts] for ts in tokens]
+        self.bitmask = bitmask
+        self.pending = list(range(len(grammars)))
+        self.statuses: list[StepStatus | None] = [None] * len(grammars)
+
+    def items(self) -> list[tuple[Any, ...]]:
+        """The step's ``(session_id, tokens)`` for the pending grammars."""
+        return [(self.grammars[i].session_id, self.tokens[i]) for i in self.pending]
+
+    def lost(self) -> list[int]:
+        """The pending grammars that need a replay before the step."""
+        return [i for i in self.pending if self.grammars[i]._lost]
+
+    def fail_all(self) -> None:
+        """The step failed as a whole: replay every pending grammar before the next try."""
+        for i in self.pending:
+            self.grammars[i]._lost = True
+
+    def apply(self, result: StepResult) -> None:
+        """Take the answers; raise for a retry if some sessions were gone (they stay pending)."""
+        still: list[int] = []
+        masks = result.masks
+        words = masks.shape[1]
+        if self.bitmask is not None and self.bitmask.shape[1] < words:
+            raise ValueError(f"bitmask rows have {self.bitmask.shape[1]} words, the masks have {words}")
+        done_rows: list[int] = []
+        done_src: list[int] = []
+        for i, st in zip(self.pending, result.statuses):
+            g = self.grammars[i]
+            if st.status == "error" and st.error is not None and st.error.get("code") in GONE:
+                g._lost = True
+                still.append(i)
+                continue
+            if st.status == "ok":
+                g.tokens.extend(self.tokens[i])
+            if st.status != "error":
+                g._terminated = st.terminated
+                if st.variables is not None:
+                    g._variables = dict(st.variables)
+            self.statuses[i] = st
+            done_rows.append(i)
+            done_src.append(st.row)
+        if self.bitmask is not None and done_rows:
+            n = len(done_rows)
+            if done_rows == done_src == list(range(n)):  # the usual step: one contiguous copy
+                self.bitmask[:n, :words] = masks[:n]
+                self.bitmask[:n, words:] = 0
+            else:
+                self.bitmask[done_rows, :words] = masks[done_src]
+                self.bitmask[done_rows, words:] = 0
+        self.pending = still
+        if still:
+            raise RemoteError(404, {"code": "session-not-found", "detail": "sessions lost; replaying"})
+
+    def result(self) -> list[StepStatus]:
+        """Every grammar's status, in order (once nothing is pending)."""
+        assert not self.pending
+        return [st for st in self.statuses if st is not None]

@@ -1,0 +1,69 @@
+"""Generate the sync client from the async one: ``python scripts/unasync_client.py [--check]``.
+
+``client/guidance_client/_async/client.py`` is the source; this writes
+``client/guidance_client/_sync/client.py`` by dropping ``async``/``await`` and renaming the
+asyncio names to their sync twins (the approach of httpcore's ``unasync``). ``--check`` exits 1
+if the generated file is not up to date (a test runs it).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+__all__ = ["SOURCE", "TARGET", "generate", "main"]
+
+PACKAGE = Path(__file__).resolve().parents[1] / "client" / "guidance_client"
+SOURCE = PACKAGE / "_async" / "client.py"
+TARGET = PACKAGE / "_sync" / "client.py"
+
+HEADER = '''"""The sync client, its remote grammars and batches.
+
+GENERATED from ``guidance_client/_async/client.py`` by ``scripts/unasync_client.py``: do not
+edit; change the async source and run the script.
+"""
+'''
+
+# Applied in order; each pattern is a whole word or a fixed phrase.
+RULES: list[tuple[str, str]] = [
+    (r"\basync def\b", "def"),
+    (r"\basync with\b", "with"),
+    (r"\basync for\b", "for"),
+    (r"\bawait ", ""),
+    (r"\bAwaitable\[([^\[\]]+)\]", r"\1"),
+    (r"\bAwaitable, ", ""),
+    (r"\b__aenter__\b", "__enter__"),
+    (r"\b__aexit__\b", "__exit__"),
+    (r"\baclose\b", "close"),
+    (r"\bhttpx\.AsyncClient\b", "httpx.Client"),
+    (r"\bAsyncTransport\b", "SyncTransport"),
+    (r"\b_async\b", "_sync"),
+    (r"\bAsync([A-Z]\w*)", r"\1"),
+]
+
+
+def generate(source: str) -> str:
+    """The sync module for the async ``source``."""
+    body = re.sub(r'\A""".*?"""\n', "", source, count=1, flags=re.S)
+    for pattern, replacement in RULES:
+        body = re.sub(pattern, replacement, body)
+    return HEADER + body
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write the sync module, or with ``--check`` report whether it is up to date."""
+    args = sys.argv[1:] if argv is None else argv
+    expected = generate(SOURCE.read_text(encoding="utf-8"))
+    if "--check" in args:
+        current = TARGET.read_text(encoding="utf-8") if TARGET.exists() else ""
+        if current != expected:
+            print(f"{TARGET} is out of date: run python scripts/unasync_client.py", file=sys.stderr)
+            return 1
+        return 0
+    TARGET.write_text(expected, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -826,6 +826,10 @@ def failure_reason(file: str, group: Mapping[str, Any], detail: str = "") -> str
             return f"`{', '.join(keys)}`: " + "; ".join(reasons)
         if "oneOf constraints" in error:
             return "oneOf: branches may overlap and one has no exact complement (`type: integer`, a pattern)"
+        m = re.search(r"Unknown format: ([^ ]+) \(format '[^']*' has no exact definition", error)
+        if m:
+            return (f"`format: {m.group(1)}` has no exact definition: refused in the default `formats: assert` "
+                    "mode (`formats: annotate` compiles it)")
         if "Unknown format" in error:
             return error.split("SchemaError: ", 1)[-1] + " (a format the rewriter did not reach)"
         if "not disjoint" in error:
@@ -834,7 +838,8 @@ def failure_reason(file: str, group: Mapping[str, Any], detail: str = "") -> str
             return "multipleOf with too many digits for llguidance (limit)"
         return error.split(": ", 1)[-1][:120]
     if detail.startswith("valid refused") and file == "format":
-        return "llguidance asserts `format` (2020-12 makes it an annotation by default)"
+        return ("the default `formats: assert` asserts `format` (2020-12 makes it an annotation by default; "
+                "`formats: annotate` accepts these)")
     if detail.startswith("valid refused") and ("float" in detail or ".0" in detail or "integer" in group["group"]):
         return "an integral number written with a fraction (`1.0`): llguidance accepts the integer spelling only"
     return "see bench/results/conformance.json"

@@ -11,7 +11,6 @@ import asyncio
 import time
 import weakref
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -28,11 +27,13 @@ from core.compiler import (
     compile_template,
 )
 from core.errors import GrammarError, GuidanceError, LimitExceeded
-from core.limits import Limits, expansion
+from core.expansion import expansion
+from core.limits import Limits
 from core.program import CompiledGuidanceProgram, ProgramKind, ProgramSpec, spec_from_kwargs
 from core.schema_formats import DEFAULT_FORMAT_MODE, FORMAT_MODES
 from core.session import GuidanceState
 from core.template import GuidanceTemplate
+from core.threads import EngineThreadPool, run_on_engine_thread
 from core.tokenizers import Tokenizer, load_default_tokenizer, load_tokenizer
 
 __all__ = ["AsyncGuidanceBackend", "GuidanceBackend"]
@@ -126,7 +127,7 @@ class GuidanceBackend:
         # Seconds the first mask of each live program took (measured by its compile).
         self._first_mask: weakref.WeakKeyDictionary[CompiledGuidanceProgram, float] = weakref.WeakKeyDictionary()
         self._num_threads = max(num_threads or 1, 1)
-        self._fill_pool: ThreadPoolExecutor | None = None
+        self._fill_pool: EngineThreadPool | None = None
 
     # -- compiling
     def compile(self, spec: ProgramSpec, tokenizer: Tokenizer | None = None) -> tuple[CompiledGuidanceProgram, bool]:
@@ -136,7 +137,9 @@ class GuidanceBackend:
         if unknown:
             raise GrammarError(f"unknown option(s) for {spec.kind}: {', '.join(sorted(unknown))}")
         key = self.program_id(spec, tok)
-        return self.cache.get_or_compile(key, lambda: self._build(key, spec, tok))
+        # llguidance builds grammars recursively: on a thread whose stack fits the limits (core.threads)
+        stack = self.limits.engine_stack_bytes
+        return self.cache.get_or_compile(key, lambda: run_on_engine_thread(stack, self._build, key, spec, tok))
 
     def program_id(self, spec: ProgramSpec, tokenizer: Tokenizer | None = None) -> str:
         """The content-hash id ``spec`` has for a vocabulary (equal across machines)."""
@@ -170,7 +173,7 @@ class GuidanceBackend:
         try:
             state.fill_bitmask(row, 0)
         except LimitExceeded as e:
-            raise LimitExceeded(f"the constraint's first mask: {e.detail}", e.limit) from None
+            raise LimitExceeded(e.detail, e.limit) from None
         except GrammarError:
             raise GrammarError(_EMPTY_LANGUAGE) from None
         first_mask = time.perf_counter() - mask_start
@@ -323,11 +326,13 @@ class GuidanceBackend:
             failed.update(more)
         return failed
 
-    def _pool_for_fills(self) -> ThreadPoolExecutor:
+    def _pool_for_fills(self) -> EngineThreadPool:
         """The threads of parallel fills (and of building lanes), started on first use."""
         pool = self._fill_pool
         if pool is None:
-            pool = self._fill_pool = ThreadPoolExecutor(self._num_threads - 1, thread_name_prefix="guidance-fill")
+            pool = self._fill_pool = EngineThreadPool(
+                self._num_threads - 1, "guidance-fill", self.limits.engine_stack_bytes
+            )
         return pool
 
     # -- housekeeping
@@ -361,7 +366,7 @@ class AsyncGuidanceBackend:
 
     def __init__(self, backend: GuidanceBackend | None = None, *, max_workers: int = 2, **kwargs: Any) -> None:
         self.backend = backend or GuidanceBackend(**kwargs)
-        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="guidance-compile")
+        self._pool = EngineThreadPool(max_workers, "guidance-compile", self.backend.limits.engine_stack_bytes)
         self._inflight: dict[str, asyncio.Future[tuple[CompiledGuidanceProgram, bool]]] = {}
         self.max_workers = max_workers
 

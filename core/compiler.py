@@ -25,6 +25,7 @@ from typing import Any
 import llguidance
 
 from core.errors import GrammarError, LimitExceeded, SchemaError, TemplateError, classify_engine_error
+from core.derivation import derivation_depth
 from core.limits import Limits
 from core.schema_formats import DEFAULT_FORMAT_MODE, FormatMode, format_hint
 from core.schema_rewrite import rewrite_schema_report
@@ -203,7 +204,18 @@ def _error_text(message: str) -> str:
 def _validate(
     grammar: str, tokenizer: llguidance.LLTokenizer | None, limits: Limits
 ) -> str:
-    """llguidance's own check; returns "" or the error message."""
+    """llguidance's own check; returns "" or the error message.
+
+    Every grammar reaches llguidance through here first, so the derivation depth is checked here:
+    the engine's own parse recurses through it and would overflow its stack on deeper ones.
+    """
+    depth = derivation_depth(grammar, limits.max_derivation_depth)
+    if depth > limits.max_derivation_depth:
+        raise LimitExceeded(
+            f"the constraint chains references (subschemas, $refs or Lark rules) more than "
+            f"{limits.max_derivation_depth} levels deep",
+            "max_derivation_depth",
+        )
     is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(
         grammar, tokenizer, limits=limits.parser_limits()
     )
@@ -354,7 +366,7 @@ class _Builder:
             self.note(node.name, chain)
             try:
                 schema = json_schema_with_options(node.schema, node.whitespace, self.limits)
-            except (SchemaError, LimitExceeded) as e:
+            except SchemaError as e:
                 raise TemplateError(e.detail, node.line, node.column) from None
             self.check_slot(
                 llguidance.LLMatcher.grammar_from_json_schema(schema), node.line, node.column, "JSON schema"

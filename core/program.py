@@ -28,6 +28,7 @@ from core.bitmask import mask_words
 from core.compiler import CaptureLayout, CompiledGrammar
 from core.errors import GrammarError
 from core.limits import Limits
+from core.threads import run_on_engine_thread
 
 if TYPE_CHECKING:
     from core.session import GuidanceState
@@ -178,7 +179,7 @@ class CompiledGuidanceProgram:
         """
         with self._lanes_lock:
             if lane < len(self._roots) and self._roots[lane] is spent:
-                self._roots[lane] = self._make_root()
+                self._roots[lane] = run_on_engine_thread(self.limits.engine_stack_bytes, self._make_root)
                 self.lane_renewals += 1
 
     def note_engine_limit(self, limit: str, detail: str) -> None:
@@ -231,6 +232,13 @@ class CompiledGuidanceProgram:
         self._bitmask_view = view
         return view
 
+    def forget_bitmask(self, bitmask: NDArray[np.int32]) -> None:
+        """Stop remembering ``bitmask`` (see :meth:`bitmask_view`), so a per-request buffer's
+        memory is given back when its request ends rather than when this program next fills
+        another array."""
+        view = self._bitmask_view
+        if view is not None and view.array is bitmask:
+            self._bitmask_view = None
 
 
 @dataclass(frozen=True)

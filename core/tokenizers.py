@@ -41,7 +41,7 @@ import llguidance
 import llguidance.tiktoken
 import tiktoken
 
-from core.errors import InvalidTokens, TokenizerError, UnknownTokenizer, excerpt
+from core.errors import InvalidTokens, LimitExceeded, TokenizerError, UnknownTokenizer, excerpt
 
 __all__ = [
     "BOS_CANDIDATES",
@@ -287,7 +287,7 @@ class Tokenizer:
         )
 
     @classmethod
-    def from_hf_json(cls, name: str, tokenizer_json: str | bytes) -> Tokenizer:
+    def from_hf_json(cls, name: str, tokenizer_json: str | bytes, max_vocab_size: int | None = None) -> Tokenizer:
         """A tokenizer from the text of a Hugging Face ``tokenizer.json``.
 
         llguidance parses the file (byte-level BPE, or BPE with byte fallback) and encodes; this
@@ -306,6 +306,8 @@ class Tokenizer:
         Args:
             name: The tokenizer's name.
             tokenizer_json: The file's content (UTF-8 if bytes).
+            max_vocab_size: The largest vocabulary accepted (ids), checked before anything is
+                built for it; None: no bound.
 
         Returns:
             The tokenizer.
@@ -313,11 +315,14 @@ class Tokenizer:
         Raises:
             TokenizerError: Anything wrong with the input, with a short explanation quoting
                 at most 200 characters of it.
+            LimitExceeded: The vocabulary is larger than ``max_vocab_size``.
         """
-        return cls._from_hf(name, tokenizer_json, quote=True)
+        return cls._from_hf(name, tokenizer_json, quote=True, max_vocab_size=max_vocab_size)
 
     @classmethod
-    def _from_hf(cls, name: str, tokenizer_json: str | bytes, *, quote: bool) -> Tokenizer:
+    def _from_hf(
+        cls, name: str, tokenizer_json: str | bytes, *, quote: bool, max_vocab_size: int | None = None
+    ) -> Tokenizer:
         # quote=False for files: their content is the server's, not the caller's, to echo.
         def show(text: str) -> str:
             return f": {excerpt(text)!r}" if quote else ""
@@ -344,6 +349,12 @@ class Tokenizer:
             )
         added = _added_tokens(spec)
         vocab_size = _hf_vocab_size(spec["model"], added)
+        if max_vocab_size is not None and vocab_size > max_vocab_size:
+            # Before llguidance sizes its tables (and we ours) by the largest id.
+            raise LimitExceeded(
+                f"the tokenizer's largest id is {vocab_size - 1}, above the limit of {max_vocab_size} ids",
+                "max_vocab_size",
+            )
         by_content = {content: token_id for token_id, content in added}
         eos_name = next((c for c in EOS_CANDIDATES if c in by_content), None)
         if eos_name is None:

@@ -23,8 +23,14 @@ from core.backend import AsyncGuidanceBackend, GuidanceBackend
 from core.tokenizers import Tokenizer
 from service.auth import AuthMiddleware, KeyRing, is_open
 from service.dependencies import ServiceState
+from service.memory import release_memory
 from service.metrics import Metrics
-from service.middleware import BodySizeLimitMiddleware, ErrorGuardMiddleware, MaskFastPathMiddleware
+from service.middleware import (
+    BodySizeLimitMiddleware,
+    ErrorGuardMiddleware,
+    MaskFastPathMiddleware,
+    TextGuardMiddleware,
+)
 from service.problems import document_problems, install_problem_handlers, problem_responses
 from service.routes import ROUTERS
 from service.routes.sessions import get_mask
@@ -68,10 +74,14 @@ def _version() -> str:
         return "0.0.0"
 
 
-async def _sweep_sessions(store: SessionStore, interval: float) -> None:
+async def _sweep(state: ServiceState, interval: float) -> None:
+    """Close idle sessions; give back the memory of large answers served since the last time."""
     while True:
         await asyncio.sleep(interval)
-        store.sweep()
+        state.sessions.sweep()
+        if state.large_answers:
+            state.large_answers = 0
+            await asyncio.to_thread(release_memory)
 
 
 def create_app(
@@ -118,12 +128,13 @@ def create_app(
             ttl_seconds=settings.session_ttl_seconds,
             expired_ids_remembered=settings.expired_ids_remembered,
             retry_after=settings.retry_after_seconds,
+            max_tokens=settings.max_session_tokens,
         )
         slow_lane = SlowLane(settings.slow_mask_ms / 1000, settings.slow_lane_workers, backend.first_mask_seconds)
         state = ServiceState(settings, registry, backend, sessions, Metrics(backend, sessions, slow_lane), slow_lane)
         app.state.service = state
         interval = min(max(settings.session_ttl_seconds / 4, 0.05), 30.0)
-        sweeper = asyncio.create_task(_sweep_sessions(sessions, interval), name="guidance-session-sweeper")
+        sweeper = asyncio.create_task(_sweep(state, interval), name="guidance-session-sweeper")
         if freeze_gc:
             gc.collect()
             gc.freeze()
@@ -159,7 +170,9 @@ def create_app(
     install_problem_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
-    # Outermost last: guard > mask fast path > body limit > FastAPI's exception handling > routes.
+    # Outermost last: guard > mask fast path > body limit > text guard > FastAPI's exception
+    # handling > routes. The text guard reads bodies the limit has already bounded.
+    app.add_middleware(TextGuardMiddleware)
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_bytes=settings.max_body_bytes,

@@ -52,6 +52,7 @@ class ServiceState:
     ready: bool = False
     draining: bool = False
     compiles_pending: int = 0
+    large_answers: int = 0  # answers of LARGE_ANSWER_BYTES or more since the last memory release
 
 
 def state_of(request: Request) -> ServiceState:

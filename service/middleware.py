@@ -1,13 +1,15 @@
-"""Small pure-ASGI middlewares: the mask fast path, the body-size limit, the error guard.
+"""Small pure-ASGI middlewares: the mask fast path, the body-size limit, the text guard, the error guard.
 
 Pure ASGI (not ``BaseHTTPMiddleware``) so that the mask path pays a function call, not a task.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -20,8 +22,12 @@ from service.problems import (
     http_problem_response,
     internal_error_response,
 )
+from service.text import body_text_error, url_text_error
 
-__all__ = ["BodySizeLimitMiddleware", "ErrorGuardMiddleware", "MaskFastPathMiddleware"]
+__all__ = ["BodySizeLimitMiddleware", "ErrorGuardMiddleware", "MaskFastPathMiddleware", "TextGuardMiddleware"]
+
+# Bodies larger than this are checked in a thread, off the event loop (tokenizer uploads).
+_THREAD_CHECK_BYTES = 1 << 20
 
 log = logging.getLogger("service")
 
@@ -52,7 +58,9 @@ class MaskFastPathMiddleware:
             root: str = scope.get("root_path", "")
             if root and path.startswith(root):
                 path = path[len(root) :]
-            if path.startswith(self._PREFIX) and path.endswith(self._SUFFIX):
+            # A path that is not ASCII once decoded (percent-escapes) goes the long way, through
+            # the text guard; session ids are ASCII.
+            if path.startswith(self._PREFIX) and path.endswith(self._SUFFIX) and path.isascii():
                 session_id = path[len(self._PREFIX) : -len(self._SUFFIX)]
                 if session_id and "/" not in session_id:
                     scope["path_params"] = {"session_id": session_id}
@@ -118,6 +126,68 @@ class BodySizeLimitMiddleware:
             return message
 
         await self.app(scope, counting_receive, send)
+
+
+class TextGuardMiddleware:
+    """Refuse a request whose text UTF-8 cannot hold with 422 ``unicode-invalid``, before routing.
+
+    Checks the path and query (percent-escapes must decode as UTF-8) and, for a request with a
+    body, the whole body (read here, already bounded by :class:`BodySizeLimitMiddleware`, then
+    handed on unchanged): see ``service.text``. Every string a route then reads is encodable.
+
+    Args:
+        app: the wrapped application.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        raw_path = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogatepass")
+        error = url_text_error(raw_path, scope["query_string"])
+        if error is None and any(name in (b"content-length", b"transfer-encoding") for name, _ in scope["headers"]):
+            chunks: list[bytes] = []
+            messages: list[Message] = []
+            complete = False
+            try:
+                while not complete:
+                    message = await receive()
+                    messages.append(message)
+                    if message["type"] != "http.request":
+                        break  # the client went away: hand on what came, as it came
+                    chunks.append(message.get("body", b""))
+                    complete = not message.get("more_body", False)
+            except StarletteHTTPException as exc:  # the body limit, raised while reading
+                detail = exc.detail if isinstance(exc.detail, str) else ""
+                await http_problem_response(scope.get("app"), exc.status_code, detail)(scope, receive, send)
+                return
+            if complete:
+                body = b"".join(chunks)
+                if len(body) > _THREAD_CHECK_BYTES:
+                    error = await asyncio.to_thread(body_text_error, body)
+                else:
+                    error = body_text_error(body)
+                messages = [{"type": "http.request", "body": body, "more_body": False}]
+            receive = _replay(messages, receive)
+        if error is not None:
+            await guidance_error_response(scope.get("app"), error)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    """A receive that gives ``messages`` first, then whatever ``receive`` gives."""
+    pending = list(messages)
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replay
 
 
 class ErrorGuardMiddleware:

@@ -6,13 +6,16 @@ rejected token, ``line``/``column`` of a template error, ``limit``, ``errors`` o
 failure, ``retry_after``). Sources, most specific first:
 
     core.errors.GuidanceError (and the service's own subclasses below)   its .status / .code
+        InvalidText                      422  unicode-invalid (location, field): text UTF-8 cannot hold
     fastapi RequestValidationError       422  validation-error (json-invalid: body is not JSON)
     fastapi's body-parsing HTTPException 422  json-invalid (e.g. JSON nested too deeply to parse)
     starlette HTTPException              404 not-found, 405 method-not-allowed, 413 body-too-large
     any other exception                  500  internal-error (logged; nothing of it is sent)
 
 429 and 503 answers carry a ``Retry-After`` header; 401 and 403 answers a ``WWW-Authenticate``
-header. Nothing a client sends yields a 500.
+header. Nothing a client sends yields a 500, and writing a problem never fails: whatever it echoes
+(a lone surrogate, an integer past 64 bits, an object of any type) is made printable first if the
+document does not serialise as it is.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ __all__ = [
     "BodyTooLarge",
     "CompileQueueFull",
     "Forbidden",
+    "InvalidText",
     "NotReady",
     "RollbackOutOfRange",
     "TokenizerExists",
@@ -142,6 +146,23 @@ class Forbidden(GuidanceError):
         self.headers = {"WWW-Authenticate": _REALM + ', error="insufficient_scope"'}
 
 
+class InvalidText(GuidanceError):
+    """A string of the request that UTF-8 cannot encode (a lone surrogate), or bytes that are not UTF-8 (422).
+
+    ``location`` is ``body``, ``path`` or ``query``; ``field`` the RFC 6901 pointer into the body
+    (``""``: the body as a whole), the query parameter's name, or the path (see ``service.text``).
+    """
+
+    code = "unicode-invalid"
+    status = 422
+    title = "Invalid Unicode"
+
+    def __init__(self, location: str, field: str, detail: str, offset: int | None = None) -> None:
+        super().__init__(detail, location=location, field=field, offset=offset)
+        self.location = location
+        self.field = field
+
+
 class BodyTooLarge(StarletteHTTPException):
     """A request body over the configured limit (413 ``body-too-large``)."""
 
@@ -171,9 +192,33 @@ def problem_response(
     retry_after = body.get("retry_after")
     if retry_after is not None:
         out_headers["Retry-After"] = str(retry_after)
-    return Response(
-        orjson.dumps(body, default=str), status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=out_headers
-    )
+    return Response(_dump(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=out_headers)
+
+
+def _dump(body: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(body, default=str)
+    except (orjson.JSONEncodeError, TypeError, ValueError):
+        # A lone surrogate or an integer past 64 bits somewhere in what the problem echoes.
+        return orjson.dumps(_printable(body), default=str)
+
+
+def _printable(value: Any) -> Any:
+    """``value`` with every string UTF-8 can encode and every integer JSON parsers can read."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**64 else excerpt(str(value), 64)
+    if isinstance(value, dict):
+        return {str(_printable(str(k))): _printable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_printable(v) for v in value]
+    try:
+        return _printable(str(value))
+    except Exception:  # an object whose str() fails: name its type instead
+        return f"<{type(value).__name__}>"
 
 
 def count_error(request_app: Any, code: str) -> None:
@@ -279,7 +324,10 @@ _STATUS_DOCS = {
     409: "`token-rejected` (with `index`; the session is unchanged) or `tokenizer-exists`.",
     410: "`session-expired`: closed after its idle TTL.",
     413: "`body-too-large`, or `limit-exceeded` (names the `limit`).",
-    422: "Malformed request (`validation-error`, `json-invalid`, `token-out-of-range`, `rollback-out-of-range`).",
+    422: (
+        "Malformed request (`validation-error`, `json-invalid`, `token-out-of-range`, `rollback-out-of-range`, "
+        "`unicode-invalid`: a string UTF-8 cannot encode, with `location` and `field`)."
+    ),
     429: "`too-many-sessions`: the session cap is reached (`Retry-After`).",
     503: "`compile-queue-full` or `not-ready` (`Retry-After`).",
 }

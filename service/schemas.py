@@ -6,7 +6,7 @@ a worker's request fails loudly instead of being ignored.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
@@ -27,6 +27,7 @@ __all__ = [
     "SessionCreated",
     "SessionState",
     "Status",
+    "TokenId",
     "TokenizeRequest",
     "TokenizeResponse",
     "TokenizerInfo",
@@ -34,6 +35,13 @@ __all__ = [
 ]
 
 _STRICT = ConfigDict(extra="forbid", strict=True)
+
+# Token ids are 32-bit in every engine and on the wire (int32 mask words). A JSON integer past
+# that range is malformed (422 validation-error) rather than an id to quote back at length: a
+# 4,000-digit integer would otherwise be echoed whole in the problem's detail. Ids inside the
+# range but outside the vocabulary are 422 token-out-of-range, with their index.
+TOKEN_ID_MIN, TOKEN_ID_MAX = -(2**31), 2**31 - 1
+TokenId = Annotated[StrictInt, Field(ge=TOKEN_ID_MIN, le=TOKEN_ID_MAX)]
 
 JsonSchema = dict[str, Any] | bool | str
 
@@ -122,7 +130,7 @@ class SessionCreated(BaseModel):
 class AcceptRequest(BaseModel):
     model_config = _STRICT
 
-    tokens: list[StrictInt] = Field(description="Token ids sampled, in order.")
+    tokens: list[TokenId] = Field(description="Token ids sampled, in order.")
     dry_run: bool = Field(
         False,
         description="Validate only: `accepted` is the length of the longest allowed prefix and the "
@@ -141,7 +149,7 @@ class AcceptResponse(BaseModel):
 class RollbackRequest(BaseModel):
     model_config = _STRICT
 
-    tokens: StrictInt = Field(ge=0, description="How many of the last accepted tokens to undo.")
+    tokens: StrictInt = Field(ge=0, le=TOKEN_ID_MAX, description="How many of the last accepted tokens to undo.")
 
 
 class SessionState(BaseModel):
@@ -174,7 +182,7 @@ class TokenizeResponse(BaseModel):
 class DetokenizeRequest(BaseModel):
     model_config = _STRICT
 
-    tokens: list[StrictInt]
+    tokens: list[TokenId]
     tokenizer: str = "default"
 
 
@@ -212,5 +220,14 @@ class Problem(BaseModel):
     line: int | None = Field(default=None, description="template-invalid: 1-based line.")
     column: int | None = Field(default=None, description="template-invalid: 1-based column.")
     limit: str | None = Field(default=None, description="limit-exceeded: the limit's name.")
+    location: str | None = Field(default=None, description="unicode-invalid: `body`, `path` or `query`.")
+    field: str | None = Field(
+        default=None,
+        description=(
+            "unicode-invalid: an RFC 6901 pointer into the body (`\"\"`: the whole body), the query "
+            "parameter's name, or the path."
+        ),
+    )
+    offset: int | None = Field(default=None, description="unicode-invalid: byte offset of the fault in the body.")
     retry_after: int | None = Field(default=None, description="429/503: seconds to wait (also the Retry-After header).")
     errors: list[dict[str, Any]] | None = Field(default=None, description="validation-error: what is wrong, where.")

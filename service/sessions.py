@@ -32,15 +32,15 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from core.errors import SessionExpired, UnknownSession, excerpt
+from core.errors import LimitExceeded, SessionExpired, UnknownSession, excerpt
 from core.program import CompiledGuidanceProgram
 from core.session import GuidanceState
+from core.threads import EngineThreadPool
 from service.problems import TooManySessions
 
-__all__ = ["Session", "SessionStore", "SlowLane"]
+__all__ = ["Session", "SessionStore", "SlowLane", "check_history"]
 
 _ID_BYTES = 16
 T = TypeVar("T")
@@ -77,7 +77,7 @@ class SlowLane:
         self.workers = workers
         self._first_mask = first_mask
         self._slow: weakref.WeakSet[CompiledGuidanceProgram] = weakref.WeakSet()
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: EngineThreadPool | None = None
         self.calls = 0
 
     def is_slow(self, program: CompiledGuidanceProgram) -> bool:
@@ -118,7 +118,7 @@ class SlowLane:
         """``fn()`` for sessions of ``program`` whose locks the caller holds."""
         if self.is_slow(program):
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="guidance-slow")
+                self._pool = EngineThreadPool(self.workers, "guidance-slow", program.limits.engine_stack_bytes)
             self.calls += 1
             future = asyncio.get_running_loop().run_in_executor(self._pool, fn)
             cancelled = False
@@ -156,6 +156,19 @@ class SlowLane:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
 
+def check_history(state: GuidanceState, count: int, limit: int) -> None:
+    """Refuse ``count`` more tokens for a state whose history would then pass ``limit`` (413).
+
+    A session's memory grows with every token it accepts (its token list, llguidance's parser
+    rows); ``max_session_tokens`` bounds it. Checked before the state moves.
+    """
+    if len(state.tokens) + count > limit:
+        raise LimitExceeded(
+            f"the session has accepted {len(state.tokens)} tokens; {count} more would pass the limit of {limit}",
+            "max_session_tokens",
+        )
+
+
 class Session:
     """One open session: a program, its decoding state, and the lock serialising requests on it."""
 
@@ -190,6 +203,7 @@ class SessionStore:
         ttl_seconds: idle time after which a session is closed.
         expired_ids_remembered: how many expired ids still answer ``SessionExpired``.
         retry_after: seconds to suggest in a 429.
+        max_tokens: most tokens one session may accept (see :func:`check_history`).
         clock: a monotonic clock (tests may pass their own).
     """
 
@@ -200,8 +214,10 @@ class SessionStore:
         expired_ids_remembered: int = 100_000,
         retry_after: int = 1,
         clock: Callable[[], float] = time.monotonic,
+        max_tokens: int = 131_072,
     ) -> None:
         self.max_sessions = max_sessions
+        self.max_tokens = max_tokens
         self.ttl_seconds = ttl_seconds
         self.expired_ids_remembered = expired_ids_remembered
         self.retry_after = retry_after

@@ -48,6 +48,21 @@ class Settings(BaseSettings):
         max_body_bytes: largest request body, in bytes (413 above it).
         max_tokenizer_body_bytes: largest body of ``POST /tokenizers`` (a tokenizer.json), bytes.
         max_batch_size: most sessions in one ``POST /step`` (413 above it).
+        max_draft_tokens: most draft tokens of one session in one ``POST /step`` (each adds a
+            mask row; 413 above it, before any buffer is allocated).
+        max_step_answer_bytes: largest ``POST /step`` answer, in bytes: rows x mask bytes (dense,
+            also with block-sparse encoding, whose dense rows are computed first) plus the
+            header's fixed part per session; 413 before any session moves or any buffer exists.
+        max_session_tokens: most tokens one session may accept in its life (EOS included): its
+            token history (Python's list and llguidance's rows) grows with each; 413 above it.
+            Also the most ids one ``POST /detokenize`` takes.
+        max_tokenize_chars: longest text one ``POST /tokenize`` encodes, in characters (its
+            answer has at most one token per UTF-8 byte); 413 above it.
+        max_variables: most compile-time variables of one program (413 above it).
+        max_variables_bytes: largest total of one program's variables, serialised as JSON, in
+            bytes (413 above it).
+        max_vocab_size: largest vocabulary an uploaded tokenizer may define, in ids (its largest
+            id plus one); 413 before anything is built for it.
         max_sessions: most open sessions; at the cap new sessions are refused with 429 (a live
             request's state is never evicted to make room).
         session_ttl_seconds: a session unused this long is closed; its id then answers 410.
@@ -101,6 +116,13 @@ class Settings(BaseSettings):
 
     max_sessions: int = Field(default=10_000, ge=1)
     max_batch_size: int = Field(default=1024, ge=1)
+    max_draft_tokens: int = Field(default=16, ge=0)
+    max_step_answer_bytes: int = Field(default=64 * _MIB, ge=1)
+    max_session_tokens: int = Field(default=131_072, ge=1)
+    max_tokenize_chars: int = Field(default=_MIB, ge=1)
+    max_variables: int = Field(default=1000, ge=0)
+    max_variables_bytes: int = Field(default=_MIB, ge=1)
+    max_vocab_size: int = Field(default=524_288, ge=1)
     session_ttl_seconds: float = Field(default=600.0, gt=0)
     expired_ids_remembered: int = Field(default=100_000, ge=0)
     retry_after_seconds: int = Field(default=1, ge=0)
@@ -119,6 +141,7 @@ class Settings(BaseSettings):
     # Engine limits (core.limits.Limits): same names, same defaults.
     max_source_bytes: int = Field(default=Limits.max_source_bytes, ge=1)
     max_nesting_depth: int = Field(default=Limits.max_nesting_depth, ge=1)
+    max_derivation_depth: int = Field(default=Limits.max_derivation_depth, ge=1)
     max_repeat: int = Field(default=Limits.max_repeat, ge=1)
     max_choices: int = Field(default=Limits.max_choices, ge=1)
     max_tokens_per_accept: int = Field(default=Limits.max_tokens_per_accept, ge=1)

@@ -455,9 +455,16 @@ def retryable(e: BaseException) -> bool:
     return isinstance(e, RemoteError) and (e.code in GONE or e.status in (502, 503, 504))
 
 
+MAX_DELAY_SECONDS = 2.0
+
+
 def delay(backoff: float, attempt: int, e: GuidanceClientError) -> float:
-    """Exponential backoff, at least what a 429/503 ``Retry-After`` asked (capped at 5 s)."""
-    seconds = backoff * float(2**attempt)
+    """Exponential backoff capped at 2 s, at least what a 429/503 ``Retry-After`` asked (capped at 5 s).
+
+    With the clients' defaults (10 retries from 0.05 s) a grammar waits out about 11 s: enough for
+    a lone server that crashed to be restarted by its supervisor (2 to 6 s measured).
+    """
+    seconds = min(backoff * float(2**attempt), MAX_DELAY_SECONDS)
     if isinstance(e, RemoteError) and e.retry_after:
         seconds = max(seconds, min(e.retry_after, 5.0))
     return seconds

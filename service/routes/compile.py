@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
+from typing import Any
+
+import orjson
 
 from fastapi import APIRouter
 
@@ -13,7 +17,7 @@ from service.dependencies import OwnerDep, ServiceState, StateDep
 from service.problems import CompileQueueFull, NotReady, problem_responses
 from service.schemas import CompileRequest, CompileResponse, ProgramFields
 
-__all__ = ["Compiled", "compile_program", "program_variables", "router"]
+__all__ = ["Compiled", "check_variables", "compile_program", "program_variables", "router"]
 
 router = APIRouter(tags=["programs"])
 
@@ -33,6 +37,27 @@ def program_variables(program: CompiledGuidanceProgram) -> list[str]:
     return [name for name in program.layout.scope if not name.startswith("#")]
 
 
+def check_variables(variables: dict[str, Any], max_count: int, max_bytes: int) -> None:
+    """Refuse compile-time variables past ``max_variables`` or ``max_variables_bytes`` (413).
+
+    Raises:
+        LimitExceeded: too many variables, too many bytes of them, or nested too deeply to measure.
+    """
+    if len(variables) > max_count:
+        raise LimitExceeded(f"{len(variables)} variables, above the limit of {max_count}", "max_variables")
+    if not variables:
+        return
+    try:
+        size = len(orjson.dumps(variables))
+    except orjson.JSONEncodeError:  # an integer past 64 bits, or nested past orjson's 254 levels
+        try:
+            size = len(json.dumps(variables, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+        except RecursionError:
+            raise LimitExceeded("the variables are nested too deeply", "max_nesting_depth") from None
+    if size > max_bytes:
+        raise LimitExceeded(f"{size} bytes of variables, above the limit of {max_bytes}", "max_variables_bytes")
+
+
 async def compile_program(body: ProgramFields, state: ServiceState) -> Compiled:
     """Compile (or fetch from the cache) the program a request describes, counting it.
 
@@ -45,6 +70,7 @@ async def compile_program(body: ProgramFields, state: ServiceState) -> Compiled:
     if state.draining:
         raise NotReady("the server is shutting down: compile on another replica", state.settings.retry_after_seconds)
     tok = state.tokenizers.get(body.tokenizer)
+    check_variables(body.variables, state.settings.max_variables, state.settings.max_variables_bytes)
     kind, source = body.kind_and_source()
     spec = spec_from_kwargs(kind, source, body.variables, body.options)
     backend, metrics = state.backend, state.metrics

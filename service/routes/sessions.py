@@ -35,7 +35,7 @@ from service.schemas import (
     SessionCreateRequest,
     SessionState,
 )
-from service.sessions import Session
+from service.sessions import Session, check_history
 
 __all__ = ["DirectRoute", "mask_router", "router"]
 
@@ -184,6 +184,7 @@ async def accept_tokens(
         if body.dry_run:
             accepted = st.count_valid(tokens)
         else:
+            check_history(st, len(tokens), sessions.max_tokens)
             try:
                 st.advance(tokens)
             except TokenRejected:
@@ -207,7 +208,7 @@ async def accept_tokens(
     "/{session_id}/mask",
     summary="The next-token mask",
     response_class=Response,
-    responses={**_MASK_RESPONSES, **problem_responses(404, 410)},
+    responses={**_MASK_RESPONSES, **problem_responses(404, 410, 422)},
     openapi_extra=_MASK_EXTRA,
 )
 async def get_mask(request: Request) -> Response:
@@ -280,7 +281,7 @@ async def rollback(
     summary="Fork a session",
     status_code=201,
     response_model=SessionCreated,
-    responses=problem_responses(404, 410, 429),
+    responses=problem_responses(404, 410, 422, 429),
 )
 async def fork(session_id: str, sessions: SessionsDep, state: StateDep, owner: OwnerDep) -> SessionCreated:
     """A new, independent session at the same position (n > 1 sampling, beam search)."""
@@ -291,7 +292,10 @@ async def fork(session_id: str, sessions: SessionsDep, state: StateDep, owner: O
 
 
 @router.get(
-    "/{session_id}", summary="Read a session", response_model=SessionState, responses=problem_responses(404, 410)
+    "/{session_id}",
+    summary="Read a session",
+    response_model=SessionState,
+    responses=problem_responses(404, 410, 422),
 )
 async def get_session(session_id: str, sessions: SessionsDep, state: StateDep, owner: OwnerDep) -> SessionState:
     """The session: program, tokens accepted, their text, captured variables, status."""
@@ -304,7 +308,7 @@ async def get_session(session_id: str, sessions: SessionsDep, state: StateDep, o
     summary="Close a session",
     status_code=204,
     response_class=Response,
-    responses=problem_responses(404, 410),
+    responses=problem_responses(404, 410, 422),
 )
 async def delete_session(session_id: str, sessions: SessionsDep, owner: OwnerDep) -> Response:
     """Close the session now (its id then answers 404)."""

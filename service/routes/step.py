@@ -28,8 +28,11 @@ The header is ``{"mask_words", "vocab_size", "rows", "sessions": [status, ...]}`
 unless the request sets ``"forced_tokens": false``, ``variables`` if it sets ``"variables": true``.
 A rejected session is unchanged and its row holds its current mask; a session in error (unknown,
 expired, invalid token ids, another vocabulary) has a row of zeros and an ``error`` problem
-object. One bad session never fails the batch; a malformed request does (422), as does a batch
-above the limit (413) or the same session twice (422).
+object. One bad session never fails the batch; a malformed request does (422), as does the same
+session twice (422), and so do requests past a limit (413 ``limit-exceeded``, checked before
+any session moves or any buffer exists): more sessions than ``max_batch_size``, more draft
+tokens for one session than ``max_draft_tokens``, or an answer larger than
+``max_step_answer_bytes`` (rows x mask bytes, plus the header's fixed part per session).
 """
 
 from __future__ import annotations
@@ -44,16 +47,18 @@ import numpy as np
 import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.errors import GuidanceError, InvalidTokens, LimitExceeded, TokenRejected
 from core.session import GuidanceState
 from guidance_client.wire import BLOCK_WORDS, STEP_MEDIA_TYPE, MaskEncoding, encode_blocks, step_frame, to_bytes
 from service.auth import owner_of
 from service.dependencies import ServiceState, state_of
+from service.memory import LARGE_ANSWER_BYTES
 from service.problems import problem_responses
 from service.routes.sessions import DirectRoute
-from service.sessions import Session
+from service.schemas import TOKEN_ID_MAX, TOKEN_ID_MIN, TokenId
+from service.sessions import Session, check_history
 
 __all__ = ["STEP_MEDIA_TYPE", "StepItem", "StepRequest", "openapi_components", "router"]
 
@@ -65,8 +70,8 @@ class StepItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     session_id: str = Field(description="The session to advance.")
-    tokens: list[StrictInt] = Field(default_factory=list, description="Tokens sampled for it, in order (may be empty).")
-    draft_tokens: list[StrictInt] | None = Field(
+    tokens: list[TokenId] = Field(default_factory=list, description="Tokens sampled for it, in order (may be empty).")
+    draft_tokens: list[TokenId] | None = Field(
         None, description="Draft tokens: one extra mask row after each (speculative decoding); the session does not move."
     )
 
@@ -151,7 +156,8 @@ def _read_request(raw: bytes) -> tuple[list[_Item], _Options]:
 
 
 def _int_list(value: Any) -> bool:
-    return type(value) is list and all(type(t) is int for t in value)  # bool is not a token
+    # bool is not a token; the range is TokenId's (outside it, the models answer the 422)
+    return type(value) is list and all(type(t) is int and TOKEN_ID_MIN <= t <= TOKEN_ID_MAX for t in value)
 
 
 def _read_fast(raw: bytes) -> tuple[list[_Item], _Options] | None:
@@ -181,6 +187,11 @@ def _read_fast(raw: bytes) -> tuple[list[_Item], _Options] | None:
 
 
 _ENCODINGS = ("dense", "blocks")
+# The answer's size is checked before any work: the header's fixed part, and per session the
+# least its status takes besides its id (captured variables and forced tokens come on top;
+# they are bounded by the session's history, max_session_tokens).
+_HEADER_BYTES = 4 + 64
+_STATUS_BYTES = 96
 _REQUEST_KEYS = frozenset(StepRequest.model_fields)
 _ITEM_KEYS = frozenset(StepItem.model_fields)
 
@@ -199,9 +210,19 @@ async def step(request: Request) -> Response:
     """
     service = state_of(request)
     items, options = _read_request(await request.body())
-    limit = service.settings.max_batch_size
+    settings = service.settings
+    limit = settings.max_batch_size
     if len(items) > limit:
         raise LimitExceeded(f"{len(items)} sessions in one step, above the limit of {limit}", "max_batch_size")
+    rows = len(items)
+    for sid, _, draft in items:
+        if draft:
+            if len(draft) > settings.max_draft_tokens:
+                raise LimitExceeded(
+                    f"{len(draft)} draft tokens for one session, above the limit of {settings.max_draft_tokens}",
+                    "max_draft_tokens",
+                )
+            rows += len(draft)
     ids = [item[0] for item in items]
     if len(set(ids)) != len(ids):
         raise RequestValidationError([{"loc": ("body", "sessions"), "msg": "a session appears twice", "type": "value_error"}])
@@ -220,6 +241,13 @@ async def step(request: Request) -> Response:
     live = [s for s in found if s is not None]
     words = live[0].program.mask_words if live else 1
     vocab = live[0].program.vocab_size if live else 0
+    answer = rows * words * 4 + _HEADER_BYTES + sum(len(sid) for sid in ids) + _STATUS_BYTES * len(ids)
+    if answer > settings.max_step_answer_bytes:
+        raise LimitExceeded(
+            f"the answer would be {answer} bytes ({rows} rows of {words * 4} bytes and the header), "
+            f"above the limit of {settings.max_step_answer_bytes}",
+            "max_step_answer_bytes",
+        )
     work = functools.partial(_advance_and_fill, service, items, options, found, errors, words, vocab)
     slow = next((s.program for s in live if service.slow_lane.is_slow(s.program)), None)
     if slow is None and not any(s.lock.locked() for s in live):
@@ -234,6 +262,8 @@ async def step(request: Request) -> Response:
                 await stack.enter_async_context(s.lock)
             buf = work() if slow is None else await service.slow_lane.run_locked(slow, work)
     service.metrics.step_batch_size.observe(len(items))
+    if len(buf) >= LARGE_ANSWER_BYTES:
+        service.large_answers += 1
     return Response(buf, media_type=STEP_MEDIA_TYPE)
 
 
@@ -268,6 +298,7 @@ def _advance_and_fill(
             continue
         st = session.state
         try:
+            check_history(st, len(tokens), service.sessions.max_tokens)
             st.advance(tokens)
             accepted_total += len(tokens)
             status: dict[str, Any] = {"session_id": sid, "row": row, "rows": n_rows, "status": "ok", "accepted": len(tokens)}
@@ -332,10 +363,16 @@ def _fill(
     for first, count in blank:
         bitmask[first : first + count] = 0
     start = time.perf_counter()
-    if states:
-        service.backend.backend.fill_next_token_bitmasks(states, bitmask, rows)
-    for st, first, draft in drafts:
-        _fill_drafts(st, first, draft, bitmask)
+    try:
+        if states:
+            service.backend.backend.fill_next_token_bitmasks(states, bitmask, rows)
+        for st, first, draft in drafts:
+            _fill_drafts(st, first, draft, bitmask)
+    finally:
+        # A program remembers the last array it filled; this one is the request's answer, which
+        # must be freed with the request (else every program pins its last batch's answer).
+        for program in {st.program for st in states}:
+            program.forget_bitmask(bitmask)
     service.metrics.mask_seconds.observe(time.perf_counter() - start)
 
 

@@ -8,7 +8,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 
 from core.tokenizers import Tokenizer
-from service.dependencies import AdminDep, TokenizersDep
+from core.errors import LimitExceeded
+from service.dependencies import AdminDep, SettingsDep, TokenizersDep
 from service.problems import problem_responses
 from service.schemas import (
     DetokenizeRequest,
@@ -64,6 +65,7 @@ async def upload_tokenizer(
     request: Request,
     response: Response,
     tokenizers: TokenizersDep,
+    settings: SettingsDep,
     name: Annotated[str, Query(pattern=TOKENIZER_NAME_PATTERN, description="The name to register it under.")],
 ) -> TokenizerInfo:
     """Load a Hugging Face `tokenizer.json` (the request body) under the name `?name=`.
@@ -75,7 +77,7 @@ async def upload_tokenizer(
     tokenizers.check_new(name)
     data = await request.body()
     async with tokenizers.upload_lock:
-        tok = await asyncio.to_thread(Tokenizer.from_hf_json, name, data)
+        tok = await asyncio.to_thread(Tokenizer.from_hf_json, name, data, settings.max_vocab_size)
         if not tokenizers.add(name, tok):
             response.status_code = 200
     return _info(name, tokenizers.get(name))
@@ -84,9 +86,15 @@ async def upload_tokenizer(
 @router.post(
     "/tokenize", summary="Encode text", response_model=TokenizeResponse, responses=problem_responses(404, 413, 422)
 )
-async def tokenize(body: TokenizeRequest, tokenizers: TokenizersDep) -> TokenizeResponse:
-    """Encode text with a tokenizer (no BOS/EOS; special-token text stays text)."""
+async def tokenize(body: TokenizeRequest, tokenizers: TokenizersDep, settings: SettingsDep) -> TokenizeResponse:
+    """Encode text with a tokenizer (no BOS/EOS; special-token text stays text).
+
+    Texts longer than `max_tokenize_chars` answer 413 `limit-exceeded`.
+    """
     tok = tokenizers.get(body.tokenizer)
+    limit = settings.max_tokenize_chars
+    if len(body.text) > limit:
+        raise LimitExceeded(f"a text of {len(body.text)} characters, above the limit of {limit}", "max_tokenize_chars")
     if len(body.text) > _INLINE_CHARS:
         ids = await asyncio.to_thread(tok.encode, body.text)
     else:
@@ -100,7 +108,13 @@ async def tokenize(body: TokenizeRequest, tokenizers: TokenizersDep) -> Tokenize
     response_model=DetokenizeResponse,
     responses=problem_responses(404, 413, 422),
 )
-async def detokenize(body: DetokenizeRequest, tokenizers: TokenizersDep) -> DetokenizeResponse:
-    """Decode token ids into text (special tokens by name; ids outside the vocabulary: 422)."""
+async def detokenize(body: DetokenizeRequest, tokenizers: TokenizersDep, settings: SettingsDep) -> DetokenizeResponse:
+    """Decode token ids into text (special tokens by name; ids outside the vocabulary: 422).
+
+    More ids than a session may hold (`max_session_tokens`) answer 413 `limit-exceeded`.
+    """
     tok = tokenizers.get(body.tokenizer)
+    limit = settings.max_session_tokens
+    if len(body.tokens) > limit:
+        raise LimitExceeded(f"{len(body.tokens)} ids, above the limit of {limit}", "max_session_tokens")
     return DetokenizeResponse(text=tok.decode(body.tokens))

@@ -7,7 +7,8 @@ import pytest
 
 from core import GrammarError, GuidanceBackend, LimitExceeded, Tokenizer
 from core.cache import ProgramCache
-from core.limits import Limits, expansion, regex_expansion
+from core.expansion import expansion, regex_expansion
+from core.limits import Limits
 
 
 @pytest.mark.parametrize(

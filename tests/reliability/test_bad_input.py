@@ -41,6 +41,7 @@ class Case:
     content: bytes | None = None
     headers: dict[str, str] = field(default_factory=dict)
     chunked: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)  # fields the problem must have (limit, location...)
 
 
 def _chunks(total: int) -> AsyncIterator[bytes]:
@@ -125,6 +126,68 @@ CASES = [
     Case("schema: unknown type", "POST", "/compile", 400, "schema-invalid", json={"json_schema": {"type": "frob"}}),
     Case("choice: 20,000 options", "POST", "/compile", 413, "limit-exceeded",
          json={"choice": [f"o{i}" for i in range(20_000)]}),
+    # -- text UTF-8 cannot hold (JSON escapes of lone surrogates, raw bytes that are not UTF-8)
+    Case("unicode: lone surrogate in a template", "POST", "/compile", 422, "unicode-invalid",
+         content=rb'{"template": "Hi \ud800"}', headers=JSON, extra={"location": "body", "field": "/template"}),
+    Case("unicode: lone surrogate in a variable's name", "POST", "/compile", 422, "unicode-invalid",
+         content=rb'{"template": "x", "variables": {"\udc00": "v"}}', headers=JSON,
+         extra={"field": "/variables/\\udc00"}),
+    Case("unicode: lone surrogate in a schema key", "POST", "/compile", 422, "unicode-invalid",
+         content=rb'{"json_schema": {"properties": {"\udfff": {}}}}', headers=JSON,
+         extra={"field": "/json_schema/properties/\\udfff"}),
+    Case("unicode: lone surrogate in a choice", "POST", "/compile", 422, "unicode-invalid",
+         content=rb'{"choice": ["a", "\ud800"]}', headers=JSON, extra={"field": "/choice/1"}),
+    Case("unicode: lone surrogate in a step's session id", "POST", "/step", 422, "unicode-invalid",
+         content=rb'{"sessions": [{"session_id": "\ud800"}]}', headers=JSON, extra={"field": "/sessions/0/session_id"}),
+    Case("unicode: lone surrogate in /tokenize text", "POST", "/tokenize", 422, "unicode-invalid",
+         content=rb'{"text": "\ud800"}', headers=JSON, extra={"field": "/text"}),
+    Case("unicode: surrogate as raw bytes (CESU-8)", "POST", "/compile", 422, "unicode-invalid",
+         content=b'{"regex": "\xed\xa0\x80"}', headers=JSON, extra={"field": "/regex"}),
+    Case("unicode: bytes that are not UTF-8", "POST", "/compile", 422, "unicode-invalid",
+         content=b'{"regex": "\xff"}', headers=JSON, extra={"field": "/regex"}),
+    Case("unicode: a UTF-16 body", "POST", "/compile", 422, "unicode-invalid",
+         content='{"regex": "\\ud800"}'.encode("utf-16-le"), headers=JSON, extra={"location": "body"}),
+    Case("unicode: percent-escaped surrogate in a path", "GET", "/sessions/%ED%A0%80/mask", 422, "unicode-invalid",
+         extra={"location": "path"}),
+    Case("unicode: percent-escaped bytes that are not UTF-8 in a query", "POST", "/tokenizers?name=%FF", 422,
+         "unicode-invalid", content=b"{}", headers=JSON, extra={"location": "query", "field": "name"}),
+    # -- memory one request multiplies (see also tests/reliability/test_memory.py)
+    Case("step: 17 draft tokens for one session", "POST", "/step", 413, "limit-exceeded",
+         json={"sessions": [{"session_id": "{sid}", "draft_tokens": [1000] * 17}]}, extra={"limit": "max_draft_tokens"}),
+    Case("step: an answer over max_step_answer_bytes", "POST", "/step", 413, "limit-exceeded",
+         json={"sessions": [{"session_id": "{sid}", "draft_tokens": [1000] * 16}]},
+         extra={"limit": "max_step_answer_bytes"}),
+    Case("/tokenize: text over max_tokenize_chars", "POST", "/tokenize", 413, "limit-exceeded",
+         json={"text": "a" * 100_001}, extra={"limit": "max_tokenize_chars"}),
+    Case("/detokenize: more ids than max_session_tokens", "POST", "/detokenize", 413, "limit-exceeded",
+         json={"tokens": [1000] * 131_073}, extra={"limit": "max_session_tokens"}),
+    Case("variables: 1,001 of them", "POST", "/compile", 413, "limit-exceeded",
+         json={"template": "x", "variables": {f"v{i}": "" for i in range(1001)}}, extra={"limit": "max_variables"}),
+    Case("variables: 200,000 bytes", "POST", "/compile", 413, "limit-exceeded",
+         json={"template": "x", "variables": {"v": "x" * 200_000}}, extra={"limit": "max_variables_bytes"}),
+    Case("tokenizer upload: an id of 2,000,000", "POST", "/tokenizers?name=wide", 413, "limit-exceeded",
+         json={"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []},
+               "added_tokens": [{"id": 2_000_000, "content": "</s>", "special": True}]},
+         extra={"limit": "max_vocab_size"}),
+    # -- neighbours: big integers, deep bodies, huge enums
+    Case("a 4,000-digit token id", "POST", "/sessions/{sid}/accept", 422, "validation-error",
+         content=b'{"tokens": [' + b"9" * 4000 + b"]}", headers=JSON),
+    Case("a 4,000-digit token id in /step", "POST", "/step", 422, "validation-error",
+         content=b'{"sessions": [{"session_id": "x", "tokens": [' + b"9" * 4000 + b"]}]}", headers=JSON),
+    Case("a 4,000-digit rollback", "POST", "/sessions/{sid}/rollback", 422, "validation-error",
+         content=b'{"tokens": ' + b"9" * 4000 + b"}", headers=JSON),
+    Case("a 5,000-digit integer (past Python's parsing limit)", "POST", "/sessions/{sid}/accept", 422, "json-invalid",
+         content=b'{"tokens": [' + b"9" * 5000 + b"]}", headers=JSON),
+    Case("schema: a 4,000-digit maximum", "POST", "/compile", 400, "schema-invalid",
+         content=b'{"json_schema": {"type": "integer", "maximum": ' + b"9" * 4000 + b"}}", headers=JSON),
+    Case("step: JSON nested 100,000 levels", "POST", "/step", 422, "json-invalid",
+         content=b'{"sessions": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", headers=JSON),
+    Case("variables: JSON nested 100,000 levels", "POST", "/compile", 422, "json-invalid",
+         content=b'{"template": "x", "variables": {"v": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}", headers=JSON),
+    Case("tokenizer upload: JSON nested 100,000 levels", "POST", "/tokenizers?name=deep", 400, "tokenizer-invalid",
+         content=b"[" * 100_000 + b"]" * 100_000, headers=JSON),
+    Case("schema: enum of 43,000 strings (over max_source_bytes)", "POST", "/compile", 413, "limit-exceeded",
+         json={"json_schema": {"enum": [f"{i:020d}" for i in range(43_000)]}}, extra={"limit": "max_source_bytes"}),
 ]
 
 # Inputs that compile (no backtracking engine to blow up, or a legitimate language): compile
@@ -162,7 +225,15 @@ async def _assert_unharmed(client: httpx.AsyncClient, witnesses: dict[str, bytes
 
 @pytest.fixture()
 async def matrix_client(make_app: AppFactory, default_tokenizer: Tokenizer) -> AsyncIterator[httpx.AsyncClient]:
-    async with serve(make_app(max_body_bytes=MAX_BODY, max_batch_size=8)) as client:
+    async with serve(
+        make_app(
+            max_body_bytes=MAX_BODY,
+            max_batch_size=8,
+            max_step_answer_bytes=256 * 1024,  # 16 rows of 16 kB fit, 17 do not
+            max_tokenize_chars=100_000,
+            max_variables_bytes=150_000,
+        )
+    ) as client:
         yield client
 
 
@@ -184,7 +255,9 @@ async def test_bad_input_matrix(matrix_client: httpx.AsyncClient, default_tokeni
             resp = await client.request(case.method, path, json=body)
         elapsed = time.perf_counter() - start
         try:
-            assert_problem(resp, case.status, case.code or "")
+            doc = assert_problem(resp, case.status, case.code or "")
+            for key, value in case.extra.items():
+                assert doc.get(key) == value, (key, doc.get(key))
             assert elapsed < 2.0, f"{elapsed:.2f} s"
             assert len(resp.content) < 4096, "the answer quotes too much of the input"
         except AssertionError as e:
@@ -216,11 +289,17 @@ async def test_inputs_that_compile_do_so_fast_and_work(
 
 
 async def test_recursion_without_a_base_case_that_never_ends_compiles_and_never_accepts(
-    client: httpx.AsyncClient, default_tokenizer: Tokenizer
+    make_app: AppFactory, default_tokenizer: Tokenizer
 ) -> None:
     # 'a: "x" a' has no finite string either, but its mask is not empty ("x" forever): llguidance
     # cannot tell, and neither can we cheaply. It costs its sender only (and it runs in the slow
-    # lane when its masks are slow).
+    # lane when its masks are slow). Its first mask takes about 0.3 s, 0.9 s on a loaded machine:
+    # the first-mask budget is raised here, this test is about what happens after the compile.
+    async with serve(make_app(max_first_mask_ms=30_000)) as client:
+        await _never_ends(client, default_tokenizer)
+
+
+async def _never_ends(client: httpx.AsyncClient, default_tokenizer: Tokenizer) -> None:
     resp = await client.post("/compile", json={"grammar": 'start: a\na: "x" a', "open_session": True})
     assert resp.status_code == 200
     sid = resp.json()["session_id"]
@@ -230,7 +309,7 @@ async def test_recursion_without_a_base_case_that_never_ends_compiles_and_never_
         if resp.status_code == 200:
             assert not resp.json()["accepting"]
         else:  # llguidance's step_max_items stops it after a few steps: a clean 413
-            assert assert_problem(resp, 413, "limit-exceeded")["limit"] == "parser"
+            assert assert_problem(resp, 413, "engine-limit")["limit"] in ("step_max_items", "parser")
     resp = await client.post(f"/sessions/{sid}/accept", json={"tokens": [default_tokenizer.eos_token_id]})
     assert resp.status_code in (409, 413)
 
@@ -291,3 +370,27 @@ async def test_a_slow_program_does_not_stall_other_sessions(
     assert calls and float(calls[1]) >= 1
     assert re.search(r"^guidance_slow_lane_programs [1-9]", metrics, re.MULTILINE)
     await _assert_unharmed(client, witnesses)
+
+
+async def test_many_small_requests_hold_bounded_state(make_app: AppFactory, default_tokenizer: Tokenizer) -> None:
+    # Each request is cheap; what they leave behind is bounded by a setting: programs by the
+    # cache, failed compiles by the negative cache, sessions by the cap (refused, not evicted).
+    app = make_app(cache_max_entries=16, negative_cache_max_entries=8, max_sessions=40)
+    async with serve(app) as client:
+        witnesses = await _witnesses(client, default_tokenizer)
+        statuses: dict[int, int] = {}
+        for i in range(100):
+            for body in ({"regex": f"x{i}[a-z]*"}, {"regex": f"(?=x{i})"}):
+                resp = await client.post("/compile", json=body)
+                statuses[resp.status_code] = statuses.get(resp.status_code, 0) + 1
+        assert statuses == {200: 100, 400: 100}
+        cache = (await client.get("/stats")).json()["cache"]
+        assert cache["entries"] <= 16 and cache["negative_entries"] <= 8, cache
+        opened = [await client.post("/sessions", json={"regex": "[a-z]+"}) for _ in range(50)]
+        refused = [r for r in opened if r.status_code == 429]
+        assert len(refused) == 50 - (40 - len(witnesses))
+        assert all(r.headers["retry-after"] and r.json()["code"] == "too-many-sessions" for r in refused)
+        for _ in range(300):
+            assert (await client.post("/tokenize", json={"text": "many small requests"})).status_code == 200
+        assert (await client.get("/stats")).json()["sessions"]["active"] == 40
+        await _assert_unharmed(client, witnesses)

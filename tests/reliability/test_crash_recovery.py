@@ -20,7 +20,7 @@ import jsonschema
 import numpy as np
 
 from core import Tokenizer, allowed_tokens
-from service.client import GrammarBatch, GuidanceClient, RemoteGrammar
+from guidance_client import GrammarBatch, GuidanceClient, RemoteGrammar
 from tests.server import Server, start, stop
 from tests.service.helpers import PERSON_SCHEMA
 

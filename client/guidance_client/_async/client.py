@@ -68,7 +68,7 @@ class AsyncGuidanceClient:
         http: httpx.AsyncClient | None = None,
         worker_id: str | None = None,
         api_key: str | None = None,
-        retries: int = 4,
+        retries: int = 10,
         backoff: float = 0.05,
     ) -> None:
         self.transport = AsyncTransport(base_url, timeout, protocol.base_headers(worker_id, api_key), http)

@@ -18,12 +18,12 @@ from core.schema_facts import Facts, tighter_high, tighter_low, union_facts
 from core.schema_keywords import (
     ASSERTIONS,
     CONSTRAINS,
-    DATA_KEYWORDS,
     IDENTIFIERS,
     KINDS,
     MAX_DEPTH,
     OPAQUE,
     REF_HOPS,
+    SCHEMA_KEYWORDS,
     all_of,
     any_of,
     count_value,
@@ -98,7 +98,7 @@ class SchemaAnalysis:
             for key, value in node.items():
                 # unknown keywords may hold schemas too (``$defs: {group: {a: {...}}}``): a ``$ref``
                 # can point there, so references inside them are found as well
-                if isinstance(value, dict) and key not in ASSERTIONS and key not in DATA_KEYWORDS:
+                if isinstance(value, dict) and key not in ASSERTIONS and key not in SCHEMA_KEYWORDS:
                     stack.append((value, path + (key,), depth + 1))
         # A reference inside an embedded resource is resolved against that resource, which this
         # module does not do; an embedded resource without references changes nothing here.

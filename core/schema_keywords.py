@@ -28,6 +28,7 @@ __all__ = [
     "NUMBERS",
     "OPAQUE",
     "REF_HOPS",
+    "SCHEMA_KEYWORDS",
     "SINGLE",
     "TYPE_KINDS",
     "all_of",
@@ -288,6 +289,10 @@ def schema_children(node: dict[str, Any], path: tuple[str, ...]) -> Iterable[tup
 
 # Keywords whose values are data, never schemas.
 DATA_KEYWORDS = frozenset({"default", "examples", "example", "x-guidance", "enum", "const", "$comment"})
+# Keywords that are not assertions but whose values are walked already: data, or schemas reached
+# through :func:`schema_children` (``$defs``...). A walk of the other keywords must skip them, or
+# nested ``$defs`` would be visited twice per level.
+SCHEMA_KEYWORDS = DATA_KEYWORDS | frozenset(SINGLE) | frozenset(MAPS) | frozenset(LISTS)
 
 
 ANNOTATIONS = frozenset(

@@ -325,3 +325,24 @@ def test_hostile_schemas_cost_bounded_time() -> None:
         start = time.perf_counter()
         rewrite_schema(schema)
         assert time.perf_counter() - start < 5.0
+
+
+def test_the_document_scan_visits_each_schema_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # $defs are walked as schemas, and unknown keywords as places a $ref may point into: a keyword
+    # must not be walked both ways, or nested $defs cost 2^depth
+    import core.schema_analysis as analysis
+
+    schema: dict[str, Any] = {"$ref": "#/x-group/a"}
+    for _ in range(14):
+        schema = {"$defs": {"d": schema}, "x-group": {"a": {"type": "null"}}}
+    visits = 0
+    children = analysis.schema_children
+
+    def counting(node: dict[str, Any], path: tuple[str, ...]) -> Any:
+        nonlocal visits
+        visits += 1
+        return children(node, path)
+
+    monkeypatch.setattr(analysis, "schema_children", counting)
+    analysis.SchemaAnalysis(schema)
+    assert visits <= 3 * 15  # a level: the node, its x-group container, a (2^14 when walked twice)

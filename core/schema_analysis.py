@@ -68,11 +68,10 @@ class SchemaAnalysis:
 
     # -- document scan: references and identifiers
     def _scan(self) -> None:
-        stack: list[tuple[Any, tuple[str, ...], int]] = [(self.root, (), 0)]
-        resources: set[tuple[str, ...]] = set()
-        refs: list[tuple[str, ...]] = []
+        # (node, path, depth, inside an embedded resource)
+        stack: list[tuple[Any, tuple[str, ...], int, bool]] = [(self.root, (), 0, False)]
         while stack:
-            node, path, depth = stack.pop()
+            node, path, depth, inside = stack.pop()
             if not isinstance(node, dict) or depth > MAX_DEPTH:
                 continue
             if any(k in node for k in IDENTIFIERS):
@@ -82,28 +81,28 @@ class SchemaAnalysis:
                 if path and isinstance(value, str) and not value.startswith("#"):
                     # an embedded resource: pointers inside it are relative to it. A fragment-only
                     # id (``"#/properties/a"``, as schema generators write) does not move the base.
-                    resources.add(path)
+                    inside = True
             ref = node.get("$ref")
             if isinstance(ref, str):
-                refs.append(path)
+                if inside:
+                    # resolved against the embedded resource, which this module does not do (an
+                    # embedded resource without references changes nothing here)
+                    self.structural = False
                 target = self._pointer_path(ref)
                 if target is not None:
                     self.pinned.add(target)
-                    self.pinned_prefixes.update(target[:i] for i in range(1, len(target) + 1))
+                    if len(target) <= MAX_DEPTH:  # deeper locations are never rewritten anyway
+                        self.pinned_prefixes.update(target[:i] for i in range(1, len(target) + 1))
                 elif ref not in ("#", ""):
                     # a reference we do not follow (remote, anchor, relative): keep everything put
                     self.structural = False
             for child, child_path in schema_children(node, path):
-                stack.append((child, child_path, depth + 1))
+                stack.append((child, child_path, depth + 1, inside))
             for key, value in node.items():
                 # unknown keywords may hold schemas too (``$defs: {group: {a: {...}}}``): a ``$ref``
                 # can point there, so references inside them are found as well
                 if isinstance(value, dict) and key not in ASSERTIONS and key not in SCHEMA_KEYWORDS:
-                    stack.append((value, path + (key,), depth + 1))
-        # A reference inside an embedded resource is resolved against that resource, which this
-        # module does not do; an embedded resource without references changes nothing here.
-        if any(ref[:i] in resources for ref in refs for i in range(1, len(ref) + 1)):
-            self.structural = False
+                    stack.append((value, path + (key,), depth + 1, inside))
 
     def _pointer_path(self, ref: str) -> tuple[str, ...] | None:
         if self.root_id and ref.startswith(self.root_id + "#"):

@@ -30,6 +30,7 @@ from core.errors import GrammarError, GuidanceError, LimitExceeded
 from core.expansion import expansion
 from core.limits import Limits
 from core.program import CompiledGuidanceProgram, ProgramKind, ProgramSpec, spec_from_kwargs
+from core.schema_formats import DEFAULT_FORMAT_MODE, FORMAT_MODES
 from core.session import GuidanceState
 from core.template import GuidanceTemplate
 from core.threads import EngineThreadPool, run_on_engine_thread
@@ -39,7 +40,7 @@ __all__ = ["AsyncGuidanceBackend", "GuidanceBackend"]
 
 _OPTIONS: dict[str, set[str]] = {
     "template": set(),
-    "json_schema": {"whitespace"},
+    "json_schema": {"whitespace", "formats"},
     "regex": set(),
     "grammar": set(),
     "choice": set(),
@@ -208,7 +209,10 @@ class GuidanceBackend:
             ws = spec.options.get("whitespace")
             if ws is not None and (not isinstance(ws, int) or isinstance(ws, bool) or not 0 <= ws <= 64):
                 raise GrammarError("option whitespace must be an integer from 0 to 64")
-            return compile_json_schema(spec.source, ll, limits, ws)
+            formats = spec.options.get("formats", DEFAULT_FORMAT_MODE)
+            if formats not in FORMAT_MODES:
+                raise GrammarError(f"option formats must be one of {', '.join(FORMAT_MODES)}")
+            return compile_json_schema(spec.source, ll, limits, ws, formats)
         if spec.kind == "regex":
             return compile_regex(spec.source, ll, limits)
         if spec.kind == "grammar":

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import llguidance
@@ -27,7 +27,8 @@ import llguidance
 from core.errors import GrammarError, LimitExceeded, SchemaError, TemplateError, classify_engine_error
 from core.derivation import derivation_depth, schema_derivation_depth
 from core.limits import Limits
-from core.schema_rewrite import rewrite_schema
+from core.schema_formats import DEFAULT_FORMAT_MODE, FormatMode, format_hint
+from core.schema_rewrite import rewrite_schema_report
 from core.template import (
     GenNode,
     GrammarNode,
@@ -48,6 +49,7 @@ __all__ = [
     "compile_regex",
     "compile_template",
     "json_schema_with_options",
+    "prepare_json_schema",
     "slot_pattern",
 ]
 
@@ -160,6 +162,8 @@ class CompiledGrammar:
 
     grammar: str
     layout: CaptureLayout
+    #: What the schema asks that is compiled as an annotation only (``format "path" at #/...``).
+    ignored: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,10 +242,25 @@ def _json_depth(value: Any, limit: int) -> bool:
 def json_schema_with_options(
     schema: Mapping[str, Any] | bool, whitespace: int | None, limits: Limits
 ) -> dict[str, Any]:
-    """The schema with llguidance's ``x-guidance`` formatting options set (compact by default).
+    """The schema rewritten for llguidance, its ``x-guidance`` formatting options set (compact by default).
 
     Keys the schema itself sets in ``x-guidance`` win over the compact default; ``whitespace=N``
-    wins over both.
+    wins over both. ``format`` is asserted where known (see :func:`prepare_json_schema`).
+    """
+    return prepare_json_schema(schema, whitespace, limits)[0]
+
+
+def prepare_json_schema(
+    schema: Mapping[str, Any] | bool,
+    whitespace: int | None,
+    limits: Limits,
+    formats: FormatMode = DEFAULT_FORMAT_MODE,
+) -> tuple[dict[str, Any], list[str]]:
+    """:func:`json_schema_with_options` with the ``formats`` mode, also returning what was ignored.
+
+    Returns:
+        ``(schema, ignored)``: the schema for llguidance, and the annotations it does not assert
+        (see :mod:`core.schema_formats`).
     """
     if isinstance(schema, bool):
         schema = {} if schema else {"not": {}}
@@ -256,7 +275,8 @@ def json_schema_with_options(
         raise LimitExceeded(f"JSON schema is larger than {limits.max_source_bytes} bytes", "max_source_bytes")
     if schema_derivation_depth(schema, limits.max_derivation_depth) > limits.max_derivation_depth:
         raise _too_deep(limits)  # before the rewrites too, whose work grows with the chains
-    schema = rewrite_schema(schema)  # exact rewrites of what llguidance refuses (core/schema_rewrite.py)
+    # exact rewrites of what llguidance refuses (core/schema_rewrite.py)
+    schema, report = rewrite_schema_report(schema, formats)
     user = schema.get("x-guidance")
     options: dict[str, Any] = dict(_COMPACT)
     if isinstance(user, Mapping):
@@ -266,7 +286,7 @@ def json_schema_with_options(
         options["whitespace_pattern"] = "[\\x20\\x0A\\x0D\\x09]{0,%d}" % whitespace
     out = dict(schema)
     out["x-guidance"] = options
-    return out
+    return out, report.ignored
 
 
 def _check_size(text: str, what: str, limits: Limits) -> None:
@@ -502,8 +522,9 @@ def compile_json_schema(
     tokenizer: llguidance.LLTokenizer | None,
     limits: Limits,
     whitespace: int | None = None,
+    formats: FormatMode = DEFAULT_FORMAT_MODE,
 ) -> CompiledGrammar:
-    """A JSON schema, compact unless ``whitespace`` allows bounded whitespace."""
+    """A JSON schema, compact unless ``whitespace`` allows bounded whitespace; ``format`` per ``formats``."""
     if isinstance(schema, str):
         _check_size(schema, "JSON schema", limits)
         try:
@@ -512,12 +533,16 @@ def compile_json_schema(
             raise SchemaError(f"JSON schema is not valid JSON: {e.msg} at {e.pos}") from None
     if not isinstance(schema, (Mapping, bool)):
         raise SchemaError("a JSON schema must be an object or a boolean")
-    prepared = json_schema_with_options(schema, whitespace, limits)
+    prepared, ignored = prepare_json_schema(schema, whitespace, limits, formats)
     try:
         grammar = llguidance.LLMatcher.grammar_from_json_schema(prepared)
     except ValueError as e:
         raise SchemaError(_error_text(str(e))) from None
-    return _finish(grammar, tokenizer, limits, SchemaError)
+    try:
+        compiled = _finish(grammar, tokenizer, limits, SchemaError)
+    except SchemaError as e:
+        raise SchemaError(format_hint(e.detail)) from None
+    return replace(compiled, ignored=tuple(ignored))
 
 
 def compile_choice(options: Sequence[str], tokenizer: llguidance.LLTokenizer | None, limits: Limits) -> CompiledGrammar:

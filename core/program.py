@@ -106,6 +106,8 @@ class CompiledGuidanceProgram:
         self.kind: ProgramKind = spec.kind
         self.grammar = compiled.grammar
         self.layout: CaptureLayout = compiled.layout
+        #: What the constraint asks that is compiled as an annotation only (JSON schemas' formats).
+        self.ignored: tuple[str, ...] = compiled.ignored
         self.tokenizer = tokenizer
         self.limits = limits
         self.compile_ms = compile_ms

@@ -66,7 +66,10 @@ class ProgramFields(BaseModel):
     variables: dict[str, Any] = Field(default_factory=dict, description="Compile-time variables (templates only).")
     tokenizer: str = Field(default="default", description="Name of the vocabulary to compile for.")
     options: dict[str, Any] = Field(
-        default_factory=dict, description="Kind-specific options: `whitespace` (int, JSON schemas)."
+        default_factory=dict,
+        description="Kind-specific options, for JSON schemas: `whitespace` (int, 0 to 64: bounded whitespace "
+        "instead of compact output) and `formats` (`assert`, the default: formats with an exact definition "
+        "are enforced; `annotate`: every `format` is an annotation, as JSON Schema 2020-12 has it).",
     )
 
     def kinds_given(self) -> list[ProgramKind]:
@@ -117,6 +120,11 @@ class CompileResponse(BaseModel):
     variables: list[str] = Field(description="Names the program captures (template slots).")
     compile_ms: float = Field(description="Time this request spent compiling or waiting for the program.")
     session_id: str | None = Field(default=None, description="With `open_session`: the new session.")
+    ignored: list[str] = Field(
+        default_factory=list,
+        description="What the constraint asks that is compiled as an annotation only, not enforced: "
+        'JSON-schema formats without an exact definition, e.g. `format "path" at #/properties/p`.',
+    )
     engine_limit: EngineLimitNote | None = Field(default=None, description=_ENGINE_LIMIT)
 
 

@@ -127,5 +127,6 @@ async def compile_endpoint(body: CompileRequest, state: StateDep, owner: OwnerDe
         variables=program_variables(program),
         compile_ms=round(compiled.compile_ms, 3),
         session_id=session_id,
+        ignored=list(program.ignored),
         engine_limit=EngineLimitNote.of(program.engine_limit),
     )

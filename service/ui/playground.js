@@ -265,6 +265,8 @@ async function compile() {
   $("compile-info").textContent = `program ${answer.program_id.slice(0, 12)} · `
     + `${answer.cached ? "from the cache" : "compiled"} in ${answer.compile_ms} ms · `
     + `${fmt.format(answer.vocab_size)} ids · captures: ${answer.variables.join(", ") || "none"}`
+    // what the schema asks that is compiled as an annotation only (formats without a definition)
+    + ((answer.ignored || []).length ? ` · not enforced: ${answer.ignored.join("; ")}` : "")
     + (answer.engine_limit ? ` · a session of it met the engine limit ${answer.engine_limit.limit}: `
       + answer.engine_limit.detail : "");
   $("compile-info").classList.remove("stale");

@@ -21,7 +21,8 @@ from core import GuidanceBackend, SchemaError, Tokenizer
 from core.schema_rewrite import MAX_DEPTH, rewrite_schema, rewrite_schema_report
 
 # -- instances: a small universe where the interesting edges live (1 vs 1.0 vs true, "" vs "a")
-SCALARS = [None, True, False, 0, 1, 1.0, 2, 2.5, -1, "", "a", "ab", "b", "aab", "a b", "x\u00e9"]
+SCALARS = [None, True, False, 0, 1, 1.0, 2, 2.5, -1, 2**31, "", "a", "ab", "b", "aab", "a b", "x\u00e9", "a.b", "ba",
+           "QQ==", "/a", "0"]
 KEYS = ["a", "b", "c", "ab"]
 
 scalars = st.sampled_from(SCALARS)
@@ -54,6 +55,9 @@ leaf_schemas = st.one_of(
     st.builds(lambda vs: {"enum": vs}, st.lists(instances, min_size=1, max_size=3)),
     st.builds(lambda cls, q: {"pattern": f"^[{cls}]{q}$"}, st.sampled_from(["a", "ab", "^a", "a-c", "\\sa"]),
               st.sampled_from(["+", "*", "{1}", "{0,1}", "{1,2}", "{2,}"])),
+    st.builds(lambda p: {"pattern": p}, st.sampled_from(["^a", "b$", "^a.b$", "a", "^ab", "^[ab]$", "^$", "^a\\.b", "\\sb$"])),
+    st.builds(lambda f: {"format": f}, st.sampled_from(["byte", "int32", "json-pointer", "relative-json-pointer", "path", "double", "email"])),
+    st.just({"type": "object", "oneOf": [{"type": "string"}, {"type": "null"}]}),  # accepts nothing
     st.builds(lambda ks, r: {"properties": {k: True for k in ks}, "additionalProperties": False, **({"required": ks[:1]} if r else {})},
               st.lists(st.sampled_from(KEYS), min_size=1, max_size=2, unique=True), st.booleans()),
     st.builds(lambda n: {"propertyNames": n}, st.sampled_from([
@@ -61,7 +65,7 @@ leaf_schemas = st.one_of(
         {"maxLength": 1}, {"minLength": 2}, {"type": "string", "minLength": 1, "maxLength": 1}, {"$ref": "#/$defs/n"},
     ])),
 )  # fmt: skip
-leaf_or_ref = st.one_of(leaf_schemas, st.just({"$ref": "#/$defs/d"}))
+leaf_or_ref = st.one_of(leaf_schemas, st.just({"$ref": "#/$defs/d"}), st.just({"$ref": "#/x-group/e"}))
 
 
 def _extend(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
@@ -94,24 +98,50 @@ def _extend(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
                   st.lists(st.builds(lambda q: {"prefixItems": q}, st.lists(inner, min_size=1, max_size=3)), min_size=1, max_size=2),
                   inner),
         st.builds(lambda ps, s: {"prefixItems": ps, "items": s}, st.lists(inner, min_size=1, max_size=2), inner),
+        st.builds(lambda p, r, a, lo, hi: {"properties": p, "required": r, "additionalProperties": a, **lo, **hi},
+                  st.dictionaries(st.sampled_from(KEYS), inner, min_size=1, max_size=3), st.lists(st.sampled_from(KEYS), max_size=1),
+                  st.sampled_from([True, False, {"type": "integer"}]),
+                  st.sampled_from([{}, {"minProperties": 1}, {"minProperties": 2}]), st.sampled_from([{}, {"maxProperties": 1}, {"maxProperties": 2}])),
+        st.builds(lambda a, b: {"oneOf": [{"type": "array", "items": a}, {"type": "array", "items": b}]}, inner, inner),
         st.builds(lambda a, b: {**a, **b} if isinstance(a, dict) and isinstance(b, dict) else a, inner, inner),
     )  # fmt: skip
 
 
 schema_bodies = st.recursive(leaf_or_ref, _extend, max_leaves=5)
 schemas = st.builds(
-    lambda body, d: (
-        {**body, "$defs": {"d": d, "n": {"maxLength": 1}}}
+    lambda body, d, e: (
+        {**body, "$defs": {"d": d, "n": {"maxLength": 1}}, "x-group": {"e": e}}
         if isinstance(body, dict)
-        else {"allOf": [body], "$defs": {"d": d, "n": {"maxLength": 1}}}
+        else {"allOf": [body], "$defs": {"d": d, "n": {"maxLength": 1}}, "x-group": {"e": e}}
     ),
     schema_bodies,
     st.one_of(leaf_schemas, st.builds(lambda s: {"not": s}, leaf_schemas)),
+    leaf_schemas,  # under a keyword JSON Schema does not define: a $ref may still point there
+)
+
+# Formats asserted as the rewriter's assert mode has it: jsonschema's checkers, plus OpenAPI's
+# byte (base64) and int32, written here independently of core.schema_formats.
+FORMATS = jsonschema.FormatChecker()
+FORMATS.checks("byte")(lambda v: not isinstance(v, str) or _is_base64(v))
+FORMATS.checks("int32")(
+    lambda v: not isinstance(v, (int, float)) or isinstance(v, bool) or (float(v).is_integer() and -(2**31) <= v < 2**31)
 )
 
 
+def _is_base64(text: str) -> bool:
+    import base64
+    import binascii
+
+    try:
+        decoded = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    canonical = base64.b64encode(decoded).decode()
+    return len(canonical) == len(text) and canonical.count("=") == text.count("=")
+
+
 def _validator(schema: Any) -> Any:
-    return jsonschema.Draft202012Validator(schema)
+    return jsonschema.Draft202012Validator(schema, format_checker=FORMATS)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -225,7 +255,8 @@ def test_unique_items_over_an_enum_is_enumerated() -> None:
 def test_what_has_no_exact_rewrite_stays_for_llguidance_to_refuse() -> None:
     for schema in (
         {"not": {"type": "integer"}},  # "a number that is not an integer" has no llguidance form
-        {"not": {"pattern": "^a"}},
+        {"not": {"pattern": "a+b"}},  # a quantifier: no complement written
+        {"not": {"pattern": "ab"}},  # two atoms anywhere: no complement written
         {"type": "array", "uniqueItems": True, "items": {"type": "string"}},
         {"oneOf": [{"type": "integer"}, {"minimum": 2}]},
         {"contains": {"const": 1}},
@@ -261,9 +292,14 @@ def test_references_into_a_rewritten_keyword_keep_it_in_place() -> None:
     assert rewrite_schema(schema) == schema
 
 
-def test_embedded_resources_turn_structural_rewrites_off_but_fragment_ids_do_not() -> None:
-    embedded = {"$defs": {"a": {"$id": "other.json", "type": "string"}}, "oneOf": [{"type": "string"}, {"type": "null"}]}
+def test_embedded_resources_with_references_turn_structural_rewrites_off_but_fragment_ids_do_not() -> None:
+    embedded = {
+        "$defs": {"a": {"$id": "other.json", "items": {"$ref": "#/$defs/b"}}, "b": {"type": "string"}},
+        "oneOf": [{"type": "string"}, {"type": "null"}],
+    }
     assert rewrite_schema(embedded) == embedded  # "#/..." inside other.json would point elsewhere
+    plain = {"$defs": {"a": {"$id": "other.json", "type": "string"}}, "oneOf": [{"type": "string"}, {"type": "null"}]}
+    assert "oneOf" not in rewrite_schema(plain)  # nothing in other.json is resolved against it
     labelled = {"properties": {"a": {"id": "#/properties/a"}}, "dependencies": {"a": ["b"]}}
     assert "dependencies" not in rewrite_schema(labelled)
 
@@ -289,3 +325,24 @@ def test_hostile_schemas_cost_bounded_time() -> None:
         start = time.perf_counter()
         rewrite_schema(schema)
         assert time.perf_counter() - start < 5.0
+
+
+def test_the_document_scan_visits_each_schema_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # $defs are walked as schemas, and unknown keywords as places a $ref may point into: a keyword
+    # must not be walked both ways, or nested $defs cost 2^depth
+    import core.schema_analysis as analysis
+
+    schema: dict[str, Any] = {"$ref": "#/x-group/a"}
+    for _ in range(14):
+        schema = {"$defs": {"d": schema}, "x-group": {"a": {"type": "null"}}}
+    visits = 0
+    children = analysis.schema_children
+
+    def counting(node: dict[str, Any], path: tuple[str, ...]) -> Any:
+        nonlocal visits
+        visits += 1
+        return children(node, path)
+
+    monkeypatch.setattr(analysis, "schema_children", counting)
+    analysis.SchemaAnalysis(schema)
+    assert visits <= 3 * 15  # a level: the node, its x-group container, a (2^14 when walked twice)

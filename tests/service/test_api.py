@@ -50,7 +50,8 @@ async def test_compile_answers_exactly_the_documented_fields(
     client: httpx.AsyncClient, default_tokenizer: Tokenizer, body: dict[str, Any], variables: list[str]
 ) -> None:
     first = await _compile(client, **body)
-    assert set(first) == {"program_id", "cached", "vocab_size", "mask_words", "variables", "compile_ms"}
+    assert set(first) == {"program_id", "cached", "vocab_size", "mask_words", "variables", "compile_ms", "ignored"}
+    assert first["ignored"] == []
     assert first["cached"] is False
     assert first["vocab_size"] == default_tokenizer.vocab_size
     assert first["mask_words"] == mask_words(default_tokenizer.vocab_size)
@@ -59,6 +60,23 @@ async def test_compile_answers_exactly_the_documented_fields(
     again = await _compile(client, **body)
     assert again["cached"] is True
     assert again["program_id"] == first["program_id"]
+
+
+async def test_compile_reports_formats_compiled_as_annotations(client: httpx.AsyncClient) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"p": {"type": "string", "format": "path"}, "e": {"type": "string", "format": "email"}},
+    }
+    asserted = await _compile(client, json_schema=schema)
+    assert asserted["ignored"] == ['format "path" at #/properties/p']  # email is asserted
+    annotated = await _compile(client, json_schema=schema, options={"formats": "annotate"})
+    assert annotated["ignored"] == ['format "path" at #/properties/p', 'format "email" at #/properties/e']
+    assert annotated["program_id"] != asserted["program_id"]
+    # a format of the vocabulary that cannot be asserted exactly is refused, with the way out
+    resp = await client.post("/compile", json={"json_schema": {"type": "string", "format": "regex"}})
+    assert resp.status_code == 400 and "annotate" in resp.json()["detail"]
+    resp = await client.post("/compile", json={"json_schema": schema, "options": {"formats": "loose"}})
+    assert resp.status_code == 400 and "formats" in resp.json()["detail"]
 
 
 async def test_program_id_is_the_same_on_another_replica(make_app: AppFactory) -> None:

@@ -34,8 +34,13 @@ its session lost for good, a token the constraint refused) can only end: its row
 request's stop tokens alone, and the reason is logged. vLLM gives a logits processor no way to
 fail one request; it finishes as if stopped.
 
-Not supported: speculative decoding (vLLM 0.33 applies no custom logits processor to the tokens it
-verifies, so the constraint would not hold; the processor refuses to start).
+Name the processor (``--logits-processors guidance_client.vllm:GuidanceLogitsProcessor``) when
+vLLM schedules asynchronously: vLLM 0.33 fills in the placeholders of the output lists only when
+some processor was given by name (``logitsprocs_need_output_token_ids``), not for one loaded from
+its entry point alone; such a row could not be stepped, and fails as below.
+
+Not supported: speculative decoding. vLLM 0.33 refuses a named logits processor with it, and
+builds none from entry points (the constraint would not be applied).
 """
 
 from __future__ import annotations
@@ -137,11 +142,6 @@ class GuidanceLogitsProcessor(LogitsProcessor):
     _validator: GuidanceClient | None = None  # the API server process's client (validation)
 
     def __init__(self, vllm_config: VllmConfig, device: torch.device, is_pin_memory: bool) -> None:
-        if getattr(vllm_config, "speculative_config", None) is not None:
-            raise ValueError(
-                "guidance_client.vllm does not support speculative decoding: vLLM applies no custom "
-                "logits processor to the tokens it verifies, so the constraints would not hold"
-            )
         self.device = device
         self.config = ServingConfig.load()
         self.client = self.config.client()
@@ -271,8 +271,15 @@ class GuidanceLogitsProcessor(LogitsProcessor):
             if row.failed is None:
                 assert row.grammar is not None
                 known = row.output[:]  # a snapshot: vLLM appends to the live list
+                if -1 in known[row.sent :]:
+                    row.fail(_UNFILLED)
+                    continue
                 if row.sent > len(known):  # tokens vLLM discarded (a failed KV load): undo them
-                    row.grammar.rollback(row.sent - len(known))
+                    try:
+                        row.grammar.rollback(row.sent - len(known))
+                    except GuidanceClientError as e:
+                        row.fail(f"rolling back {row.sent - len(known)} discarded tokens: {e}")
+                        continue
                     row.sent = len(known)
                 row.tokens = known[row.sent :]
                 live.append(row)
@@ -323,6 +330,14 @@ class GuidanceLogitsProcessor(LogitsProcessor):
                 grammar.close()
             except GuidanceClientError as e:  # the server drops idle sessions anyway
                 log.warning("closing guidance session %s: %s", grammar.session_id, e)
+
+
+_UNFILLED = (
+    "vLLM did not fill in the tokens sampled at the last step (async scheduling, with the processor "
+    "loaded from its entry point only: vLLM tracks output tokens for the processors it is given by "
+    "name). Start vLLM with --logits-processors guidance_client.vllm:GuidanceLogitsProcessor, or with "
+    "--no-async-scheduling"
+)
 
 
 def _allow_only(row: NDArray[np.int32], tokens: Sequence[int]) -> None:

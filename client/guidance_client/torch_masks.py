@@ -8,13 +8,13 @@ is numpy's ``unpackbits`` (one byte per id), cheaper than torch's shifts.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 
-__all__ = ["apply_masks", "unpack"]
+__all__ = ["allow_only", "apply_masks", "unpack"]
 
 _SHIFTS: dict[torch.device, torch.Tensor] = {}
 
@@ -67,3 +67,11 @@ def apply_masks(
     index = torch.as_tensor(list(rows), dtype=torch.long, device=logits.device)
     logits.index_copy_(0, index, logits.index_select(0, index).masked_fill_(forbidden, float("-inf")))
     return logits
+
+
+def allow_only(row: NDArray[np.int32], tokens: Iterable[int]) -> None:
+    """Make the packed mask ``row`` allow ``tokens`` and nothing else (ids past it are skipped)."""
+    row[:] = 0
+    for t in tokens:
+        if 0 <= t < row.shape[0] * 32:
+            row[t // 32] |= np.int32(np.uint32(1 << (t % 32)).view(np.int32))

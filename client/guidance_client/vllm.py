@@ -62,7 +62,7 @@ from guidance_client import protocol
 from guidance_client._sync.client import GrammarBatch, GuidanceClient, RemoteGrammar
 from guidance_client.errors import GuidanceClientError, RemoteError
 from guidance_client.serving import ServingConfig
-from guidance_client.torch_masks import apply_masks
+from guidance_client.torch_masks import allow_only, apply_masks
 
 if TYPE_CHECKING:
     from vllm.config import VllmConfig
@@ -290,7 +290,7 @@ class GuidanceLogitsProcessor(LogitsProcessor):
             self._step_rows(live, masks, [step.entries.index(r) for r in live])
         for k, row in enumerate(step.entries):
             if row.failed is not None:
-                _allow_only(masks[k], row.stops)
+                allow_only(masks[k], row.stops)
         step.masks = masks
         return step
 
@@ -338,13 +338,6 @@ _UNFILLED = (
     "name). Start vLLM with --logits-processors guidance_client.vllm:GuidanceLogitsProcessor, or with "
     "--no-async-scheduling"
 )
-
-
-def _allow_only(row: NDArray[np.int32], tokens: Sequence[int]) -> None:
-    row[:] = 0
-    for t in tokens:
-        if 0 <= t < row.shape[0] * 32:
-            row[t // 32] |= np.int32(np.uint32(1 << (t % 32)).view(np.int32))
 
 
 def _model_vocab_size(vllm_config: Any) -> int:

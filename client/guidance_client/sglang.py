@@ -16,7 +16,8 @@ Requests keep SGLang's own fields: ``json_schema`` (``"$$ANY$$"``, SGLang's any-
 schema ``{}``), ``regex``, and ``ebnf``, which with this backend holds a Lark grammar
 (llguidance's dialect, the server's ``grammar``), not GBNF. Structural tags are not supported.
 A constraint the server refuses becomes SGLang's invalid grammar, with the server's detail, and
-the request fails before it runs.
+SGLang aborts the request before it runs. SGLang caches invalid grammars too, so a server that
+cannot be reached at that moment gives a grammar compiled at its first step instead.
 
 A decoding step costs one ``POST /step`` for the whole batch: SGLang fills the batch's int32
 vocabulary mask (the wire's layout: bit set = allowed) through
@@ -76,10 +77,11 @@ class GuidanceGrammar(BaseGrammarObject):
     Args:
         backend: the backend (its client and the model's EOS ids).
         spec: the compile body.
-        program: the compiled program.
+        program: the compiled program (None: the server could not be reached when SGLang asked
+            for the grammar; it is compiled when the session opens).
     """
 
-    def __init__(self, backend: GuidanceBackend, spec: dict[str, Any], program: ProgramInfo) -> None:
+    def __init__(self, backend: GuidanceBackend, spec: dict[str, Any], program: ProgramInfo | None) -> None:
         super().__init__()
         self.backend = backend
         self.spec = spec
@@ -145,13 +147,19 @@ class GuidanceGrammar(BaseGrammarObject):
     @staticmethod
     def fill_vocab_mask_batched(entries: list[GrammarRow], vocab_mask: torch.Tensor) -> None:
         """Every listed row, in one ``POST /step`` for all of the batch's grammars."""
-        ours = [e for e in entries if isinstance(e.grammar, GuidanceGrammar)]
-        others = [e for e in entries if not isinstance(e.grammar, GuidanceGrammar)]
+        grammars: list[GuidanceGrammar] = []
+        rows: list[int] = []
+        others = []
+        for entry in entries:
+            if isinstance(entry.grammar, GuidanceGrammar):
+                grammars.append(entry.grammar)
+                rows.append(entry.row)
+            else:
+                others.append(entry)
         if others:
             BaseGrammarObject.fill_vocab_mask_batched(others, vocab_mask)
-        if ours:
-            grammars: list[GuidanceGrammar] = [e.grammar for e in ours]  # type: ignore[misc]
-            grammars[0].backend.step(grammars, [e.row for e in ours], vocab_mask)
+        if grammars:
+            grammars[0].backend.step(grammars, rows, vocab_mask)
 
     @staticmethod
     def reset_vocab_mask(vocab_mask: torch.Tensor) -> None:
@@ -220,15 +228,27 @@ class GuidanceBackend(BaseGrammarBackend):
         try:
             program = self.compiler.compile_spec(spec)
         except RemoteError as e:
-            return InvalidGrammarObject(f"{e.code}: {e.detail}")
+            if e.status < 500:  # the constraint itself is refused
+                return InvalidGrammarObject(f"{e.code}: {e.detail}")
+            program = None
         except GuidanceClientError as e:
-            return InvalidGrammarObject(f"guidance constraint server at {self.config.url} unreachable: {e}")
-        if program.vocab_size > self.vocab_size:
-            return InvalidGrammarObject(
-                f"the server's tokenizer has {program.vocab_size} ids, the model {self.vocab_size}: "
-                "name the model's tokenizer (GUIDANCE_CLIENT_TOKENIZER)"
-            )
+            program = None
+            log.warning("guidance constraint server at %s unreachable, compiling later: %s", self.config.url, e)
+        # SGLang caches what this returns, an invalid grammar too: a server that is down or
+        # overloaded now gives a grammar that compiles at its first step, not a lasting refusal.
+        if program is not None:
+            mismatch = self._mismatch(program)
+            if mismatch is not None:
+                return InvalidGrammarObject(mismatch)
         return GuidanceGrammar(self, spec, program)
+
+    def _mismatch(self, program: ProgramInfo) -> str | None:
+        if program.vocab_size <= self.vocab_size:
+            return None
+        return (
+            f"the server's tokenizer has {program.vocab_size} ids, the model {self.vocab_size}: "
+            "name the model's tokenizer (GUIDANCE_CLIENT_TOKENIZER)"
+        )
 
     def step(self, grammars: Sequence[GuidanceGrammar], rows: Sequence[int], vocab_mask: torch.Tensor) -> None:
         """One ``POST /step``: send each grammar's pending tokens, write its mask in its row.
@@ -242,11 +262,16 @@ class GuidanceBackend(BaseGrammarBackend):
                     g.remote = RemoteGrammar.open(self.client, g.spec)
                 except GuidanceClientError as e:
                     g._fail(f"opening a session: {e}")
+                    continue
+                mismatch = self._mismatch(g.remote.program)
+                if mismatch is not None:
+                    g._fail(mismatch)
         live = [k for k, g in enumerate(grammars) if g.failed is None]
         words = vocab_mask.shape[1]
         block = np.zeros((len(live), words), dtype=np.int32)
         if live:
-            batch = GrammarBatch(self.client, [grammars[k].remote for k in live], forced_tokens=False)  # type: ignore[misc]
+            remotes = [r for r in (grammars[k].remote for k in live) if r is not None]  # all opened
+            batch = GrammarBatch(self.client, remotes, forced_tokens=False)
             try:
                 statuses = batch.step([grammars[k].pending for k in live], block)
             except (GuidanceClientError, ValueError) as e:

@@ -34,20 +34,24 @@ def unpack(masks: torch.Tensor | NDArray[np.int32], width: int, device: torch.de
     """
     device = torch.device(device)
     rows = masks.shape[0]
-    if device.type == "cpu":
-        packed = masks.numpy() if isinstance(masks, torch.Tensor) else np.asarray(masks)
-        # Little-endian words, little-endian bits: byte b of word w holds ids 32w + 8b ... + 7.
-        words = np.ascontiguousarray(packed, dtype="<i4")
-        bits = np.unpackbits(words.view(np.uint8), axis=1, bitorder="little").view(np.bool_)
-        allowed = torch.from_numpy(bits)
-    else:
-        packed_t = torch.as_tensor(masks, dtype=torch.int32).to(device, non_blocking=True)
-        allowed = ((packed_t.unsqueeze(-1) >> _shifts(device)) & 1).bool().reshape(rows, -1)
+    allowed = _unpack_numpy(masks) if device.type == "cpu" else _unpack_torch(masks, device)
     have = allowed.shape[1]
     if have >= width:
         return allowed[:, :width]
     pad = torch.zeros((rows, width - have), dtype=torch.bool, device=allowed.device)
     return torch.cat([allowed, pad], dim=1)
+
+
+def _unpack_numpy(masks: torch.Tensor | NDArray[np.int32]) -> torch.Tensor:
+    packed = masks.numpy() if isinstance(masks, torch.Tensor) else np.asarray(masks)
+    # Little-endian words, little-endian bits: byte b of word w holds ids 32w + 8b ... + 7.
+    words = np.ascontiguousarray(packed, dtype="<i4")
+    return torch.from_numpy(np.unpackbits(words.view(np.uint8), axis=1, bitorder="little").view(np.bool_))
+
+
+def _unpack_torch(masks: torch.Tensor | NDArray[np.int32], device: torch.device) -> torch.Tensor:
+    packed = torch.as_tensor(masks, dtype=torch.int32).to(device, non_blocking=True)
+    return ((packed.unsqueeze(-1) >> _shifts(device)) & 1).bool().reshape(packed.shape[0], -1)
 
 
 def apply_masks(

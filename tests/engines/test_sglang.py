@@ -232,3 +232,20 @@ def test_unreachable_server_leaves_only_eos(backend: GuidanceBackend, monkeypatc
     assert torch.isfinite(logits[0]).nonzero().flatten().tolist() == [EOS]
     check_row(logits[1], original[1], None)
     dead.close()
+
+
+def test_unreachable_at_compile_is_not_a_lasting_refusal(
+    backend: GuidanceBackend, client: GuidanceClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SGLang caches what dispatch returns: an outage then must not make the constraint invalid."""
+    from tests.server import free_port
+
+    dead = GuidanceClient(f"http://127.0.0.1:{free_port()}", timeout=2, retries=0)
+    monkeypatch.setattr(backend, "compiler", dead)
+    g = grammar_for(backend, ("regex", "[a-c]+"))
+    dead.close()
+    assert isinstance(g, GuidanceGrammar) and g.program is None
+    info = batch_mask([g])  # the server is reachable for the step: compiled and opened there
+    logits = torch.zeros((1, VOCAB))
+    info.grammar_mask.apply(logits)  # type: ignore[union-attr]
+    check_row(logits[0], torch.zeros(VOCAB), reference_allowed(client.grammar(regex="[a-c]+")))

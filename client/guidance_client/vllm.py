@@ -163,9 +163,9 @@ class GuidanceLogitsProcessor(LogitsProcessor):
         spec = constraint_of(sampling_params)
         if spec is None:
             return
-        if cls._validator is None:
-            cls._validator = ServingConfig.load().client()
         config = ServingConfig.load()
+        if cls._validator is None:
+            cls._validator = config.client()
         try:
             cls._validator.compile_spec(config.spec(spec))
         except RemoteError as e:

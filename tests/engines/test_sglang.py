@@ -249,3 +249,12 @@ def test_unreachable_at_compile_is_not_a_lasting_refusal(
     logits = torch.zeros((1, VOCAB))
     info.grammar_mask.apply(logits)  # type: ignore[union-attr]
     check_row(logits[0], torch.zeros(VOCAB), reference_allowed(client.grammar(regex="[a-c]+")))
+
+
+def test_the_command_line_takes_the_backend() -> None:
+    """``--grammar-backend guidance-server`` parses once the plugin ran (launch_server's order)."""
+    from sglang.srt.server_args import prepare_server_args
+
+    register()
+    args = prepare_server_args(["--model-path", "/nonexistent", "--grammar-backend", BACKEND_NAME])
+    assert args.grammar_backend == BACKEND_NAME

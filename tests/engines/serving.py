@@ -1,0 +1,33 @@
+"""What the inference-server engine tests share: a real server on loopback, the reference masks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+from tests import server as test_server
+
+VOCAB = 131_072
+"""The server's default tokenizer (tekken): the vocabulary the tests' logits cover."""
+
+EOS = 2
+"""Tekken's end-of-sequence id."""
+
+
+@pytest.fixture(scope="module")
+def server_url() -> Iterator[str]:
+    """A ``python -m service`` on a free loopback port, for the module's tests."""
+    with test_server.running() as s:
+        yield s.url
+
+
+def reference_allowed(grammar: Any) -> NDArray[np.bool_]:
+    """The ids a remote grammar allows next, as ``[VOCAB]`` bools, from the server's mask."""
+    row = np.zeros((1, grammar.mask_words), dtype=np.int32)
+    grammar.fill_next_token_bitmask(row, 0)
+    bits = np.unpackbits(row.astype("<i4").view(np.uint8), bitorder="little").astype(bool)
+    return bits[:VOCAB]

@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 
 from tests.server import Server, running
@@ -56,6 +57,28 @@ def check_output(spec: dict[str, Any], text: str, variables: dict[str, Any]) -> 
         assert text in spec["choice"], text
     else:  # pragma: no cover - a spec kind the tests do not use
         raise AssertionError(spec)
+
+
+def train_bpe(vocab_size: int = 400) -> Any:
+    """A small byte-level BPE ``tokenizers.Tokenizer`` trained here on made-up text."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<pad>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    rng = np.random.default_rng(0)
+    words = ["name", "true", "false", "apple", "banana", "split", "cherry", "com", "org", "red", "green", "blue"]
+    corpus = [
+        " ".join(rng.choice(words, 6)) + f' {{"name": "x{i}", "n": {i}, "ok": true}} {i * 7}@mail.com'
+        for i in range(300)
+    ]
+    tok.train_from_iterator(corpus, trainer)
+    return tok
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ from guidance_client import GuidanceClient  # noqa: E402
 from guidance_client.logits import MaskPlan  # noqa: E402
 from guidance_client.transformers import GuidanceLogitsProcessor, apply_plan  # noqa: E402
 from guidance_client.wire import pack_tokens  # noqa: E402
-from tests.engines.conftest import CHOICES, MIXED_SPECS, REGEX, SCHEMA, check_output  # noqa: E402
+from tests.engines.conftest import CHOICES, MIXED_SPECS, REGEX, check_output, train_bpe  # noqa: E402
 from tests.server import Server  # noqa: E402
 
 TEKKEN_VOCAB = 131_072
@@ -50,9 +50,13 @@ def tekken_model() -> Any:
     return tiny_llama(TEKKEN_VOCAB, TEKKEN_EOS, pad=0)
 
 
-def generate(model: Any, processor: GuidanceLogitsProcessor, batch: int, sample: bool, max_new_tokens: int = 64) -> Any:
+def generate(
+    model: Any, processor: GuidanceLogitsProcessor, batch: int, sample: bool, max_new_tokens: int = 64, ids: int = 0
+) -> Any:
+    """Generate from a random prompt of ordinary ids (below ``ids``, default the model's vocabulary)."""
     torch.manual_seed(1234)
-    prompt = torch.randint(1000, model.config.vocab_size, (batch, 5))
+    high = ids or model.config.vocab_size
+    prompt = torch.randint(high // 4, high, (batch, 5))
     kwargs: dict[str, Any] = {"do_sample": True, "temperature": 1.0, "top_k": 0} if sample else {"do_sample": False}
     out = model.generate(
         input_ids=prompt,
@@ -86,8 +90,9 @@ def test_every_row_of_a_mixed_batch_satisfies_its_constraint(
             assert g.is_terminated()
             text = client.detokenize(generated_ids(out[i], TEKKEN_EOS))
             check_output(spec, text, g.get_variable_values())
-        # One step per generation step for the whole batch (plus finish), never one per row.
-        assert processor.steps <= out.shape[1] + 1
+        # One step per generated token for the whole batch, plus the first masks and finish():
+        # never one per row.
+        assert processor.steps <= out.shape[1] + 2
 
 
 def test_pipelined_and_sync_steps_give_the_same_greedy_outputs(server: Server, tekken_model: Any) -> None:
@@ -148,28 +153,6 @@ def test_reusing_a_processor_is_refused(server: Server, tekken_model: Any) -> No
 # -- a tokenizer the server does not embed, uploaded ---------------------------------------------
 
 
-def train_bpe(vocab_size: int = 400) -> Any:
-    """A small byte-level BPE ``tokenizers.Tokenizer`` trained here on made-up text."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=["<pad>", "<s>", "</s>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    rng = np.random.default_rng(0)
-    words = ["name", "true", "false", "apple", "banana", "split", "cherry", "com", "org", "red", "green", "blue"]
-    corpus = [
-        " ".join(rng.choice(words, 6)) + f' {{"name": "x{i}", "n": {i}, "ok": true}} {i * 7}@mail.com'
-        for i in range(300)
-    ]
-    tok.train_from_iterator(corpus, trainer)
-    return tok
-
-
 def test_a_model_with_an_uploaded_tokenizer(server: Server) -> None:
     tok = train_bpe()
     eos, pad = tok.token_to_id("</s>"), tok.token_to_id("<pad>")
@@ -182,7 +165,7 @@ def test_a_model_with_an_uploaded_tokenizer(server: Server) -> None:
         specs = [{**spec, "tokenizer": "tiny-bpe"} for spec in MIXED_SPECS]
         for pipelined in (False, True):
             processor = GuidanceLogitsProcessor(client, specs, pipelined=pipelined)
-            out = generate(model, processor, len(specs), sample=True)
+            out = generate(model, processor, len(specs), sample=True, ids=tok.get_vocab_size())
             for i, spec in enumerate(specs):
                 ids = generated_ids(out[i], eos)
                 assert max(ids, default=0) < tok.get_vocab_size()

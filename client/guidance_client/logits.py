@@ -91,11 +91,10 @@ class MaskPlan:
 
         # Dense rows: the complement's bits, so masked_fill needs no negation pass.
         if dense_idx.size:
-            inverted = np.ascontiguousarray(~used[dense_idx], dtype="<i4")
-            disallowed = np.unpackbits(inverted.view(np.uint8), axis=1, bitorder="little")
-            disallowed = disallowed[:, :width] if disallowed.shape[1] >= width else np.pad(
-                disallowed, ((0, 0), (0, width - disallowed.shape[1])), constant_values=1
-            )
+            inverted = np.invert(used[dense_idx]).astype("<i4", copy=False)
+            disallowed = np.unpackbits(inverted.view(np.uint8), axis=1, bitorder="little", count=min(width, limit + 31))
+            if disallowed.shape[1] < width:  # ids past the masks' words: never allowed
+                disallowed = np.pad(disallowed, ((0, 0), (0, width - disallowed.shape[1])), constant_values=1)
             disallowed[:, limit:] = 1
             dense_disallowed = disallowed.view(np.bool_)
         else:

@@ -36,6 +36,7 @@ torch is imported with this module; :mod:`guidance_client` itself never imports 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -64,11 +65,12 @@ def apply_plan(scores: torch.Tensor, plan: MaskPlan) -> torch.Tensor:
         scores[rows, ids] = keep
     if plan.dense_rows.size:
         disallowed = torch.from_numpy(plan.dense_disallowed).to(device, non_blocking=True)
-        if plan.dense_rows.size == scores.shape[0] and np.array_equal(plan.dense_rows, np.arange(scores.shape[0])):
+        n = scores.shape[0]
+        if plan.dense_rows.size == n and np.array_equal(plan.dense_rows, np.arange(n)):
             scores.masked_fill_(disallowed, float("-inf"))
         else:
-            index = torch.from_numpy(plan.dense_rows).to(device, non_blocking=True)
-            scores[index] = scores[index].masked_fill(disallowed, float("-inf"))
+            for k, row in enumerate(plan.dense_rows.tolist()):  # in place, row by row: no copies
+                scores[row].masked_fill_(disallowed[k], float("-inf"))
     return scores
 
 
@@ -87,6 +89,7 @@ class GuidanceLogitsProcessor:
         grammars: row ``i``'s grammar (``get_variable_values()``, ``is_terminated()``).
         stopping_criteria: the hook to pass to ``generate`` in pipelined mode.
         steps: ``/step`` calls made so far.
+        apply_seconds: time spent applying masks to logits (``applies`` times), for measurements.
     """
 
     supports_continuous_batching = False  # one processor per generate call: rows must stay put
@@ -110,6 +113,8 @@ class GuidanceLogitsProcessor:
         self.mask_encoding: MaskEncoding = mask_encoding
         self.stopping_criteria = StepSender(self)
         self.steps = 0
+        self.apply_seconds = 0.0
+        self.applies = 0
         self._bitmask = np.zeros((len(specs), words.pop()), dtype=np.int32)
         self._sent_len: int | None = None  # sequence length whose tokens the server has
         self._last: NDArray[np.int64] | None = None  # each row's last token sent
@@ -125,7 +130,7 @@ class GuidanceLogitsProcessor:
 
     # -- the generation loop
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         """Mask ``scores`` (``[batch, vocab]``) for the next token of every unfinished row."""
         if self._pending is None or self._sent_len != input_ids.shape[1]:
             self._wait()  # a step sent at another length (not in generate's loop) is finished first
@@ -135,11 +140,14 @@ class GuidanceLogitsProcessor:
         if not rows:
             return scores
         self._check(statuses, rows)
+        start = time.perf_counter()
         plan = MaskPlan.build(self._bitmask[: len(rows)], self.vocab_size, scores.shape[-1], np.asarray(rows))
         if plan.empty_rows.size:
             i = rows[int(plan.empty_rows[0])]
             raise GuidanceClientError(f"row {i}: the constraint allows no token (session error?)")
         apply_plan(scores, plan)
+        self.apply_seconds += time.perf_counter() - start
+        self.applies += 1
         return scores
 
     def finish(self, sequences: torch.Tensor) -> None:
@@ -250,8 +258,8 @@ class StepSender:
     def __init__(self, processor: GuidanceLogitsProcessor) -> None:
         self.processor = processor
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         p = self.processor
         if p.pipelined and p._pending is None and p._sent_len is not None and not p._finished:
             p._send(input_ids, background=True)
-        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)

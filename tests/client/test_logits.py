@@ -43,3 +43,15 @@ def test_few_allowed_tokens_need_no_full_boolean_row() -> None:
     assert plan.sparse_rows.tolist() == [0] and plan.dense_rows.tolist() == [1]
     assert plan.keep_ids.tolist() == [5, 70_000]
     assert plan.dense_disallowed.shape == (1, vocab)  # only the dense row is unpacked
+
+
+def test_the_package_and_the_llamacpp_adapter_import_no_engine() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, guidance_client, guidance_client.llamacpp, guidance_client.logits; "
+        "print(sorted(m for m in ('torch', 'transformers', 'llama_cpp') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

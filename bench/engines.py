@@ -234,6 +234,36 @@ def apply_costs(url: str, batch: int, steps: int = 24) -> dict[str, float]:
     return {"planned_ms": median(planned) * 1000, "naive_ms": median(naive) * 1000}
 
 
+def apply_synthetic(reps: int = 30) -> list[dict[str, Any]]:
+    """Mask-apply time per step on made-up masks: every row sparse (12 ids), every row dense (all
+    but 500 ids), and half and half; planned vs naive, batch 8 and 32, tekken's width."""
+    torch = _torch()
+    from guidance_client.logits import MaskPlan
+    from guidance_client.transformers import apply_plan
+    from guidance_client.wire import pack_tokens
+
+    rng = np.random.default_rng(0)
+    out = []
+    for batch in (8, 32):
+        for kind in ("sparse", "dense", "mixed"):
+            sizes = [12 if kind == "sparse" or (kind == "mixed" and i % 2) else VOCAB - 500 for i in range(batch)]
+            masks = np.stack([pack_tokens(rng.choice(VOCAB, k, replace=False), VOCAB) for k in sizes])
+            scores = torch.randn(batch, VOCAB)
+            planned, naive = [], []
+            for _ in range(reps):
+                a, b = scores.clone(), scores.clone()
+                t = time.perf_counter()
+                apply_plan(a, MaskPlan.build(masks, VOCAB, VOCAB))
+                planned.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                bits = np.unpackbits(masks.view(np.uint8), axis=1, bitorder="little")[:, :VOCAB].view(bool)
+                b.masked_fill_(~torch.from_numpy(bits), float("-inf"))
+                naive.append(time.perf_counter() - t)
+                assert torch.equal(a, b)
+            out.append({"batch": batch, "rows": kind, "planned_ms": median(planned) * 1000, "naive_ms": median(naive) * 1000})
+    return out
+
+
 def start_server() -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -310,8 +340,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.engines", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer tokens, one round")
     parser.add_argument("--calibrate", action="store_true", help="pick hidden sizes from measured forward times")
+    parser.add_argument("--apply", action="store_true", help="only the mask-apply comparison on made-up masks")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "engines.json")
     args = parser.parse_args()
+    if args.apply:
+        cpus = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {min(cpus)})
+        print("| batch | rows | planned ms | naive ms |\n|---|---|---|---|")
+        for r in apply_synthetic():
+            print(f"| {r['batch']} | {r['rows']} | {r['planned_ms']:.2f} | {r['naive_ms']:.2f} |")
+        return
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the server is stopped on the way out
     result = run(args.quick, args.calibrate)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -120,9 +120,14 @@ def create_app(
                 negative_cache_entries=settings.negative_cache_max_entries,
                 limits=settings.limits(),
                 num_threads=settings.mask_threads,
+                compile_processes=settings.compile_workers if settings.compile_processes else 0,
+                compile_nice=settings.compile_nice,
             ),
             max_workers=settings.compile_workers,
+            nice=settings.compile_nice,
         )
+        # Workers start now, in the background: the first compiles need not wait for them.
+        backend.start_workers([tok for _, tok in registry.items()])
         sessions = SessionStore(
             max_sessions=settings.max_sessions,
             ttl_seconds=settings.session_ttl_seconds,

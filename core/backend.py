@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 
 from core.bitmask import allocate_bitmask
 from core.cache import ProgramCache
-from core.compiler import compile_spec
+from core.compiler import CompiledGrammar, compile_spec
 from core.errors import GrammarError, GuidanceError, LimitExceeded
 from core.limits import Limits
 from core.program import CompiledGuidanceProgram, ProgramKind, ProgramSpec, spec_from_kwargs
@@ -159,10 +159,7 @@ class GuidanceBackend:
     def _build(self, key: str, spec: ProgramSpec, tok: Tokenizer) -> CompiledGuidanceProgram:
         start = time.perf_counter()
         limits = self.limits
-        workers = self._workers
-        # In a worker process when there are some (its Python holds another GIL); the matcher and
-        # the first mask are built here either way: an LLMatcher cannot cross processes.
-        compiled = workers.compile(spec, tok) if workers is not None else compile_spec(spec, tok.ll, limits)
+        compiled = self._compile_grammar(spec, tok)
         vocab = self.vocab_size if tok is self.tokenizer else None
         program = CompiledGuidanceProgram(
             key, spec, compiled, tok, limits, (time.perf_counter() - start) * 1000, vocab, lanes=self._num_threads
@@ -194,6 +191,12 @@ class GuidanceBackend:
         self._first_mask[program] = first_mask
         program.compile_ms = (time.perf_counter() - start) * 1000
         return program
+
+    def _compile_grammar(self, spec: ProgramSpec, tok: Tokenizer) -> CompiledGrammar:
+        # In a worker process when there are some (its Python holds another GIL); the matcher and
+        # the first mask are built by the caller either way: an LLMatcher cannot cross processes.
+        workers = self._workers
+        return workers.compile(spec, tok) if workers is not None else compile_spec(spec, tok.ll, self.limits)
 
     def first_mask_seconds(self, program: CompiledGuidanceProgram) -> float | None:
         """How long ``program``'s first mask took when it was compiled here (None: not compiled here)."""
@@ -432,6 +435,12 @@ class AsyncGuidanceBackend:
     def get_program(self, program_id: str) -> CompiledGuidanceProgram | None:
         """A cached program by id, or None."""
         return self.backend.get_program(program_id)
+
+    def _compile_grammar(self, spec: ProgramSpec, tok: Tokenizer) -> CompiledGrammar:
+        # In a worker process when there are some (its Python holds another GIL); the matcher and
+        # the first mask are built by the caller either way: an LLMatcher cannot cross processes.
+        workers = self._workers
+        return workers.compile(spec, tok) if workers is not None else compile_spec(spec, tok.ll, self.limits)
 
     def first_mask_seconds(self, program: CompiledGuidanceProgram) -> float | None:
         """See :meth:`GuidanceBackend.first_mask_seconds`."""

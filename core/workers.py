@@ -162,7 +162,9 @@ class CompileWorkers:
                 worker = None
         if worker is None:
             worker = self._idle.get()
-        if not worker.process.is_alive():  # died while idle (killed from outside): replace it
+        # An idle worker has nothing to say: a readable pipe is the EOF of one that died (killed
+        # from outside) while idle. Replace it rather than fail a compile it never saw.
+        if worker.conn.poll(0) or not worker.process.is_alive():
             worker.stop()
             self.restarts += 1
             worker = _Worker(self._context, self.limits, self.nice, self._task)
@@ -203,7 +205,10 @@ class CompileWorkers:
             with self._lock:
                 if self._closed or self._started >= self.processes:
                     return
-            worker = self._acquire()
+            try:
+                worker = self._acquire()
+            except RuntimeError:  # closed meanwhile
+                return
             try:
                 for tokenizer in tokenizers:
                     worker.learn(tokenizer)

@@ -81,6 +81,8 @@ class GuidanceBackend:
             allowed).
         max_cache_size: most programs kept in the LRU cache.
         max_cache_bytes: most bytes kept in the cache (see :class:`~core.cache.ProgramCache`).
+        cache_probation_share: the share of the cache that programs used once compete for
+            (see :class:`~core.cache.ProgramCache`; 1.0: a plain LRU).
         negative_cache_ttl: seconds a failed compile is remembered (its repeat fails at once).
         negative_cache_entries: most failed compiles remembered.
         limits: compile and run limits; defaults to :class:`~core.limits.Limits`.
@@ -102,6 +104,7 @@ class GuidanceBackend:
         max_cache_size: int = 256,
         *,
         max_cache_bytes: int = 256 * 1024 * 1024,
+        cache_probation_share: float = 0.2,
         negative_cache_ttl: float = 60.0,
         negative_cache_entries: int = 1024,
         limits: Limits | None = None,
@@ -121,6 +124,7 @@ class GuidanceBackend:
             max_cache_bytes,
             negative_ttl=negative_cache_ttl,
             negative_max_entries=negative_cache_entries,
+            probation_share=cache_probation_share,
         )
         # Seconds the first mask of each live program took (measured by its compile).
         self._first_mask: weakref.WeakKeyDictionary[CompiledGuidanceProgram, float] = weakref.WeakKeyDictionary()

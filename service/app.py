@@ -116,6 +116,7 @@ def create_app(
                 registry.default,
                 max_cache_size=settings.cache_max_entries,
                 max_cache_bytes=settings.cache_max_bytes,
+                cache_probation_share=settings.cache_probation_share,
                 negative_cache_ttl=settings.negative_cache_ttl_seconds,
                 negative_cache_entries=settings.negative_cache_max_entries,
                 limits=settings.limits(),

@@ -71,6 +71,8 @@ class Settings(BaseSettings):
         cache_max_entries: most compiled programs kept in the cache (a segmented LRU: programs
             used once cannot evict the ones used again, see ``core/cache.py``).
         cache_max_bytes: most bytes of compiled programs kept in the cache.
+        cache_probation_share: the share of the cache's entries that programs used only once
+            compete for; programs used again are kept in the rest (1.0: a plain LRU).
         negative_cache_ttl_seconds: seconds a failed compile is remembered: the same input within
             that time is refused at once from memory, without compiling (0 disables).
         negative_cache_max_entries: most failed compiles remembered.
@@ -136,6 +138,7 @@ class Settings(BaseSettings):
 
     cache_max_entries: int = Field(default=256, ge=1)
     cache_max_bytes: int = Field(default=256 * _MIB, ge=1)
+    cache_probation_share: float = Field(default=0.2, gt=0, le=1)
     negative_cache_ttl_seconds: float = Field(default=60.0, ge=0)
     negative_cache_max_entries: int = Field(default=1024, ge=0)
     compile_workers: int = Field(default=2, ge=1)

@@ -1,0 +1,365 @@
+"""Isolation: ``/step`` latency alone and during a storm of distinct compiles, in one run.
+
+    python -m bench.isolation [--quick] [--data ../shared/data] [--configs isolated,baseline]
+
+For each server configuration (``isolated``: compiles in worker processes at nice 10 and the
+segmented-LRU cache, the defaults; ``baseline``: compiles on the server's threads at the normal
+priority and a plain LRU, as before), one server is started and, for 16 and 64 sessions:
+
+* one decode client (this process) steps its sessions of the JSON case through ``POST /step``
+  (every session a different valid text, new sessions when the texts run out), timing every
+  request;
+* phases alternate ``alone`` / ``storm`` (three times; twice with ``--quick``): during a storm,
+  four client processes compile distinct MaskBench schemas (a sample in ``/work/shared/data``, read
+  there, each made distinct by a ``description``) back to back, on the same cores.
+
+Reported per configuration and batch: ``/step`` p50/p90/p99 alone and during the storm, the
+ratio storm/alone of each (medians over the alternations are in the rows), compile throughput
+during the storm and answers by status (5xx must be zero). Then a storm of 1,000 one-off schemas
+while a steady client re-compiles the steady program (the decode client's) every 20 ms: its hit
+rate, and whether it is still cached after the storm. The load average is recorded at every
+phase (the machine is shared: compare ratios from one run, side by side).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing
+import os
+import random
+import time
+from collections.abc import Sequence
+from multiprocessing.sharedctypes import Synchronized
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.cases import CASES, texts
+from bench.harness import Server, machine, percentile
+from guidance_client import GrammarBatch, GuidanceClient
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data"
+MASKBENCH_DIR = Path("jsonschemabench") / "maskbench" / "data"
+STORM_CLIENTS = 4
+BATCHES = (16, 64)
+ONE_OFFS = 1000
+
+CONFIGS: dict[str, dict[str, str]] = {
+    "isolated": {},  # the defaults
+    "baseline": {
+        "GUIDANCE_SERVER_COMPILE_PROCESSES": "false",
+        "GUIDANCE_SERVER_COMPILE_NICE": "0",
+        "GUIDANCE_SERVER_CACHE_PROBATION_SHARE": "1.0",
+    },
+}
+
+
+def _load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def _schemas(data: Path) -> list[Path]:
+    files = sorted((data / MASKBENCH_DIR).glob("*.json"))
+    if not files:
+        raise SystemExit(f"no MaskBench schemas under {data / MASKBENCH_DIR}")
+    return files
+
+
+def _storm_client(
+    port: int,
+    files: Sequence[str],
+    index: int,
+    go: Any,
+    stop: Any,
+    budget: Synchronized[int],
+    counts: Any,
+    tag: str,
+) -> None:
+    """One storm client: while ``go`` is set (and ``budget`` lasts, when positive), compile
+    distinct schemas back to back; counts answers as [2xx, 4xx, 5xx, failed]."""
+    schemas = []
+    for f in files:
+        try:
+            schema = json.loads(Path(f).read_text())["schema"]
+        except (ValueError, KeyError, OSError):
+            continue
+        if isinstance(schema, dict):
+            schemas.append(schema)
+    random.Random(index).shuffle(schemas)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    n = 0
+    while not stop.is_set():
+        if not go.wait(0.05):
+            continue
+        with budget.get_lock():
+            if budget.value == 0:
+                continue
+            if budget.value > 0:
+                budget.value -= 1
+        schema = dict(schemas[n % len(schemas)])
+        schema["description"] = f"{tag}-{index}-{n}"  # a program never seen before
+        n += 1
+        body = json.dumps({"json_schema": schema})
+        slot = 3
+        for _ in range(2):  # the server closes idle keep-alive connections: one retry on a new one
+            try:
+                conn.request("POST", "/compile", body, {"content-type": "application/json"})
+                resp = conn.getresponse()
+                resp.read()
+                slot = {2: 0, 4: 1, 5: 2}.get(resp.status // 100, 3)
+                break
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        with counts.get_lock():
+            counts[slot] += 1
+
+
+class _Storm:
+    """``STORM_CLIENTS`` processes compiling distinct schemas whenever switched on."""
+
+    def __init__(self, port: int, files: list[Path], tag: str) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.go = ctx.Event()
+        self.stop = ctx.Event()
+        self.budget: Synchronized[int] = ctx.Value("i", -1)
+        self.counts = ctx.Array("l", 4)
+        paths = [str(f) for f in files]
+        self.procs = [
+            ctx.Process(
+                target=_storm_client,
+                args=(port, paths[i::STORM_CLIENTS], i, self.go, self.stop, self.budget, self.counts, tag),
+                daemon=True,
+            )
+            for i in range(STORM_CLIENTS)
+        ]
+        for p in self.procs:
+            p.start()
+
+    def snapshot(self) -> list[int]:
+        with self.counts.get_lock():
+            return list(self.counts)
+
+    def close(self) -> None:
+        self.go.clear()
+        self.stop.set()
+        for p in self.procs:
+            p.join(timeout=70)
+            if p.is_alive():
+                p.kill()
+
+
+class _Decoder:
+    """Steps ``batch`` sessions of the JSON case, new ones when their texts run out."""
+
+    def __init__(self, client: GuidanceClient, batch: int) -> None:
+        self.client = client
+        self.batch = batch
+        self.case = next(c for c in CASES if c.name == "json")
+        self.info = client.compile_spec(self.case.body)
+        self.tok_texts: list[list[int]] = []
+        self.rounds = 0
+        self.bitmask = np.zeros((batch, self.info.mask_words), dtype=np.int32)
+        self._open()
+
+    def _open(self) -> None:
+        from guidance_client import RemoteGrammar
+
+        c = self.client
+        if self.rounds:
+            for g in self.group.grammars:
+                g.close()
+        body = self.case.body
+        # re-compiled per round, as a worker does per request: the steady program's hits
+        info = c.compile_spec(body)
+        grammars = [RemoteGrammar(c, body, info, c.create_session(info.program_id)) for _ in range(self.batch)]
+        self.group = GrammarBatch(c, grammars)
+        seqs = [c.tokenize(t) for t in texts(self.case, self.batch, seed=self.rounds)]
+        self.seqs = seqs
+        self.pos = 0
+        self.steps = min(len(s) for s in seqs)
+        self.rounds += 1
+        self.group.step([[] for _ in seqs], self.bitmask)  # the first masks, off the clock
+
+    def run(self, seconds: float) -> list[float]:
+        took: list[float] = []
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if self.pos >= self.steps:
+                self._open()
+            tokens = [[s[self.pos]] for s in self.seqs]
+            start = time.perf_counter()
+            self.group.step(tokens, self.bitmask)
+            took.append(time.perf_counter() - start)
+            self.pos += 1
+        return took
+
+
+def _stats_ms(xs: list[float]) -> dict[str, float]:
+    return {q: round(percentile(xs, p) * 1000, 3) for q, p in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))}
+
+
+def _ratio(a: float, b: float) -> float:
+    return round(a / b, 2) if b else float("nan")
+
+
+def _one_offs(port: int, storm: _Storm, client: GuidanceClient, steady_body: dict[str, Any]) -> dict[str, Any]:
+    """A storm of ``ONE_OFFS`` one-off schemas while the steady program is re-compiled every 20 ms."""
+    before = client.stats()["cache"]
+    storm.budget.value = ONE_OFFS
+    counts0 = storm.snapshot()
+    hits = total = 0
+    load0 = _load()
+    start = time.monotonic()
+    storm.go.set()
+    while True:
+        with storm.budget.get_lock():
+            left = storm.budget.value
+        info = client.compile_spec(steady_body)
+        total += 1
+        hits += bool(info.cached)
+        if left == 0 and sum(storm.snapshot()) - sum(counts0) >= ONE_OFFS:
+            break
+        time.sleep(0.02)
+    storm.go.clear()
+    seconds = time.monotonic() - start
+    storm.budget.value = -1
+    after = client.stats()["cache"]
+    last = client.compile_spec(steady_body)
+    counts = [a - b for a, b in zip(storm.snapshot(), counts0)]
+    return {
+        "one_offs": ONE_OFFS,
+        "seconds": round(seconds, 1),
+        "answers_2xx_4xx_5xx_failed": counts,
+        "steady_compiles": total,
+        "steady_hit_rate": round(hits / total, 3) if total else None,
+        "steady_cached_after": bool(last.cached),
+        "evictions": after["evictions"] - before["evictions"],
+        "protected_entries": after.get("protected_entries"),
+        "load": [load0, _load()],
+    }
+
+
+def run_config(
+    name: str, env: dict[str, str], files: list[Path], alternations: int, phase_s: float
+) -> dict[str, Any]:
+    """Every figure for one server configuration."""
+    rows: list[dict[str, Any]] = []
+    with Server(env=env) as srv, GuidanceClient(srv.url) as client:
+        storm = _Storm(srv.port, files, f"{name}-{os.getpid()}-{time.time_ns()}")
+        try:
+            time.sleep(3)  # storm clients import and read their schemas; the compile workers warm up
+            for batch in BATCHES:
+                decoder = _Decoder(client, batch)
+                decoder.run(1.0)  # warm
+                per: dict[str, list[float]] = {"alone": [], "storm": []}
+                phases: list[dict[str, Any]] = []
+                storm_seconds = 0.0
+                counts0 = storm.snapshot()
+                for a in range(alternations):
+                    order = ("alone", "storm") if a % 2 == 0 else ("storm", "alone")
+                    for phase in order:
+                        load0 = _load()
+                        if phase == "storm":
+                            storm.go.set()
+                            time.sleep(0.3)  # the storm is up to speed
+                        took = decoder.run(phase_s)
+                        if phase == "storm":
+                            storm.go.clear()
+                            storm_seconds += phase_s + 0.3
+                            time.sleep(0.5)  # compiles in flight finish before the next phase
+                        per[phase].extend(took)
+                        phases.append({"phase": phase, "steps": len(took), **_stats_ms(took), "load": [load0, _load()]})
+                counts = [x - y for x, y in zip(storm.snapshot(), counts0)]
+                alone, during = _stats_ms(per["alone"]), _stats_ms(per["storm"])
+                # the ratio per alternation, side by side, and their median
+                p90_ratios = [
+                    _ratio(phases[i + (1 if phases[i]["phase"] == "alone" else 0)]["p90"],
+                           phases[i + (0 if phases[i]["phase"] == "alone" else 1)]["p90"])
+                    for i in range(0, len(phases), 2)
+                ]
+                rows.append(
+                    {
+                        "config": name,
+                        "batch": batch,
+                        "alone_ms": alone,
+                        "storm_ms": during,
+                        "steps_alone": len(per["alone"]),
+                        "steps_storm": len(per["storm"]),
+                        "p50_ratio": _ratio(during["p50"], alone["p50"]),
+                        "p90_ratio": _ratio(during["p90"], alone["p90"]),
+                        "p99_ratio": _ratio(during["p99"], alone["p99"]),
+                        "p90_ratio_per_alternation": p90_ratios,
+                        "p90_ratio_median": sorted(p90_ratios)[len(p90_ratios) // 2],
+                        "compiles_per_s": round(sum(counts) / storm_seconds, 1) if storm_seconds else 0.0,
+                        "answers_2xx_4xx_5xx_failed": counts,
+                        "phases": phases,
+                    }
+                )
+            one_offs = _one_offs(srv.port, storm, client, decoder.case.body)
+            stats = client.stats()
+        finally:
+            storm.close()
+    return {"rows": rows, "one_offs": {"config": name, **one_offs}, "workers": stats.get("compile_workers")}
+
+
+def run(quick: bool = False, data: Path = DEFAULT_DATA, configs: Sequence[str] = ("isolated", "baseline")) -> dict[str, Any]:
+    """Both configurations, one after the other, on the same machine."""
+    files = _schemas(data)
+    alternations, phase_s = (2, 3.0) if quick else (3, 6.0)
+    out: dict[str, Any] = {"machine": machine(), "alternations": alternations, "phase_seconds": phase_s, "configs": {}}
+    for name in configs:
+        out["configs"][name] = run_config(name, CONFIGS[name], files, alternations, phase_s)
+    return out
+
+
+def table(result: dict[str, Any]) -> str:
+    lines = [
+        "config    batch  /step ms alone p50/p90/p99   during storm p50/p90/p99   ratio p50/p90/p99"
+        "   p90 ratio per alternation   compiles/s  2xx/4xx/5xx/failed  load"
+    ]
+    for cfg in result["configs"].values():
+        for r in cfg["rows"]:
+            a, s = r["alone_ms"], r["storm_ms"]
+            loads = [x for p in r["phases"] for x in p["load"]]
+            lines.append(
+                f"{r['config']:<9} {r['batch']:>5}  {a['p50']:>7}/{a['p90']:>7}/{a['p99']:>7}"
+                f"   {s['p50']:>7}/{s['p90']:>7}/{s['p99']:>7}"
+                f"   {r['p50_ratio']:>5}/{r['p90_ratio']:>5}/{r['p99_ratio']:>5}"
+                f"   {str(r['p90_ratio_per_alternation']):<26}  {r['compiles_per_s']:>9}"
+                f"  {'/'.join(map(str, r['answers_2xx_4xx_5xx_failed'])):>18}  {min(loads)}-{max(loads)}"
+            )
+    lines.append("")
+    lines.append("config    one-off schemas  seconds  steady hit rate  steady cached after  evictions  2xx/4xx/5xx/failed  load")
+    for cfg in result["configs"].values():
+        o = cfg["one_offs"]
+        lines.append(
+            f"{o['config']:<9} {o['one_offs']:>15}  {o['seconds']:>7}  {o['steady_hit_rate']:>15}"
+            f"  {str(o['steady_cached_after']):>19}  {o['evictions']:>9}"
+            f"  {'/'.join(map(str, o['answers_2xx_4xx_5xx_failed'])):>18}  {o['load'][0]}-{o['load'][1]}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--configs", default="isolated,baseline")
+    parser.add_argument("--out", type=Path, default=None, help="also write the result as JSON here")
+    args = parser.parse_args(argv)
+    start = time.monotonic()
+    print(f"load average at start: {_load()}")
+    result = run(args.quick, args.data, [c for c in args.configs.split(",") if c])
+    print(table(result))
+    print(f"({time.monotonic() - start:.1f} s; load average at end: {_load()})")
+    if args.out is not None:
+        args.out.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

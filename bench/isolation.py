@@ -33,6 +33,7 @@ import json
 import multiprocessing
 import os
 import random
+import statistics
 import time
 from collections.abc import Sequence
 from multiprocessing.sharedctypes import Synchronized
@@ -337,18 +338,107 @@ def run_config(
     return {"rows": rows, "one_offs": {"config": name, **one_offs}, "workers": stats.get("compile_workers")}
 
 
+def _stages(schema: Any, tok: Any, limits: Any) -> dict[str, float] | None:
+    """Seconds of each stage of one schema's compile, as the server runs them."""
+    import llguidance
+
+    from core.compiler import json_schema_with_options
+    from core.derivation import derivation_depth
+    from core.expansion import expansion
+
+    t0 = time.perf_counter()
+    prepared = json_schema_with_options(schema, None, limits)
+    grammar = llguidance.LLMatcher.grammar_from_json_schema(prepared)
+    derivation_depth(grammar, limits.max_derivation_depth)
+    t1 = time.perf_counter()
+    failed, _ = llguidance.LLMatcher.validate_grammar_with_warnings(grammar, tok.ll, limits=limits.parser_limits())
+    t2 = time.perf_counter()
+    if failed:
+        return None
+    expansion(grammar)
+    t3 = time.perf_counter()
+    matcher = llguidance.LLMatcher(tok.ll, grammar, log_level=0, limits=limits.parser_limits())
+    t4 = time.perf_counter()
+    row = np.zeros((tok.ll.vocab_size + 31) // 32, dtype=np.int32)
+    matcher.deep_copy().unsafe_compute_mask_ptr(int(row.ctypes.data), row.nbytes)
+    t5 = time.perf_counter()
+    return {
+        "python: rewrites, grammar text, depth check": t1 - t0,
+        "llguidance validate": t2 - t1,
+        "python: expansion check": t3 - t2,
+        "llguidance LLMatcher()": t4 - t3,
+        "first mask": t5 - t4,
+    }
+
+
+def breakdown(files: list[Path], n: int) -> dict[str, Any]:
+    """Where a compile's time goes, over ``n`` MaskBench schemas, in this process (no server);
+    and the round trip of a compile worker for a trivial constraint (its fixed cost)."""
+    from core import Limits, load_default_tokenizer
+    from core.program import ProgramSpec
+    from core.threads import run_on_engine_thread
+    from core.workers import CompileWorkers
+
+    tok, limits = load_default_tokenizer(), Limits()
+    load0 = _load()
+    totals: dict[str, list[float]] = {}
+    for f in random.Random(1).sample(files, min(n, len(files))):
+        try:
+            got = run_on_engine_thread(limits.engine_stack_bytes, _stages, json.loads(f.read_text())["schema"], tok, limits)
+        except Exception:  # refused by a rewrite or a limit: not a compile to time
+            continue
+        if got is not None:
+            for k, v in got.items():
+                totals.setdefault(k, []).append(v)
+    workers = CompileWorkers(1, limits)
+    try:
+        workers.compile(ProgramSpec("regex", "a"), tok)  # start and teach the vocabulary
+        trips = []
+        for i in range(100):
+            start = time.perf_counter()
+            workers.compile(ProgramSpec("regex", f"a{i}"), tok)
+            trips.append(time.perf_counter() - start)
+    finally:
+        workers.close()
+    all_s = sum(sum(v) for v in totals.values())
+    return {
+        "schemas": len(next(iter(totals.values()))),
+        "stages": {
+            k: {
+                "total_s": round(sum(v), 3),
+                "share": round(sum(v) / all_s, 3),
+                "median_ms": round(statistics.median(v) * 1000, 3),
+                "p90_ms": round(percentile(v, 0.9) * 1000, 3),
+            }
+            for k, v in totals.items()
+        },
+        "worker_round_trip_ms": {"median": round(statistics.median(trips) * 1000, 3), "p90": round(percentile(trips, 0.9) * 1000, 3)},
+        "load": [load0, _load()],
+    }
+
+
 def run(quick: bool = False, data: Path = DEFAULT_DATA, configs: Sequence[str] = ("isolated", "processes", "baseline")) -> dict[str, Any]:
     """Both configurations, one after the other, on the same machine."""
     files = _schemas(data)
     alternations, phase_s = (2, 3.0) if quick else (3, 6.0)
     out: dict[str, Any] = {"machine": machine(), "alternations": alternations, "phase_seconds": phase_s, "configs": {}}
+    out["breakdown"] = breakdown(files, 100 if quick else 300)
     for name in configs:
         out["configs"][name] = run_config(name, CONFIGS[name], files, alternations, phase_s)
     return out
 
 
 def table(result: dict[str, Any]) -> str:
-    lines = [
+    b = result["breakdown"]
+    lines = [f"where a compile's time goes ({b['schemas']} MaskBench schemas, load {b['load'][0]}-{b['load'][1]}):"]
+    lines.append("stage                                          total s  share  median ms  p90 ms   runs in")
+    for k, v in b["stages"].items():
+        where = "server" if k in ("llguidance LLMatcher()", "first mask") else "worker"
+        lines.append(f"{k:<45} {v['total_s']:>8} {v['share']:>6} {v['median_ms']:>10} {v['p90_ms']:>7}   {where}")
+    rt = b["worker_round_trip_ms"]
+    lines.append(f"compile worker round trip, trivial regex: median {rt['median']} ms, p90 {rt['p90']} ms")
+    lines.append("")
+    lines += [
         "config    batch  /step ms alone p50/p90/p99   during storm p50/p90/p99   ratio p50/p90/p99"
         "   p90 ratio per alternation   compiles/s  2xx/4xx/5xx/failed  load"
     ]

@@ -440,12 +440,6 @@ class AsyncGuidanceBackend:
         """A cached program by id, or None."""
         return self.backend.get_program(program_id)
 
-    def _compile_grammar(self, spec: ProgramSpec, tok: Tokenizer) -> CompiledGrammar:
-        # In a worker process when there are some (its Python holds another GIL); the matcher and
-        # the first mask are built by the caller either way: an LLMatcher cannot cross processes.
-        workers = self._workers
-        return workers.compile(spec, tok) if workers is not None else compile_spec(spec, tok.ll, self.limits)
-
     def first_mask_seconds(self, program: CompiledGuidanceProgram) -> float | None:
         """See :meth:`GuidanceBackend.first_mask_seconds`."""
         return self.backend.first_mask_seconds(program)

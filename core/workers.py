@@ -205,15 +205,15 @@ class CompileWorkers:
             with self._lock:
                 if self._closed or self._started >= self.processes:
                     return
+                self._started += 1
+            worker: _Worker | None = None
             try:
-                worker = self._acquire()
-            except RuntimeError:  # closed meanwhile
-                return
-            try:
+                worker = _Worker(self._context, self.limits, self.nice, self._task)
                 for tokenizer in tokenizers:
                     worker.learn(tokenizer)
             except (EOFError, OSError):
-                worker.stop()
+                if worker is not None:
+                    worker.stop()
                 with self._lock:
                     self._started -= 1
                 return

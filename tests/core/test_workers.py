@@ -183,3 +183,13 @@ def test_single_flight_across_the_worker_path(tiny_tokenizer: Tokenizer) -> None
         assert len(sent) == 2 and len({id(p) for p in programs}) == 1
     finally:
         backend.close()
+
+
+def test_warm_starts_every_worker_with_the_vocabulary(tiny_tokenizer: Tokenizer) -> None:
+    pool = CompileWorkers(2, Limits(), nice=5)
+    try:
+        pool.warm([tiny_tokenizer])
+        assert pool.stats()["running"] == 2 and len(set(pool.pids())) == 2
+        assert pool.compile(ProgramSpec("regex", "a+"), tiny_tokenizer).grammar
+    finally:
+        pool.close()

@@ -326,7 +326,8 @@ _STATUS_DOCS = {
     413: "`body-too-large`, or `limit-exceeded` (names the `limit`).",
     422: (
         "Malformed request (`validation-error`, `json-invalid`, `token-out-of-range`, `rollback-out-of-range`, "
-        "`unicode-invalid`: a string UTF-8 cannot encode, with `location` and `field`)."
+        "`unicode-invalid`: a string UTF-8 cannot encode, with `location` and `field`), or "
+        "`compile-crashed`: the compile worker died compiling this constraint (that compile only)."
     ),
     429: "`too-many-sessions`: the session cap is reached (`Retry-After`).",
     503: "`compile-queue-full` or `not-ready` (`Retry-After`).",

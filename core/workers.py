@@ -81,6 +81,10 @@ def _serve(conn: Connection, limits: Limits, nice: int, task: CompileTask) -> No
         conn.send(answer)
 
 
+class _WorkerBug(RuntimeError):
+    """An unexpected exception in a worker (our bug, not the input's): a 500, as in the server."""
+
+
 class _Worker:
     """One worker process, its pipe and the vocabularies it knows."""
 
@@ -110,7 +114,7 @@ class _Worker:
             return value
         if status == "error":
             raise _unpack(value)
-        raise RuntimeError(f"compile worker failed: {value}")
+        raise _WorkerBug(f"compile worker failed: {value}")
 
     def stop(self) -> None:
         self.conn.close()
@@ -180,21 +184,28 @@ class CompileWorkers:
         worker = self._acquire()
         try:
             result = worker.compile(spec, tokenizer)
-        except (EOFError, OSError, BrokenPipeError):
-            worker.stop()
+        except (EOFError, OSError):
+            self._discard(worker)
             with self._lock:
                 self.crashes += 1
-                self._started -= 1
             code = worker.process.exitcode
             raise CompileCrashed(
                 f"the compile worker stopped during this compile (exit code {code}); "
                 "other compiles are not affected"
             ) from None
-        except BaseException:
+        except (GuidanceError, _WorkerBug):  # answered in full: the worker is ready for the next
             self._release(worker)
+            raise
+        except BaseException:  # interrupted mid-exchange: its answer may still come, so not reused
+            self._discard(worker)
             raise
         self._release(worker)
         return result
+
+    def _discard(self, worker: _Worker) -> None:
+        worker.stop()
+        with self._lock:
+            self._started -= 1
 
     def warm(self, tokenizers: Sequence[Tokenizer]) -> None:
         """Start every worker and teach it ``tokenizers`` (blocking; a few seconds per worker).

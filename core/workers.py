@@ -22,6 +22,7 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
@@ -56,9 +57,12 @@ def _unpack(packed: tuple[type[GuidanceError], tuple[Any, ...], dict[str, Any]])
     return exc
 
 
-def _serve(conn: Connection, limits: Limits, nice: int, task: CompileTask) -> None:
+def _serve(conn: Connection, limits: Limits, level: int, task: CompileTask) -> None:
     """A worker's loop: one request in, one answer out, until the pipe closes."""
-    lower_priority(nice, whole_process=True)
+    # A child starts at the nice value of the thread that started it (a compile thread may be
+    # lowered already): lower it to the level asked, not by the amount again.
+    current = os.getpriority(os.PRIO_PROCESS, 0) if hasattr(os, "getpriority") else level
+    lower_priority(level - current, whole_process=True)
     vocabularies: dict[str, llguidance.LLTokenizer] = {}
     stack = limits.engine_stack_bytes
     while True:
@@ -90,8 +94,11 @@ class _Worker:
 
     def __init__(self, context: Any, limits: Limits, nice: int, task: CompileTask) -> None:
         self.conn, child = multiprocessing.Pipe()
+        # ``nice`` below the process's own priority (its main thread's), whichever thread starts it
+        base = os.getpriority(os.PRIO_PROCESS, os.getpid()) if hasattr(os, "getpriority") else 0
+        level = min(19, base + nice)
         self.process = context.Process(
-            target=_serve, args=(child, limits, nice, task), name="guidance-compile-worker", daemon=True
+            target=_serve, args=(child, limits, level, task), name="guidance-compile-worker", daemon=True
         )
         self.process.start()
         child.close()  # so that our end reads EOF when the worker dies
@@ -142,12 +149,19 @@ class CompileWorkers:
         self.nice = nice
         self._task = task
         self._context = multiprocessing.get_context("spawn")
+        # A process starts at the nice value of the thread that starts it, and compile threads run
+        # lowered (core.threads): workers are started from this thread, made now, at our priority.
+        self._launcher = ThreadPoolExecutor(1, thread_name_prefix="guidance-compile-launcher")
+        self._launcher.submit(int).result()
         self._idle: queue.LifoQueue[_Worker] = queue.LifoQueue()
         self._lock = threading.Lock()
         self._started = 0
         self._closed = False
         self.crashes = 0
         self.restarts = 0
+
+    def _new_worker(self) -> _Worker:
+        return self._launcher.submit(_Worker, self._context, self.limits, self.nice, self._task).result()
 
     def _acquire(self) -> _Worker:
         with self._lock:
@@ -159,7 +173,7 @@ class CompileWorkers:
                 if self._started < self.processes:
                     self._started += 1
                     try:
-                        return _Worker(self._context, self.limits, self.nice, self._task)
+                        return self._new_worker()
                     except BaseException:
                         self._started -= 1
                         raise
@@ -171,7 +185,7 @@ class CompileWorkers:
         if worker.conn.poll(0) or not worker.process.is_alive():
             worker.stop()
             self.restarts += 1
-            worker = _Worker(self._context, self.limits, self.nice, self._task)
+            worker = self._new_worker()
         return worker
 
     def compile(self, spec: ProgramSpec, tokenizer: Tokenizer) -> CompiledGrammar:
@@ -219,10 +233,10 @@ class CompileWorkers:
                 self._started += 1
             worker: _Worker | None = None
             try:
-                worker = _Worker(self._context, self.limits, self.nice, self._task)
+                worker = self._new_worker()
                 for tokenizer in tokenizers:
                     worker.learn(tokenizer)
-            except (EOFError, OSError):
+            except (EOFError, OSError, RuntimeError):  # a worker that died, or closed meanwhile
                 if worker is not None:
                     worker.stop()
                 with self._lock:
@@ -247,6 +261,7 @@ class CompileWorkers:
         """Stop the idle workers; busy ones stop when their compile ends."""
         with self._lock:
             self._closed = True
+        self._launcher.shutdown(wait=False)
         while True:
             try:
                 worker = self._idle.get_nowait()

@@ -193,3 +193,20 @@ def test_warm_starts_every_worker_with_the_vocabulary(tiny_tokenizer: Tokenizer)
         assert pool.compile(ProgramSpec("regex", "a+"), tiny_tokenizer).grammar
     finally:
         pool.close()
+
+
+def test_workers_run_at_the_lower_priority_whichever_thread_starts_them(tiny_tokenizer: Tokenizer) -> None:
+    from core.threads import EngineThreadPool
+
+    base = os.getpriority(os.PRIO_PROCESS, os.getpid())
+    pool = CompileWorkers(2, Limits(), nice=3)
+    lowered = EngineThreadPool(1, "test-lowered", Limits().engine_stack_bytes, nice=5)
+    try:
+        pool.warm([tiny_tokenizer])  # started from this thread
+        pool.close()
+        pool = CompileWorkers(1, Limits(), nice=3)
+        lowered.submit(pool.compile, ProgramSpec("regex", "a"), tiny_tokenizer).result()  # from a lowered one
+        assert [os.getpriority(os.PRIO_PROCESS, pid) for pid in pool.pids()] == [min(19, base + 3)]
+    finally:
+        lowered.shutdown()
+        pool.close()

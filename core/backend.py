@@ -146,7 +146,8 @@ class GuidanceBackend:
 
     def start_workers(self, tokenizers: Sequence[Tokenizer] = ()) -> None:
         """Start the compile workers in the background and teach them ``tokenizers`` (and this
-        backend's own), so that the first compiles do not pay for it. No-op without workers."""
+        backend's own), so that the first compiles do not pay for it; until they are all up,
+        compiles run on the calling threads. No-op without workers."""
         workers = self._workers
         if workers is None:
             return
@@ -199,8 +200,11 @@ class GuidanceBackend:
     def _compile_grammar(self, spec: ProgramSpec, tok: Tokenizer) -> CompiledGrammar:
         # In a worker process when there are some (its Python holds another GIL); the matcher and
         # the first mask are built by the caller either way: an LLMatcher cannot cross processes.
+        # Until the workers are up (a few seconds after launch), here rather than wait for them.
         workers = self._workers
-        return workers.compile(spec, tok) if workers is not None else compile_spec(spec, tok.ll, self.limits)
+        if workers is not None and not workers.warming:
+            return workers.compile(spec, tok)
+        return compile_spec(spec, tok.ll, self.limits)
 
     def first_mask_seconds(self, program: CompiledGuidanceProgram) -> float | None:
         """How long ``program``'s first mask took when it was compiled here (None: not compiled here)."""

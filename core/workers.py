@@ -157,6 +157,7 @@ class CompileWorkers:
         self._lock = threading.Lock()
         self._started = 0
         self._closed = False
+        self._warming = 0
         self.crashes = 0
         self.restarts = 0
 
@@ -224,8 +225,22 @@ class CompileWorkers:
     def warm(self, tokenizers: Sequence[Tokenizer]) -> None:
         """Start every worker and teach it ``tokenizers`` (blocking; a few seconds per worker).
 
-        Compiles arriving meanwhile are served by the workers already warm, or wait for one.
+        Meanwhile :attr:`warming` is true (callers may compile elsewhere rather than wait).
         """
+        with self._lock:
+            self._warming += 1
+        try:
+            self._warm(tokenizers)
+        finally:
+            with self._lock:
+                self._warming -= 1
+
+    @property
+    def warming(self) -> bool:
+        """Whether :meth:`warm` is still starting workers."""
+        return self._warming > 0
+
+    def _warm(self, tokenizers: Sequence[Tokenizer]) -> None:
         for _ in range(self.processes):
             with self._lock:
                 if self._closed or self._started >= self.processes:

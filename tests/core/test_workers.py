@@ -210,3 +210,24 @@ def test_workers_run_at_the_lower_priority_whichever_thread_starts_them(tiny_tok
     finally:
         lowered.shutdown()
         pool.close()
+
+
+def test_compiles_do_not_wait_for_workers_still_starting(tiny_tokenizer: Tokenizer) -> None:
+    backend = GuidanceBackend(tiny_tokenizer, compile_processes=1)
+    sent: list[ProgramSpec] = []
+    workers = backend._workers
+    assert workers is not None
+    real = workers.compile
+
+    def counting(spec: ProgramSpec, tok: Tokenizer) -> CompiledGrammar:
+        sent.append(spec)
+        return real(spec, tok)
+
+    workers.compile = counting  # type: ignore[method-assign]
+    try:
+        workers._warming = 1  # as while start_workers() runs
+        assert backend.compile_regex("a+").kind == "regex" and sent == []  # compiled here
+        workers._warming = 0
+        assert backend.compile_regex("b+").kind == "regex" and len(sent) == 1
+    finally:
+        backend.close()

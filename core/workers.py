@@ -20,6 +20,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
+import signal
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -58,19 +59,24 @@ def _unpack(packed: tuple[type[GuidanceError], tuple[Any, ...], dict[str, Any]])
 
 
 def _serve(conn: Connection, limits: Limits, level: int, task: CompileTask) -> None:
-    """A worker's loop: one request in, one answer out, until the pipe closes."""
-    # A child starts at the nice value of the thread that started it (a compile thread may be
-    # lowered already): lower it to the level asked, not by the amount again.
+    """A worker's entry point: serve until the server closes the pipe (or goes away)."""
+    # Interrupts are the server's to handle: it closes the pipe, and the worker then ends quietly.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A child starts at the nice value of the thread that started it: lower it to the level asked.
     current = os.getpriority(os.PRIO_PROCESS, 0) if hasattr(os, "getpriority") else level
     lower_priority(level - current, whole_process=True)
+    try:
+        _loop(conn, limits, task)
+    except (EOFError, OSError):  # the server closed its end, or exited
+        return
+
+
+def _loop(conn: Connection, limits: Limits, task: CompileTask) -> None:
+    """One request in, one answer out."""
     vocabularies: dict[str, llguidance.LLTokenizer] = {}
     stack = limits.engine_stack_bytes
     while True:
-        try:
-            message = conn.recv()
-        except (EOFError, OSError):
-            return
-        fingerprint, vocabulary, spec = message
+        fingerprint, vocabulary, spec = conn.recv()
         if vocabulary is not None:
             vocabularies[fingerprint] = validation_tokenizer(*vocabulary)
         if spec is None:  # only learning a vocabulary (warm-up)

@@ -143,7 +143,7 @@ class CompileWorkers:
     Args:
         processes: most workers (each compile takes one; callers beyond that wait).
         limits: the limits every compile is checked against.
-        nice: how much lower than the caller's the workers' OS priority is (0: the same).
+        nice: how much lower than this process's the workers' OS priority is (0: the same).
         task: what a worker runs for one compile (a module-level function: it is pickled by name).
     """
 
@@ -171,20 +171,24 @@ class CompileWorkers:
         return self._launcher.submit(_Worker, self._context, self.limits, self.nice, self._task).result()
 
     def _acquire(self) -> _Worker:
+        start = False
         with self._lock:
             if self._closed:
                 raise RuntimeError("compile workers are closed")
             try:
-                worker = self._idle.get_nowait()
+                worker: _Worker | None = self._idle.get_nowait()
             except queue.Empty:
-                if self._started < self.processes:
-                    self._started += 1
-                    try:
-                        return self._new_worker()
-                    except BaseException:
-                        self._started -= 1
-                        raise
                 worker = None
+                if self._started < self.processes:
+                    self._started += 1  # the slot is ours; the process starts outside the lock
+                    start = True
+        if start:
+            try:
+                return self._new_worker()
+            except BaseException:
+                with self._lock:
+                    self._started -= 1
+                raise
         if worker is None:
             worker = self._idle.get()
         # An idle worker has nothing to say: a readable pipe is the EOF of one that died (killed
@@ -291,6 +295,11 @@ class CompileWorkers:
             worker.stop()
 
     def stats(self) -> dict[str, int]:
-        """Workers started and running, and crashes seen."""
+        """Workers started and running, whether they are still starting (1) and crashes seen."""
         with self._lock:
-            return {"processes": self.processes, "running": self._started, "crashes": self.crashes}
+            return {
+                "processes": self.processes,
+                "running": self._started,
+                "warming": int(self._warming > 0),
+                "crashes": self.crashes,
+            }

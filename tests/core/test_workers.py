@@ -34,13 +34,15 @@ def report_thread(spec: ProgramSpec, tokenizer: llguidance.LLTokenizer, limits: 
 
 
 def _wait_dead(pid: int) -> None:
-    """Until the process has exited (a zombie until multiprocessing reaps it, or gone)."""
+    """Until the process has exited: every thread gone (its main thread is a zombie until the
+    others have exited, and its files stay open until then), or reaped."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
             with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] in "ZX":
-                    return
+                zombie = f.read().rsplit(")", 1)[1].split()[0] in "ZX"
+            if zombie and len(os.listdir(f"/proc/{pid}/task")) <= 1:
+                return
         except FileNotFoundError:
             return
         time.sleep(0.01)
@@ -70,7 +72,7 @@ def test_workers_compile_what_the_server_compiles(tiny_tokenizer: Tokenizer) -> 
             a.create_state().fill_bitmask(rows, 0)
             b.create_state().fill_bitmask(rows, 1)
             assert np.array_equal(rows[0], rows[1])
-        assert remote.get_stats()["compile_workers"] == {"processes": 1, "running": 1, "crashes": 0}
+        assert remote.get_stats()["compile_workers"] == {"processes": 1, "running": 1, "warming": 0, "crashes": 0}
     finally:
         remote.close()
 

@@ -14,6 +14,7 @@ A plain library over llguidance, with no web code::
 from core.backend import AsyncGuidanceBackend, GuidanceBackend
 from core.bitmask import allocate_bitmask, allowed_tokens, mask_words
 from core.errors import (
+    CompileCrashed,
     EngineLimitReached,
     GrammarError,
     GuidanceError,
@@ -37,6 +38,7 @@ from core.tokenizers import Tokenizer, load_default_tokenizer, load_tokenizer
 
 __all__ = [
     "AsyncGuidanceBackend",
+    "CompileCrashed",
     "CompiledGuidanceProgram",
     "EngineLimitReached",
     "GrammarError",

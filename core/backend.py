@@ -8,6 +8,7 @@ loop never blocks, and merges concurrent compiles of the same program into one.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import weakref
 from collections.abc import Mapping, Sequence
@@ -18,23 +19,14 @@ from numpy.typing import NDArray
 
 from core.bitmask import allocate_bitmask
 from core.cache import ProgramCache
-from core.compiler import (
-    CompiledGrammar,
-    compile_choice,
-    compile_json_schema,
-    compile_lark,
-    compile_regex,
-    compile_template,
-)
+from core.compiler import CompiledGrammar, compile_spec
 from core.errors import GrammarError, GuidanceError, LimitExceeded
-from core.expansion import expansion
 from core.limits import Limits
 from core.program import CompiledGuidanceProgram, ProgramKind, ProgramSpec, spec_from_kwargs
-from core.schema_formats import DEFAULT_FORMAT_MODE, FORMAT_MODES
 from core.session import GuidanceState
-from core.template import GuidanceTemplate
 from core.threads import EngineThreadPool, run_on_engine_thread
 from core.tokenizers import Tokenizer, load_default_tokenizer, load_tokenizer
+from core.workers import CompileWorkers
 
 __all__ = ["AsyncGuidanceBackend", "GuidanceBackend"]
 
@@ -89,6 +81,8 @@ class GuidanceBackend:
             allowed).
         max_cache_size: most programs kept in the LRU cache.
         max_cache_bytes: most bytes kept in the cache (see :class:`~core.cache.ProgramCache`).
+        cache_probation_share: the share of the cache that programs used once compete for
+            (see :class:`~core.cache.ProgramCache`; 1.0: a plain LRU).
         negative_cache_ttl: seconds a failed compile is remembered (its repeat fails at once).
         negative_cache_entries: most failed compiles remembered.
         limits: compile and run limits; defaults to :class:`~core.limits.Limits`.
@@ -97,6 +91,10 @@ class GuidanceBackend:
             (see :mod:`core.program`) and a batch of costly masks is filled one thread per lane:
             on 2 cores, two threads took 0.6 to 0.87x the loop's time for 64 template masks of
             about 170 us each. Cheap masks gain little from threads and are filled in a loop.
+        compile_processes: worker processes for the Python half of compiles (schema rewrites,
+            template compilation, llguidance's validation; see :mod:`core.workers`); 0, the
+            default, compiles wholly on the calling thread.
+        compile_nice: how much lower the compile workers' OS priority is than this process's.
     """
 
     def __init__(
@@ -106,10 +104,13 @@ class GuidanceBackend:
         max_cache_size: int = 256,
         *,
         max_cache_bytes: int = 256 * 1024 * 1024,
+        cache_probation_share: float = 0.2,
         negative_cache_ttl: float = 60.0,
         negative_cache_entries: int = 1024,
         limits: Limits | None = None,
         num_threads: int | None = None,
+        compile_processes: int = 0,
+        compile_nice: int = 10,
     ) -> None:
         if tokenizer is None:
             tokenizer = load_default_tokenizer()
@@ -123,11 +124,13 @@ class GuidanceBackend:
             max_cache_bytes,
             negative_ttl=negative_cache_ttl,
             negative_max_entries=negative_cache_entries,
+            probation_share=cache_probation_share,
         )
         # Seconds the first mask of each live program took (measured by its compile).
         self._first_mask: weakref.WeakKeyDictionary[CompiledGuidanceProgram, float] = weakref.WeakKeyDictionary()
         self._num_threads = max(num_threads or 1, 1)
         self._fill_pool: EngineThreadPool | None = None
+        self._workers = CompileWorkers(compile_processes, self.limits, nice=compile_nice) if compile_processes else None
 
     # -- compiling
     def compile(self, spec: ProgramSpec, tokenizer: Tokenizer | None = None) -> tuple[CompiledGuidanceProgram, bool]:
@@ -141,6 +144,17 @@ class GuidanceBackend:
         stack = self.limits.engine_stack_bytes
         return self.cache.get_or_compile(key, lambda: run_on_engine_thread(stack, self._build, key, spec, tok))
 
+    def start_workers(self, tokenizers: Sequence[Tokenizer] = ()) -> None:
+        """Start the compile workers in the background and teach them ``tokenizers`` (and this
+        backend's own), so that the first compiles do not pay for it; until they are all up,
+        compiles run on the calling threads. No-op without workers."""
+        workers = self._workers
+        if workers is None:
+            return
+        known = [self.tokenizer, *(t for t in tokenizers if t is not self.tokenizer)]
+        unique = list({t.fingerprint: t for t in known}.values())
+        threading.Thread(target=workers.warm, args=(unique,), name="guidance-compile-warm", daemon=True).start()
+
     def program_id(self, spec: ProgramSpec, tokenizer: Tokenizer | None = None) -> str:
         """The content-hash id ``spec`` has for a vocabulary (equal across machines)."""
         tok = tokenizer or self.tokenizer
@@ -150,17 +164,7 @@ class GuidanceBackend:
     def _build(self, key: str, spec: ProgramSpec, tok: Tokenizer) -> CompiledGuidanceProgram:
         start = time.perf_counter()
         limits = self.limits
-        try:
-            compiled = self._compile_grammar(spec, tok)
-        except RecursionError:
-            raise LimitExceeded("the constraint is nested too deeply", "max_nesting_depth") from None
-        grown = expansion(compiled.grammar)
-        if grown > limits.max_expansion:
-            raise LimitExceeded(
-                f"the constraint expands to a literal or repeat of about {grown} characters, above the limit "
-                f"of {limits.max_expansion} (every mask would cost time quadratic in it)",
-                "max_expansion",
-            )
+        compiled = self._compile_grammar(spec, tok)
         vocab = self.vocab_size if tok is self.tokenizer else None
         program = CompiledGuidanceProgram(
             key, spec, compiled, tok, limits, (time.perf_counter() - start) * 1000, vocab, lanes=self._num_threads
@@ -169,14 +173,16 @@ class GuidanceBackend:
         # shares, and measures what a mask of this program costs before any request pays it.
         row = allocate_bitmask(1, program.vocab_size)
         state = program.create_state()
-        mask_start = time.perf_counter()
+        # CPU time of this thread, not the clock: the mask runs here, and compile threads run at a
+        # lower priority, so under load the clock would count the time others had the cores.
+        mask_start = time.thread_time()
         try:
             state.fill_bitmask(row, 0)
         except LimitExceeded as e:
             raise LimitExceeded(e.detail, e.limit) from None
         except GrammarError:
             raise GrammarError(_EMPTY_LANGUAGE) from None
-        first_mask = time.perf_counter() - mask_start
+        first_mask = time.thread_time() - mask_start
         if first_mask * 1000 > limits.max_first_mask_ms:
             raise LimitExceeded(
                 f"the constraint's first mask took {first_mask * 1000:.0f} ms, above the limit of "
@@ -193,31 +199,18 @@ class GuidanceBackend:
         program.compile_ms = (time.perf_counter() - start) * 1000
         return program
 
+    def _compile_grammar(self, spec: ProgramSpec, tok: Tokenizer) -> CompiledGrammar:
+        # In a worker process when there are some (its Python holds another GIL); the matcher and
+        # the first mask are built by the caller either way: an LLMatcher cannot cross processes.
+        # Until the workers are up (a few seconds after launch), here rather than wait for them.
+        workers = self._workers
+        if workers is not None and not workers.warming:
+            return workers.compile(spec, tok)
+        return compile_spec(spec, tok.ll, self.limits)
+
     def first_mask_seconds(self, program: CompiledGuidanceProgram) -> float | None:
         """How long ``program``'s first mask took when it was compiled here (None: not compiled here)."""
         return self._first_mask.get(program)
-
-    def _compile_grammar(self, spec: ProgramSpec, tok: Tokenizer) -> CompiledGrammar:
-        ll, limits = tok.ll, self.limits
-        if spec.kind == "template":
-            if not isinstance(spec.source, str):
-                raise GrammarError("template must be a string")
-            return compile_template(GuidanceTemplate(spec.source, spec.variables, limits), ll, limits)
-        if spec.variables:
-            raise GrammarError("variables apply to templates only")
-        if spec.kind == "json_schema":
-            ws = spec.options.get("whitespace")
-            if ws is not None and (not isinstance(ws, int) or isinstance(ws, bool) or not 0 <= ws <= 64):
-                raise GrammarError("option whitespace must be an integer from 0 to 64")
-            formats = spec.options.get("formats", DEFAULT_FORMAT_MODE)
-            if formats not in FORMAT_MODES:
-                raise GrammarError(f"option formats must be one of {', '.join(FORMAT_MODES)}")
-            return compile_json_schema(spec.source, ll, limits, ws, formats)
-        if spec.kind == "regex":
-            return compile_regex(spec.source, ll, limits)
-        if spec.kind == "grammar":
-            return compile_lark(spec.source, ll, limits)
-        return compile_choice(spec.source, ll, limits)
 
     def _compile_kind(
         self,
@@ -338,21 +331,27 @@ class GuidanceBackend:
     # -- housekeeping
     def get_stats(self) -> dict[str, Any]:
         """Cache figures and the tokenizer in use, as plain JSON-ready values."""
-        return {
+        stats: dict[str, Any] = {
             "cache": self.cache.stats(),
             "tokenizer": self.tokenizer.name,
             "vocab_size": self.vocab_size,
         }
+        if self._workers is not None:
+            stats["compile_workers"] = self._workers.stats()
+        return stats
 
     def clear_cache(self) -> None:
         """Drop every cached program."""
         self.cache.clear()
 
     def close(self) -> None:
-        """Stop the threads of parallel fills (started on first use; a later fill restarts them)."""
+        """Stop the threads of parallel fills (started on first use; a later fill restarts them)
+        and the compile workers (later compiles fail)."""
         pool, self._fill_pool = self._fill_pool, None
         if pool is not None:
             pool.shutdown(wait=True)
+        if self._workers is not None:
+            self._workers.close()
 
 
 class AsyncGuidanceBackend:
@@ -361,12 +360,19 @@ class AsyncGuidanceBackend:
     Args:
         backend: the synchronous backend to wrap (or None to build one from ``kwargs``).
         max_workers: compile threads (bounded: extra compiles queue).
+        nice: how much lower the compile threads' OS priority is than the event loop's (Linux
+            sets it per thread; elsewhere it is ignored). They build matchers and first masks
+            without the GIL: the scheduler then gives the cores to the event loop first.
         kwargs: passed to :class:`GuidanceBackend` when ``backend`` is None.
     """
 
-    def __init__(self, backend: GuidanceBackend | None = None, *, max_workers: int = 2, **kwargs: Any) -> None:
+    def __init__(
+        self, backend: GuidanceBackend | None = None, *, max_workers: int = 2, nice: int = 0, **kwargs: Any
+    ) -> None:
         self.backend = backend or GuidanceBackend(**kwargs)
-        self._pool = EngineThreadPool(max_workers, "guidance-compile", self.backend.limits.engine_stack_bytes)
+        self._pool = EngineThreadPool(
+            max_workers, "guidance-compile", self.backend.limits.engine_stack_bytes, nice=nice
+        )
         self._inflight: dict[str, asyncio.Future[tuple[CompiledGuidanceProgram, bool]]] = {}
         self.max_workers = max_workers
 
@@ -431,6 +437,10 @@ class AsyncGuidanceBackend:
     async def compile_choice(self, options: Sequence[str], *, tokenizer: Tokenizer | None = None) -> CompiledGuidanceProgram:
         """Async :meth:`GuidanceBackend.compile_choice`."""
         return await self._compile_kind("choice", list(options), tokenizer=tokenizer)
+
+    def start_workers(self, tokenizers: Sequence[Tokenizer] = ()) -> None:
+        """See :meth:`GuidanceBackend.start_workers`."""
+        self.backend.start_workers(tokenizers)
 
     def get_program(self, program_id: str) -> CompiledGuidanceProgram | None:
         """A cached program by id, or None."""

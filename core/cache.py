@@ -1,4 +1,11 @@
-"""The program cache: an LRU keyed by content hash, bounded in entries and bytes, thread-safe.
+"""The program cache: a segmented LRU keyed by content hash, bounded in entries and bytes, thread-safe.
+
+Scan resistance: a new program enters a *probation* segment (a fifth of the entries); a program
+used again while there moves to the *protected* segment (the rest). Evictions take probation's
+least recently used first, so a burst of programs compiled once and never used again (a tenant's
+stream of one-off schemas) only churns probation and cannot push out the programs in steady use.
+When protected is full, its least recently used program drops back to probation's front, where
+one more use saves it. (Segmented LRU, Karedla et al. 1994; the main region of W-TinyLFU.)
 
 Concurrent compiles of one key are done once (single flight): the first caller compiles, the
 others wait for its result. Failed compiles (a :class:`~core.errors.GuidanceError`: the input's
@@ -30,15 +37,17 @@ def _clone(exc: GuidanceError) -> GuidanceError:
 
 
 class ProgramCache:
-    """LRU of compiled programs.
+    """Segmented LRU of compiled programs (see the module docstring).
 
     Args:
-        max_entries: most programs kept.
+        max_entries: most programs kept (probation and protected together).
         max_bytes: most bytes kept, by each program's ``size_bytes`` estimate (grammar text plus
             a fixed overhead; llguidance's lazily grown lexer caches are not counted).
         negative_ttl: seconds a failed compile is remembered (0: not at all).
         negative_max_entries: most failed compiles remembered (oldest forgotten first).
         clock: a monotonic clock (tests may pass their own).
+        probation_share: the share of ``max_entries`` that new programs compete for (at least one
+            entry); a program used twice is kept in the rest.
     """
 
     def __init__(
@@ -49,6 +58,7 @@ class ProgramCache:
         negative_ttl: float = 60.0,
         negative_max_entries: int = 1024,
         clock: Callable[[], float] = time.monotonic,
+        probation_share: float = 0.2,
     ) -> None:
         if max_entries < 1 or max_bytes < 1:
             raise ValueError("cache bounds must be positive")
@@ -61,7 +71,14 @@ class ProgramCache:
         self._clock = clock
         self._failed: OrderedDict[str, tuple[float, GuidanceError]] = OrderedDict()
         self.negative_hits = 0
-        self._items: OrderedDict[str, CompiledGuidanceProgram] = OrderedDict()
+        if not 0 < probation_share <= 1:
+            raise ValueError("probation_share must be in (0, 1]")
+        # Protected holds what is left; with a single entry there is no room for it (plain LRU).
+        self.max_protected = max(0, min(max_entries - 1, max_entries - round(max_entries * probation_share)))
+        self._probation: OrderedDict[str, CompiledGuidanceProgram] = OrderedDict()  # probation, LRU first
+        self._protected: OrderedDict[str, CompiledGuidanceProgram] = OrderedDict()
+        self.promotions = 0
+        self.demotions = 0
         self._inflight: dict[str, Future[CompiledGuidanceProgram]] = {}
         self._lock = threading.Lock()
         self.bytes = 0
@@ -73,21 +90,45 @@ class ProgramCache:
         self.compile_seconds = 0.0
 
     def get(self, key: str) -> CompiledGuidanceProgram | None:
-        """The cached program, or None; counts neither a hit nor a miss."""
+        """The cached program, or None; counts neither a hit nor a miss (but is a use of it)."""
         with self._lock:
-            program = self._items.get(key)
-            if program is not None:
-                self._items.move_to_end(key)
-            return program
+            return self._touch(key)
 
     def lookup(self, key: str) -> CompiledGuidanceProgram | None:
         """Like :meth:`get`, counting a hit when found (a miss is counted by the compile)."""
         with self._lock:
-            program = self._items.get(key)
+            program = self._touch(key)
             if program is not None:
-                self._items.move_to_end(key)
                 self.hits += 1
             return program
+
+    def _touch(self, key: str) -> CompiledGuidanceProgram | None:
+        """A use of ``key``: most recent in protected, promoted there from probation."""
+        program = self._protected.get(key)
+        if program is not None:
+            self._protected.move_to_end(key)
+            return program
+        program = self._probation.get(key)
+        if program is None:
+            return None
+        if not self.max_protected:
+            self._probation.move_to_end(key)
+            return program
+        del self._probation[key]
+        self._protected[key] = program
+        self.promotions += 1
+        while len(self._protected) > self.max_protected:
+            old_key, old = self._protected.popitem(last=False)
+            self._probation[old_key] = old  # most recent of probation: one more use saves it
+            self.demotions += 1
+        return program
+
+    def segment(self, key: str) -> str | None:
+        """``"protected"``, ``"probation"`` or None: where ``key`` is (for tests and operators)."""
+        with self._lock:
+            if key in self._protected:
+                return "protected"
+            return "probation" if key in self._probation else None
 
     def failure(self, key: str) -> GuidanceError | None:
         """The error a recent compile of ``key`` failed with (a copy, counted as a negative hit), or None."""
@@ -127,9 +168,8 @@ class ProgramCache:
     ) -> tuple[CompiledGuidanceProgram, bool]:
         """The program for ``key``, compiling it once if needed; returns ``(program, cached)``."""
         with self._lock:
-            program = self._items.get(key)
+            program = self._touch(key)
             if program is not None:
-                self._items.move_to_end(key)
                 self.hits += 1
                 return program, True
             failed = self._failure(key)
@@ -162,33 +202,43 @@ class ProgramCache:
         return program, False
 
     def _put(self, key: str, program: CompiledGuidanceProgram) -> None:
-        self._items[key] = program
+        self._probation[key] = program
         self.bytes += program.size_bytes
-        while self._items and (len(self._items) > self.max_entries or self.bytes > self.max_bytes):
-            if len(self._items) == 1:
+        while len(self._probation) + len(self._protected) > self.max_entries or self.bytes > self.max_bytes:
+            # Probation's oldest first; protected's only when probation holds nothing else.
+            if len(self._probation) > 1:
+                _, old = self._probation.popitem(last=False)
+            elif self._protected:
+                _, old = self._protected.popitem(last=False)
+            else:
                 break  # always keep the newest program, even if it alone is over the byte bound
-            _, old = self._items.popitem(last=False)
             self.bytes -= old.size_bytes
             self.evictions += 1
 
     def clear(self) -> None:
         """Drop every program (live sessions keep theirs) and every remembered failure."""
         with self._lock:
-            self._items.clear()
+            self._probation.clear()
+            self._protected.clear()
             self._failed.clear()
             self.bytes = 0
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._probation) + len(self._protected)
 
     def stats(self) -> dict[str, Any]:
         """Counters for ``get_stats()``."""
         with self._lock:
             self._purge_failures()
             return {
-                "entries": len(self._items),
+                "entries": len(self._probation) + len(self._protected),
+                "protected_entries": len(self._protected),
+                "probation_entries": len(self._probation),
                 "bytes": self.bytes,
                 "max_entries": self.max_entries,
+                "max_protected_entries": self.max_protected,
+                "promotions": self.promotions,
+                "demotions": self.demotions,
                 "max_bytes": self.max_bytes,
                 "hits": self.hits,
                 "misses": self.misses,

@@ -20,14 +20,15 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import llguidance
 
 from core.errors import GrammarError, LimitExceeded, SchemaError, TemplateError, classify_engine_error
 from core.derivation import derivation_depth, schema_derivation_depth
+from core.expansion import expansion
 from core.limits import Limits
-from core.schema_formats import DEFAULT_FORMAT_MODE, FormatMode, format_hint
+from core.schema_formats import DEFAULT_FORMAT_MODE, FORMAT_MODES, FormatMode, format_hint
 from core.schema_rewrite import rewrite_schema_report
 from core.template import (
     GenNode,
@@ -40,6 +41,9 @@ from core.template import (
     TextNode,
 )
 
+if TYPE_CHECKING:
+    from core.program import ProgramSpec
+
 __all__ = [
     "CaptureLayout",
     "CompiledGrammar",
@@ -47,6 +51,7 @@ __all__ = [
     "compile_json_schema",
     "compile_lark",
     "compile_regex",
+    "compile_spec",
     "compile_template",
     "json_schema_with_options",
     "prepare_json_schema",
@@ -556,3 +561,48 @@ def compile_choice(options: Sequence[str], tokenizer: llguidance.LLTokenizer | N
     _check_size("".join(options), "choice", limits)
     lark = "start: " + " | ".join(_lark_string(o) for o in options) + "\n"
     return _finish(llguidance.LLMatcher.grammar_from_lark(lark), tokenizer, limits, GrammarError)
+
+
+def compile_spec(spec: ProgramSpec, tokenizer: llguidance.LLTokenizer | None, limits: Limits) -> CompiledGrammar:
+    """The validated grammar of a program spec: every check of a compile short of the matcher.
+
+    Runs in the server or in a compile worker (:mod:`core.workers`) alike; either way on an engine
+    thread (:mod:`core.threads`), since llguidance's validation recurses natively.
+
+    Raises:
+        GuidanceError: the spec does not compile or breaks a limit.
+    """
+    try:
+        compiled = _compile_kind(spec, tokenizer, limits)
+    except RecursionError:
+        raise LimitExceeded("the constraint is nested too deeply", "max_nesting_depth") from None
+    grown = expansion(compiled.grammar)
+    if grown > limits.max_expansion:
+        raise LimitExceeded(
+            f"the constraint expands to a literal or repeat of about {grown} characters, above the limit "
+            f"of {limits.max_expansion} (every mask would cost time quadratic in it)",
+            "max_expansion",
+        )
+    return compiled
+
+
+def _compile_kind(spec: ProgramSpec, ll: llguidance.LLTokenizer | None, limits: Limits) -> CompiledGrammar:
+    if spec.kind == "template":
+        if not isinstance(spec.source, str):
+            raise GrammarError("template must be a string")
+        return compile_template(GuidanceTemplate(spec.source, spec.variables, limits), ll, limits)
+    if spec.variables:
+        raise GrammarError("variables apply to templates only")
+    if spec.kind == "json_schema":
+        ws = spec.options.get("whitespace")
+        if ws is not None and (not isinstance(ws, int) or isinstance(ws, bool) or not 0 <= ws <= 64):
+            raise GrammarError("option whitespace must be an integer from 0 to 64")
+        formats = spec.options.get("formats", DEFAULT_FORMAT_MODE)
+        if formats not in FORMAT_MODES:
+            raise GrammarError(f"option formats must be one of {', '.join(FORMAT_MODES)}")
+        return compile_json_schema(spec.source, ll, limits, ws, formats)
+    if spec.kind == "regex":
+        return compile_regex(spec.source, ll, limits)
+    if spec.kind == "grammar":
+        return compile_lark(spec.source, ll, limits)
+    return compile_choice(spec.source, ll, limits)

@@ -11,6 +11,7 @@ those are bugs, not client errors.
     ├── GrammarError                 grammar-invalid      400   regex, Lark, choice, compile failures
     │   └── SchemaError              schema-invalid       400   JSON schema refused (names the keyword)
     ├── TokenizerError               tokenizer-invalid    400   a tokenizer that cannot be loaded
+    ├── CompileCrashed               compile-crashed      422   the compile worker died compiling it
     ├── LimitExceeded                limit-exceeded       413   a configured limit (names it)
     │   └── EngineLimitReached       engine-limit         413   an llguidance limit hit mid-generation
     ├── InvalidTokens                token-out-of-range   422   ids outside the vocabulary
@@ -27,6 +28,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "CompileCrashed",
     "EngineLimitReached",
     "GrammarError",
     "GuidanceError",
@@ -103,6 +105,18 @@ class TokenizerError(GuidanceError):
 
     code = "tokenizer-invalid"
     title = "Invalid tokenizer"
+
+
+class CompileCrashed(GuidanceError):
+    """The compile worker process died while compiling this constraint (422).
+
+    Only this compile fails; a fresh worker serves the next. Remembered by the negative cache like
+    any failed compile, so an input that kills workers cannot do so in a loop.
+    """
+
+    code = "compile-crashed"
+    status = 422
+    title = "Compile crashed"
 
 
 class LimitExceeded(GuidanceError):

@@ -34,7 +34,8 @@ class Limits:
             ``(ab){10}{10}`` is 200), a Lark item repeated ``{n}`` times counts ``n`` (see
             :func:`expansion`).
         max_first_mask_ms: a compile computes the program's first mask (warming its caches); a
-            program whose first mask takes longer than this, in milliseconds, is refused.
+            program whose first mask takes longer than this, in milliseconds of the compile
+            thread's CPU time (so that load from elsewhere does not count), is refused.
         max_items_in_row: llguidance: branching factor of one Earley row.
         initial_lexer_fuel: llguidance: fuel to build the lexer's regex ASTs (about 50k per ms).
         step_lexer_fuel: llguidance: lexer fuel for one mask (about 14k per ms).

@@ -13,12 +13,14 @@ under a lock, and put back at once.
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-__all__ = ["EngineThreadPool", "on_engine_thread", "run_on_engine_thread"]
+__all__ = ["EngineThreadPool", "lower_priority", "on_engine_thread", "run_on_engine_thread"]
 
 _T = TypeVar("_T")
 
@@ -28,8 +30,30 @@ _shared: dict[int, EngineThreadPool] = {}
 _shared_lock = threading.Lock()
 
 
-def _mark(stack_bytes: int) -> None:
+def _mark(stack_bytes: int, nice: int = 0) -> None:
     _local.stack_bytes = stack_bytes
+    lower_priority(nice)
+
+
+def lower_priority(nice: int, *, whole_process: bool = False) -> None:
+    """Lower the calling thread's OS priority by ``nice`` (at most to 19; 0: unchanged).
+
+    On Linux a thread has its own nice value (``setpriority`` on its thread id), so a pool's
+    threads can yield the cores to the event loop's thread; elsewhere this lowers the whole
+    process's, so there it is applied only with ``whole_process`` (a compile worker's own process).
+    Raising the value back needs privileges: threads lowered here stay lowered.
+    """
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    linux = sys.platform.startswith("linux")
+    if not linux and not whole_process:
+        return
+    who = threading.get_native_id() if linux and not whole_process else 0
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, who)
+        os.setpriority(os.PRIO_PROCESS, who, min(19, current + nice))
+    except OSError:  # not permitted in some sandboxes: run at the normal priority
+        pass
 
 
 def on_engine_thread(stack_bytes: int = 0) -> bool:
@@ -44,11 +68,15 @@ class EngineThreadPool(ThreadPoolExecutor):
         max_workers: most threads.
         thread_name_prefix: names of its threads.
         stack_bytes: stack of each thread (address space reserved; pages are used as touched).
+        nice: how much lower each thread's OS priority is (see :func:`lower_priority`).
     """
 
-    def __init__(self, max_workers: int, thread_name_prefix: str, stack_bytes: int) -> None:
+    def __init__(self, max_workers: int, thread_name_prefix: str, stack_bytes: int, nice: int = 0) -> None:
         super().__init__(
-            max_workers=max_workers, thread_name_prefix=thread_name_prefix, initializer=_mark, initargs=(stack_bytes,)
+            max_workers=max_workers,
+            thread_name_prefix=thread_name_prefix,
+            initializer=_mark,
+            initargs=(stack_bytes, nice),
         )
         self.stack_bytes = stack_bytes
 

@@ -50,6 +50,7 @@ __all__ = [
     "Tokenizer",
     "load_default_tokenizer",
     "load_tokenizer",
+    "validation_tokenizer",
 ]
 
 #: Names :func:`load_tokenizer` resolves to the embedded default.
@@ -131,6 +132,11 @@ class Tokenizer:
         )
 
     # -- encoding and decoding -------------------------------------------------------------
+
+    def vocabulary(self) -> tuple[list[bytes], int, int | None, list[int]]:
+        """``(tokens, eos_token_id, bos_token_id, special_token_ids)``: what
+        :func:`validation_tokenizer` needs to rebuild this vocabulary in another process."""
+        return self._tokens, self.eos_token_id, self.bos_token_id, sorted(self.special_token_ids)
 
     def encode(self, text: str) -> list[int]:
         """Encode text into token ids, without BOS/EOS and without any special id.
@@ -527,6 +533,26 @@ def load_tokenizer(spec: str) -> Tokenizer:
         + " or ".join(repr(n) for n in DEFAULT_TOKENIZER_NAMES)
         + ", or the path of a tokenizer.json"
     )
+
+
+def validation_tokenizer(
+    tokens: list[bytes], eos_token_id: int, bos_token_id: int | None, special_token_ids: list[int]
+) -> llguidance.LLTokenizer:
+    """An llguidance tokenizer over the same token bytes and special ids, for checking grammars.
+
+    A compile worker (:mod:`core.workers`) validates grammars with it: validation reads the tokens'
+    bytes and the special ids, never the encoder, which here is a greedy longest match.
+    """
+    specials = set(special_token_ids) | {eos_token_id}
+    if bos_token_id is not None:
+        specials.add(bos_token_id)
+    lookup: dict[bytes, int] = {}
+    for token_id, token in enumerate(tokens):
+        if token and token_id not in specials:
+            lookup.setdefault(token, token_id)
+    max_len = max((len(t) for t in lookup), default=0)
+    source = _WrapperSource(list(tokens), eos_token_id, bos_token_id, sorted(specials), lookup, max_len)
+    return llguidance.LLTokenizer(llguidance.TokenizerWrapper(source))
 
 
 # -- helpers ---------------------------------------------------------------------------------

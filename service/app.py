@@ -118,13 +118,19 @@ def create_app(
                 registry.default,
                 max_cache_size=settings.cache_max_entries,
                 max_cache_bytes=settings.cache_max_bytes,
+                cache_probation_share=settings.cache_probation_share,
                 negative_cache_ttl=settings.negative_cache_ttl_seconds,
                 negative_cache_entries=settings.negative_cache_max_entries,
                 limits=settings.limits(),
                 num_threads=settings.mask_threads,
+                compile_processes=settings.compile_workers if settings.compile_processes else 0,
+                compile_nice=settings.compile_nice,
             ),
             max_workers=settings.compile_workers,
+            nice=settings.compile_nice,
         )
+        # Workers start now, in the background: the first compiles need not wait for them.
+        backend.start_workers([tok for _, tok in registry.items()])
         sessions = SessionStore(
             max_sessions=settings.max_sessions,
             ttl_seconds=settings.session_ttl_seconds,

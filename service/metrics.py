@@ -10,6 +10,9 @@ error codes), never an id, a hash or client text.
     guidance_cache_{hits,misses,evictions}_total, guidance_cache_entries, guidance_cache_bytes
     guidance_negative_cache_hits_total          compiles refused from the failed-compile cache
     guidance_negative_cache_entries             failed compiles remembered
+    guidance_cache_protected_entries            programs used more than once (not evicted by one-offs)
+    guidance_cache_promotions_total             programs moved to the protected segment on reuse
+    guidance_compile_worker_crashes_total       compile workers that died mid-compile (422 compile-crashed)
     guidance_slow_lane_programs                 live programs served off the event loop
     guidance_slow_lane_calls_total              requests whose engine work ran in the slow lane
     guidance_sessions_active, guidance_sessions_{created,expired,deleted,refused}_total
@@ -67,6 +70,21 @@ class _StateCollector(Collector):
         yield GaugeMetricFamily(
             "guidance_negative_cache_entries", "Failed compiles remembered.", value=cache["negative_entries"]
         )
+        yield GaugeMetricFamily(
+            "guidance_cache_protected_entries",
+            "Programs used more than once, safe from one-off programs.",
+            value=cache["protected_entries"],
+        )
+        yield CounterMetricFamily(
+            "guidance_cache_promotions", "Programs moved to the protected segment on reuse.", value=cache["promotions"]
+        )
+        workers = self.backend.get_stats().get("compile_workers")
+        if workers is not None:
+            yield CounterMetricFamily(
+                "guidance_compile_worker_crashes",
+                "Compile workers that died mid-compile (that compile failed alone).",
+                value=workers["crashes"],
+            )
         if self.slow_lane is not None:
             lane = self.slow_lane
             yield GaugeMetricFamily("guidance_slow_lane_programs", "Live programs served off the event loop.", value=len(lane))

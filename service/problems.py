@@ -338,7 +338,8 @@ _STATUS_DOCS = {
     413: "`body-too-large`, or `limit-exceeded` (names the `limit`).",
     422: (
         "Malformed request (`validation-error`, `json-invalid`, `token-out-of-range`, `rollback-out-of-range`, "
-        "`unicode-invalid`: a string UTF-8 cannot encode, with `location` and `field`)."
+        "`unicode-invalid`: a string UTF-8 cannot encode, with `location` and `field`), or "
+        "`compile-crashed`: the compile worker died compiling this constraint (that compile only)."
     ),
     429: "`too-many-sessions`: the session cap is reached, or `too-many-watchers`: a bound on event "
     "streams is (`Retry-After`).",

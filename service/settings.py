@@ -68,12 +68,21 @@ class Settings(BaseSettings):
         session_ttl_seconds: a session unused this long is closed; its id then answers 410.
         expired_ids_remembered: how many closed-by-expiry session ids still answer 410 (not 404).
         retry_after_seconds: ``Retry-After`` sent with 429 and 503 answers.
-        cache_max_entries: most compiled programs kept in the LRU cache.
+        cache_max_entries: most compiled programs kept in the cache (a segmented LRU: programs
+            used once cannot evict the ones used again, see ``core/cache.py``).
         cache_max_bytes: most bytes of compiled programs kept in the cache.
+        cache_probation_share: the share of the cache's entries that programs used only once
+            compete for; programs used again are kept in the rest (1.0: a plain LRU).
         negative_cache_ttl_seconds: seconds a failed compile is remembered: the same input within
             that time is refused at once from memory, without compiling (0 disables).
         negative_cache_max_entries: most failed compiles remembered.
-        compile_workers: threads compiling programs.
+        compile_workers: threads compiling programs (each builds the matcher and first mask of one
+            compile at a time, at ``compile_nice``).
+        compile_processes: run the Python half of each compile (schema rewrites, template
+            compilation, llguidance's validation) in worker processes, one per compile thread,
+            so it never holds the event loop's GIL (``core/workers.py``). False: all on the threads.
+        compile_nice: how much lower the compile threads' and workers' OS priority is than the
+            event loop's (0 to 19): the cores go to ``/step`` first during a storm of compiles.
         max_pending_compiles: compiles running or queued before new ones get 503.
         slow_mask_ms: a program whose first mask (measured by its compile), or any mask or accept
             served inline, takes longer than this, in milliseconds, is "slow": its sessions' work
@@ -136,9 +145,12 @@ class Settings(BaseSettings):
 
     cache_max_entries: int = Field(default=256, ge=1)
     cache_max_bytes: int = Field(default=256 * _MIB, ge=1)
+    cache_probation_share: float = Field(default=0.2, gt=0, le=1)
     negative_cache_ttl_seconds: float = Field(default=60.0, ge=0)
     negative_cache_max_entries: int = Field(default=1024, ge=0)
     compile_workers: int = Field(default=2, ge=1)
+    compile_processes: bool = True
+    compile_nice: int = Field(default=10, ge=0, le=19)
     max_pending_compiles: int = Field(default=64, ge=1)
     mask_threads: int = Field(default=2, ge=1)
     slow_mask_ms: float = Field(default=5.0, gt=0)

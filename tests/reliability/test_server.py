@@ -64,7 +64,19 @@ def _soak(server: Server, cycles: int) -> dict[str, Any]:
     return result
 
 
+def _workers_started(server: Server) -> None:
+    """Until the compile workers have all started (in the background after readiness)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        workers = httpx.get(server.url + "/stats").json()["compile_workers"]
+        if not workers["warming"] and workers["running"] == workers["processes"]:
+            return
+        time.sleep(0.1)
+    raise AssertionError("compile workers did not start")
+
+
 def test_soak_returns_to_baseline(server: Server) -> None:
+    _workers_started(server)  # their pipes are the server's fds too
     fds = server.open_fds()
     result = _soak(server, 60)
     assert result["rss_drift_ratio"] < 0.05, result
@@ -119,12 +131,14 @@ def test_sigterm_under_load_drains_within_the_bound() -> None:
         # Keep-alive connections, in-flight requests when SIGTERM lands.
         with httpx.Client(base_url=url, timeout=10) as http:
             try:
-                sid = http.post("/sessions", json={"template": "ab" * 10_000 if k == 0 else "[a-z]{0,9}"}).json()[
-                    "session_id"
-                ]
+                opened = http.post("/sessions", json={"template": "ab" * 10_000 if k == 0 else "[a-z]{0,9}"})
             except httpx.HTTPError:
                 note("refused")
                 return
+            if opened.status_code != 201:  # reached the server after SIGTERM: 503 not-ready, nothing else
+                note("refused" if opened.status_code == 503 else f"status {opened.status_code}")
+                return
+            sid = opened.json()["session_id"]
             while not stop_load.is_set():
                 try:
                     resp = http.get(f"/sessions/{sid}/mask")

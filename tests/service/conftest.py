@@ -16,10 +16,16 @@ from tests.service.helpers import AppFactory, serve
 
 @pytest.fixture()
 def make_app(default_tokenizer: Tokenizer) -> AppFactory:
-    """``make_app(**settings)``: an app on the default tokenizer (already built: starts fast)."""
+    """``make_app(**settings)``: an app on the default tokenizer (already built: starts fast).
+
+    Compiles run on the server's threads unless a test asks for worker processes
+    (``compile_processes=True``): starting workers costs seconds per app. The servers started
+    as processes (``tests/server.py``, the reliability tests) run with the workers, as deployed.
+    """
 
     def make(**overrides: Any) -> FastAPI:
-        return create_app(Settings(**overrides), tokenizers={"default": default_tokenizer})
+        settings = Settings(**{"compile_processes": False, **overrides})
+        return create_app(settings, tokenizers={"default": default_tokenizer})
 
     return make
 

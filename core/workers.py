@@ -1,0 +1,305 @@
+"""Compile workers: the Python half of a compile, in separate processes at a lower OS priority.
+
+A compile is schema rewrites and template compilation in Python (they hold the GIL), then
+llguidance's validation, then the matcher's construction and a first mask (native, without the
+GIL). In the server, the Python half competes with the event loop for the GIL and the native half
+for the cores. A :class:`CompileWorkers` pool runs everything up to the validated grammar text in
+worker processes (``nice``-d, so the scheduler prefers the server), and hands back a
+:class:`~core.compiler.CompiledGrammar`; the ``LLMatcher``, which cannot cross a process, is built
+by the caller (measured in docs/benchmarks.md, "Isolation").
+
+Each worker runs its compiles on an engine thread (:mod:`core.threads`) with the stack the limits
+ask for, as the server would. A worker that dies mid-compile (a native crash, the OOM killer)
+fails that compile alone with :class:`~core.errors.CompileCrashed`; the next compile starts a
+fresh worker. Workers are started on first use with ``spawn`` (the server has threads: ``fork``
+would copy their locks) and learn each vocabulary once, from its tokens.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import signal
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING, Any
+
+import llguidance
+
+from core.compiler import CompiledGrammar, compile_spec
+from core.errors import CompileCrashed, GuidanceError
+from core.limits import Limits
+from core.threads import lower_priority, run_on_engine_thread
+from core.tokenizers import Tokenizer, validation_tokenizer
+
+if TYPE_CHECKING:
+    from core.program import ProgramSpec
+
+__all__ = ["CompileTask", "CompileWorkers"]
+
+CompileTask = Callable[["ProgramSpec", llguidance.LLTokenizer, Limits], CompiledGrammar]
+"""What a worker runs for one compile (:func:`core.compiler.compile_spec`; tests pass their own)."""
+
+
+def _pack(exc: GuidanceError) -> tuple[type[GuidanceError], tuple[Any, ...], dict[str, Any]]:
+    # Domain errors have their own __init__ signatures: rebuild them field by field, not by pickle's
+    # call of the class with ``args``.
+    return type(exc), exc.args, dict(exc.__dict__)
+
+
+def _unpack(packed: tuple[type[GuidanceError], tuple[Any, ...], dict[str, Any]]) -> GuidanceError:
+    cls, args, fields = packed
+    exc = BaseException.__new__(cls)
+    exc.args = args
+    exc.__dict__.update(fields)
+    return exc
+
+
+def _serve(conn: Connection, limits: Limits, level: int, task: CompileTask) -> None:
+    """A worker's entry point: serve until the server closes the pipe (or goes away)."""
+    # Interrupts are the server's to handle: it closes the pipe, and the worker then ends quietly.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A child starts at the nice value of the thread that started it: lower it to the level asked.
+    current = os.getpriority(os.PRIO_PROCESS, 0) if hasattr(os, "getpriority") else level
+    lower_priority(level - current, whole_process=True)
+    try:
+        _loop(conn, limits, task)
+    except (EOFError, OSError):  # the server closed its end, or exited
+        return
+
+
+def _loop(conn: Connection, limits: Limits, task: CompileTask) -> None:
+    """One request in, one answer out."""
+    vocabularies: dict[str, llguidance.LLTokenizer] = {}
+    stack = limits.engine_stack_bytes
+    while True:
+        fingerprint, vocabulary, spec = conn.recv()
+        if vocabulary is not None:
+            vocabularies[fingerprint] = validation_tokenizer(*vocabulary)
+        if spec is None:  # only learning a vocabulary (warm-up)
+            conn.send(("ok", None))
+            continue
+        try:
+            answer: tuple[str, Any] = ("ok", run_on_engine_thread(stack, task, spec, vocabularies[fingerprint], limits))
+        except GuidanceError as e:
+            answer = ("error", _pack(e))
+        except Exception as e:  # a bug of ours: the server reports it as one (500)
+            answer = ("bug", f"{type(e).__name__}: {str(e)[:500]}")
+        conn.send(answer)
+
+
+class _WorkerBug(RuntimeError):
+    """An unexpected exception in a worker (our bug, not the input's): a 500, as in the server."""
+
+
+class _Worker:
+    """One worker process, its pipe and the vocabularies it knows."""
+
+    def __init__(self, context: Any, limits: Limits, nice: int, task: CompileTask) -> None:
+        self.conn, child = multiprocessing.Pipe()
+        # ``nice`` below the process's own priority (its main thread's), whichever thread starts it
+        base = os.getpriority(os.PRIO_PROCESS, os.getpid()) if hasattr(os, "getpriority") else 0
+        level = min(19, base + nice)
+        self.process = context.Process(
+            target=_serve, args=(child, limits, level, task), name="guidance-compile-worker", daemon=True
+        )
+        self.process.start()
+        child.close()  # so that our end reads EOF when the worker dies
+        self.known: set[str] = set()
+
+    def learn(self, tokenizer: Tokenizer) -> None:
+        if tokenizer.fingerprint not in self.known:
+            self.conn.send((tokenizer.fingerprint, tokenizer.vocabulary(), None))
+            self.known.add(tokenizer.fingerprint)
+            self.conn.recv()
+
+    def compile(self, spec: ProgramSpec, tokenizer: Tokenizer) -> CompiledGrammar:
+        fingerprint = tokenizer.fingerprint
+        vocabulary = None if fingerprint in self.known else tokenizer.vocabulary()
+        self.conn.send((fingerprint, vocabulary, spec))
+        self.known.add(fingerprint)
+        status, value = self.conn.recv()
+        if status == "ok":
+            assert isinstance(value, CompiledGrammar)
+            return value
+        if status == "error":
+            raise _unpack(value)
+        raise _WorkerBug(f"compile worker failed: {value}")
+
+    def stop(self) -> None:
+        self.conn.close()
+        self.process.join(timeout=1)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+
+
+class CompileWorkers:
+    """A pool of compile worker processes; :meth:`compile` is blocking and thread-safe.
+
+    Args:
+        processes: most workers (each compile takes one; callers beyond that wait).
+        limits: the limits every compile is checked against.
+        nice: how much lower than this process's the workers' OS priority is (0: the same).
+        task: what a worker runs for one compile (a module-level function: it is pickled by name).
+    """
+
+    def __init__(self, processes: int, limits: Limits, *, nice: int = 10, task: CompileTask = compile_spec) -> None:
+        if processes < 1:
+            raise ValueError("processes must be at least 1")
+        self.processes = processes
+        self.limits = limits
+        self.nice = nice
+        self._task = task
+        self._context = multiprocessing.get_context("spawn")
+        # A process starts at the nice value of the thread that starts it, and compile threads run
+        # lowered (core.threads): workers are started from this thread, made now, at our priority.
+        self._launcher = ThreadPoolExecutor(1, thread_name_prefix="guidance-compile-launcher")
+        self._launcher.submit(int).result()
+        self._idle: queue.LifoQueue[_Worker] = queue.LifoQueue()
+        self._lock = threading.Lock()
+        self._started = 0
+        self._closed = False
+        self._warming = 0
+        self.crashes = 0
+        self.restarts = 0
+
+    def _new_worker(self) -> _Worker:
+        return self._launcher.submit(_Worker, self._context, self.limits, self.nice, self._task).result()
+
+    def _acquire(self) -> _Worker:
+        start = False
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("compile workers are closed")
+            try:
+                worker: _Worker | None = self._idle.get_nowait()
+            except queue.Empty:
+                worker = None
+                if self._started < self.processes:
+                    self._started += 1  # the slot is ours; the process starts outside the lock
+                    start = True
+        if start:
+            try:
+                return self._new_worker()
+            except BaseException:
+                with self._lock:
+                    self._started -= 1
+                raise
+        if worker is None:
+            worker = self._idle.get()
+        # An idle worker has nothing to say: a readable pipe is the EOF of one that died (killed
+        # from outside) while idle. Replace it rather than fail a compile it never saw.
+        if worker.conn.poll(0) or not worker.process.is_alive():
+            worker.stop()
+            self.restarts += 1
+            worker = self._new_worker()
+        return worker
+
+    def compile(self, spec: ProgramSpec, tokenizer: Tokenizer) -> CompiledGrammar:
+        """Everything of a compile up to the validated grammar, in a worker.
+
+        Raises:
+            GuidanceError: the constraint does not compile or breaks a limit (as in the server).
+            CompileCrashed: the worker died during this compile (a fresh one serves the next).
+        """
+        worker = self._acquire()
+        try:
+            result = worker.compile(spec, tokenizer)
+        except (EOFError, OSError):
+            self._discard(worker)
+            with self._lock:
+                self.crashes += 1
+            code = worker.process.exitcode
+            raise CompileCrashed(
+                f"the compile worker stopped during this compile (exit code {code}); "
+                "other compiles are not affected"
+            ) from None
+        except (GuidanceError, _WorkerBug):  # answered in full: the worker is ready for the next
+            self._release(worker)
+            raise
+        except BaseException:  # interrupted mid-exchange: its answer may still come, so not reused
+            self._discard(worker)
+            raise
+        self._release(worker)
+        return result
+
+    def _discard(self, worker: _Worker) -> None:
+        worker.stop()
+        with self._lock:
+            self._started -= 1
+
+    def warm(self, tokenizers: Sequence[Tokenizer]) -> None:
+        """Start every worker and teach it ``tokenizers`` (blocking; a few seconds per worker).
+
+        Meanwhile :attr:`warming` is true (callers may compile elsewhere rather than wait).
+        """
+        with self._lock:
+            self._warming += 1
+        try:
+            self._warm(tokenizers)
+        finally:
+            with self._lock:
+                self._warming -= 1
+
+    @property
+    def warming(self) -> bool:
+        """Whether :meth:`warm` is still starting workers."""
+        return self._warming > 0
+
+    def _warm(self, tokenizers: Sequence[Tokenizer]) -> None:
+        for _ in range(self.processes):
+            with self._lock:
+                if self._closed or self._started >= self.processes:
+                    return
+                self._started += 1
+            worker: _Worker | None = None
+            try:
+                worker = self._new_worker()
+                for tokenizer in tokenizers:
+                    worker.learn(tokenizer)
+            except (EOFError, OSError, RuntimeError):  # a worker that died, or closed meanwhile
+                if worker is not None:
+                    worker.stop()
+                with self._lock:
+                    self._started -= 1
+                return
+            self._release(worker)
+
+    def _release(self, worker: _Worker) -> None:
+        with self._lock:
+            closed = self._closed
+        if closed:
+            worker.stop()
+        else:
+            self._idle.put(worker)
+
+    def pids(self) -> list[int]:
+        """Process ids of the idle workers (for tests and operators)."""
+        with self._idle.mutex:
+            return [w.process.pid for w in self._idle.queue if w.process.pid is not None]
+
+    def close(self) -> None:
+        """Stop the idle workers; busy ones stop when their compile ends."""
+        with self._lock:
+            self._closed = True
+        self._launcher.shutdown(wait=False)
+        while True:
+            try:
+                worker = self._idle.get_nowait()
+            except queue.Empty:
+                break
+            worker.stop()
+
+    def stats(self) -> dict[str, int]:
+        """Workers started and running, whether they are still starting (1) and crashes seen."""
+        with self._lock:
+            return {
+                "processes": self.processes,
+                "running": self._started,
+                "warming": int(self._warming > 0),
+                "crashes": self.crashes,
+            }

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.server import start, stop
-from tests.ui.cdp import Browser, chromium_path, launch
+from tests.ui.cdp import Browser, Page, chromium_path, launch
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -50,3 +50,15 @@ def browser() -> Iterator[Browser]:
                     "to run the page tests")
     with launch(executable) as b:
         yield b
+
+
+@pytest.fixture()
+def page(browser: Browser, server_url: str) -> Iterator[Page]:
+    """The page, loaded and ready, in a fresh tab; no JavaScript error may happen on it."""
+    p = browser.new_page(1280, 860)
+    p.goto(f"{server_url}/ui")
+    p.wait_for("document.body.dataset.ready === 'true'", timeout=20)
+    yield p
+    errors = p.errors()
+    p.send("Page.close")
+    assert errors == [], errors

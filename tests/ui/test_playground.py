@@ -9,11 +9,10 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
 
 import pytest
 
-from tests.ui.cdp import Browser, Page
+from tests.ui.cdp import Page
 from tests.ui.conftest import ARTIFACTS, ROOT, http
 
 TEMPLATE = (
@@ -23,18 +22,6 @@ TEMPLATE = (
 )
 VARIABLES = '{"fruits": ["apple", "banana", "cherry"]}'
 TEXT = "Name: Ada\nAge: 36\nFruit: banana"
-
-
-@pytest.fixture()
-def page(browser: Browser, server_url: str) -> Iterator[Page]:
-    """The page, loaded and ready, in a fresh tab; no JavaScript error may happen on it."""
-    p = browser.new_page(1280, 860)
-    p.goto(f"{server_url}/ui")
-    p.wait_for("document.body.dataset.ready === 'true'", timeout=20)
-    yield p
-    errors = p.errors()
-    p.send("Page.close")
-    assert errors == [], errors
 
 
 def _settle(p: Page) -> None:

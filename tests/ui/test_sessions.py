@@ -4,27 +4,15 @@ step-through view, in headless Chromium against the real server on loopback."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 
-from tests.ui.cdp import Browser, Page
+from tests.ui.cdp import Page
 from tests.ui.conftest import ARTIFACTS, http
 from tests.ui.test_playground import _compile_template, _settle
 
 TEMPLATE = "Name: {{gen 'name' regex='[A-Z][a-z]+'}}\nAge: {{gen 'age' regex='[0-9]{1,3}'}}"
 TEXT = "Name: Adalbert\nAge: 36"
-
-
-@pytest.fixture()
-def page(browser: Browser, server_url: str) -> Iterator[Page]:
-    p = browser.new_page(1280, 860)
-    p.goto(f"{server_url}/ui")
-    p.wait_for("document.body.dataset.ready === 'true'", timeout=20)
-    yield p
-    errors = p.errors()
-    p.send("Page.close")
-    assert errors == [], errors
 
 
 def _captures(p: Page) -> dict[str, tuple[str, str]]:

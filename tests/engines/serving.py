@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
+from guidance_client import GuidanceClient
 from tests import server as test_server
 
 VOCAB = 131_072
@@ -23,6 +24,13 @@ def server_url() -> Iterator[str]:
     """A ``python -m service`` on a free loopback port, for the module's tests."""
     with test_server.running() as s:
         yield s.url
+
+
+@pytest.fixture
+def client(server_url: str) -> Iterator[GuidanceClient]:
+    """A client of that server, closed after the test."""
+    with GuidanceClient(server_url) as c:
+        yield c
 
 
 def reference_allowed(grammar: Any) -> NDArray[np.bool_]:

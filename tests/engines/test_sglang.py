@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.engines.serving import EOS, VOCAB, reference_allowed, server_url  # noqa: F401 (fixture)
+from tests.engines.serving import EOS, VOCAB, client, reference_allowed, server_url  # noqa: F401 (fixtures)
 
 torch = pytest.importorskip("torch", reason="torch is not installed: the SGLang tier runs in .ci/engines-serving")
 pytest.importorskip("sglang", reason="SGLang is not installed: the SGLang tier runs in .ci/engines-serving (its own venv)")
@@ -49,12 +49,6 @@ SCHEMA = {
 }
 REGEX = r"[0-9]{1,3}(\.[0-9]{1,2})?"
 LARK = 'start: ("yes" | "no") "!"?'
-
-
-@pytest.fixture
-def client(server_url: str) -> Iterator[GuidanceClient]:
-    with GuidanceClient(server_url) as c:
-        yield c
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from tests.server import free_port
-from tests.engines.serving import EOS, VOCAB, reference_allowed, server_url  # noqa: F401 (fixture)
+from tests.engines.serving import EOS, VOCAB, client, reference_allowed, server_url  # noqa: F401 (fixtures)
 
 torch = pytest.importorskip("torch", reason="torch is not installed: the vLLM tier runs in .ci/engines-serving")
 pytest.importorskip("vllm", reason="vLLM is not installed: the vLLM tier runs in .ci/engines-serving (its own venv)")
@@ -59,12 +59,6 @@ class Request:
         extra = {EXTRA_ARGS_KEY: self.spec} if self.spec is not None else None
         self.params = SamplingParams(temperature=0.0 if self.greedy else 1.0, extra_args=extra)
         self.params.update_from_generation_config({}, eos_token_id=EOS)  # as vLLM's frontend does
-
-
-@pytest.fixture
-def client(server_url: str) -> Iterator[GuidanceClient]:
-    with GuidanceClient(server_url) as c:
-        yield c
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 Run by the benchmarks in a subprocess with the same uvicorn settings as ``python -m service``
 (``uvicorn.Config`` defaults: uvloop and httptools when installed, no access log, lifespan on)::
 
-    python -m bench.floor --mask-file M [--grammar-file G --tokens-file T] [--step-bytes N] --port P
+    python -m bench.floor [--mask-file M [--grammar-file G --tokens-file T]] [--step-bytes N] --port P
 
 Routes:
 
@@ -15,6 +15,8 @@ Routes:
   a new ``np.empty`` buffer per answer (as the service builds one), else one fixed ``bytes``.
 * ``WS /step``: a WebSocket answering every binary message with ``--step-bytes`` bytes (the
   fixed ones), to compare a persistent WebSocket with HTTP/1.1 keep-alive for the step exchange.
+* ``POST /compile``: reads the request body and answers a fixed compile answer (the isolation
+  benchmark's floor: a storm's requests cost their clients and this process, not the service).
 * ``GET /readyz``: 200.
 """
 
@@ -34,8 +36,10 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 
 def build_app(args: argparse.Namespace) -> Starlette:
-    with open(args.mask_file, "rb") as fb:
-        fixed_mask = fb.read()
+    fixed_mask = b""
+    if args.mask_file:
+        with open(args.mask_file, "rb") as fb:
+            fixed_mask = fb.read()
     words = len(fixed_mask) // 4
     headers = {"X-Vocab-Size": str(args.vocab_size), "X-Mask-Words": str(words), "X-Terminated": "false"}
     compute: Any = None
@@ -81,6 +85,12 @@ def build_app(args: argparse.Namespace) -> Starlette:
         except WebSocketDisconnect:
             pass
 
+    compiled = json.dumps({"program_id": "0" * 32, "cached": True, "vocab_size": args.vocab_size}).encode()
+
+    async def compile_(request: Request) -> Response:
+        await request.body()
+        return Response(compiled, media_type="application/json")
+
     async def readyz(request: Request) -> Response:
         return Response(b'{"status":"ready"}', media_type="application/json")
 
@@ -88,6 +98,7 @@ def build_app(args: argparse.Namespace) -> Starlette:
         routes=[
             Route("/sessions/{session_id}/mask", mask, methods=["GET"]),
             Route("/step", step, methods=["POST"]),
+            Route("/compile", compile_, methods=["POST"]),
             WebSocketRoute("/step", step_ws),
             Route("/readyz", readyz, methods=["GET"]),
         ]
@@ -97,7 +108,7 @@ def build_app(args: argparse.Namespace) -> Starlette:
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench.floor")
     p.add_argument("--port", type=int, required=True)
-    p.add_argument("--mask-file", required=True)
+    p.add_argument("--mask-file")
     p.add_argument("--vocab-size", type=int, default=131072)
     p.add_argument("--grammar-file")
     p.add_argument("--tokens-file")

@@ -1,6 +1,6 @@
 """Isolation: ``/step`` latency alone and during a storm of distinct compiles, in one run.
 
-    python -m bench.isolation [--quick] [--data ../shared/data] [--configs isolated,baseline]
+    python -m bench.isolation [--quick] [--data ../shared/data] [--configs isolated,baseline] [--no-floors]
 
 For each server configuration (``isolated``: compiles in worker processes at nice 10 and the
 segmented-LRU cache, the defaults; ``processes``: the same at the server's own priority (nice 0);
@@ -13,6 +13,13 @@ before), one server is started and, for 16 and 64 sessions:
 * phases alternate ``alone`` / ``storm`` (three times; twice with ``--quick``): during a storm,
   four client processes compile distinct MaskBench schemas (a sample in ``/work/shared/data``, read
   there, each made distinct by a ``description``) back to back, on the same cores.
+
+With the first configuration, two floors follow each batch's alternation, at the compile storm's
+measured rate: a storm of cache hits (the same clients re-sending schemas the server has already
+compiled: it still reads, parses and hashes every request) and a storm sent to a bare Starlette
+process instead (only the clients and that process compete for the cores). The compile storm's
+ratio minus theirs is what compile isolation can still remove; their own ratio is the part no
+compile design touches.
 
 Reported per configuration and batch: ``/step`` p50/p90/p99 alone and during the storm, the
 ratio storm/alone of each (medians over the alternations are in the rows), compile throughput
@@ -28,6 +35,7 @@ is shared: compare ratios from one run, side by side).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import multiprocessing
@@ -52,11 +60,13 @@ MASKBENCH_DIR = Path("jsonschemabench") / "maskbench" / "data"
 STORM_CLIENTS = 4
 BATCHES = (16, 64)
 ONE_OFFS = 1000
+REPEATED = 20  # schemas per storm client in a storm of cache hits
 STEADY_EVERY = 300
 
 CONFIGS: dict[str, dict[str, str]] = {
     "isolated": {},  # the defaults
     "processes": {"GUIDANCE_SERVER_COMPILE_NICE": "0"},  # workers at the server's priority
+    "nice19": {"GUIDANCE_SERVER_COMPILE_NICE": "19"},  # workers and compile threads at the lowest priority
     "baseline": {
         "GUIDANCE_SERVER_COMPILE_PROCESSES": "false",
         "GUIDANCE_SERVER_COMPILE_NICE": "0",
@@ -83,11 +93,16 @@ def _storm_client(
     go: Any,
     stop: Any,
     budget: Synchronized[int],
+    period: Synchronized[float],
+    repeat: Synchronized[int],
     counts: Any,
     tag: str,
 ) -> None:
     """One storm client: while ``go`` is set (and ``budget`` lasts, when positive), compile
-    distinct schemas back to back; counts answers as [2xx, 4xx, 5xx, failed]."""
+    schemas, one every ``period`` seconds (0: back to back); counts answers as [2xx, 4xx, 5xx,
+    failed]. Each schema is made distinct, a program never seen before, unless ``repeat`` is set:
+    then the client cycles over its first ``REPEATED`` schemas unchanged, which the server has
+    compiled once and answers from its cache."""
     schemas = []
     for f in files:
         try:
@@ -99,16 +114,23 @@ def _storm_client(
     random.Random(index).shuffle(schemas)
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     n = 0
+    due = time.monotonic()
     while not stop.is_set():
         if not go.wait(0.05):
             continue
+        if period.value > 0:
+            due = max(due + period.value, time.monotonic() - period.value)
+            time.sleep(max(0.0, due - time.monotonic()))
         with budget.get_lock():
             if budget.value == 0:
                 continue
             if budget.value > 0:
                 budget.value -= 1
-        schema = dict(schemas[n % len(schemas)])
-        schema["description"] = f"{tag}-{index}-{n}"  # a program never seen before
+        if repeat.value:
+            schema = schemas[n % REPEATED]
+        else:
+            schema = dict(schemas[n % len(schemas)])
+            schema["description"] = f"{tag}-{index}-{n}"  # a program never seen before
         n += 1
         body = json.dumps({"json_schema": schema})
         slot = 3
@@ -134,12 +156,15 @@ class _Storm:
         self.go = ctx.Event()
         self.stop = ctx.Event()
         self.budget: Synchronized[int] = ctx.Value("i", -1)
+        self.period: Synchronized[float] = ctx.Value("d", 0.0)
+        self.repeat: Synchronized[int] = ctx.Value("i", 0)
         self.counts = ctx.Array("l", 4)
         paths = [str(f) for f in files]
+        args = (self.go, self.stop, self.budget, self.period, self.repeat, self.counts, tag)
         self.procs = [
             ctx.Process(
                 target=_storm_client,
-                args=(port, paths[i::STORM_CLIENTS], i, self.go, self.stop, self.budget, self.counts, tag),
+                args=(port, paths[i::STORM_CLIENTS], i, *args),
                 daemon=True,
             )
             for i in range(STORM_CLIENTS)
@@ -275,66 +300,106 @@ def _one_offs(port: int, storm: _Storm, client: GuidanceClient, steady_body: dic
     }
 
 
-def run_config(
-    name: str, env: dict[str, str], files: list[Path], alternations: int, phase_s: float
+def _alternate(decoder: _Decoder, storm: _Storm, alternations: int, phase_s: float) -> dict[str, Any]:
+    """``/step`` latency of ``decoder`` in phases alternating alone / during ``storm``."""
+    per: dict[str, list[float]] = {"alone": [], "storm": []}
+    phases: list[dict[str, Any]] = []
+    storm_seconds = 0.0
+    counts0 = storm.snapshot()
+    for a in range(alternations):
+        order = ("alone", "storm") if a % 2 == 0 else ("storm", "alone")
+        for phase in order:
+            load0 = _load()
+            if phase == "storm":
+                storm.go.set()
+                time.sleep(0.3)  # the storm is up to speed
+            took = decoder.run(phase_s)
+            if phase == "storm":
+                storm.go.clear()
+                storm_seconds += phase_s + 0.3
+                time.sleep(0.5)  # compiles in flight finish before the next phase
+            per[phase].extend(took)
+            phases.append({"phase": phase, "steps": len(took), **_stats_ms(took), "load": [load0, _load()]})
+    counts = [x - y for x, y in zip(storm.snapshot(), counts0)]
+    alone, during = _stats_ms(per["alone"]), _stats_ms(per["storm"])
+    # the ratio per alternation, side by side, and their median
+    p90_ratios = [
+        _ratio(phases[i + (1 if phases[i]["phase"] == "alone" else 0)]["p90"],
+               phases[i + (0 if phases[i]["phase"] == "alone" else 1)]["p90"])
+        for i in range(0, len(phases), 2)
+    ]
+    return {
+        "alone_ms": alone,
+        "storm_ms": during,
+        "steps_alone": len(per["alone"]),
+        "steps_storm": len(per["storm"]),
+        "p50_ratio": _ratio(during["p50"], alone["p50"]),
+        "p90_ratio": _ratio(during["p90"], alone["p90"]),
+        "p99_ratio": _ratio(during["p99"], alone["p99"]),
+        "p90_ratio_per_alternation": p90_ratios,
+        "p90_ratio_median": sorted(p90_ratios)[len(p90_ratios) // 2],
+        "compiles_per_s": round(sum(counts) / storm_seconds, 1) if storm_seconds else 0.0,
+        "answers_2xx_4xx_5xx_failed": counts,
+        "phases": phases,
+    }
+
+
+def _warm_repeats(storm: _Storm) -> None:
+    """Each storm client sends its ``REPEATED`` schemas once, so that a storm of them is all hits."""
+    storm.repeat.value, storm.period.value = 1, 0.0
+    target = sum(storm.snapshot()) + STORM_CLIENTS * REPEATED
+    storm.budget.value = STORM_CLIENTS * REPEATED
+    storm.go.set()
+    while sum(storm.snapshot()) < target:
+        time.sleep(0.05)
+    storm.go.clear()
+    storm.budget.value = -1
+
+
+def _floors(
+    decoder: _Decoder, storm: _Storm, bare: _Storm, rate: float, alternations: int, phase_s: float
 ) -> dict[str, Any]:
-    """Every figure for one server configuration."""
+    """The same alternation with storms that make the service compile nothing, at ``rate``
+    requests/s (the compile storm's own): ``hits``, the storm's schemas answered from the cache
+    (the service still reads, parses and hashes every request); ``elsewhere``, the same requests
+    sent to a bare Starlette process (only the storm's clients and that process share the cores).
+    What the compile storm costs beyond them is what compile isolation can still remove."""
+    period = STORM_CLIENTS / rate if rate > 0 else 0.0
+    out: dict[str, Any] = {"rate_per_s": rate}
+    for name, s in (("hits", storm), ("elsewhere", bare)):
+        _warm_repeats(s)
+        s.period.value = period
+        out[name] = _alternate(decoder, s, alternations, phase_s)
+        s.repeat.value, s.period.value = 0, 0.0
+    return out
+
+
+def run_config(
+    name: str, env: dict[str, str], files: list[Path], alternations: int, phase_s: float, floors: bool = False
+) -> dict[str, Any]:
+    """Every figure for one server configuration; with ``floors``, the floor storms too."""
     rows: list[dict[str, Any]] = []
-    with Server(env=env) as srv, GuidanceClient(srv.url) as client:
-        storm = _Storm(srv.port, files, f"{name}-{os.getpid()}-{time.time_ns()}")
-        try:
-            time.sleep(3)  # storm clients import and read their schemas; the compile workers warm up
-            for batch in BATCHES:
-                decoder = _Decoder(client, batch)
-                decoder.run(1.0)  # warm
-                per: dict[str, list[float]] = {"alone": [], "storm": []}
-                phases: list[dict[str, Any]] = []
-                storm_seconds = 0.0
-                counts0 = storm.snapshot()
-                for a in range(alternations):
-                    order = ("alone", "storm") if a % 2 == 0 else ("storm", "alone")
-                    for phase in order:
-                        load0 = _load()
-                        if phase == "storm":
-                            storm.go.set()
-                            time.sleep(0.3)  # the storm is up to speed
-                        took = decoder.run(phase_s)
-                        if phase == "storm":
-                            storm.go.clear()
-                            storm_seconds += phase_s + 0.3
-                            time.sleep(0.5)  # compiles in flight finish before the next phase
-                        per[phase].extend(took)
-                        phases.append({"phase": phase, "steps": len(took), **_stats_ms(took), "load": [load0, _load()]})
-                counts = [x - y for x, y in zip(storm.snapshot(), counts0)]
-                alone, during = _stats_ms(per["alone"]), _stats_ms(per["storm"])
-                # the ratio per alternation, side by side, and their median
-                p90_ratios = [
-                    _ratio(phases[i + (1 if phases[i]["phase"] == "alone" else 0)]["p90"],
-                           phases[i + (0 if phases[i]["phase"] == "alone" else 1)]["p90"])
-                    for i in range(0, len(phases), 2)
-                ]
-                rows.append(
-                    {
-                        "config": name,
-                        "batch": batch,
-                        "alone_ms": alone,
-                        "storm_ms": during,
-                        "steps_alone": len(per["alone"]),
-                        "steps_storm": len(per["storm"]),
-                        "p50_ratio": _ratio(during["p50"], alone["p50"]),
-                        "p90_ratio": _ratio(during["p90"], alone["p90"]),
-                        "p99_ratio": _ratio(during["p99"], alone["p99"]),
-                        "p90_ratio_per_alternation": p90_ratios,
-                        "p90_ratio_median": sorted(p90_ratios)[len(p90_ratios) // 2],
-                        "compiles_per_s": round(sum(counts) / storm_seconds, 1) if storm_seconds else 0.0,
-                        "answers_2xx_4xx_5xx_failed": counts,
-                        "phases": phases,
-                    }
-                )
-            one_offs = _one_offs(srv.port, storm, client, decoder.case.body)
-            stats = client.stats()
-        finally:
-            storm.close()
+    with contextlib.ExitStack() as stack:
+        srv = stack.enter_context(Server(env=env))
+        client = stack.enter_context(GuidanceClient(srv.url))
+        tag = f"{name}-{os.getpid()}-{time.time_ns()}"
+        storm = _Storm(srv.port, files, tag)
+        stack.callback(storm.close)
+        bare: _Storm | None = None
+        if floors:
+            floor = stack.enter_context(Server(["bench.floor"]))
+            bare = _Storm(floor.port, files, tag)
+            stack.callback(bare.close)
+        time.sleep(3)  # storm clients import and read their schemas; the compile workers warm up
+        for batch in BATCHES:
+            decoder = _Decoder(client, batch)
+            decoder.run(1.0)  # warm
+            row = {"config": name, "batch": batch, **_alternate(decoder, storm, alternations, phase_s)}
+            if bare is not None:
+                row["floors"] = _floors(decoder, storm, bare, row["compiles_per_s"], alternations, phase_s)
+            rows.append(row)
+        one_offs = _one_offs(srv.port, storm, client, decoder.case.body)
+        stats = client.stats()
     return {"rows": rows, "one_offs": {"config": name, **one_offs}, "workers": stats.get("compile_workers")}
 
 
@@ -417,14 +482,19 @@ def breakdown(files: list[Path], n: int) -> dict[str, Any]:
     }
 
 
-def run(quick: bool = False, data: Path = DEFAULT_DATA, configs: Sequence[str] = ("isolated", "processes", "baseline")) -> dict[str, Any]:
-    """Both configurations, one after the other, on the same machine."""
+def run(
+    quick: bool = False,
+    data: Path = DEFAULT_DATA,
+    configs: Sequence[str] = ("isolated", "processes", "baseline"),
+    floors: bool = True,
+) -> dict[str, Any]:
+    """Every configuration, one after the other, on the same machine; the floors with the first."""
     files = _schemas(data)
     alternations, phase_s = (2, 3.0) if quick else (3, 6.0)
     out: dict[str, Any] = {"machine": machine(), "alternations": alternations, "phase_seconds": phase_s, "configs": {}}
     out["breakdown"] = breakdown(files, 100 if quick else 300)
-    for name in configs:
-        out["configs"][name] = run_config(name, CONFIGS[name], files, alternations, phase_s)
+    for i, name in enumerate(configs):
+        out["configs"][name] = run_config(name, CONFIGS[name], files, alternations, phase_s, floors and i == 0)
     return out
 
 
@@ -453,6 +523,21 @@ def table(result: dict[str, Any]) -> str:
                 f"   {str(r['p90_ratio_per_alternation']):<26}  {r['compiles_per_s']:>9}"
                 f"  {'/'.join(map(str, r['answers_2xx_4xx_5xx_failed'])):>18}  {min(loads)}-{max(loads)}"
             )
+    floor_rows = [r for cfg in result["configs"].values() for r in cfg["rows"] if "floors" in r]
+    if floor_rows:
+        lines.append("")
+        lines.append(
+            "floors: the same alternation, storms at the compile storm's rate that make the service compile nothing"
+        )
+        lines.append("config    batch  storm      req/s  p90 ms alone -> storm   ratio p50/p90/p99   p90 ratio per alternation")
+        for r in floor_rows:
+            f = r["floors"]
+            for kind, x in (("compiles", r), ("hits", f["hits"]), ("elsewhere", f["elsewhere"])):
+                rate = r["compiles_per_s"] if kind == "compiles" else x["compiles_per_s"]
+                lines.append(
+                    f"{r['config']:<9} {r['batch']:>5}  {kind:<9} {rate:>6}  {x['alone_ms']['p90']:>8} -> {x['storm_ms']['p90']:<8}"
+                    f"   {x['p50_ratio']:>5}/{x['p90_ratio']:>5}/{x['p99_ratio']:>5}   {x['p90_ratio_per_alternation']}"
+                )
     lines.append("")
     lines.append(
         f"config    one-off schemas  compiles/s (no decode)  steady hit rate (a use every {STEADY_EVERY})"
@@ -474,11 +559,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--configs", default="isolated,processes,baseline")
+    parser.add_argument("--no-floors", action="store_true", help="skip the floor storms (hits, elsewhere)")
     parser.add_argument("--out", type=Path, default=None, help="also write the result as JSON here")
     args = parser.parse_args(argv)
     start = time.monotonic()
     print(f"load average at start: {_load()}")
-    result = run(args.quick, args.data, [c for c in args.configs.split(",") if c])
+    result = run(args.quick, args.data, [c for c in args.configs.split(",") if c], not args.no_floors)
     print(table(result))
     print(f"({time.monotonic() - start:.1f} s; load average at end: {_load()})")
     if args.out is not None:

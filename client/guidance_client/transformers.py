@@ -6,9 +6,9 @@
     from guidance_client.transformers import GuidanceLogitsProcessor
     from transformers import LogitsProcessorList, StoppingCriteriaList
 
-    with GuidanceClient("http://127.0.0.1:8000") as client:
-        specs = [{"json_schema": schema}, {"regex": "[0-9]{3}"}]      # one compile body per row
-        processor = GuidanceLogitsProcessor(client, specs, pipelined=True)
+    specs = [{"json_schema": schema}, {"regex": "[0-9]{3}"}]          # one compile body per row
+    with GuidanceClient("http://127.0.0.1:8000") as client, \
+            GuidanceLogitsProcessor(client, specs, pipelined=True) as processor:
         out = model.generate(
             **inputs,
             logits_processor=LogitsProcessorList([processor]),
@@ -24,8 +24,13 @@ tokens are not sent and its logits are left alone.
 **Pipelined.** transformers calls its stopping criteria right after the new tokens are appended
 and before the next forward pass. With ``pipelined=True`` that is where the step is sent (from a
 background thread), so the round trip overlaps the forward pass and the processor only waits for
-the answer. Pass ``processor.stopping_criteria`` to ``generate``; without it the processor steps
-synchronously, with the same result.
+the answer. The first masks, which need no token, are asked for as soon as the processor is made,
+overlapping the prompt's forward pass. Pass ``processor.stopping_criteria`` to ``generate``;
+without it the processor steps synchronously after the first step, with the same result.
+
+**Sessions.** Each row holds a server session until :meth:`~GuidanceLogitsProcessor.finish` or
+:meth:`~GuidanceLogitsProcessor.close`; use the processor as a context manager so that a
+``generate`` call that raises does not leave them open until the server's idle TTL.
 
 **Not supported** (a ``ValueError`` says so): beam search and anything else that reorders rows
 between steps (each row's history is checked against what the server was sent), a batch whose
@@ -105,10 +110,17 @@ class GuidanceLogitsProcessor:
         if not specs:
             raise ValueError("give one compile body per batch row")
         self.client = client
-        self.grammars: list[RemoteGrammar] = [RemoteGrammar.open(client, spec) for spec in specs]
-        words = {g.mask_words for g in self.grammars}
-        if len(words) != 1:
-            raise ValueError("every row's program must use the same vocabulary")
+        self.grammars: list[RemoteGrammar] = []
+        try:
+            for spec in specs:
+                self.grammars.append(RemoteGrammar.open(client, spec))
+            words = {g.mask_words for g in self.grammars}
+            if len(words) != 1:
+                raise ValueError("every row's program must use the same vocabulary")
+        except BaseException:  # the rows opened so far are not left to the server's idle TTL
+            for g in self.grammars:
+                g.close()
+            raise
         self.pipelined = pipelined
         self.mask_encoding: MaskEncoding = mask_encoding
         self.stopping_criteria = StepSender(self)
@@ -122,6 +134,17 @@ class GuidanceLogitsProcessor:
         self._pending: Future[list[StepStatus]] | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._finished = False
+        self._closed = False
+        if pipelined:  # the first masks need no token: ask now, behind the prompt's forward pass
+            self._rows = list(range(len(specs)))
+            self._pending = self._background(self._batch(self._rows).step, [[] for _ in specs], self._bitmask)
+            self.steps += 1
+
+    def __enter__(self) -> GuidanceLogitsProcessor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def vocab_size(self) -> int:
@@ -132,7 +155,9 @@ class GuidanceLogitsProcessor:
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         """Mask ``scores`` (``[batch, vocab]``) for the next token of every unfinished row."""
-        if self._pending is None or self._sent_len != input_ids.shape[1]:
+        if self._sent_len is None and self._pending is not None:
+            self._adopt_first_step(input_ids)
+        elif self._pending is None or self._sent_len != input_ids.shape[1]:
             self._wait()  # a step sent at another length (not in generate's loop) is finished first
             self._send(input_ids, background=False)
         statuses = self._wait()
@@ -171,10 +196,13 @@ class GuidanceLogitsProcessor:
         self.close()
 
     def close(self) -> None:
-        """Stop the background sender and close every row's server session."""
+        """Stop the background sender and close every row's server session (idempotent)."""
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+        if self._closed:
+            return
+        self._finished = self._closed = True
         for g in self.grammars:
             g.close()
 
@@ -215,14 +243,10 @@ class GuidanceLogitsProcessor:
         self._rows = rows
         self._sent_len = length
         self._last = input_ids[:, length - 1].cpu().numpy()
-        batch = GrammarBatch(
-            self.client, [self.grammars[i] for i in rows], mask_encoding=self.mask_encoding, forced_tokens=False
-        )
+        batch = self._batch(rows)
         self.steps += 1
         if background:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="guidance-step")
-            self._pending = self._pool.submit(batch.step, tokens, self._bitmask)
+            self._pending = self._background(batch.step, tokens, self._bitmask)
         else:
             done: Future[list[StepStatus]] = Future()
             try:
@@ -230,6 +254,22 @@ class GuidanceLogitsProcessor:
             except BaseException as e:  # surfaces from _wait, as a background step's would
                 done.set_exception(e)
             self._pending = done
+
+    def _adopt_first_step(self, input_ids: torch.Tensor) -> None:
+        """Take the first step, sent when the processor was made, as the step for ``input_ids``."""
+        self._check_history(input_ids)
+        self._sent_len = int(input_ids.shape[1])
+        self._last = input_ids[:, -1].cpu().numpy()
+
+    def _batch(self, rows: Sequence[int]) -> GrammarBatch:
+        grammars = [self.grammars[i] for i in rows]
+        return GrammarBatch(self.client, grammars, mask_encoding=self.mask_encoding, forced_tokens=False)
+
+    def _background(self, fn: Any, *args: Any) -> Future[list[StepStatus]]:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="guidance-step")
+        future: Future[list[StepStatus]] = self._pool.submit(fn, *args)
+        return future
 
     def _wait(self) -> list[StepStatus]:
         if self._pending is None:

@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch", reason="the engine tests need torch (instal
 transformers = pytest.importorskip("transformers", reason="the engine tests need transformers (.ci/engines-hf)")
 
 from core import load_default_tokenizer  # noqa: E402
-from guidance_client import GuidanceClient  # noqa: E402
+from guidance_client import GuidanceClient, RemoteError  # noqa: E402
 from guidance_client.logits import MaskPlan  # noqa: E402
 from guidance_client.transformers import GuidanceLogitsProcessor, apply_plan  # noqa: E402
 from guidance_client.wire import pack_tokens  # noqa: E402
@@ -148,6 +148,45 @@ def test_reusing_a_processor_is_refused(server: Server, tekken_model: Any) -> No
         generate(tekken_model, processor, 1, sample=False)
         with pytest.raises(ValueError, match="new one"):
             generate(tekken_model, processor, 1, sample=False)
+
+
+
+def _is_open(client: GuidanceClient, session_id: str) -> bool:
+    try:
+        client.get(session_id)
+    except RemoteError as e:
+        assert e.status == 404, e
+        return False
+    return True
+
+
+def test_a_processor_used_as_a_context_manager_closes_its_sessions_when_generate_fails(
+    server: Server, tekken_model: Any
+) -> None:
+    with GuidanceClient(server.url) as client:
+        with pytest.raises(RuntimeError, match="the worker stopped"):
+            with GuidanceLogitsProcessor(client, MIXED_SPECS, pipelined=True) as processor:
+                assert all(_is_open(client, g.session_id) for g in processor.grammars)
+                raise RuntimeError("the worker stopped")
+        assert not any(_is_open(client, g.session_id) for g in processor.grammars)
+
+
+def test_a_spec_that_fails_to_compile_closes_the_rows_already_opened(server: Server) -> None:
+    with GuidanceClient(server.url) as client:
+        before = client.stats()["sessions"]["active"]
+        with pytest.raises(RemoteError) as e:
+            GuidanceLogitsProcessor(client, [{"regex": "[a-z]+"}, {"choice": ["a"]}, {"regex": "("}])
+        assert e.value.status == 400
+        assert client.stats()["sessions"]["active"] == before
+
+
+def test_a_pipelined_processor_asks_for_the_first_masks_before_generate(server: Server, tekken_model: Any) -> None:
+    with GuidanceClient(server.url) as client:
+        processor = GuidanceLogitsProcessor(client, MIXED_SPECS, pipelined=True)
+        assert processor.steps == 1  # sent at construction, overlapping the prompt's forward pass
+        out = generate(tekken_model, processor, len(MIXED_SPECS), sample=False)
+        for i, spec in enumerate(MIXED_SPECS):
+            check_output(spec, client.detokenize(generated_ids(out[i], TEKKEN_EOS)), processor.grammars[i].get_variable_values())
 
 
 # -- a tokenizer the server does not embed, uploaded ---------------------------------------------

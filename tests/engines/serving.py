@@ -20,10 +20,9 @@ EOS = 2
 
 
 @pytest.fixture(scope="module")
-def server_url() -> Iterator[str]:
-    """A ``python -m service`` on a free loopback port, for the module's tests."""
-    with test_server.running() as s:
-        yield s.url
+def server_url(server: test_server.Server) -> str:
+    """The URL of the engine tests' one server (``server`` in tests/engines/conftest.py)."""
+    return server.url
 
 
 @pytest.fixture

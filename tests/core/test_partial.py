@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core import GuidanceBackend, GuidanceGrammar, GuidanceState, Tokenizer, allowed_tokens
-from core.partial import parse_partial_json
+from core.partial_json import parse_partial_json
 
 from test_properties import SEPARATORS, Tmpl, templates
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["LIST_APPEND", "CaptureLayout", "RepeatInfo", "capture_name", "utf8_prefix"]
+__all__ = ["CaptureLayout", "LIST_APPEND", "RepeatInfo", "capture_name", "utf8_prefix"]
 
 #: The prefix that makes llguidance append a capture's values instead of keeping the last one.
 LIST_APPEND = "__LIST_APPEND:"

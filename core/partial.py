@@ -100,7 +100,7 @@ class _Walker:
                 stops, rest = node.ending(follow)
                 suffixes = tuple(s.encode() for s in stops)
                 if follow is not None:
-                    i += 1  # the text after the gen is handled with it, as the compiler folds it
+                    i += 1  # the text after the gen is handled with it, as core.template.lark folds it
                     rest_follows = follows if i + 1 >= len(nodes) else ()
                 else:
                     rest_follows = after

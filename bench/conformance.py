@@ -46,7 +46,7 @@ from typing import Any
 import llguidance
 import numpy as np
 
-import core.compiler
+import core.json_constraint
 from core import CompiledGuidanceProgram, GuidanceBackend, GuidanceError, Tokenizer, load_default_tokenizer
 from core.schema_rewrite import RewriteReport, rewrite_schema, rewrite_schema_report
 
@@ -269,13 +269,13 @@ class Runner:
         if self.rewrite:
             yield
             return
-        # the hook is one name in core.compiler: swap it for the identity while compiling
-        hook = getattr(core.compiler, "rewrite_schema_report")
-        setattr(core.compiler, "rewrite_schema_report", _identity)
+        # the hook is one name in core.json_constraint: swap it for the identity while compiling
+        hook = getattr(core.json_constraint, "rewrite_schema_report")
+        setattr(core.json_constraint, "rewrite_schema_report", _identity)
         try:
             yield
         finally:
-            setattr(core.compiler, "rewrite_schema_report", hook)
+            setattr(core.json_constraint, "rewrite_schema_report", hook)
 
     def compile(self, schema: Any) -> tuple[CompiledGuidanceProgram | None, str | None]:
         # Each schema compiled afresh, so that compile times are compile times, not cache hits.

@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 
 from core.bitmask import allocate_bitmask
 from core.cache import ProgramCache
-from core.compiler import CompiledGrammar, compile_spec
+from core.compiler import CompiledSpec, compile_spec
 from core.errors import GrammarError, GuidanceError, LimitExceeded
 from core.limits import Limits
 from core.program import CompiledGuidanceProgram, ProgramKind, ProgramSpec, spec_from_kwargs
@@ -199,7 +199,7 @@ class GuidanceBackend:
         program.compile_ms = (time.perf_counter() - start) * 1000
         return program
 
-    def _compile_grammar(self, spec: ProgramSpec, tok: Tokenizer) -> CompiledGrammar:
+    def _compile_grammar(self, spec: ProgramSpec, tok: Tokenizer) -> CompiledSpec:
         # In a worker process when there are some (its Python holds another GIL); the matcher and
         # the first mask are built by the caller either way: an LLMatcher cannot cross processes.
         # Until the workers are up (a few seconds after launch), here rather than wait for them.

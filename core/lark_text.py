@@ -1,10 +1,12 @@
-"""Reading Lark text (llguidance's dialect) without parsing it: the static checks' common ground.
+"""Lark text (llguidance's dialect) at the level of its tokens: read without parsing, literals written.
 
-:data:`LARK_TOKEN` splits a rule body into strings, regexes, ``%json`` markers, repeats,
-brackets, alternatives and names (:func:`lark_tokens` walks a body with it, decoding the schema
-after each ``%json``); :func:`lark_statements` yields a grammar's statements with continuation
-lines joined, with the name each defines. Used by
-:mod:`core.expansion` and :mod:`core.derivation`, which must see a grammar before llguidance does.
+Reading, for the static checks that must see a grammar before llguidance does
+(:mod:`core.expansion`, :mod:`core.derivation`): :data:`LARK_TOKEN` splits a rule body into
+strings, regexes, ``%json`` markers, repeats, brackets, alternatives and names
+(:func:`lark_tokens` walks a body with it, decoding the schema after each ``%json``);
+:func:`lark_statements` yields a grammar's statements with continuation lines joined, with the
+name each defines. Writing, for the grammars we generate: :func:`lark_string` and
+:func:`lark_regex` write text and regexes as Lark terminals.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["LARK_HEADER", "LARK_TOKEN", "lark_statements", "lark_tokens"]
+__all__ = ["LARK_HEADER", "LARK_TOKEN", "lark_regex", "lark_statements", "lark_string", "lark_tokens"]
 
 LARK_TOKEN = re.compile(
     r"""
@@ -80,3 +82,30 @@ def lark_tokens(body: str) -> Iterator[tuple[str, Any]]:
             yield kind, schema
         else:
             yield kind, m
+
+
+def lark_string(text: str) -> str:
+    """``text`` as a Lark string literal (JSON's quoting, which llguidance's Lark reads)."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+def lark_regex(regex: str) -> str:
+    """``regex`` as a Lark ``/.../`` terminal: bare slashes and line breaks escaped."""
+    out: list[str] = []
+    i = 0
+    while i < len(regex):
+        c = regex[i]
+        if c == "\\" and i + 1 < len(regex):
+            out.append(regex[i : i + 2])
+            i += 2
+            continue
+        if c == "/":
+            out.append("\\/")
+        elif c == "\n":
+            out.append("\\n")
+        elif c == "\r":
+            out.append("\\r")
+        else:
+            out.append(c)
+        i += 1
+    return "/" + "".join(out) + "/"

@@ -22,19 +22,15 @@ agrees with); a block select's value grows once only one branch agrees with the 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from core.template import GenNode, GrammarNode, JsonNode, Node, RepeatNode, SelectNode, TextNode
+from core.captures import CaptureLayout, capture_name, utf8_prefix
+from core.partial_json import parse_partial_json
+from core.template.nodes import GenNode, GrammarNode, JsonNode, Node, RepeatNode, SelectNode, TextNode
 
-if TYPE_CHECKING:
-    from core.compiler import CaptureLayout
-
-__all__ = ["parse_partial_json", "partial_values"]
-
-_LIST_APPEND = "__LIST_APPEND:"
+__all__ = ["partial_values"]
 
 
 class _Mismatch(Exception):
@@ -55,16 +51,6 @@ class _Rep:
     finished: bool = False
 
 
-def _utf8_prefix(raw: bytes) -> str:
-    """Decode the longest prefix of ``raw`` that ends on a whole UTF-8 character."""
-    for cut in range(0, 4):
-        try:
-            return raw[: len(raw) - cut].decode("utf-8")
-        except UnicodeDecodeError:
-            continue
-    return raw.decode("utf-8", errors="replace")
-
-
 def _holdback(rem: bytes, follows: Sequence[bytes]) -> int:
     """How many trailing bytes of ``rem`` may be the start of one of ``follows``."""
     best = 0
@@ -81,7 +67,7 @@ class _Walker:
 
     def __init__(self, data: bytes, records: Sequence[tuple[str, bytes]], items: Mapping[int, str]) -> None:
         self.data = data
-        self.records = [(name.removeprefix(_LIST_APPEND), raw) for name, raw in records]
+        self.records = [(capture_name(name), raw) for name, raw in records]
         self.cursor = 0
         self.items = items  # id(RepeatNode) -> the capture name of one of its items
         self.shown = 0  # end of the text shown as the open slot's value
@@ -111,9 +97,10 @@ class _Walker:
                 pos = got
             elif isinstance(node, GenNode):
                 follow = nxt.text if isinstance(nxt, TextNode) else None
-                suffixes, rest = _gen_suffixes(node, follow)
+                stops, rest = node.ending(follow)
+                suffixes = tuple(s.encode() for s in stops)
                 if follow is not None:
-                    i += 1  # the text after the gen is handled with it, as the compiler folds it
+                    i += 1  # the text after the gen is handled with it, as core.template.lark folds it
                     rest_follows = follows if i + 1 >= len(nodes) else ()
                 else:
                     rest_follows = after
@@ -304,18 +291,6 @@ class _Walker:
             pos = got
 
 
-def _gen_suffixes(node: GenNode, follow: str | None) -> tuple[tuple[bytes, ...], str | None]:
-    """The stop strings that end a gen, and the literal text left after them (as compiled)."""
-    if node.stop is not None:
-        stops = tuple(s.encode() for s in node.stop)
-        if len(node.stop) == 1 and follow is not None and follow.startswith(node.stop[0]):
-            return stops, follow[len(node.stop[0]) :]
-        return stops, follow
-    if follow:
-        return (follow.encode(),), ""
-    return (), follow
-
-
 @dataclass
 class _Leaf:
     entry: _Entry
@@ -360,7 +335,7 @@ def _done(v: Any) -> bool:
 
 def _plain(v: Any) -> Any:
     if isinstance(v, _Leaf):
-        return _utf8_prefix(v.entry.text)
+        return utf8_prefix(v.entry.text)
     return [_plain(x) for x in v.items]
 
 
@@ -396,7 +371,7 @@ def _entry(v: Any) -> dict[str, Any]:
 
 
 def _repeat_items(nodes: Sequence[Node], layout: CaptureLayout) -> dict[int, str]:
-    """Pair each repeat node with its item capture name (the compiler numbers repeats in order)."""
+    """Pair each repeat node with its item capture name (core.template.lark numbers repeats in order)."""
     found: list[RepeatNode] = []
 
     def walk(seq: Sequence[Node]) -> None:
@@ -488,164 +463,3 @@ def _final(value: Any) -> dict[str, Any]:
     if isinstance(value, list):
         out["complete_items"] = len(value)
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# partial JSON
-
-
-class _End(Exception):
-    """The text ended inside a value."""
-
-
-class _PartialJson:
-    def __init__(self, text: str) -> None:
-        self.s = text
-        self.i = 0
-        self.final: list[str] = []
-
-    def ws(self) -> None:
-        while self.i < len(self.s) and self.s[self.i] in " \t\r\n":
-            self.i += 1
-        if self.i >= len(self.s):
-            raise _End
-
-    def value(self, path: str) -> tuple[Any, bool]:
-        """(value so far, complete); raises _End with nothing to show."""
-        self.ws()
-        c = self.s[self.i]
-        if c == "{":
-            return self.obj(path)
-        if c == "[":
-            return self.arr(path)
-        if c == '"':
-            text, done = self.string()
-            if done:
-                self.final.append(path)
-            return text, done
-        return self.scalar(path), True
-
-    def scalar(self, path: str) -> Any:
-        j = self.i
-        while j < len(self.s) and self.s[j] not in ",]} \t\r\n":
-            j += 1
-        if j >= len(self.s):
-            raise _End  # a number or literal may still grow: not shown yet
-        value = json.loads(self.s[self.i : j])
-        self.i = j
-        self.final.append(path)
-        return value
-
-    def string(self) -> tuple[str, bool]:
-        self.i += 1
-        out: list[str] = []
-        s = self.s
-        while self.i < len(s):
-            c = s[self.i]
-            if c == '"':
-                self.i += 1
-                return "".join(out), True
-            if c == "\\":
-                if self.i + 1 >= len(s):
-                    break
-                e = s[self.i + 1]
-                if e == "u":
-                    if self.i + 6 > len(s):
-                        break
-                    code = int(s[self.i + 2 : self.i + 6], 16)
-                    if 0xD800 <= code < 0xDC00:
-                        if self.i + 12 > len(s):
-                            break
-                        low = int(s[self.i + 8 : self.i + 12], 16)
-                        out.append(chr(0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)))
-                        self.i += 12
-                        continue
-                    out.append(chr(code))
-                    self.i += 6
-                    continue
-                out.append(json.loads(f'"\\{e}"'))
-                self.i += 2
-                continue
-            out.append(c)
-            self.i += 1
-        self.i = len(s)
-        return "".join(out), False
-
-    def obj(self, path: str) -> tuple[dict[str, Any], bool]:
-        self.i += 1
-        out: dict[str, Any] = {}
-        try:
-            self.ws()
-            if self.s[self.i] == "}":
-                self.i += 1
-                self.final.append(path)
-                return out, True
-            while True:
-                self.ws()
-                key, done = self.string()
-                if not done:
-                    return out, False
-                self.ws()
-                self.i += 1  # ':'
-                sub = path + "/" + key.replace("~", "~0").replace("/", "~1")
-                try:
-                    value, done = self.value(sub)
-                except _End:
-                    return out, False
-                out[key] = value
-                if not done:
-                    return out, False
-                self.ws()
-                c = self.s[self.i]
-                self.i += 1
-                if c == "}":
-                    self.final.append(path)
-                    return out, True
-        except _End:
-            return out, False
-
-    def arr(self, path: str) -> tuple[list[Any], bool]:
-        self.i += 1
-        out: list[Any] = []
-        try:
-            self.ws()
-            if self.s[self.i] == "]":
-                self.i += 1
-                self.final.append(path)
-                return out, True
-            while True:
-                try:
-                    value, done = self.value(f"{path}/{len(out)}")
-                except _End:
-                    return out, False
-                out.append(value)
-                if not done:
-                    return out, False
-                self.ws()
-                c = self.s[self.i]
-                self.i += 1
-                if c == "]":
-                    self.final.append(path)
-                    return out, True
-        except _End:
-            return out, False
-
-
-def parse_partial_json(text: str) -> tuple[Any, list[str]]:
-    """The value a JSON prefix shows so far, and the JSON pointers of its parts that are final.
-
-    Strings being written show their characters so far (``{"name": "Ad`` gives
-    ``{"name": "Ad"}``); a number or ``true``/``false``/``null`` shows once it ends, and a key
-    once its string is closed. A pointer is listed when that part can no longer change; ``""``
-    (the whole value) when the value is complete. ``None`` when nothing can be shown yet.
-
-    The text must be a prefix of valid JSON (the grammar guarantees it for a json slot).
-    """
-    parser = _PartialJson(text)
-    try:
-        value, _ = parser.value("")
-    except _End:
-        return None, []
-    except (ValueError, IndexError):
-        return None, []
-    return value, sorted(set(parser.final), key=lambda p: (p.count("/"), p))

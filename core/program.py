@@ -25,7 +25,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from core.bitmask import mask_words
-from core.compiler import CaptureLayout, CompiledGrammar
+from core.captures import CaptureLayout
+from core.compiler import CompiledSpec
 from core.errors import GrammarError
 from core.limits import Limits
 from core.template import GuidanceTemplate, Node
@@ -94,7 +95,7 @@ class CompiledGuidanceProgram:
         self,
         program_id: str,
         spec: ProgramSpec,
-        compiled: CompiledGrammar,
+        compiled: CompiledSpec,
         tokenizer: Tokenizer,
         limits: Limits,
         compile_ms: float,

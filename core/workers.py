@@ -5,7 +5,7 @@ llguidance's validation, then the matcher's construction and a first mask (nativ
 GIL). In the server, the Python half competes with the event loop for the GIL and the native half
 for the cores. A :class:`CompileWorkers` pool runs everything up to the validated grammar text in
 worker processes (``nice``-d, so the scheduler prefers the server), and hands back a
-:class:`~core.compiler.CompiledGrammar`; the ``LLMatcher``, which cannot cross a process, is built
+:class:`~core.compiler.CompiledSpec`; the ``LLMatcher``, which cannot cross a process, is built
 by the caller (measured in docs/benchmarks.md, "Isolation").
 
 Each worker runs its compiles on an engine thread (:mod:`core.threads`) with the stack the limits
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import llguidance
 
-from core.compiler import CompiledGrammar, compile_spec
+from core.compiler import CompiledSpec, compile_spec
 from core.errors import CompileCrashed, GuidanceError
 from core.limits import Limits
 from core.threads import lower_priority, run_on_engine_thread
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CompileTask", "CompileWorkers"]
 
-CompileTask = Callable[["ProgramSpec", llguidance.LLTokenizer, Limits], CompiledGrammar]
+CompileTask = Callable[["ProgramSpec", llguidance.LLTokenizer, Limits], CompiledSpec]
 """What a worker runs for one compile (:func:`core.compiler.compile_spec`; tests pass their own)."""
 
 
@@ -116,14 +116,14 @@ class _Worker:
             self.known.add(tokenizer.fingerprint)
             self.conn.recv()
 
-    def compile(self, spec: ProgramSpec, tokenizer: Tokenizer) -> CompiledGrammar:
+    def compile(self, spec: ProgramSpec, tokenizer: Tokenizer) -> CompiledSpec:
         fingerprint = tokenizer.fingerprint
         vocabulary = None if fingerprint in self.known else tokenizer.vocabulary()
         self.conn.send((fingerprint, vocabulary, spec))
         self.known.add(fingerprint)
         status, value = self.conn.recv()
         if status == "ok":
-            assert isinstance(value, CompiledGrammar)
+            assert isinstance(value, CompiledSpec)
             return value
         if status == "error":
             raise _unpack(value)
@@ -199,7 +199,7 @@ class CompileWorkers:
             worker = self._new_worker()
         return worker
 
-    def compile(self, spec: ProgramSpec, tokenizer: Tokenizer) -> CompiledGrammar:
+    def compile(self, spec: ProgramSpec, tokenizer: Tokenizer) -> CompiledSpec:
         """Everything of a compile up to the validated grammar, in a worker.
 
         Raises:

@@ -18,7 +18,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core import GuidanceBackend, GuidanceGrammar, GuidanceState, Tokenizer, allowed_tokens
-from core.partial import parse_partial_json
 
 from test_properties import SEPARATORS, Tmpl, templates
 
@@ -213,18 +212,6 @@ def test_a_json_slot_shows_its_partial_value_and_final_keys(tiny_backend: Guidan
     assert by_text['{"name":"Ad']["parsed"] == {"name": "Ad"} and by_text['{"name":"Ad']["final"] == []
     assert by_text['{"name":"Ada","age":3']["parsed"] == {"name": "Ada"}
     assert by_text['{"name":"Ada","age":3']["final"] == ["/name"]
-
-
-def test_partial_json_parsing() -> None:
-    assert parse_partial_json('{"name": "Ad') == ({"name": "Ad"}, [])
-    assert parse_partial_json('{"a":[1,2') == ({"a": [1]}, ["/a/0"])
-    assert parse_partial_json('{"a":"x\\u00e') == ({"a": "x"}, [])
-    assert parse_partial_json('{"a":tr') == ({}, [])
-    assert parse_partial_json('{"a/b":{"c":null}}') == ({"a/b": {"c": None}}, ["", "/a~1b", "/a~1b/c"])
-    assert parse_partial_json('{\n  "a": [\n    1,\n    "x') == ({"a": [1, "x"]}, ["/a/0"])  # whitespace=N
-    assert parse_partial_json('"\\ud83d\\ude00!"') == ("\U0001f600!", [""])
-    assert parse_partial_json("12") == (None, [])
-    assert parse_partial_json("") == (None, [])
 
 
 def test_complete_values_are_unchanged_without_partial(tiny_backend: GuidanceBackend) -> None:

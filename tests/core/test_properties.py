@@ -9,7 +9,7 @@ Two directions per constraint:
     templates, captured values equal to the oracle's groups);
 (b) a text drawn from the oracle side is accepted token by token (each token in the mask first).
 
-Template semantics the oracle follows (``core/compiler.py``): a ``gen`` followed by literal text
+Template semantics the oracle follows (``core/template/lark.py``): a ``gen`` followed by literal text
 stops at the first occurrence of that text; ``stop=`` text stays in the output but not in the
 captured value; JSON is compact. To keep every slot boundary unambiguous, slot contents use the
 "content" alphabet and the literal text after a slot starts with a "separator" character outside

@@ -107,3 +107,60 @@ def test_pathological_nesting_is_an_error_not_a_crash() -> None:
 def test_same_name_in_alternative_branches_is_allowed() -> None:
     t = GuidanceTemplate("{{#select 's'}}a {{gen 'x'}}{{or}}b {{gen 'x'}}{{/select}}")
     assert [v.name for v in t.get_variable_sequence()] == ["s", "x", "x"]
+
+
+def test_to_pattern_checks_against_the_limits_it_is_given() -> None:
+    from core import LimitExceeded, Limits
+
+    nested = {"type": "object", "properties": {"a": {"type": "object", "properties": {"b": {"type": "string"}}}}}
+    strict = Limits(max_nesting_depth=3)
+    t = GuidanceTemplate("{{json 'j' schema=s}}", {"s": nested}, limits=strict)
+    (v,) = t.get_variable_sequence()
+    # Without limits, the defaults apply: not the stricter limits of the template the slot came from.
+    assert v.to_pattern().startswith("%json {")
+    with pytest.raises(LimitExceeded) as info:
+        v.to_pattern(strict)
+    assert info.value.limit == "max_nesting_depth"
+
+
+def test_to_pattern_of_a_block_checks_its_slots_against_the_limits_it_is_given() -> None:
+    from core import LimitExceeded, Limits
+
+    t = GuidanceTemplate("{{#select 's'}}a{{or}}b {{gen 'x' regex='[0-9]{1,3}'}}{{/select}}")
+    (block, _) = t.get_variable_sequence()
+    pattern = block.to_pattern()
+    assert "start: select_" in pattern and '"a"' in pattern and "/[0-9]{1,3}/" in pattern
+    with pytest.raises(LimitExceeded) as info:
+        block.to_pattern(Limits(max_source_bytes=5))
+    assert info.value.limit == "max_source_bytes"
+
+
+def test_cache_key_is_the_content_hash_of_text_and_variables() -> None:
+    import hashlib
+
+    t = GuidanceTemplate("Hi {{who}}: {{gen 'x'}}", {"who": "Zoë", "unused": [1, 2]})
+    canonical = '["Hi {{who}}: {{gen \'x\'}}",{"who":"Zoë","unused":[1,2]}]'
+    assert t.cache_key == hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
+    # the variables' order is part of what the template is (as it is of a program's id)
+    swapped = GuidanceTemplate("Hi {{who}}: {{gen 'x'}}", {"unused": [1, 2], "who": "Zoë"})
+    assert swapped.cache_key != t.cache_key
+
+
+@pytest.mark.parametrize(
+    ("stop", "follow", "stops", "rest"),
+    [
+        (None, None, (), None),  # nothing after: no stop
+        (None, "", (), ""),
+        (None, "!\n", ("!\n",), ""),  # the text after is the stop, produced once
+        (["\n"], None, ("\n",), None),
+        (["\n"], "\nNext", ("\n",), "Next"),  # the text after starts with the stop: produced once
+        (["."], "!", (".",), "!"),  # the stop, then the text after
+        (["a", "b"], "a!", ("a", "b"), "a!"),  # several stops: the text after is kept whole
+    ],
+)
+def test_what_ends_a_gen(
+    stop: list[str] | None, follow: str | None, stops: tuple[str, ...], rest: str | None
+) -> None:
+    from core.template import GenNode
+
+    assert GenNode("x", None, stop, None, 1, 1).ending(follow) == (stops, rest)

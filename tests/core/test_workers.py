@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from core import AsyncGuidanceBackend, CompileCrashed, GuidanceBackend, LimitExceeded, Limits, TemplateError, Tokenizer
-from core.compiler import CaptureLayout, CompiledGrammar, compile_spec
+from core.captures import CaptureLayout
+from core.compiler import CompiledSpec, compile_spec
 from core.program import ProgramSpec
 from core.threads import on_engine_thread
 from core.workers import CompileWorkers
@@ -21,16 +22,16 @@ from core.workers import CompileWorkers
 _CRASH = "(crash)"
 
 
-def crash_on_marker(spec: ProgramSpec, tokenizer: llguidance.LLTokenizer, limits: Limits) -> CompiledGrammar:
+def crash_on_marker(spec: ProgramSpec, tokenizer: llguidance.LLTokenizer, limits: Limits) -> CompiledSpec:
     """A worker task that dies like a native crash would when the source is the marker."""
     if spec.source == _CRASH:
         os._exit(70)
     return compile_spec(spec, tokenizer, limits)
 
 
-def report_thread(spec: ProgramSpec, tokenizer: llguidance.LLTokenizer, limits: Limits) -> CompiledGrammar:
+def report_thread(spec: ProgramSpec, tokenizer: llguidance.LLTokenizer, limits: Limits) -> CompiledSpec:
     """A worker task that reports whether it ran on an engine thread with the limits' stack."""
-    return CompiledGrammar(f"{on_engine_thread(limits.engine_stack_bytes)}:{os.getpid()}", CaptureLayout())
+    return CompiledSpec(f"{on_engine_thread(limits.engine_stack_bytes)}:{os.getpid()}", CaptureLayout())
 
 
 def _wait_dead(pid: int) -> None:
@@ -160,7 +161,7 @@ def test_single_flight_across_the_worker_path(tiny_tokenizer: Tokenizer) -> None
     sent: list[ProgramSpec] = []
     real = backend._workers.compile  # type: ignore[union-attr]
 
-    def counting(spec: ProgramSpec, tok: Tokenizer) -> CompiledGrammar:
+    def counting(spec: ProgramSpec, tok: Tokenizer) -> CompiledSpec:
         sent.append(spec)
         return real(spec, tok)
 
@@ -221,7 +222,7 @@ def test_compiles_do_not_wait_for_workers_still_starting(tiny_tokenizer: Tokeniz
     assert workers is not None
     real = workers.compile
 
-    def counting(spec: ProgramSpec, tok: Tokenizer) -> CompiledGrammar:
+    def counting(spec: ProgramSpec, tok: Tokenizer) -> CompiledSpec:
         sent.append(spec)
         return real(spec, tok)
 

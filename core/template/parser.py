@@ -1,4 +1,4 @@
-"""The template language: parsing a Handlebars-style template into slots.
+"""Template text to nodes: the parser of the template language, errors with line and column.
 
 Grammar of the language (see the README for the user-facing description)::
 
@@ -12,143 +12,87 @@ Grammar of the language (see the README for the user-facing description)::
     {{#repeat 'name' min=1 max=5 sep=', '}} body {{/repeat}}
     {{varname}} the compile-time variable's value, always literal text
 
-The parser produces a tree of nodes; ``core.compiler`` turns it into llguidance's Lark dialect.
-Every error is a :class:`~core.errors.TemplateError` with a 1-based line and column (a template
-over the size limit is a :class:`~core.errors.LimitExceeded`, as any other source over it).
+:func:`parse` gives the nodes of :mod:`core.template.nodes` plus, where an option names a
+compile-time variable, a pending node (:class:`PendingSelect`, :class:`PendingJson`,
+:class:`PendingGrammar`) that :class:`~core.template.template.GuidanceTemplate` resolves. Every
+error is a :class:`~core.errors.TemplateError` with a 1-based line and column.
 """
 
 from __future__ import annotations
 
-import enum
-import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Union
+from dataclasses import dataclass
+from typing import Any, Union, cast
 
-from core.errors import LimitExceeded, TemplateError, excerpt
+from core.errors import TemplateError, excerpt
 from core.limits import Limits
+from core.template.nodes import (
+    GenNode,
+    GrammarNode,
+    InterpolationNode,
+    JsonNode,
+    Node,
+    RepeatNode,
+    SelectNode,
+    TextNode,
+)
 
-__all__ = [
-    "GenNode",
-    "GrammarNode",
-    "GuidanceTemplate",
-    "GuidanceTemplateType",
-    "GuidanceVariable",
-    "InterpolationNode",
-    "JsonNode",
-    "Node",
-    "RepeatNode",
-    "SelectNode",
-    "TextNode",
-]
+__all__ = ["ParsedNode", "PendingGrammar", "PendingJson", "PendingSelect", "parse"]
 
-
-class GuidanceTemplateType(enum.Enum):
-    """The kinds of slot a template can hold."""
-
-    GEN = "gen"
-    SELECT = "select"
-    JSON = "json"
-    GRAMMAR = "grammar"
-    REPEAT = "repeat"
-
-
+# Slots whose value comes from a compile-time variable, resolved by ``GuidanceTemplate``.
 @dataclass
-class TextNode:
-    text: str
+class PendingSelect:
+    """``{{select options=varname}}``: the options are the variable's list of strings."""
 
-
-@dataclass
-class InterpolationNode:
+    name: str | None
     variable: str
     line: int
     column: int
 
 
 @dataclass
-class GenNode:
+class PendingJson:
+    """``{{json schema=varname}}``: the schema is the variable's object (or its JSON text)."""
+
     name: str | None
-    regex: str | None
-    stop: list[str] | None
-    max_tokens: int | None
-    line: int
-    column: int
-
-
-@dataclass
-class SelectNode:
-    name: str | None
-    options: list[str] | None  # inline form
-    branches: list[list[Node]] | None  # block form
-    line: int
-    column: int
-
-
-@dataclass
-class JsonNode:
-    name: str | None
-    schema: dict[str, Any] | bool
+    variable: str
     whitespace: int | None
     line: int
     column: int
 
 
 @dataclass
-class GrammarNode:
+class PendingGrammar:
+    """``{{grammar lark=varname}}``: the grammar is the variable's Lark text."""
+
     name: str | None
-    lark: str
+    variable: str
     line: int
     column: int
 
 
-@dataclass
-class RepeatNode:
-    name: str | None
-    min: int
-    max: int | None
-    sep: str
-    body: list[Node]
-    line: int
-    column: int
+#: What the parser gives: a node, or a slot waiting for a compile-time variable. Blocks hold
+#: parsed nodes too until they are resolved.
+ParsedNode = Union[Node, PendingSelect, PendingJson, PendingGrammar]
 
 
-Node = Union[TextNode, InterpolationNode, GenNode, SelectNode, JsonNode, GrammarNode, RepeatNode]
+def parse(source: str, limits: Limits) -> list[ParsedNode]:
+    """Parse template text into nodes; variables are not resolved yet.
 
-_SLOT_TYPES: dict[type, GuidanceTemplateType] = {
-    GenNode: GuidanceTemplateType.GEN,
-    SelectNode: GuidanceTemplateType.SELECT,
-    JsonNode: GuidanceTemplateType.JSON,
-    GrammarNode: GuidanceTemplateType.GRAMMAR,
-    RepeatNode: GuidanceTemplateType.REPEAT,
-}
+    Raises:
+        TemplateError: the text does not parse (unknown tag, bad option, unterminated block...),
+            or its blocks nest deeper than ``limits.max_nesting_depth``.
+    """
+    return _Parser(source, limits).parse()
 
-
-@dataclass(frozen=True)
-class GuidanceVariable:
-    """One slot of a template: its kind, its capture name and where it is."""
-
-    type: GuidanceTemplateType
-    name: str | None
-    line: int
-    column: int
-    node: Node = field(repr=False, compare=False)
-    in_repeat: bool = False
-
-    def to_pattern(self) -> str:
-        """The slot's constraint: a regex for ``gen`` and inline ``select``, a Lark fragment otherwise."""
-        from core.compiler import slot_pattern
-
-        return slot_pattern(self.node)
-
-
-# ---------------------------------------------------------------------------------------------
-# Parsing
 
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
+_INT_RE = re.compile(r"-?[0-9]+")
 _KEYWORDS = {"gen", "select", "json", "grammar", "repeat", "or"}
 _BLOCKS = {"select", "repeat"}
+# Part of the language (the README says so), not a resource limit: a name is at most this long.
 _CAPTURE_NAME_MAX = 128
 
 
@@ -184,17 +128,17 @@ class _Parser:
         return TemplateError(message, line=line, column=column)
 
     # -- top level
-    def parse(self) -> list[Node]:
+    def parse(self) -> list[ParsedNode]:
         nodes, end = self.parse_sequence(depth=0, closers=())
         if end is not None:  # pragma: no cover - closers=() never ends early
             raise self.error(f"unexpected {{{{{end}}}}}")
         return nodes
 
-    def parse_sequence(self, depth: int, closers: tuple[str, ...]) -> tuple[list[Node], str | None]:
+    def parse_sequence(self, depth: int, closers: tuple[str, ...]) -> tuple[list[ParsedNode], str | None]:
         """Parse nodes until EOF or one of ``closers`` (``or``, ``/select``...); return which ended it."""
         if depth > self.limits.max_nesting_depth:
             raise self.error(f"blocks nested deeper than {self.limits.max_nesting_depth} levels")
-        nodes: list[Node] = []
+        nodes: list[ParsedNode] = []
         text: list[str] = []
 
         def flush() -> None:
@@ -279,13 +223,14 @@ class _Parser:
         name, options = self.parse_arguments(word)
         if word == "select":
             self.check_options(options, set(), "#select")
-            branches: list[list[Node]] = []
+            branches: list[list[ParsedNode]] = []
             while True:
                 body, end = self.parse_sequence(depth + 1, ("or", "/select"))
                 branches.append(body)
                 if end == "/select":
                     break
-            return SelectNode(name, None, branches, line, column)
+            # Blocks hold parsed nodes until GuidanceTemplate resolves their variables.
+            return SelectNode(name, None, cast(list[list[Node]], branches), line, column)
         self.check_options(options, {"min", "max", "sep"}, "#repeat")
         lo = self.int_option(options, "min", 0, tag_start) if "min" in options else 0
         hi_raw = options.get("max")
@@ -297,9 +242,9 @@ class _Parser:
         if bound > self.limits.max_repeat:
             raise self.error(f"repeat count {bound} is above the limit of {self.limits.max_repeat}", tag_start)
         body, _ = self.parse_sequence(depth + 1, ("/repeat",))
-        return RepeatNode(name, lo, hi, sep, body, line, column)
+        return RepeatNode(name, lo, hi, sep, cast(list[Node], body), line, column)
 
-    def parse_tag(self, word: str, tag_start: int) -> Node:
+    def parse_tag(self, word: str, tag_start: int) -> ParsedNode:
         line, column = self.where(tag_start)
         if word == "repeat":
             raise self.error("repeat is a block: write {{#repeat ...}}...{{/repeat}}", tag_start)
@@ -329,7 +274,7 @@ class _Parser:
             if opts is None:
                 raise self.error("select needs options=[...] (or use the {{#select}} block)", tag_start)
             if isinstance(opts, _Ref):
-                return _PendingSelect(name, opts.name, line, column)  # type: ignore[return-value]
+                return PendingSelect(name, opts.name, line, column)
             if not isinstance(opts, list):
                 raise self.error("select options= must be a list of strings or a variable", tag_start)
             return SelectNode(name, self.check_choices(opts, tag_start), None, line, column)
@@ -342,7 +287,7 @@ class _Parser:
             if schema is None:
                 raise self.error("json needs schema={...} or schema=varname", tag_start)
             if isinstance(schema, _Ref):
-                return _PendingJson(name, schema.name, ws, line, column)  # type: ignore[return-value]
+                return PendingJson(name, schema.name, ws, line, column)
             if not isinstance(schema, (dict, bool)):
                 raise self.error("json schema= must be a JSON object or a variable", tag_start)
             return JsonNode(name, schema, ws, line, column)
@@ -350,7 +295,7 @@ class _Parser:
         self.check_options(options, {"lark"}, "grammar")
         lark = options.get("lark")
         if isinstance(lark, _Ref):
-            return _PendingGrammar(name, lark.name, line, column)  # type: ignore[return-value]
+            return PendingGrammar(name, lark.name, line, column)
         if not isinstance(lark, str) or not lark.strip():
             raise self.error("grammar needs lark='...' or lark=varname", tag_start)
         return GrammarNode(name, lark, line, column)
@@ -373,7 +318,9 @@ class _Parser:
             if first and self.src[self.pos] in "'\"":
                 name = self.read_string()
                 if not name or name.startswith("#") or len(name) > _CAPTURE_NAME_MAX:
-                    raise self.error("a capture name must be 1 to 128 characters, not starting with '#'", start)
+                    raise self.error(
+                        f"a capture name must be 1 to {_CAPTURE_NAME_MAX} characters, not starting with '#'", start
+                    )
                 first = False
                 continue
             first = False
@@ -404,7 +351,7 @@ class _Parser:
                 raise self.error(f"invalid JSON object: {e.msg}", e.pos) from None
             self.pos = end
             return value
-        m = re.compile(r"-?[0-9]+").match(src, self.pos)
+        m = _INT_RE.match(src, self.pos)
         if m:
             self.pos = m.end()
             return int(m.group())
@@ -509,198 +456,3 @@ class _Parser:
         if not all(isinstance(o, str) for o in opts):
             raise self.error("select options must be strings", pos)
         return list(opts)
-
-
-# Slots whose value comes from a compile-time variable: resolved in ``GuidanceTemplate.resolve``.
-@dataclass
-class _PendingSelect:
-    name: str | None
-    variable: str
-    line: int
-    column: int
-
-
-@dataclass
-class _PendingJson:
-    name: str | None
-    variable: str
-    whitespace: int | None
-    line: int
-    column: int
-
-
-@dataclass
-class _PendingGrammar:
-    name: str | None
-    variable: str
-    line: int
-    column: int
-
-
-def _interpolated_text(value: Any, variable: str, line: int, column: int) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool) or value is None or isinstance(value, (int, float)):
-        return json.dumps(value)
-    raise TemplateError(f"variable '{excerpt(variable, 40)}' is not a string or number", line, column)
-
-
-class GuidanceTemplate:
-    """A parsed template with its compile-time variables resolved.
-
-    Args:
-        source: the template text.
-        variables: compile-time values for interpolations and option references.
-        limits: size and depth limits; defaults to :class:`~core.limits.Limits`.
-
-    Raises:
-        TemplateError: the template does not parse, or names a variable that is missing.
-        LimitExceeded: the template is larger than ``limits.max_source_bytes``.
-    """
-
-    def __init__(
-        self, source: str, variables: Mapping[str, Any] | None = None, limits: Limits | None = None
-    ) -> None:
-        if not isinstance(source, str):
-            raise TypeError("template source must be a str")
-        self.limits = limits or Limits()
-        if len(source.encode("utf-8")) > self.limits.max_source_bytes:
-            # the same answer as every other kind's source over the limit: 413 limit-exceeded
-            raise LimitExceeded(f"template is larger than {self.limits.max_source_bytes} bytes", "max_source_bytes")
-        self.source = source
-        self.variables: dict[str, Any] = dict(variables or {})
-        raw = _Parser(source, self.limits).parse()
-        self.nodes: list[Node] = self._resolve(raw)
-        self._check_names(self.nodes)
-
-    # -- public surface
-    @property
-    def cache_key(self) -> str:
-        """A stable hash of the source and the variables (same on every machine)."""
-        payload = json.dumps([self.source, self.variables], ensure_ascii=False, default=str)
-        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
-
-    def get_prefix_text(self) -> str:
-        """The literal text before the first slot (interpolations included)."""
-        out: list[str] = []
-        for node in self.nodes:
-            if isinstance(node, TextNode):
-                out.append(node.text)
-            else:
-                break
-        return "".join(out)
-
-    def get_variable_sequence(self) -> list[GuidanceVariable]:
-        """The slots in template order, depth first (slots inside blocks follow their block)."""
-        out: list[GuidanceVariable] = []
-
-        def walk(nodes: Sequence[Node], in_repeat: bool) -> None:
-            for node in nodes:
-                kind = _SLOT_TYPES.get(type(node))
-                if kind is None:
-                    continue
-                assert not isinstance(node, (TextNode, InterpolationNode))
-                out.append(GuidanceVariable(kind, node.name, node.line, node.column, node, in_repeat))
-                if isinstance(node, SelectNode) and node.branches:
-                    for branch in node.branches:
-                        walk(branch, in_repeat)
-                elif isinstance(node, RepeatNode):
-                    walk(node.body, True)
-
-        walk(self.nodes, False)
-        return out
-
-    # -- resolution of variables
-    def _lookup(self, variable: str, line: int, column: int) -> Any:
-        if variable not in self.variables:
-            raise TemplateError(f"unknown variable '{excerpt(variable, 40)}'", line, column)
-        return self.variables[variable]
-
-    def _resolve(self, nodes: Sequence[Any]) -> list[Node]:
-        out: list[Node] = []
-        for node in nodes:
-            resolved: Node
-            if isinstance(node, InterpolationNode):
-                value = self._lookup(node.variable, node.line, node.column)
-                resolved = TextNode(_interpolated_text(value, node.variable, node.line, node.column))
-            elif isinstance(node, _PendingSelect):
-                value = self._lookup(node.variable, node.line, node.column)
-                if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-                    raise TemplateError(
-                        f"variable '{node.variable}' must be a non-empty list of strings for select",
-                        node.line,
-                        node.column,
-                    )
-                if len(value) > self.limits.max_choices:
-                    raise TemplateError(
-                        f"select has {len(value)} options, above the limit of {self.limits.max_choices}",
-                        node.line,
-                        node.column,
-                    )
-                resolved = SelectNode(node.name, list(value), None, node.line, node.column)
-            elif isinstance(node, _PendingJson):
-                value = self._lookup(node.variable, node.line, node.column)
-                if isinstance(value, str):
-                    try:
-                        value = json.loads(value)
-                    except json.JSONDecodeError as e:
-                        raise TemplateError(
-                            f"variable '{node.variable}' is not valid JSON: {e.msg}", node.line, node.column
-                        ) from None
-                if not isinstance(value, (dict, bool)):
-                    raise TemplateError(
-                        f"variable '{node.variable}' must be a JSON schema object", node.line, node.column
-                    )
-                resolved = JsonNode(node.name, value, node.whitespace, node.line, node.column)
-            elif isinstance(node, _PendingGrammar):
-                value = self._lookup(node.variable, node.line, node.column)
-                if not isinstance(value, str) or not value.strip():
-                    raise TemplateError(
-                        f"variable '{node.variable}' must be a Lark grammar string", node.line, node.column
-                    )
-                resolved = GrammarNode(node.name, value, node.line, node.column)
-            elif isinstance(node, SelectNode) and node.branches is not None:
-                resolved = SelectNode(
-                    node.name, None, [self._resolve(b) for b in node.branches], node.line, node.column
-                )
-            elif isinstance(node, RepeatNode):
-                resolved = RepeatNode(
-                    node.name, node.min, node.max, node.sep, self._resolve(node.body), node.line, node.column
-                )
-            else:
-                resolved = node
-            # merge adjacent text so literal runs are one piece
-            if isinstance(resolved, TextNode) and out and isinstance(out[-1], TextNode):
-                out[-1] = TextNode(out[-1].text + resolved.text)
-            elif not (isinstance(resolved, TextNode) and resolved.text == ""):
-                out.append(resolved)
-        return out
-
-    # -- capture names: unique within a scope (select branches are alternatives)
-    def _check_names(self, nodes: Sequence[Node]) -> None:
-        def names(seq: Sequence[Node]) -> dict[str, tuple[int, int]]:
-            seen: dict[str, tuple[int, int]] = {}
-            for node in seq:
-                if isinstance(node, (TextNode, InterpolationNode)):
-                    continue
-                mine: dict[str, tuple[int, int]] = {}
-                if node.name is not None:
-                    mine[node.name] = (node.line, node.column)
-                if isinstance(node, SelectNode) and node.branches is not None:
-                    for branch in node.branches:
-                        for k, v in names(branch).items():
-                            if k in mine and k == node.name:
-                                raise TemplateError(f"duplicate capture name '{excerpt(k, 40)}'", *v)
-                            mine.setdefault(k, v)
-                elif isinstance(node, RepeatNode):
-                    for k, v in names(node.body).items():
-                        if k in mine:
-                            raise TemplateError(f"duplicate capture name '{excerpt(k, 40)}'", *v)
-                        mine[k] = v
-                for k, v in mine.items():
-                    if k in seen:
-                        raise TemplateError(f"duplicate capture name '{excerpt(k, 40)}'", *v)
-                    seen[k] = v
-            return seen
-
-        names(nodes)

@@ -42,7 +42,7 @@ from core.template import (
 )
 
 if TYPE_CHECKING:
-    from core.program import ProgramSpec
+    from core.spec import ProgramSpec
 
 __all__ = [
     "CaptureLayout",

@@ -20,7 +20,7 @@ from core import (
     TemplateError,
     Tokenizer,
 )
-from core.program import ProgramSpec
+from core.spec import ProgramSpec
 
 
 def test_program_ids_are_content_hashes(tiny_tokenizer: Tokenizer) -> None:
@@ -163,7 +163,7 @@ def test_batched_fill_equals_per_state_fill(tekken: Tokenizer) -> None:
         assert np.array_equal(single[0], batched[i])
 
 
-def test_parallel_fill_over_lanes_equals_the_loop(tekken: Tokenizer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_parallel_fill_over_matcher_shards_equals_the_loop(tekken: Tokenizer, monkeypatch: pytest.MonkeyPatch) -> None:
     import core.backend
 
     threads_used: set[str] = set()
@@ -174,9 +174,8 @@ def test_parallel_fill_over_lanes_equals_the_loop(tekken: Tokenizer, monkeypatch
         return fill_group(group, bitmask)
 
     monkeypatch.setattr(core.backend, "_fill_group", spy)
-    monkeypatch.setattr(core.backend, "_PARALLEL_MIN_MASK_SECONDS", 0.0)  # these masks are cheap
     serial = GuidanceBackend(tekken)
-    parallel = GuidanceBackend(tekken, num_threads=2)
+    parallel = GuidanceBackend(tekken, num_threads=2, parallel_min_mask_seconds=0.0)  # these masks are cheap
     schema = {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "integer"}}, "required": ["a", "b"]}
     texts = ['{"a":"', '{"a":"hello', '{"a":"x","b":', '{"a":"x","b":12', "", '{"', '{"a":"x","b":1}', '{"a":"é']
     texts = texts * 3  # 24 states: above the batch size that goes parallel
@@ -189,10 +188,10 @@ def test_parallel_fill_over_lanes_equals_the_loop(tekken: Tokenizer, monkeypatch
     serial.fill_next_token_bitmasks(serial_states, expected)
 
     program = parallel.compile_json_schema(schema)
-    assert program.lanes == 2
-    program.add_lanes()  # the backend started it in the background; this waits for it
+    assert program.shards.count == 2
+    program.build_shards()  # the backend started it in the background; this waits for it
     states = [program.create_state() for _ in texts]
-    assert {s.lane for s in states} == {0, 1}  # dealt over both lanes
+    assert {s.shard for s in states} == {0, 1}  # dealt over both shards
     for s, t in zip(states, texts):
         assert s.accept_tokens(tekken.encode(t))
     got = parallel.allocate_bitmask(len(texts) + 2)
@@ -204,9 +203,9 @@ def test_parallel_fill_over_lanes_equals_the_loop(tekken: Tokenizer, monkeypatch
         assert np.array_equal(got[r], expected[i]), texts[i]
     assert (got[[0, 1]] == -1).all()
     fork = states[1].fork()
-    assert fork.lane == states[1].lane
+    assert fork.shard == states[1].shard
     states[1].reset()
-    assert states[1].lane == fork.lane
+    assert states[1].shard == fork.shard
     parallel.close()
 
 

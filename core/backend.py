@@ -186,6 +186,7 @@ class GuidanceBackend:
         except GrammarError:
             raise GrammarError(_EMPTY_LANGUAGE) from None
         first_mask = time.thread_time() - mask_start
+        program.bitmask_views.forget(row)  # the compile's own row: not kept alive by the program
         if first_mask * 1000 > limits.max_first_mask_ms:
             raise LimitExceeded(
                 f"the constraint's first mask took {first_mask * 1000:.0f} ms, above the limit of "

@@ -269,9 +269,6 @@ class ProgramCache:
             self._failed.clear()
             self.bytes = 0
 
-    def __len__(self) -> int:
-        return len(self._probation) + len(self._protected)
-
     def stats(self) -> dict[str, Any]:
         """Counters for ``get_stats()``."""
         with self._lock:

@@ -2,7 +2,8 @@
 
 :class:`GuidanceState` is the engine-neutral state (accept, validate, rollback, fork, masks,
 captured variables). :class:`GuidanceGrammar` is the object an inference engine plugs in, shaped
-like vLLM's ``StructuredOutputGrammar``.
+like vLLM's ``StructuredOutputGrammar``. A state sees its program only through
+:class:`SessionProgram` (what a state needs from it), which the compiled program implements.
 
 EOS is handled here, not by llguidance's validation (which never validates EOS): EOS is allowed
 exactly when the program is in an accepting state, and after EOS the state is terminated and the
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from core.bitmask import BitmaskView, BitmaskViews, allocate_bitmask, allowed_tokens
+from core.bitmask import allocate_bitmask, allowed_tokens
 from core.errors import (
     EngineLimitReached,
     GrammarError,
@@ -28,14 +29,15 @@ from core.errors import (
     classify_engine_error,
 )
 from core.partial import partial_values
-from core.shards import MatcherShards
-from core.stats import ProgramStats
 
 if TYPE_CHECKING:
     import llguidance
 
+    from core.bitmask import BitmaskView, BitmaskViews
     from core.compiler import CaptureLayout
     from core.limits import Limits
+    from core.shards import MatcherShards
+    from core.stats import ProgramStats
     from core.template import Node
     from core.tokenizers import Tokenizer
 

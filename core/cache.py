@@ -10,9 +10,10 @@ one more use saves it. (Segmented LRU, Karedla et al. 1994; the main region of W
 Concurrent compiles of one key are done once (single flight): the first caller compiles, the
 others wait for its result. :meth:`ProgramCache.join` is the one implementation: a thread waits
 on the flight's future (:meth:`ProgramCache.get_or_compile`), an event loop awaits the same
-future (:class:`~core.backend.AsyncGuidanceBackend`). Failed compiles (a :class:`~core.errors.GuidanceError`: the input's
-fault) are remembered briefly in a small negative cache keyed by the same content hash, so
-repeating a bad input costs a dictionary lookup, not another compile.
+future (:class:`~core.backend.AsyncGuidanceBackend`). Failed compiles (a
+:class:`~core.errors.GuidanceError`: the input's fault) are remembered briefly in a small
+negative cache keyed by the same content hash, so repeating a bad input costs a dictionary
+lookup, not another compile.
 """
 
 from __future__ import annotations

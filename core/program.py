@@ -41,8 +41,9 @@ class CompiledGuidanceProgram:
     """An immutable compiled constraint for one vocabulary.
 
     Create sessions with :meth:`create_state`; the program itself is never advanced and is safe
-    to share between threads. It implements :class:`~core.session.SessionProgram`, what a state
-    needs from its program.
+    to share between threads. Its attributes are set once, when it is built (setting one later
+    raises ``AttributeError``); the template's parsed nodes are computed on first use. It
+    implements :class:`~core.session.SessionProgram`, what a state needs from its program.
 
     Args:
         program_id: its content-hash id (:meth:`~core.spec.ProgramSpec.cache_key`).
@@ -97,6 +98,12 @@ class CompiledGuidanceProgram:
             raise GrammarError(error) if limit is None else LimitExceeded(f"constraint too complex: {error}", limit)
         self.shards = MatcherShards(root, self._make_root, shards, self.ll_mask_words, limits.engine_stack_bytes)
         self.bitmask_views = BitmaskViews(self.mask_words, self.ll_mask_words)
+        self._built = True
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if "_built" in self.__dict__:
+            raise AttributeError(f"a compiled program is immutable: cannot set {name!r}")
+        object.__setattr__(self, name, value)
 
     def __repr__(self) -> str:
         return f"<CompiledGuidanceProgram {self.program_id} kind={self.kind} vocab={self.vocab_size}>"

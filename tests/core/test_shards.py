@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from core import GuidanceBackend, Tokenizer
 from core.stats import ProgramStats
 
@@ -54,3 +56,11 @@ def test_the_backend_records_the_first_mask_time(tiny_tokenizer: Tokenizer) -> N
     seconds = backend.first_mask_seconds(program)
     assert seconds is not None and seconds >= 0
     assert program.stats.first_mask_seconds == seconds
+
+
+def test_a_compiled_program_cannot_be_changed_after_it_is_built(tiny_tokenizer: Tokenizer) -> None:
+    program = GuidanceBackend(tiny_tokenizer).compile_regex("[a-z]+")
+    for name, value in (("vocab_size", 3), ("shards", None), ("stats", ProgramStats()), ("anything", 1)):
+        with pytest.raises(AttributeError, match="immutable"):
+            setattr(program, name, value)
+    assert program.vocab_size == tiny_tokenizer.vocab_size

@@ -478,6 +478,9 @@ class GuidanceGrammar:
 
         Returns:
             True when every token was accepted; False, with nothing changed, otherwise.
+
+        Raises:
+            LimitExceeded: the text is more tokens than ``max_tokens_per_accept``.
         """
         return self.state.accept_tokens(self.program.tokenizer.encode(text))
 

@@ -12,9 +12,6 @@ import threading
 
 __all__ = ["ProgramStats"]
 
-# Weight of the newest batch in the moving average of seconds per mask.
-_NEWEST_WEIGHT = 0.2
-
 
 class ProgramStats:
     """Run-time figures of one program; written from the threads that serve it (thread-safe).
@@ -22,12 +19,19 @@ class ProgramStats:
     Args:
         first_mask_seconds: CPU seconds the program's first mask took at compile time (None:
             not measured).
+        newest_weight: the weight of the newest batch in the moving average of seconds per mask
+            (1.0: the last batch only).
     """
 
-    __slots__ = ("_engine_limit", "_lock", "_mask_seconds", "_shard_renewals", "first_mask_seconds")
+    __slots__ = (
+        "_engine_limit", "_lock", "_mask_seconds", "_newest_weight", "_shard_renewals", "first_mask_seconds",
+    )
 
-    def __init__(self, first_mask_seconds: float | None = None) -> None:
+    def __init__(self, first_mask_seconds: float | None = None, *, newest_weight: float = 0.2) -> None:
+        if not 0 < newest_weight <= 1:
+            raise ValueError("newest_weight must be in (0, 1]")
         self.first_mask_seconds = first_mask_seconds
+        self._newest_weight = newest_weight
         self._lock = threading.Lock()
         self._mask_seconds = 0.0
         self._engine_limit: dict[str, str] | None = None
@@ -41,8 +45,8 @@ class ProgramStats:
     def note_mask_seconds(self, seconds: float) -> None:
         """Fold one batch's seconds per mask into :attr:`mask_seconds`."""
         with self._lock:
-            old = self._mask_seconds
-            self._mask_seconds = seconds if not old else (1 - _NEWEST_WEIGHT) * old + _NEWEST_WEIGHT * seconds
+            old, w = self._mask_seconds, self._newest_weight
+            self._mask_seconds = seconds if not old else (1 - w) * old + w * seconds
 
     @property
     def engine_limit(self) -> dict[str, str] | None:

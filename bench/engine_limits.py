@@ -59,7 +59,7 @@ def walk_corpus(files: list[Path], tokenizer: Tokenizer, fuel: int) -> dict[str,
             except EngineLimitReached as e:
                 limits[e.limit] += 1
                 schemas_hit.add(path.name)
-        renewals += program.lane_renewals
+        renewals += program.stats.shard_renewals
     mask_seconds.sort()
     return {
         "step_lexer_fuel": fuel,

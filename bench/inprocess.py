@@ -23,7 +23,7 @@ import numpy as np
 from bench.cases import CASES, Case, texts
 from bench.reference import Engine, Prepared, load_engines
 from core import GuidanceBackend, GuidanceGrammar
-from core.program import ProgramSpec
+from core.spec import ProgramSpec
 
 
 def spec_of(body: dict[str, Any]) -> ProgramSpec:

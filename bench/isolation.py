@@ -440,7 +440,7 @@ def breakdown(files: list[Path], n: int) -> dict[str, Any]:
     """Where a compile's time goes, over ``n`` MaskBench schemas, in this process (no server);
     and the round trip of a compile worker for a trivial constraint (its fixed cost)."""
     from core import Limits, load_default_tokenizer
-    from core.program import ProgramSpec
+    from core.spec import ProgramSpec
     from core.threads import run_on_engine_thread
     from core.workers import CompileWorkers
 

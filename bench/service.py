@@ -235,7 +235,7 @@ def _variant_rows(backend: GuidanceBackend, rounds: int, max_steps: int) -> list
 
 
 def _parallel_fill(backend: GuidanceBackend, steps: int) -> list[dict[str, Any]]:
-    """Fill 64 masks in one process: a loop vs two threads, over one root matcher or two (lanes).
+    """Fill 64 masks in one process: a loop vs two threads, over one root matcher or two (matcher shards).
 
     Copies of one root share llguidance's caches, which llguidance locks: two threads over them
     wait on each other. Two roots (what ``GuidanceBackend(num_threads=2)`` keeps per program)

@@ -31,8 +31,9 @@ from core.errors import (
     UnknownTokenizer,
 )
 from core.limits import Limits
-from core.program import CompiledGuidanceProgram, ProgramSpec
+from core.program import CompiledGuidanceProgram
 from core.session import GuidanceGrammar, GuidanceState
+from core.spec import ProgramSpec
 from core.template import GuidanceTemplate, GuidanceTemplateType, GuidanceVariable
 from core.tokenizers import Tokenizer, load_default_tokenizer, load_tokenizer
 

@@ -8,9 +8,9 @@ loop never blocks, and merges concurrent compiles of the same program into one.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
-import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,12 +18,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from core.bitmask import allocate_bitmask
-from core.cache import ProgramCache
+from core.cache import Flight, ProgramCache
 from core.compiler import CompiledSpec, compile_spec
 from core.errors import GrammarError, GuidanceError, LimitExceeded
 from core.limits import Limits
-from core.program import CompiledGuidanceProgram, ProgramKind, ProgramSpec, spec_from_kwargs
+from core.program import CompiledGuidanceProgram
 from core.session import GuidanceState
+from core.spec import ProgramKind, ProgramSpec, spec_from_kwargs
+from core.stats import ProgramStats
 from core.threads import EngineThreadPool, run_on_engine_thread
 from core.tokenizers import Tokenizer, load_default_tokenizer, load_tokenizer
 from core.workers import CompileWorkers
@@ -39,24 +41,15 @@ _OPTIONS: dict[str, set[str]] = {
 }
 
 
-# When a batch is filled in parallel: at least this many states, whose masks have recently cost
-# at least this much each. Below that, waking a thread and passing the GIL back and forth after
-# every mask cost more than the threads saved (64 JSON masks of ~20 us each filled slower on two
-# threads than in a loop in the server; 64 template masks of ~170 us each took 0.6 to 0.87x the
-# loop's time).
-_PARALLEL_MIN = 8
-_PARALLEL_MIN_MASK_SECONDS = 100e-6
-
-
 _EMPTY_LANGUAGE = "the constraint matches no text at all (a rule without a base case, or a cyclic $ref?)"
 
 
 def _fill_group(group: Sequence[tuple[int, GuidanceState, int]], bitmask: NDArray[np.int32]) -> dict[int, GuidanceError]:
     """Fill each ``(position, state, row)``; a state that fails gets a zero row and its error."""
     failed: dict[int, GuidanceError] = {}
-    for i, s, r in group:
+    for i, st, r in group:
         try:
-            s.fill_bitmask(bitmask, r)
+            st.fill_bitmask(bitmask, r)
         except GuidanceError as e:
             failed[i] = e
     return failed
@@ -87,10 +80,15 @@ class GuidanceBackend:
         negative_cache_entries: most failed compiles remembered.
         limits: compile and run limits; defaults to :class:`~core.limits.Limits`.
         num_threads: threads filling one batch of masks (:meth:`fill_next_token_bitmasks`); 1,
-            the default, fills in a plain loop. With more, each program keeps that many lanes
-            (see :mod:`core.program`) and a batch of costly masks is filled one thread per lane:
-            on 2 cores, two threads took 0.6 to 0.87x the loop's time for 64 template masks of
-            about 170 us each. Cheap masks gain little from threads and are filled in a loop.
+            the default, fills in a plain loop. With more, each program keeps that many matcher
+            shards (see :mod:`core.shards`) and a batch of costly masks is filled one thread per
+            shard. Cheap masks gain little from threads and are filled in a loop.
+        parallel_min_batch: the fewest states a batch filled in parallel has (with
+            ``num_threads`` > 1); smaller batches are filled in a loop.
+        parallel_min_mask_seconds: the least a mask of the batch's programs has recently cost,
+            on average, for the batch to be filled in parallel. Below it, waking a thread and
+            passing the GIL back and forth after every mask costs more than the threads save
+            (measured in docs/benchmarks.md, "Parallel fills").
         compile_processes: worker processes for the Python half of compiles (schema rewrites,
             template compilation, llguidance's validation; see :mod:`core.workers`); 0, the
             default, compiles wholly on the calling thread.
@@ -109,6 +107,8 @@ class GuidanceBackend:
         negative_cache_entries: int = 1024,
         limits: Limits | None = None,
         num_threads: int | None = None,
+        parallel_min_batch: int = 8,
+        parallel_min_mask_seconds: float = 100e-6,
         compile_processes: int = 0,
         compile_nice: int = 10,
     ) -> None:
@@ -126,9 +126,9 @@ class GuidanceBackend:
             negative_max_entries=negative_cache_entries,
             probation_share=cache_probation_share,
         )
-        # Seconds the first mask of each live program took (measured by its compile).
-        self._first_mask: weakref.WeakKeyDictionary[CompiledGuidanceProgram, float] = weakref.WeakKeyDictionary()
         self._num_threads = max(num_threads or 1, 1)
+        self.parallel_min_batch = parallel_min_batch
+        self.parallel_min_mask_seconds = parallel_min_mask_seconds
         self._fill_pool: EngineThreadPool | None = None
         self._workers = CompileWorkers(compile_processes, self.limits, nice=compile_nice) if compile_processes else None
 
@@ -136,13 +136,18 @@ class GuidanceBackend:
     def compile(self, spec: ProgramSpec, tokenizer: Tokenizer | None = None) -> tuple[CompiledGuidanceProgram, bool]:
         """Compile ``spec`` (or take it from the cache); returns ``(program, cached)``."""
         tok = tokenizer or self.tokenizer
+        key = self._checked_key(spec, tok)
+        return self.cache.get_or_compile(key, lambda: self._compile_now(key, spec, tok))
+
+    def _checked_key(self, spec: ProgramSpec, tok: Tokenizer) -> str:
         unknown = set(spec.options) - _OPTIONS[spec.kind]
         if unknown:
             raise GrammarError(f"unknown option(s) for {spec.kind}: {', '.join(sorted(unknown))}")
-        key = self.program_id(spec, tok)
+        return self.program_id(spec, tok)
+
+    def _compile_now(self, key: str, spec: ProgramSpec, tok: Tokenizer) -> CompiledGuidanceProgram:
         # llguidance builds grammars recursively: on a thread whose stack fits the limits (core.threads)
-        stack = self.limits.engine_stack_bytes
-        return self.cache.get_or_compile(key, lambda: run_on_engine_thread(stack, self._build, key, spec, tok))
+        return run_on_engine_thread(self.limits.engine_stack_bytes, self._build, key, spec, tok)
 
     def start_workers(self, tokenizers: Sequence[Tokenizer] = ()) -> None:
         """Start the compile workers in the background and teach them ``tokenizers`` (and this
@@ -162,13 +167,11 @@ class GuidanceBackend:
         return spec.cache_key(f"{tok.fingerprint}:{vocab}")
 
     def _build(self, key: str, spec: ProgramSpec, tok: Tokenizer) -> CompiledGuidanceProgram:
-        start = time.perf_counter()
         limits = self.limits
         compiled = self._compile_grammar(spec, tok)
         vocab = self.vocab_size if tok is self.tokenizer else None
-        program = CompiledGuidanceProgram(
-            key, spec, compiled, tok, limits, (time.perf_counter() - start) * 1000, vocab, lanes=self._num_threads
-        )
+        stats = ProgramStats()
+        program = CompiledGuidanceProgram(key, spec, compiled, tok, limits, stats, vocab, shards=self._num_threads)
         # Compute the first mask here, on the compile thread: it warms the caches every session
         # shares, and measures what a mask of this program costs before any request pays it.
         row = allocate_bitmask(1, program.vocab_size)
@@ -183,6 +186,7 @@ class GuidanceBackend:
         except GrammarError:
             raise GrammarError(_EMPTY_LANGUAGE) from None
         first_mask = time.thread_time() - mask_start
+        program.bitmask_views.forget(row)  # the compile's own row: not kept alive by the program
         if first_mask * 1000 > limits.max_first_mask_ms:
             raise LimitExceeded(
                 f"the constraint's first mask took {first_mask * 1000:.0f} ms, above the limit of "
@@ -193,10 +197,9 @@ class GuidanceBackend:
             # Nothing but EOS, and EOS is not allowed either: the language is empty (a rule that
             # only recurses, a cyclic $ref). Every session would be stuck at its first step.
             raise GrammarError(_EMPTY_LANGUAGE)
-        if program.lanes > 1:  # the other lanes' parsers: in the background, not on the compile's time
-            self._pool_for_fills().submit(program.add_lanes)
-        self._first_mask[program] = first_mask
-        program.compile_ms = (time.perf_counter() - start) * 1000
+        if program.shards.count > 1:  # the other shards' parsers: in the background, not on the compile's time
+            self._pool_for_fills().submit(program.build_shards)
+        stats.first_mask_seconds = first_mask  # before anyone else can see the program
         return program
 
     def _compile_grammar(self, spec: ProgramSpec, tok: Tokenizer) -> CompiledSpec:
@@ -209,8 +212,8 @@ class GuidanceBackend:
         return compile_spec(spec, tok.ll, self.limits)
 
     def first_mask_seconds(self, program: CompiledGuidanceProgram) -> float | None:
-        """How long ``program``'s first mask took when it was compiled here (None: not compiled here)."""
-        return self._first_mask.get(program)
+        """CPU seconds ``program``'s first mask took at its compile (None: not measured)."""
+        return program.stats.first_mask_seconds
 
     def _compile_kind(
         self,
@@ -223,10 +226,16 @@ class GuidanceBackend:
         return self.compile(spec_from_kwargs(kind, source, variables, options), tokenizer)[0]
 
     def compile_template(
-        self, template: str, variables: Mapping[str, Any] | None = None, *, tokenizer: Tokenizer | None = None
+        self, template_str: str, variables: Mapping[str, Any] | None = None, *, tokenizer: Tokenizer | None = None
     ) -> CompiledGuidanceProgram:
-        """Compile a template with its compile-time variables."""
-        return self._compile_kind("template", template, variables, None, tokenizer)
+        """Compile a template with its compile-time variables.
+
+        Args:
+            template_str: the template text (see the README's template language).
+            variables: values for its interpolations and named options.
+            tokenizer: the vocabulary (default: the backend's).
+        """
+        return self._compile_kind("template", template_str, variables, None, tokenizer)
 
     def compile_json_schema(
         self,
@@ -260,15 +269,20 @@ class GuidanceBackend:
         """An int32 ``[batch_size, ceil(vocab_size / 32)]`` array for this backend's vocabulary."""
         return allocate_bitmask(batch_size, self.vocab_size)
 
+    def allocate_token_bitmask(self, batch_size: int) -> NDArray[np.int32]:
+        """:meth:`allocate_bitmask` under the name vLLM, xgrammar and llguidance give it."""
+        return allocate_bitmask(batch_size, self.vocab_size)
+
     def fill_next_token_bitmasks(
         self, states: Sequence[GuidanceState], bitmask: NDArray[np.int32], rows: Sequence[int] | None = None
     ) -> dict[int, GuidanceError]:
         """Fill row ``rows[i]`` (default ``i``) of ``bitmask`` with the mask of ``states[i]``.
 
-        With ``num_threads`` > 1, a batch of at least 8 states whose masks recently cost 100 us or
-        more each is filled in parallel: the states are grouped by lane and the lanes filled one
-        thread each (llguidance drops the GIL while it computes a mask). Otherwise, a plain loop.
-        All states must share the bitmask's width.
+        With ``num_threads`` > 1, a batch of at least ``parallel_min_batch`` states whose masks
+        have recently cost at least ``parallel_min_mask_seconds`` each is filled in parallel: the
+        states are grouped by matcher shard and the shards filled one thread each (llguidance
+        drops the GIL while it computes a mask). Otherwise, a plain loop. All states must share
+        the bitmask's width.
 
         Returns:
             The states whose mask could not be computed (an engine limit reached at this step),
@@ -288,18 +302,18 @@ class GuidanceBackend:
         threads = self._num_threads
         if threads == 1:  # nothing to choose: no timing either
             return _fill_group(work, bitmask)
-        programs = {s.program for s in states}
+        stats = {s.program.stats for s in states}
         start = time.perf_counter()
         if (
-            len(states) < _PARALLEL_MIN
-            or sum(p.mask_seconds for p in programs) / len(programs) < _PARALLEL_MIN_MASK_SECONDS
+            len(states) < self.parallel_min_batch
+            or sum(p.mask_seconds for p in stats) / len(stats) < self.parallel_min_mask_seconds
         ):
             failed = _fill_group(work, bitmask)
             per_mask = (time.perf_counter() - start) / len(states)
         else:
             failed = self._fill_parallel(work, bitmask, threads)
             per_mask = (time.perf_counter() - start) * threads / len(states)  # about what a loop would take
-        for p in programs:
+        for p in stats:
             p.note_mask_seconds(per_mask)
         return failed
 
@@ -308,7 +322,7 @@ class GuidanceBackend:
     ) -> dict[int, GuidanceError]:
         groups: list[list[tuple[int, GuidanceState, int]]] = [[] for _ in range(threads)]
         for item in work:
-            groups[item[1].lane % threads].append(item)
+            groups[item[1].shard % threads].append(item)
         pool = self._pool_for_fills()
         futures = [pool.submit(_fill_group, g, bitmask) for g in groups[1:] if g]
         try:
@@ -320,7 +334,7 @@ class GuidanceBackend:
         return failed
 
     def _pool_for_fills(self) -> EngineThreadPool:
-        """The threads of parallel fills (and of building lanes), started on first use."""
+        """The threads of parallel fills (and of building matcher shards), started on first use."""
         pool = self._fill_pool
         if pool is None:
             pool = self._fill_pool = EngineThreadPool(
@@ -373,7 +387,6 @@ class AsyncGuidanceBackend:
         self._pool = EngineThreadPool(
             max_workers, "guidance-compile", self.backend.limits.engine_stack_bytes, nice=nice
         )
-        self._inflight: dict[str, asyncio.Future[tuple[CompiledGuidanceProgram, bool]]] = {}
         self.max_workers = max_workers
 
     @property
@@ -385,26 +398,33 @@ class AsyncGuidanceBackend:
         return self.backend.limits
 
     async def compile(self, spec: ProgramSpec, tokenizer: Tokenizer | None = None) -> tuple[CompiledGuidanceProgram, bool]:
-        """Compile off the event loop; concurrent calls for one program share one compile."""
+        """Compile off the event loop; concurrent calls for one program share one compile.
+
+        The flight is the cache's own (:meth:`~core.cache.ProgramCache.join`): callers on threads
+        and on event loops wait for the same compile.
+        """
         backend = self.backend
-        key = backend.program_id(spec, tokenizer)
-        program = backend.cache.lookup(key)
-        if program is not None:
-            return program, True
-        failed = backend.cache.failure(key)
-        if failed is not None:
-            raise failed
-        waiting = self._inflight.get(key)
-        if waiting is not None:
-            shared, _ = await asyncio.shield(waiting)
-            return shared, True
+        tok = tokenizer or backend.tokenizer
+        key = backend._checked_key(spec, tok)
+        got = backend.cache.join(key)
+        if not isinstance(got, Flight):
+            return got, True
+        if not got.leader:
+            return await asyncio.shield(asyncio.wrap_future(got.future)), True
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._pool, backend.compile, spec, tokenizer)
-        self._inflight[key] = future
+        compile_now = functools.partial(backend._compile_now, key, spec, tok)
         try:
-            return await asyncio.shield(future)
-        finally:
-            self._inflight.pop(key, None)
+            run = loop.run_in_executor(self._pool, backend.cache.fly, got, compile_now)
+        except RuntimeError as e:  # the pool is closed
+            backend.cache.abort(got, e)
+            raise
+        try:
+            # Shielded: a caller that gives up does not stop the compile others may be waiting for.
+            return await asyncio.shield(run), False
+        except asyncio.CancelledError:
+            if run.cancelled():  # the pool dropped the compile before it ran (it is closing)
+                backend.cache.abort(got, RuntimeError("the compile pool was closed"))
+            raise
 
     async def _compile_kind(
         self, kind: ProgramKind, source: Any, variables: Mapping[str, Any] | None = None,
@@ -413,10 +433,10 @@ class AsyncGuidanceBackend:
         return (await self.compile(spec_from_kwargs(kind, source, variables, options), tokenizer))[0]
 
     async def compile_template(
-        self, template: str, variables: Mapping[str, Any] | None = None, *, tokenizer: Tokenizer | None = None
+        self, template_str: str, variables: Mapping[str, Any] | None = None, *, tokenizer: Tokenizer | None = None
     ) -> CompiledGuidanceProgram:
         """Async :meth:`GuidanceBackend.compile_template`."""
-        return await self._compile_kind("template", template, variables, None, tokenizer)
+        return await self._compile_kind("template", template_str, variables, None, tokenizer)
 
     async def compile_json_schema(
         self, schema: Mapping[str, Any] | bool | str, *, whitespace: int | None = None,
@@ -452,6 +472,10 @@ class AsyncGuidanceBackend:
 
     def allocate_bitmask(self, batch_size: int) -> NDArray[np.int32]:
         """See :meth:`GuidanceBackend.allocate_bitmask`."""
+        return self.backend.allocate_bitmask(batch_size)
+
+    def allocate_token_bitmask(self, batch_size: int) -> NDArray[np.int32]:
+        """See :meth:`GuidanceBackend.allocate_token_bitmask`."""
         return self.backend.allocate_bitmask(batch_size)
 
     def get_stats(self) -> dict[str, Any]:

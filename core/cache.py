@@ -8,9 +8,12 @@ When protected is full, its least recently used program drops back to probation'
 one more use saves it. (Segmented LRU, Karedla et al. 1994; the main region of W-TinyLFU.)
 
 Concurrent compiles of one key are done once (single flight): the first caller compiles, the
-others wait for its result. Failed compiles (a :class:`~core.errors.GuidanceError`: the input's
-fault) are remembered briefly in a small negative cache keyed by the same content hash, so
-repeating a bad input costs a dictionary lookup, not another compile.
+others wait for its result. :meth:`ProgramCache.join` is the one implementation: a thread waits
+on the flight's future (:meth:`ProgramCache.get_or_compile`), an event loop awaits the same
+future (:class:`~core.backend.AsyncGuidanceBackend`). Failed compiles (a
+:class:`~core.errors.GuidanceError`: the input's fault) are remembered briefly in a small
+negative cache keyed by the same content hash, so repeating a bad input costs a dictionary
+lookup, not another compile.
 """
 
 from __future__ import annotations
@@ -20,12 +23,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any
 
 from core.errors import GuidanceError
 from core.program import CompiledGuidanceProgram
 
-__all__ = ["ProgramCache"]
+__all__ = ["Flight", "ProgramCache"]
 
 
 def _clone(exc: GuidanceError) -> GuidanceError:
@@ -34,6 +38,22 @@ def _clone(exc: GuidanceError) -> GuidanceError:
     copy.args = exc.args
     copy.__dict__.update(exc.__dict__)
     return copy
+
+
+@dataclass(frozen=True)
+class Flight:
+    """A compile of one key in progress, which callers of :meth:`ProgramCache.join` share.
+
+    Attributes:
+        key: the program's content hash.
+        future: the program, or the compile's exception, once the flight lands.
+        leader: whether this caller started the flight, and so must run it
+            (:meth:`ProgramCache.fly`); the others only wait for :attr:`future`.
+    """
+
+    key: str
+    future: Future[CompiledGuidanceProgram]
+    leader: bool
 
 
 class ProgramCache:
@@ -94,14 +114,6 @@ class ProgramCache:
         with self._lock:
             return self._touch(key)
 
-    def lookup(self, key: str) -> CompiledGuidanceProgram | None:
-        """Like :meth:`get`, counting a hit when found (a miss is counted by the compile)."""
-        with self._lock:
-            program = self._touch(key)
-            if program is not None:
-                self.hits += 1
-            return program
-
     def _touch(self, key: str) -> CompiledGuidanceProgram | None:
         """A use of ``key``: most recent in protected, promoted there from probation."""
         program = self._protected.get(key)
@@ -129,11 +141,6 @@ class ProgramCache:
             if key in self._protected:
                 return "protected"
             return "probation" if key in self._probation else None
-
-    def failure(self, key: str) -> GuidanceError | None:
-        """The error a recent compile of ``key`` failed with (a copy, counted as a negative hit), or None."""
-        with self._lock:
-            return self._failure(key)
 
     def _failure(self, key: str) -> GuidanceError | None:
         entry = self._failed.get(key)
@@ -163,25 +170,42 @@ class ProgramCache:
         while len(self._failed) > self.negative_max_entries:
             self._failed.popitem(last=False)
 
-    def get_or_compile(
-        self, key: str, compile_fn: Callable[[], CompiledGuidanceProgram]
-    ) -> tuple[CompiledGuidanceProgram, bool]:
-        """The program for ``key``, compiling it once if needed; returns ``(program, cached)``."""
+    def join(self, key: str) -> CompiledGuidanceProgram | Flight:
+        """The cached program for ``key`` (a hit), or the flight compiling it.
+
+        A new flight is this caller's to run (``leader``, a miss); one already in the air is
+        shared (counted as neither: its leader counted the miss).
+
+        Raises:
+            GuidanceError: a recent compile of ``key`` failed (a copy of its error).
+        """
         with self._lock:
             program = self._touch(key)
             if program is not None:
                 self.hits += 1
-                return program, True
+                return program
             failed = self._failure(key)
             if failed is not None:
                 raise failed
             waiting = self._inflight.get(key)
-            if waiting is None:
-                self.misses += 1
-                mine: Future[CompiledGuidanceProgram] = Future()
-                self._inflight[key] = mine
-        if waiting is not None:
-            return waiting.result(), True
+            if waiting is not None:
+                return Flight(key, waiting, leader=False)
+            self.misses += 1
+            future: Future[CompiledGuidanceProgram] = Future()
+            # Running from the start: a waiter giving up (a cancelled request) cannot cancel it.
+            future.set_running_or_notify_cancel()
+            self._inflight[key] = future
+            return Flight(key, future, leader=True)
+
+    def fly(self, flight: Flight, compile_fn: Callable[[], CompiledGuidanceProgram]) -> CompiledGuidanceProgram:
+        """Run a flight this caller leads: compile, keep the program, and land the flight.
+
+        A failure lands it too (every waiter gets the error) and, when it is the input's fault,
+        is remembered in the negative cache.
+        """
+        if not flight.leader:
+            raise ValueError("only the leader of a flight runs it")
+        key = flight.key
         start = time.perf_counter()
         try:
             program = compile_fn()
@@ -191,15 +215,38 @@ class ProgramCache:
                 del self._inflight[key]
                 if isinstance(e, GuidanceError):
                     self._remember_failure(key, e)
-            mine.set_exception(e)
+            flight.future.set_exception(e)
             raise
         with self._lock:
             self.compiles += 1
             self.compile_seconds += time.perf_counter() - start
             del self._inflight[key]
             self._put(key, program)
-        mine.set_result(program)
-        return program, False
+        flight.future.set_result(program)
+        return program
+
+    def abort(self, flight: Flight, exc: BaseException) -> None:
+        """Land a flight whose compile never ran (its pool was closed): its waiters get ``exc``.
+
+        Nothing is counted or remembered: the input was never tried.
+        """
+        with self._lock:
+            self._inflight.pop(flight.key, None)
+        flight.future.set_exception(exc)
+
+    def get_or_compile(
+        self, key: str, compile_fn: Callable[[], CompiledGuidanceProgram]
+    ) -> tuple[CompiledGuidanceProgram, bool]:
+        """The program for ``key``, compiling it once if needed; returns ``(program, cached)``.
+
+        ``cached`` is true for a hit and for a flight joined (someone else compiled it).
+        """
+        got = self.join(key)
+        if not isinstance(got, Flight):
+            return got, True
+        if not got.leader:
+            return got.future.result(), True
+        return self.fly(got, compile_fn), False
 
     def _put(self, key: str, program: CompiledGuidanceProgram) -> None:
         self._probation[key] = program
@@ -222,9 +269,6 @@ class ProgramCache:
             self._protected.clear()
             self._failed.clear()
             self.bytes = 0
-
-    def __len__(self) -> int:
-        return len(self._probation) + len(self._protected)
 
     def stats(self) -> dict[str, Any]:
         """Counters for ``get_stats()``."""

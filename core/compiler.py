@@ -1,7 +1,7 @@
 """Compilation entry points: a constraint in, a validated llguidance grammar and capture layout out.
 
 One function per kind of constraint (template, JSON schema, regex, Lark grammar, choice) and
-:func:`compile_spec` for a whole :class:`~core.program.ProgramSpec`. Each gives a
+:func:`compile_spec` for a whole :class:`~core.spec.ProgramSpec`. Each gives a
 :class:`CompiledSpec`: plain data that can cross a process (:mod:`core.workers`), from which a
 program builds its tokenizer-bound matchers. The template language is written as Lark by
 :mod:`core.template.lark`, JSON schemas are prepared by :mod:`core.json_constraint`, and every
@@ -29,7 +29,7 @@ from core.template.lark import template_grammar
 from core.validation import check_size, require_valid, trimmed
 
 if TYPE_CHECKING:
-    from core.program import ProgramSpec
+    from core.spec import ProgramSpec
 
 __all__ = [
     "CompiledSpec",

@@ -2,7 +2,8 @@
 
 :class:`GuidanceState` is the engine-neutral state (accept, validate, rollback, fork, masks,
 captured variables). :class:`GuidanceGrammar` is the object an inference engine plugs in, shaped
-like vLLM's ``StructuredOutputGrammar``.
+like vLLM's ``StructuredOutputGrammar``. A state sees its program only through
+:class:`SessionProgram` (what a state needs from it), which the compiled program implements.
 
 EOS is handled here, not by llguidance's validation (which never validates EOS): EOS is allowed
 exactly when the program is in an accepting state, and after EOS the state is terminated and the
@@ -12,7 +13,7 @@ mask allows EOS only.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -32,10 +33,15 @@ from core.partial import partial_values
 if TYPE_CHECKING:
     import llguidance
 
-    from core.program import BitmaskView, CompiledGuidanceProgram
+    from core.bitmask import BitmaskView, BitmaskViews
+    from core.captures import CaptureLayout
+    from core.limits import Limits
+    from core.shards import MatcherShards
+    from core.stats import ProgramStats
+    from core.template import Node
     from core.tokenizers import Tokenizer
 
-__all__ = ["GuidanceGrammar", "GuidanceState"]
+__all__ = ["GuidanceGrammar", "GuidanceState", "SessionProgram"]
 
 _T = TypeVar("_T")
 
@@ -43,6 +49,64 @@ _T = TypeVar("_T")
 def _spent(error: str) -> bool:
     """Whether a matcher stopped on an engine limit (not on a token the constraint refuses)."""
     return classify_engine_error(error) is not None
+
+
+class SessionProgram(Protocol):
+    """What a state needs from its program; :class:`~core.program.CompiledGuidanceProgram` is one.
+
+    Everything here is fixed when the program is built, except the three objects made to change
+    while sessions run: the matcher shards, the bitmask views and the run-time figures.
+    """
+
+    @property
+    def vocab_size(self) -> int:
+        """The model's logits width (at least the tokenizer's)."""
+
+    @property
+    def mask_words(self) -> int:
+        """Words of a mask row for :attr:`vocab_size`."""
+
+    @property
+    def ll_mask_words(self) -> int:
+        """Words of a mask row as llguidance writes it (the tokenizer's vocabulary)."""
+
+    @property
+    def eos_token_id(self) -> int:
+        """The id that ends the text."""
+
+    @property
+    def exact_validation(self) -> bool:
+        """Whether tokens must be validated by consuming them on a copy (``max_tokens`` lexemes)."""
+
+    @property
+    def limits(self) -> Limits:
+        """The limits the program's matchers run under."""
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The vocabulary."""
+
+    @property
+    def layout(self) -> CaptureLayout:
+        """How to read llguidance's captures as variables."""
+
+    @property
+    def shards(self) -> MatcherShards:
+        """The pristine matchers a state copies (and renews when their shared lexer ran out)."""
+
+    @property
+    def bitmask_views(self) -> BitmaskViews:
+        """The checked view of the last bitmask filled."""
+
+    @property
+    def stats(self) -> ProgramStats:
+        """Where a state reports the engine limits it meets and the shards it renews."""
+
+    def template_nodes(self) -> list[Node] | None:
+        """The template's parsed nodes (templates only), for partial values."""
+
+    def create_state(self) -> GuidanceState:
+        """A new state at the start of the program."""
 
 
 class _SpentMatcher(Exception):
@@ -54,21 +118,21 @@ class _SpentMatcher(Exception):
 
 
 class GuidanceState:
-    """The decoding state of one request against a :class:`CompiledGuidanceProgram`.
+    """The decoding state of one request against a compiled program (:class:`SessionProgram`).
 
     Not thread-safe: one request, one caller at a time (the service serialises per session).
     """
 
-    __slots__ = ("_eos", "_fast", "_matcher", "_root", "_terminated", "_vocab", "lane", "program", "tokens")
+    __slots__ = ("_eos", "_fast", "_matcher", "_root", "_terminated", "_vocab", "program", "shard", "tokens")
 
-    def __init__(self, program: CompiledGuidanceProgram) -> None:
+    def __init__(self, program: SessionProgram) -> None:
         self.program = program
         # copies of program constants for the one-token path (attribute chains cost here)
         self._vocab = program.vocab_size
         self._eos = program.eos_token_id
         self._fast = not program.exact_validation
-        self.lane = program.next_lane()  # which of the program's parallel lanes computes its masks
-        self._root = program.lane_root(self.lane)  # the parser whose caches this state shares
+        self.shard = program.shards.deal()  # which of the program's matcher shards it copies
+        self._root = program.shards.root(self.shard)  # the parser whose caches this state shares
         self._matcher: llguidance.LLMatcher = self._root.deep_copy()
         self._terminated = False
         self.tokens: list[int] = []
@@ -215,7 +279,7 @@ class GuidanceState:
 
     def reset(self) -> None:
         """Back to the start of the program."""
-        self._root = self.program.lane_root(self.lane)
+        self._root = self.program.shards.root(self.shard)
         self._matcher = self._root.deep_copy()
         self._terminated = False
         self.tokens = []
@@ -224,7 +288,7 @@ class GuidanceState:
         """An independent copy of this state (for n > 1 sampling and beam search)."""
         other = GuidanceState.__new__(GuidanceState)
         other.program = self.program
-        other._vocab, other._eos, other._fast, other.lane = self._vocab, self._eos, self._fast, self.lane
+        other._vocab, other._eos, other._fast, other.shard = self._vocab, self._eos, self._fast, self.shard
         other._root = self._root
         other._matcher = self._matcher.deep_copy()
         other._terminated = self._terminated
@@ -234,7 +298,7 @@ class GuidanceState:
     def _recover(self, keep: int) -> None:
         """Rebuild the matcher from the program by replaying the first ``keep`` tokens."""
         kept = self.tokens[:keep]
-        root = self.program.lane_root(self.lane)
+        root = self.program.shards.root(self.shard)
         m = root.deep_copy()
         eos = self.program.eos_token_id
         terminated = bool(kept) and kept[-1] == eos
@@ -265,12 +329,13 @@ class GuidanceState:
         """Run ``op`` again after it left the matcher in llguidance's error state.
 
         The usual cause is the lexer that the sessions of one parser share running out of states
-        or expressions: the parser is replaced (:meth:`CompiledGuidanceProgram.renew_lane`), this
+        or expressions: the parser is replaced (:meth:`~core.shards.MatcherShards.renew`), this
         state replays its tokens on the new one and ``op`` runs once more. If it fails again, the
         limit is this step's own: the state is put back as it was and the error raised
         (:class:`EngineLimitReached` naming the limit, or :class:`GrammarError`).
         """
-        self.program.renew_lane(self.lane, self._root)
+        if self.program.shards.renew(self.shard, self._root):
+            self.program.stats.note_shard_renewal()
         self._recover(len(self.tokens))
         try:
             return op(*args)
@@ -284,7 +349,7 @@ class GuidanceState:
         if limit is None:
             return GrammarError(message)
         detail = f"the constraint reached the engine limit {limit} at {doing}: {message}"
-        self.program.note_engine_limit(limit, detail)
+        self.program.stats.note_engine_limit(limit, detail)
         return EngineLimitReached(detail, limit)
 
     # -- reading
@@ -313,9 +378,10 @@ class GuidanceState:
 
     def fill_bitmask(self, bitmask: NDArray[np.int32], index: int = 0) -> None:
         """Write the allowed next tokens into row ``index`` of ``bitmask``."""
-        view = self.program._bitmask_view
+        views = self.program.bitmask_views
+        view = views.current
         if view is None or view.array is not bitmask:
-            view = self.program.bitmask_view(bitmask)
+            view = views.view(bitmask)
         if not 0 <= index < view.rows:
             raise ValueError(f"row {index} outside a bitmask of {view.rows} rows")
         m = self._matcher
@@ -377,19 +443,46 @@ class GuidanceGrammar:
     """The per-request object an inference engine plugs in (vLLM ``StructuredOutputGrammar`` shape).
 
     Args:
-        program: the compiled program.
+        program: the compiled program (:class:`~core.program.CompiledGuidanceProgram`).
         tokenizer: the tokenizer the engine uses; must be the program's vocabulary (optional).
     """
 
-    def __init__(self, program: CompiledGuidanceProgram, tokenizer: Tokenizer | None = None) -> None:
+    def __init__(self, program: SessionProgram, tokenizer: Tokenizer | None = None) -> None:
         if tokenizer is not None and tokenizer.fingerprint != program.tokenizer.fingerprint:
             raise ValueError("the program was compiled for another vocabulary")
         self.program = program
         self.state = program.create_state()
 
+    def create_state(self) -> GuidanceState:
+        """A fresh :class:`GuidanceState` of the same program, at its start.
+
+        Independent of this grammar's own state (which :meth:`fork` copies instead).
+        """
+        return self.program.create_state()
+
+    def accept_token(self, token_id: int) -> bool:
+        """Advance by one token; False, with nothing changed, if it is not allowed."""
+        return self.state.accept_token(token_id)
+
     def accept_tokens(self, tokens: Sequence[int]) -> bool:
         """Advance by ``tokens``; False, with nothing changed, if any is not allowed."""
         return self.state.accept_tokens(tokens)
+
+    def accept_token_text(self, text: str) -> bool:
+        """Advance by ``text``, encoded with the program's tokenizer; all or nothing.
+
+        The text is split into tokens the way the tokenizer's own encoder splits it, which may
+        differ from the tokens a model sampled for the same text (a model can spell a word in
+        several ways). So this is for tests and for text forced on the model, not for replaying
+        what a model generated: pass those tokens to :meth:`accept_tokens`.
+
+        Returns:
+            True when every token was accepted; False, with nothing changed, otherwise.
+
+        Raises:
+            LimitExceeded: the text is more tokens than ``max_tokens_per_accept``.
+        """
+        return self.state.accept_tokens(self.program.tokenizer.encode(text))
 
     def validate_tokens(self, tokens: Sequence[int]) -> list[int]:
         """The longest allowed prefix of ``tokens``, without advancing."""

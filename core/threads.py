@@ -5,7 +5,7 @@ the calling thread's stack, a few kilobytes per level of derivation (:mod:`core.
 A thread's stack is whatever created it chose: 8 MiB for a main thread here, less elsewhere. So
 grammar building always runs on threads made here, whose stack is sized from the limits
 (:attr:`core.limits.Limits.engine_stack_bytes`). Masks, accepts and forks do not recurse per level
-(measured: 33 kB of stack whatever the depth) and run where their caller is.
+(their stack does not grow with the depth; docs/reliability.md) and run where their caller is.
 
 ``threading.stack_size`` is process-wide; it is set only while one of these pools starts a thread,
 under a lock, and put back at once.

@@ -36,7 +36,7 @@ from core.threads import lower_priority, run_on_engine_thread
 from core.tokenizers import Tokenizer, validation_tokenizer
 
 if TYPE_CHECKING:
-    from core.program import ProgramSpec
+    from core.spec import ProgramSpec
 
 __all__ = ["CompileTask", "CompileWorkers"]
 

@@ -28,7 +28,8 @@ from typing import Any, Literal, TextIO
 
 from core.backend import GuidanceBackend
 from core.errors import GuidanceError, LimitExceeded, TemplateError, TokenRejected
-from core.program import CompiledGuidanceProgram, ProgramKind, spec_from_kwargs
+from core.program import CompiledGuidanceProgram
+from core.spec import ProgramKind, spec_from_kwargs
 from core.session import GuidanceState
 from core.tokenizers import load_default_tokenizer, load_tokenizer
 

@@ -32,7 +32,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from core.backend import AsyncGuidanceBackend
-from core.program import PROGRAM_KINDS
+from core.spec import PROGRAM_KINDS
 from service.sessions import SessionStore, SlowLane
 
 __all__ = ["COMPILE_RESULTS", "MASK_FORMATS", "Metrics"]

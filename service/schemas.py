@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
-from core.program import PROGRAM_KINDS, ProgramKind
+from core.spec import PROGRAM_KINDS, ProgramKind
 
 __all__ = [
     "AcceptRequest",

@@ -12,7 +12,8 @@ import orjson
 from fastapi import APIRouter
 
 from core.errors import GuidanceError, LimitExceeded
-from core.program import CompiledGuidanceProgram, spec_from_kwargs
+from core.program import CompiledGuidanceProgram
+from core.spec import spec_from_kwargs
 from service.dependencies import OwnerDep, ServiceState, StateDep
 from service.problems import CompileQueueFull, NotReady, problem_responses
 from service.schemas import CompileRequest, CompileResponse, EngineLimitNote, ProgramFields
@@ -128,5 +129,5 @@ async def compile_endpoint(body: CompileRequest, state: StateDep, owner: OwnerDe
         compile_ms=round(compiled.compile_ms, 3),
         session_id=session_id,
         ignored=list(program.ignored),
-        engine_limit=EngineLimitNote.of(program.engine_limit),
+        engine_limit=EngineLimitNote.of(program.stats.engine_limit),
     )

@@ -167,7 +167,7 @@ async def create_session(body: SessionCreateRequest, state: StateDep, owner: Own
         compiled = await compile_program(body, state)
         program, tokenizer_name = compiled.program, compiled.tokenizer_name
     session = state.sessions.create(program, tokenizer_name, owner=owner)
-    return SessionCreated(session_id=session.id, program_id=program.program_id, engine_limit=EngineLimitNote.of(program.engine_limit))
+    return SessionCreated(session_id=session.id, program_id=program.program_id, engine_limit=EngineLimitNote.of(program.stats.engine_limit))
 
 
 @router.post(

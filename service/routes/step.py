@@ -414,7 +414,7 @@ def _fill(
         # A program remembers the last array it filled; this one is the request's answer, which
         # must be freed with the request (else every program pins its last batch's answer).
         for program in {st.program for st in states}:
-            program.forget_bitmask(bitmask)
+            program.bitmask_views.forget(bitmask)
     service.metrics.mask_seconds.observe(time.perf_counter() - start)
     for k, e in failed.items():
         st, status = states[k], statuses[k]

@@ -20,7 +20,8 @@ from core import (
     TemplateError,
     Tokenizer,
 )
-from core.program import ProgramSpec
+from core.cache import Flight
+from core.spec import ProgramSpec
 
 
 def test_program_ids_are_content_hashes(tiny_tokenizer: Tokenizer) -> None:
@@ -163,7 +164,7 @@ def test_batched_fill_equals_per_state_fill(tekken: Tokenizer) -> None:
         assert np.array_equal(single[0], batched[i])
 
 
-def test_parallel_fill_over_lanes_equals_the_loop(tekken: Tokenizer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_parallel_fill_over_matcher_shards_equals_the_loop(tekken: Tokenizer, monkeypatch: pytest.MonkeyPatch) -> None:
     import core.backend
 
     threads_used: set[str] = set()
@@ -174,9 +175,8 @@ def test_parallel_fill_over_lanes_equals_the_loop(tekken: Tokenizer, monkeypatch
         return fill_group(group, bitmask)
 
     monkeypatch.setattr(core.backend, "_fill_group", spy)
-    monkeypatch.setattr(core.backend, "_PARALLEL_MIN_MASK_SECONDS", 0.0)  # these masks are cheap
     serial = GuidanceBackend(tekken)
-    parallel = GuidanceBackend(tekken, num_threads=2)
+    parallel = GuidanceBackend(tekken, num_threads=2, parallel_min_mask_seconds=0.0)  # these masks are cheap
     schema = {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "integer"}}, "required": ["a", "b"]}
     texts = ['{"a":"', '{"a":"hello', '{"a":"x","b":', '{"a":"x","b":12', "", '{"', '{"a":"x","b":1}', '{"a":"é']
     texts = texts * 3  # 24 states: above the batch size that goes parallel
@@ -189,10 +189,10 @@ def test_parallel_fill_over_lanes_equals_the_loop(tekken: Tokenizer, monkeypatch
     serial.fill_next_token_bitmasks(serial_states, expected)
 
     program = parallel.compile_json_schema(schema)
-    assert program.lanes == 2
-    program.add_lanes()  # the backend started it in the background; this waits for it
+    assert program.shards.count == 2
+    program.build_shards()  # the backend started it in the background; this waits for it
     states = [program.create_state() for _ in texts]
-    assert {s.lane for s in states} == {0, 1}  # dealt over both lanes
+    assert {s.shard for s in states} == {0, 1}  # dealt over both shards
     for s, t in zip(states, texts):
         assert s.accept_tokens(tekken.encode(t))
     got = parallel.allocate_bitmask(len(texts) + 2)
@@ -204,9 +204,9 @@ def test_parallel_fill_over_lanes_equals_the_loop(tekken: Tokenizer, monkeypatch
         assert np.array_equal(got[r], expected[i]), texts[i]
     assert (got[[0, 1]] == -1).all()
     fork = states[1].fork()
-    assert fork.lane == states[1].lane
+    assert fork.shard == states[1].shard
     states[1].reset()
-    assert states[1].lane == fork.lane
+    assert states[1].shard == fork.shard
     parallel.close()
 
 
@@ -219,3 +219,129 @@ def test_wider_model_vocabulary_has_zero_tail(tiny_tokenizer: Tokenizer) -> None
     words_used = (tiny_tokenizer.vocab_size + 31) // 32
     assert not bitmask[0, words_used:].any()
     assert bitmask[0, :words_used].any()
+
+
+def _gated_compiles(backend: GuidanceBackend) -> tuple[list[ProgramSpec], threading.Event, threading.Event]:
+    """Make ``backend``'s compiles wait for a signal: (specs compiled, started, release)."""
+    real = backend._compile_grammar
+    calls: list[ProgramSpec] = []
+    started, release = threading.Event(), threading.Event()
+
+    def gated(spec: ProgramSpec, tok: Tokenizer) -> Any:
+        calls.append(spec)
+        started.set()
+        assert release.wait(30)
+        return real(spec, tok)
+
+    backend._compile_grammar = gated  # type: ignore[method-assign]
+    return calls, started, release
+
+
+async def test_threads_and_event_loops_wait_for_the_same_compile(tiny_tokenizer: Tokenizer) -> None:
+    abackend = AsyncGuidanceBackend(GuidanceBackend(tiny_tokenizer), max_workers=2)
+    backend = abackend.backend
+    calls, started, release = _gated_compiles(backend)
+    spec = ProgramSpec("regex", "[a-z]{3}")
+    from_thread: list[tuple[Any, bool]] = []
+    leader = threading.Thread(target=lambda: from_thread.append(backend.compile(spec)))
+    leader.start()
+    assert await asyncio.to_thread(started.wait, 30)
+    joined = asyncio.gather(*(abackend.compile(spec) for _ in range(3)))
+    await asyncio.sleep(0)  # the joiners are waiting on the thread's flight
+    release.set()
+    answers = await joined
+    await asyncio.to_thread(leader.join, 30)
+    assert len(calls) == 1
+    program, cached = from_thread[0]
+    assert cached is False
+    assert all(p is program and c is True for p, c in answers)  # a joined flight counts as cached
+    stats = backend.get_stats()["cache"]
+    assert stats["misses"] == 1 and stats["compiles"] == 1 and stats["hits"] == 0
+    assert await abackend.compile(spec) == (program, True)
+    assert backend.get_stats()["cache"]["hits"] == 1
+    abackend.close()
+
+
+async def test_an_event_loop_leads_and_threads_join(tiny_tokenizer: Tokenizer) -> None:
+    abackend = AsyncGuidanceBackend(GuidanceBackend(tiny_tokenizer), max_workers=1)
+    backend = abackend.backend
+    calls, started, release = _gated_compiles(backend)
+    spec = ProgramSpec("regex", "[0-9]{2}")
+    join = backend.cache.join
+    followers: list[Flight] = []
+    both_joined = threading.Event()
+
+    def spy(key: str) -> Any:
+        got = join(key)
+        if isinstance(got, Flight) and not got.leader:
+            followers.append(got)
+            if len(followers) == 2:
+                both_joined.set()
+        return got
+
+    backend.cache.join = spy  # type: ignore[method-assign]
+    leading = asyncio.ensure_future(abackend.compile(spec))
+    assert await asyncio.to_thread(started.wait, 30)
+    joiners = asyncio.gather(*(asyncio.to_thread(backend.compile, spec) for _ in range(2)))
+    assert await asyncio.to_thread(both_joined.wait, 30)  # both threads wait on the loop's flight
+    release.set()
+    program, cached = await leading
+    assert cached is False and len(calls) == 1
+    for answer in await joiners:
+        assert answer == (program, True)
+    abackend.close()
+
+
+async def test_a_failed_flight_fails_every_waiter_and_is_remembered(tiny_tokenizer: Tokenizer) -> None:
+    abackend = AsyncGuidanceBackend(GuidanceBackend(tiny_tokenizer), max_workers=2)
+    calls, started, release = _gated_compiles(abackend.backend)
+    bad = ProgramSpec("regex", "(unclosed")
+    leading = asyncio.ensure_future(abackend.compile(bad))
+    assert await asyncio.to_thread(started.wait, 30)
+    joiner = asyncio.ensure_future(abackend.compile(bad))
+    await asyncio.sleep(0)
+    release.set()
+    for outcome in await asyncio.gather(leading, joiner, return_exceptions=True):
+        assert isinstance(outcome, GrammarError), outcome
+    with pytest.raises(GrammarError):
+        await abackend.compile(bad)  # from the negative cache: not compiled again
+    assert len(calls) == 1
+    stats = abackend.get_stats()["cache"]
+    assert stats["compile_errors"] == 1 and stats["negative_hits"] == 1
+    abackend.close()
+
+
+async def test_a_compile_after_close_fails_without_stranding_its_key(tiny_tokenizer: Tokenizer) -> None:
+    abackend = AsyncGuidanceBackend(GuidanceBackend(tiny_tokenizer))
+    abackend.close()
+    with pytest.raises(RuntimeError):
+        await abackend.compile_regex("[a-z]+")
+    # The flight it opened was landed: the same key still compiles (a stranded one would hang).
+    program, cached = await asyncio.to_thread(abackend.backend.compile, ProgramSpec("regex", "[a-z]+"))
+    assert cached is False and program.kind == "regex"
+
+
+async def test_compile_template_takes_the_seed_keyword_names(tiny_tokenizer: Tokenizer) -> None:
+    abackend = AsyncGuidanceBackend(GuidanceBackend(tiny_tokenizer))
+    backend = abackend.backend
+    by_name = backend.compile_template(template_str="n={{n}}{{gen 'x' regex='[0-9]'}}", variables={"n": "7"})
+    by_position = backend.compile_template("n={{n}}{{gen 'x' regex='[0-9]'}}", {"n": "7"})
+    assert by_name is by_position
+    assert await abackend.compile_template(template_str="n={{n}}{{gen 'x' regex='[0-9]'}}", variables={"n": "7"}) is by_name
+    state = by_name.create_state()
+    assert state.accept_tokens(tiny_tokenizer.encode("n="))
+    assert not state.accept_tokens(tiny_tokenizer.encode("8"))  # the variable's value is literal text
+    assert state.accept_tokens(tiny_tokenizer.encode("74") + [tiny_tokenizer.eos_token_id])
+    assert state.variables == {"x": "4"}
+    abackend.close()
+
+
+def test_allocate_token_bitmask_is_allocate_bitmask(tiny_tokenizer: Tokenizer) -> None:
+    backend = GuidanceBackend(tiny_tokenizer, vocab_size=1000)
+    abackend = AsyncGuidanceBackend(backend)
+    for allocate in (backend.allocate_token_bitmask, abackend.allocate_token_bitmask):
+        bitmask = allocate(3)
+        expected = backend.allocate_bitmask(3)
+        assert bitmask.dtype == np.int32 and bitmask.shape == expected.shape == (3, 32)
+        assert np.array_equal(bitmask, expected)
+    abackend.close()

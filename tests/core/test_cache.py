@@ -22,12 +22,12 @@ def test_a_burst_of_one_off_programs_does_not_evict_a_program_in_steady_use() ->
     cache = ProgramCache(max_entries=16)
     steady = _fill(cache, "steady")
     assert cache.segment("steady") == "probation"
-    assert cache.lookup("steady") is steady  # a second use protects it
+    assert cache.join("steady") is steady  # a second use protects it
     assert cache.segment("steady") == "protected"
     for i in range(1000):
         _fill(cache, f"one-off-{i}")
         if i % 50 == 0:
-            assert cache.lookup("steady") is steady
+            assert cache.join("steady") is steady
     assert cache.get("steady") is steady
     stats = cache.stats()
     assert stats["entries"] == 16 and stats["protected_entries"] == 1 and stats["probation_entries"] == 15

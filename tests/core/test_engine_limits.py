@@ -56,7 +56,8 @@ def test_a_limit_mid_walk_is_reported_by_name_and_leaves_the_session_as_it_was(d
     at, error = _walk_until_limit(backend, WORDY_TEXT)
     assert error.limit == "step_lexer_fuel" and error.code == "engine-limit" and error.status == 413
     program = backend.compile_json_schema(WORDY)
-    assert program.engine_limit is not None and program.engine_limit["limit"] == "step_lexer_fuel"
+    note = program.stats.engine_limit
+    assert note is not None and note["limit"] == "step_lexer_fuel"
     # A new session of the same cached program starts cleanly (its parser was rebuilt).
     fresh = program.create_state()
     row = backend.allocate_bitmask(1)
@@ -92,7 +93,7 @@ def test_a_spent_shared_lexer_is_rebuilt_and_every_walk_stays_exact(default_toke
             state.advance([int(rng.choice(list(allowed_tokens(row[0], program.vocab_size))))])
         assert state.tokens[-1] == eos
         assert re.fullmatch(pattern, state.text()), state.text()
-    assert program.lane_renewals > 0
+    assert program.stats.shard_renewals > 0
 
 
 def test_batched_fills_report_the_failing_state_and_fill_the_others(default_tokenizer: Tokenizer) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import core
+import core.session
 
 
 def test_core_imports_no_web_or_metrics_code() -> None:
@@ -33,3 +36,14 @@ def test_all_is_sorted_and_complete() -> None:
         "AsyncGuidanceBackend",
     ):
         assert required in core.__all__
+
+
+def test_a_session_sees_its_program_only_through_a_protocol() -> None:
+    # The program builds sessions (create_state); a session never reaches back into the program's
+    # module, not even for types: it depends on SessionProgram, which the program implements
+    # (mypy checks that where the program passes itself to GuidanceState).
+    tree = ast.parse(Path(core.session.__file__).read_text(encoding="utf-8"))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert "core.bitmask" in imported  # the walk sees the module's imports
+    assert not imported & {"core.program", "core.backend", "core.cache"}, imported

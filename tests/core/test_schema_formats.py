@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core import GrammarError, GuidanceBackend, SchemaError, Tokenizer
-from core.program import spec_from_kwargs
+from core.spec import spec_from_kwargs
 from core.schema_formats import FORMAT_PATTERNS, INTEGER_FORMATS, rewrite_format
 from core.schema_rewrite import rewrite_schema, rewrite_schema_report
 from tests.core.conftest import accepts_text

@@ -251,3 +251,42 @@ def test_captures_of_a_users_lark_grammar_are_reported(tiny_backend: GuidanceBac
     state = program.create_state()
     assert state.accept_tokens(tok.encode("x=42;") + [tok.eos_token_id])
     assert state.variables == {"num": "42"}
+
+
+def test_accept_token_takes_one_allowed_token(tiny_backend: GuidanceBackend) -> None:
+    tok = tiny_backend.tokenizer
+    grammar = GuidanceGrammar(tiny_backend.compile_template(TEMPLATE))
+    first = tok.encode("Name: ")[0]
+    before = mask_of(grammar)
+    assert not grammar.accept_token(tok.encode("x")[0])  # the text must start with "Name: "
+    assert grammar.state.tokens == [] and mask_of(grammar) == before
+    assert grammar.accept_token(first)
+    assert grammar.state.tokens == [first]
+
+
+def test_accept_token_text_is_all_or_nothing(tekken_backend: GuidanceBackend) -> None:
+    tok = tekken_backend.tokenizer
+    grammar = GuidanceGrammar(tekken_backend.compile_template(TEMPLATE), tok)
+    assert grammar.accept_token_text("Name: Ada")
+    assert grammar.state.tokens == tok.encode("Name: Ada")
+    before = mask_of(grammar)
+    assert not grammar.accept_token_text("\nAge: x")  # "\nAge: " fits, "x" does not: none of it is taken
+    assert grammar.state.text() == "Name: Ada" and mask_of(grammar) == before
+    assert grammar.accept_token_text("\nAge: 36")
+    assert grammar.accept_token(tok.eos_token_id) and grammar.is_terminated()
+    assert grammar.get_variable_values() == {"name": "Ada", "age": "36"}
+
+
+def test_create_state_is_a_fresh_state_of_the_same_program(tiny_backend: GuidanceBackend) -> None:
+    tok = tiny_backend.tokenizer
+    grammar = GuidanceGrammar(tiny_backend.compile_template(TEMPLATE))
+    start = mask_of(grammar)
+    assert grammar.accept_tokens(tok.encode("Name: Bo"))
+    state = grammar.create_state()
+    assert state.program is grammar.program and state is not grammar.state
+    assert state.tokens == [] and not state.is_terminated()
+    row = np.zeros((1, grammar.program.mask_words), dtype=np.int32)
+    state.fill_bitmask(row, 0)
+    assert row.tobytes() == start  # at the program's start, whatever the grammar has accepted
+    assert state.accept_tokens(tok.encode("Name: Cy\nAge: 1"))
+    assert grammar.state.text() == "Name: Bo"  # independent of the grammar's own state

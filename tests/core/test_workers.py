@@ -15,7 +15,7 @@ import pytest
 from core import AsyncGuidanceBackend, CompileCrashed, GuidanceBackend, LimitExceeded, Limits, TemplateError, Tokenizer
 from core.captures import CaptureLayout
 from core.compiler import CompiledSpec, compile_spec
-from core.program import ProgramSpec
+from core.spec import ProgramSpec
 from core.threads import on_engine_thread
 from core.workers import CompileWorkers
 

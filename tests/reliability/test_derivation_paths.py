@@ -78,7 +78,12 @@ async def test_in_the_slow_lane(make_app: AppFactory, default_tokenizer: Tokeniz
 async def test_in_parallel_fills(
     make_app: AppFactory, default_tokenizer: Tokenizer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(core.backend, "_PARALLEL_MIN_MASK_SECONDS", 0.0)  # fill in parallel from 8 sessions
+    init = core.backend.GuidanceBackend.__init__
+
+    def eager(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs, parallel_min_mask_seconds=0.0)  # fill in parallel from 8 sessions
+
+    monkeypatch.setattr(core.backend.GuidanceBackend, "__init__", eager)
     fills: list[int] = []
     parallel = core.backend.GuidanceBackend._fill_parallel
 

@@ -1,0 +1,55 @@
+"""What a program is compiled from: the spec, its kinds, and its content-hash id.
+
+A :class:`ProgramSpec` is the whole input of a compile (kind, source, compile-time variables,
+options). Its :meth:`~ProgramSpec.cache_key` with a vocabulary's fingerprint is the program id:
+equal on every replica for the same input, so any replica can compile a program it has not seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from core.hashing import content_hash
+
+__all__ = ["PROGRAM_KINDS", "ProgramKind", "ProgramSpec", "spec_from_kwargs"]
+
+ProgramKind = Literal["template", "json_schema", "regex", "grammar", "choice"]
+PROGRAM_KINDS: tuple[ProgramKind, ...] = ("template", "json_schema", "regex", "grammar", "choice")
+
+# Bumped whenever compilation changes meaning, so stale ids never alias new programs.
+_COMPILER_VERSION = 2
+
+
+@dataclass(frozen=True)
+class ProgramSpec:
+    """What a program is compiled from: everything that determines its masks.
+
+    Attributes:
+        kind: one of ``template``, ``json_schema``, ``regex``, ``grammar``, ``choice``.
+        source: the template text, schema (object or JSON text), regex, Lark text, or list of choices.
+        variables: compile-time variables (templates only).
+        options: kind-specific options: ``whitespace`` (int) for JSON schemas.
+    """
+
+    kind: ProgramKind
+    source: Any
+    variables: Mapping[str, Any] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def cache_key(self, tokenizer_fingerprint: str) -> str:
+        """A content hash: equal on every machine for the same spec and vocabulary."""
+        # Key order is kept (core.hashing): schemas differing only in order are different programs.
+        return content_hash(
+            [_COMPILER_VERSION, self.kind, self.source, dict(self.variables), dict(self.options), tokenizer_fingerprint]
+        )
+
+
+def spec_from_kwargs(kind: ProgramKind, source: Any, variables: Mapping[str, Any] | None, options: Mapping[str, Any] | None) -> ProgramSpec:
+    """Build a :class:`ProgramSpec`, normalising a few shapes (list choices, options dict)."""
+    if kind not in PROGRAM_KINDS:
+        raise ValueError(f"unknown program kind {kind!r}")
+    if kind == "choice" and isinstance(source, Sequence) and not isinstance(source, str):
+        source = list(source)
+    return ProgramSpec(kind, source, dict(variables or {}), dict(options or {}))

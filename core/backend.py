@@ -11,7 +11,7 @@ import asyncio
 import functools
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -171,7 +171,13 @@ class GuidanceBackend:
         compiled = self._compile_grammar(spec, tok)
         vocab = self.vocab_size if tok is self.tokenizer else None
         stats = ProgramStats()
-        program = CompiledGuidanceProgram(key, spec, compiled, tok, limits, stats, vocab, shards=self._num_threads)
+        # The other shards are built when the program gets its second session (its third state,
+        # after the probe below): in a burst of one-off programs, each used by one session at
+        # most, none pays for them.
+        program = CompiledGuidanceProgram(
+            key, spec, compiled, tok, limits, stats, vocab,
+            shards=self._num_threads, schedule_shards=self._build_in_background, shards_after=3,
+        )
         # Compute the first mask here, on the compile thread: it warms the caches every session
         # shares, and measures what a mask of this program costs before any request pays it.
         row = allocate_bitmask(1, program.vocab_size)
@@ -197,10 +203,11 @@ class GuidanceBackend:
             # Nothing but EOS, and EOS is not allowed either: the language is empty (a rule that
             # only recurses, a cyclic $ref). Every session would be stuck at its first step.
             raise GrammarError(_EMPTY_LANGUAGE)
-        if program.shards.count > 1:  # the other shards' parsers: in the background, not on the compile's time
-            self._pool_for_fills().submit(program.build_shards)
         stats.first_mask_seconds = first_mask  # before anyone else can see the program
         return program
+
+    def _build_in_background(self, build: Callable[[], None]) -> None:
+        self._pool_for_fills().submit(build)
 
     def _compile_grammar(self, spec: ProgramSpec, tok: Tokenizer) -> CompiledSpec:
         # In a worker process when there are some (its Python holds another GIL); the matcher and

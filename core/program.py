@@ -12,6 +12,7 @@ bitmask filled (:class:`~core.bitmask.BitmaskViews`), and the run-time figures t
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import llguidance
@@ -56,6 +57,9 @@ class CompiledGuidanceProgram:
         vocab_size: the model's logits width, when wider than the tokenizer's.
         shards: pristine matchers to deal sessions over, one per fill thread
             (:mod:`core.shards`); the first is built here, the others by :meth:`build_shards`.
+        schedule_shards: runs the other shards' build in the background once the program is in
+            use (see :class:`~core.shards.MatcherShards`); None: only :meth:`build_shards` builds them.
+        shards_after: the state whose creation schedules that build.
 
     Raises:
         GrammarError: llguidance refuses the grammar.
@@ -72,6 +76,8 @@ class CompiledGuidanceProgram:
         stats: ProgramStats,
         vocab_size: int | None = None,
         shards: int = 1,
+        schedule_shards: Callable[[Callable[[], None]], object] | None = None,
+        shards_after: int = 1,
     ) -> None:
         self.program_id = program_id
         self.spec = spec
@@ -97,7 +103,9 @@ class CompiledGuidanceProgram:
             error = root.get_error()[:1000]
             limit = classify_engine_error(error)
             raise GrammarError(error) if limit is None else LimitExceeded(f"constraint too complex: {error}", limit)
-        self.shards = MatcherShards(root, self._make_root, shards, self.ll_mask_words, limits.engine_stack_bytes)
+        self.shards = MatcherShards(
+            root, self._make_root, shards, self.ll_mask_words, limits.engine_stack_bytes, schedule_shards, shards_after
+        )
         self.bitmask_views = BitmaskViews(self.mask_words, self.ll_mask_words)
         self._built = True
 

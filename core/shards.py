@@ -8,9 +8,10 @@ therefore keeps one pristine matcher per thread, a *shard* with caches of its ow
 sessions over the shards in turn; a batch's masks are then filled one thread per shard
 (:meth:`core.backend.GuidanceBackend.fill_next_token_bitmasks`).
 
-The shards are an inherently mutable cache: the shards past the first are built after the
-compile, off the request path, and a shard whose shared lexer ran out is replaced.
-:class:`MatcherShards` is their one owner, and its lock the only one they need.
+The shards are an inherently mutable cache: the shards past the first are built off the request
+path once the program is in use (its ``build_after``-th state: a one-off program, the most common
+kind in a burst of new schemas, never pays for them), and a shard whose shared lexer ran out is
+replaced. :class:`MatcherShards` is their one owner, and its lock the only one they need.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ class MatcherShards:
         fill_words: words of a mask row as llguidance writes it (to warm a new shard's caches).
         stack_bytes: stack of the engine thread a shard is rebuilt on
             (:attr:`core.limits.Limits.engine_stack_bytes`).
+        schedule: runs :meth:`build` in the background (e.g. a thread pool's ``submit``), called
+            once, when the ``build_after``-th state is dealt; None: :meth:`build` is called by hand.
+        build_after: how many states the program deals before its other shards are worth building.
     """
 
     def __init__(
@@ -46,8 +50,12 @@ class MatcherShards:
         count: int,
         fill_words: int,
         stack_bytes: int,
+        schedule: Callable[[Callable[[], None]], object] | None = None,
+        build_after: int = 1,
     ) -> None:
         self.count = max(count, 1)
+        self._schedule = schedule if self.count > 1 else None
+        self._build_at = max(build_after, 1) - 1
         self._make = make
         self._fill_words = fill_words
         self._stack_bytes = stack_bytes
@@ -57,8 +65,16 @@ class MatcherShards:
 
     def deal(self) -> int:
         """The shard of a new session: the shards built so far, in turn."""
+        n = next(self._deal)
+        if n == self._build_at and self._schedule is not None:
+            self._schedule(self.build)
         built = len(self._roots)
-        return next(self._deal) % built if built > 1 else 0
+        return n % built if built > 1 else 0
+
+    @property
+    def built(self) -> int:
+        """How many shards exist so far (the first from the start; the others once built)."""
+        return len(self._roots)
 
     def root(self, shard: int) -> llguidance.LLMatcher:
         """The pristine matcher whose caches the sessions of ``shard`` share."""

@@ -190,7 +190,7 @@ def test_parallel_fill_over_matcher_shards_equals_the_loop(tekken: Tokenizer, mo
 
     program = parallel.compile_json_schema(schema)
     assert program.shards.count == 2
-    program.build_shards()  # the backend started it in the background; this waits for it
+    program.build_shards()  # now, rather than when the program gets its second session
     states = [program.create_state() for _ in texts]
     assert {s.shard for s in states} == {0, 1}  # dealt over both shards
     for s, t in zip(states, texts):

@@ -11,13 +11,32 @@ from core.stats import ProgramStats
 def test_sessions_are_dealt_over_the_shards_once_they_are_built(tiny_tokenizer: Tokenizer) -> None:
     backend = GuidanceBackend(tiny_tokenizer, num_threads=3)
     program = backend.compile_regex("[a-z]+")
-    program.build_shards()  # the backend started it in the background; this waits for it
+    program.build_shards()  # now, not when the program gets its second session
     shards = program.shards
     assert shards.count == 3
     dealt = [program.create_state().shard for _ in range(6)]
     assert sorted(dealt) == [0, 0, 1, 1, 2, 2]
     assert len({id(shards.root(i)) for i in range(3)}) == 3  # caches of their own
     backend.close()
+
+
+def test_a_program_used_once_never_builds_its_other_shards(tiny_tokenizer: Tokenizer) -> None:
+    backend = GuidanceBackend(tiny_tokenizer, num_threads=2)
+    program = backend.compile_regex("[a-z]+")
+    state = program.create_state()  # a one-off request: compile, one session
+    assert state.accept_tokens(tiny_tokenizer.encode("abc"))
+    backend.close()  # waits for anything scheduled in the background
+    assert program.shards.built == 1
+
+
+def test_the_second_session_builds_the_other_shards_in_the_background(tiny_tokenizer: Tokenizer) -> None:
+    backend = GuidanceBackend(tiny_tokenizer, num_threads=3)
+    program = backend.compile_regex("[a-z]+")
+    first, second = program.create_state(), program.create_state()
+    assert first.shard == second.shard == 0  # dealt before the other shards exist
+    backend.close()  # waits for the background build
+    assert program.shards.built == 3
+    assert sorted(program.create_state().shard for _ in range(3)) == [0, 1, 2]
 
 
 def test_a_spent_shard_is_renewed_once(tiny_tokenizer: Tokenizer) -> None:

@@ -30,7 +30,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from core.errors import excerpt
-from service.problems import InvalidText
+from service.errors import InvalidText
 
 __all__ = ["body_text_error", "find_invalid_string", "printable", "url_text_error"]
 

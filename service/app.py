@@ -61,8 +61,8 @@ and server-wide changes may be limited to admin keys (403 `forbidden`).
 """
 
 
-# Metrics are ours (Prometheus); FastAPI's built-in OpenTelemetry hooks cost about 5 us a request
-# on the mask path. Older FastAPI versions have no such option.
+# Metrics are ours (Prometheus); FastAPI's built-in OpenTelemetry hooks would add their cost to
+# every request on the mask path. Older FastAPI versions have no such option.
 _NO_TELEMETRY: dict[str, Any] = (
     {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
     if "telemetry" in inspect.signature(FastAPI.__init__).parameters
@@ -99,7 +99,7 @@ def create_app(
             named ``"default"``, is the default unless ``settings.tokenizers`` names another).
         freeze_gc: once started, move every object alive to the garbage collector's permanent
             generation (``gc.freeze()``): they live as long as the process, and a full collection
-            over them took 18-33 ms, a pause in the middle of some request. The server's command
+            over them is a pause in the middle of some request (``docs/benchmarks.md``). The server's command
             line sets it; an app embedded in another process (tests) should not.
 
     Returns:

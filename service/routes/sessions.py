@@ -18,9 +18,9 @@ import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
 
-from core.bitmask import to_bytes
 from core.errors import GuidanceError, TokenRejected, UnknownProgram, excerpt
 from core.session import GuidanceState
+from guidance_client.wire import MASK_MEDIA_TYPE, to_bytes
 from service.auth import owner_of
 from service.dependencies import MetricsDep, OwnerDep, SessionsDep, StateDep, state_of
 from service.errors import NotReady, RollbackOutOfRange
@@ -71,7 +71,7 @@ _MASK_RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "The allowed next tokens as a packed bitmask. " + MASK_LAYOUT,
         "model": MaskJSON,
         "content": {
-            "application/octet-stream": {
+            MASK_MEDIA_TYPE: {
                 "schema": {"type": "string", "format": "binary", "description": MASK_LAYOUT},
             }
         },
@@ -245,7 +245,7 @@ async def get_mask(request: Request) -> Response:
 
     raw, terminated = await state.scheduler.run(session, work)
     accept = request.headers.get("accept", "")
-    if "application/json" in accept and "application/octet-stream" not in accept:
+    if "application/json" in accept and MASK_MEDIA_TYPE not in accept:
         metrics.masks_json.inc()
         body = {
             "mask": base64.b64encode(raw).decode("ascii"),
@@ -257,7 +257,7 @@ async def get_mask(request: Request) -> Response:
     metrics.masks_binary.inc()
     return Response(
         raw,
-        media_type="application/octet-stream",
+        media_type=MASK_MEDIA_TYPE,
         headers={
             "X-Vocab-Size": str(program.vocab_size),
             "X-Mask-Words": str(program.mask_words),

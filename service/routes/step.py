@@ -213,18 +213,21 @@ def _status(
 
     ``options`` None: an error status. ``st`` None: a session that could not be looked up.
     """
-    outcome = "error" if error is not None else "rejected" if rejected is not None else "ok"
-    status: dict[str, Any] = {"session_id": item.session_id, "row": row, "rows": rows, "status": outcome}
-    if st is None:
-        if error is not None:
-            status["error"] = error_problem(error)
-        return status
-    status["accepted"] = len(item.tokens) if outcome == "ok" else 0
-    if rejected is not None:
-        status["index"] = rejected.index
-        status["token"] = rejected.token
     if error is not None:
+        status: dict[str, Any] = {"session_id": item.session_id, "row": row, "rows": rows, "status": "error"}
+        if st is None:
+            status["error"] = error_problem(error)
+            return status
+        status["accepted"] = 0
         status["error"] = error_problem(error)
+    elif rejected is not None:
+        status = {
+            "session_id": item.session_id, "row": row, "rows": rows, "status": "rejected", "accepted": 0,
+            "index": rejected.index, "token": rejected.token,
+        }  # fmt: skip
+    else:
+        status = {"session_id": item.session_id, "row": row, "rows": rows, "status": "ok", "accepted": len(item.tokens)}
+    assert st is not None  # only a session that could not be looked up has no state, and it has an error
     status["terminated"] = st.is_terminated()
     status["accepting"] = st.is_accepting()
     if options is not None:

@@ -92,7 +92,8 @@ class MaskFastPathMiddleware(_HTTPMiddleware):
                     scope["path_params"] = {"session_id": session_id}
                     try:
                         if not path.isascii():  # percent-escapes: they must decode as UTF-8 (text guard's rule)
-                            error = url_text_error(scope.get("raw_path") or path.encode("utf-8", "surrogatepass"), scope["query_string"])
+                            raw_path = scope.get("raw_path") or path.encode("utf-8", "surrogatepass")
+                            error = url_text_error(raw_path, scope["query_string"])
                             if error is not None:
                                 raise error
                         response = await self.endpoint(Request(scope, receive))

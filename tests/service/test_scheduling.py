@@ -44,7 +44,9 @@ def _seen(sessions: list[Session], log: list[tuple[int, list[bool]]]) -> int:
     return len(log)
 
 
-async def test_uncontended_work_runs_inline_without_the_lock(engine: GuidanceBackend, program: CompiledGuidanceProgram) -> None:
+async def test_uncontended_work_runs_inline_without_the_lock(
+    engine: GuidanceBackend, program: CompiledGuidanceProgram
+) -> None:
     clock = Clock()
     scheduler = Scheduler(engine, clock=clock)
     (session,) = _sessions(program, 1)
@@ -72,7 +74,9 @@ async def test_contended_work_waits_for_the_lock_and_runs_under_it(
     assert not session.lock.locked()
 
 
-async def test_a_batch_runs_inline_unless_one_session_is_held(engine: GuidanceBackend, program: CompiledGuidanceProgram) -> None:
+async def test_a_batch_runs_inline_unless_one_session_is_held(
+    engine: GuidanceBackend, program: CompiledGuidanceProgram
+) -> None:
     scheduler = Scheduler(engine)
     sessions = _sessions(program, 3)
     log: list[tuple[int, list[bool]]] = []

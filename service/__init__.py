@@ -1,9 +1,9 @@
 """The Guidance constraint server: the HTTP service over ``core``.
 
 The worker-side client is its own package, ``guidance_client`` (``from guidance_client import
-GuidanceClient``). Its names are still reachable here (``service.GuidanceClient``) and in
-``service.client`` for one release, deprecated; names are imported lazily, so neither pulls in
-FastAPI or llguidance.
+GuidanceClient``). For one release its names (:data:`CLIENT_NAMES`) are still reachable here
+(``service.GuidanceClient``) and in ``service.client`` (which warns), deprecated. Names are
+imported lazily, so neither pulls in FastAPI or llguidance.
 """
 
 from __future__ import annotations
@@ -13,23 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from service.app import create_app
-    from guidance_client import (
-        AcceptResult,
-        AsyncGrammarBatch,
-        AsyncGuidanceClient,
-        AsyncRemoteGrammar,
-        GrammarBatch,
-        GuidanceClient,
-        ProgramInfo,
-        RemoteError,
-        RemoteGrammar,
-        SessionInfo,
-        StepResult,
-        StepStatus,
-    )
     from service.settings import Settings
 
-__all__ = [
+CLIENT_NAMES = (
     "AcceptResult",
     "AsyncGrammarBatch",
     "AsyncGuidanceClient",
@@ -40,17 +26,16 @@ __all__ = [
     "RemoteError",
     "RemoteGrammar",
     "SessionInfo",
-    "Settings",
     "StepResult",
     "StepStatus",
-    "create_app",
-]
+    "WORKER_HEADER",
+    "program_spec",
+)
+"""The client's names re-exported here and by ``service.client`` for one release (deprecated)."""
 
-_HOMES = {
-    "create_app": "service.app",
-    "Settings": "service.settings",
-    **{name: "guidance_client" for name in __all__ if name not in ("create_app", "Settings")},
-}
+_HOMES = {"create_app": "service.app", "Settings": "service.settings", **dict.fromkeys(CLIENT_NAMES, "guidance_client")}
+
+__all__ = sorted(["CLIENT_NAMES", *_HOMES])
 
 
 def __getattr__(name: str) -> Any:

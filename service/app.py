@@ -2,7 +2,8 @@
 
 The lifespan loads the tokenizers, builds one :class:`~core.backend.AsyncGuidanceBackend` (its
 program cache is shared by every tokenizer: program ids include the vocabulary), the session
-store, the slow lane, the metrics registry and a task closing idle sessions; and tears them down
+store, the scheduler of engine work (with its slow lane), the metrics registry and a task closing
+idle sessions; and tears them down
 on shutdown (after uvicorn has drained the connections, see ``docs/reliability.md``).
 """
 
@@ -37,7 +38,8 @@ from service.routes import ROUTERS
 from service.routes.sessions import get_mask
 from service.routes.step import openapi_components as step_components
 from service.schemas import Problem
-from service.sessions import SessionStore, SlowLane
+from service.scheduling import Scheduler, SlowLane
+from service.sessions import SessionStore
 from service.settings import Settings
 from service.tokenizers import load_configured
 
@@ -59,8 +61,8 @@ and server-wide changes may be limited to admin keys (403 `forbidden`).
 """
 
 
-# Metrics are ours (Prometheus); FastAPI's built-in OpenTelemetry hooks cost about 5 us a request
-# on the mask path. Older FastAPI versions have no such option.
+# Metrics are ours (Prometheus); FastAPI's built-in OpenTelemetry hooks would add their cost to
+# every request on the mask path. Older FastAPI versions have no such option.
 _NO_TELEMETRY: dict[str, Any] = (
     {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
     if "telemetry" in inspect.signature(FastAPI.__init__).parameters
@@ -97,7 +99,7 @@ def create_app(
             named ``"default"``, is the default unless ``settings.tokenizers`` names another).
         freeze_gc: once started, move every object alive to the garbage collector's permanent
             generation (``gc.freeze()``): they live as long as the process, and a full collection
-            over them took 18-33 ms, a pause in the middle of some request. The server's command
+            over them is a pause in the middle of some request (``docs/benchmarks.md``). The server's command
             line sets it; an app embedded in another process (tests) should not.
 
     Returns:
@@ -113,22 +115,19 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         registry = await asyncio.to_thread(load_configured, settings.tokenizers, preloaded, settings.max_tokenizers)
-        backend = AsyncGuidanceBackend(
-            GuidanceBackend(
-                registry.default,
-                max_cache_size=settings.cache_max_entries,
-                max_cache_bytes=settings.cache_max_bytes,
-                cache_probation_share=settings.cache_probation_share,
-                negative_cache_ttl=settings.negative_cache_ttl_seconds,
-                negative_cache_entries=settings.negative_cache_max_entries,
-                limits=settings.limits(),
-                num_threads=settings.mask_threads,
-                compile_processes=settings.compile_workers if settings.compile_processes else 0,
-                compile_nice=settings.compile_nice,
-            ),
-            max_workers=settings.compile_workers,
-            nice=settings.compile_nice,
+        engine = GuidanceBackend(
+            registry.default,
+            max_cache_size=settings.cache_max_entries,
+            max_cache_bytes=settings.cache_max_bytes,
+            cache_probation_share=settings.cache_probation_share,
+            negative_cache_ttl=settings.negative_cache_ttl_seconds,
+            negative_cache_entries=settings.negative_cache_max_entries,
+            limits=settings.limits(),
+            num_threads=settings.mask_threads,
+            compile_processes=settings.compile_workers if settings.compile_processes else 0,
+            compile_nice=settings.compile_nice,
         )
+        backend = AsyncGuidanceBackend(engine, max_workers=settings.compile_workers, nice=settings.compile_nice)
         # Workers start now, in the background: the first compiles need not wait for them.
         backend.start_workers([tok for _, tok in registry.items()])
         sessions = SessionStore(
@@ -138,7 +137,9 @@ def create_app(
             retry_after=settings.retry_after_seconds,
             max_tokens=settings.max_session_tokens,
         )
-        slow_lane = SlowLane(settings.slow_mask_ms / 1000, settings.slow_lane_workers, backend.first_mask_seconds)
+        scheduler = Scheduler(
+            engine, SlowLane(settings.slow_mask_ms / 1000, settings.slow_lane_workers, engine.first_mask_seconds)
+        )
         events = EventHub(
             max_watchers=settings.max_watchers,
             max_watchers_per_session=settings.max_watchers_per_session,
@@ -148,7 +149,8 @@ def create_app(
             retry_after=settings.retry_after_seconds,
             admin_restricted=keys.admin_restricted,
         )
-        state = ServiceState(settings, registry, backend, sessions, Metrics(backend, sessions, slow_lane), slow_lane, events)
+        metrics = Metrics(engine, sessions, scheduler.lane)
+        state = ServiceState(settings, registry, backend, sessions, metrics, scheduler, events)
         app.state.service = state
         interval = min(max(settings.session_ttl_seconds / 4, 0.05), 30.0)
         sweeper = asyncio.create_task(_sweep(state, interval), name="guidance-session-sweeper")
@@ -171,7 +173,7 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
             backend.close()
-            slow_lane.close()
+            scheduler.close()
             sessions.clear()
             del app.state.service
 

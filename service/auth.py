@@ -35,7 +35,9 @@ from pathlib import Path
 from fastapi import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.problems import Forbidden, Unauthorized, guidance_error_response
+from service.errors import Forbidden, Unauthorized
+from service.middleware import route_path
+from service.problems import guidance_error_response
 from service.settings import API_KEY_PATTERN, API_KEY_RULE, Settings
 
 __all__ = [
@@ -197,11 +199,7 @@ class AuthMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
-            path: str = scope["path"]
-            root: str = scope.get("root_path", "")
-            if root and path.startswith(root):
-                path = path[len(root) :]
-            if not is_open(path, self.probes_open):
+            if not is_open(route_path(scope), self.probes_open):
                 token = _bearer(scope)
                 principal = None if token is None else self.keys.authenticate(token)
                 if principal is None:

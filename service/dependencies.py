@@ -10,12 +10,13 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from core.backend import AsyncGuidanceBackend
+from core.backend import AsyncGuidanceBackend, GuidanceBackend
 from service.auth import owner_of, require_admin
+from service.errors import NotReady
 from service.events import EventHub
 from service.metrics import Metrics
-from service.problems import NotReady
-from service.sessions import SessionStore, SlowLane
+from service.scheduling import Scheduler
+from service.sessions import SessionStore
 from service.settings import Settings
 from service.tokenizers import TokenizerRegistry
 
@@ -49,12 +50,17 @@ class ServiceState:
     backend: AsyncGuidanceBackend
     sessions: SessionStore
     metrics: Metrics
-    slow_lane: SlowLane = field(default_factory=SlowLane)
+    scheduler: Scheduler
     events: EventHub = field(default_factory=EventHub)
     ready: bool = False
     draining: bool = False
     compiles_pending: int = 0
     large_answers: int = 0  # answers of LARGE_ANSWER_BYTES or more since the last memory release
+
+    @property
+    def engine(self) -> GuidanceBackend:
+        """The synchronous backend under ``backend``: what runs on the event loop (ids, fills, stats)."""
+        return self.backend.backend
 
 
 def state_of(request: Request) -> ServiceState:

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from core.errors import GuidanceError
-from service.problems import TooManyWatchers
+from service.errors import TooManyWatchers
 
 if TYPE_CHECKING:
     from core.session import GuidanceState
@@ -277,10 +277,20 @@ class EventHub:
         for channel in list(self.channels.values()):
             channel.end(reason)
 
+    def live_channel(self, session: Session) -> SessionChannel | None:
+        """The session's channel if it has one that has not ended."""
+        channel = self.channels.get(session.id)
+        return channel if channel is not None and channel.session is session and channel.ended is None else None
+
+    def watchers_of(self, session: Session) -> int:
+        """How many watch the session now."""
+        channel = self.channels.get(session.id)
+        return 0 if channel is None or channel.session is not session else len(channel.watchers)
+
     def channel(self, session: Session) -> SessionChannel:
         """The session's channel, created (and attached to it) if it has none."""
-        channel = session.channel
-        if channel is None or channel.ended is not None:
+        channel = self.live_channel(session)
+        if channel is None:
             channel = SessionChannel(self, session)
             session.channel = channel
             self.channels[session.id] = channel

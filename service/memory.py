@@ -3,8 +3,8 @@
 A ``POST /step`` answer is one buffer of up to ``max_step_answer_bytes``. glibc serves buffers
 over its mmap threshold (dynamic, at most 32 MiB) with ``mmap`` and unmaps them when freed; smaller
 ones come from the heap, whose freed pages it keeps for reuse up to its trim threshold (twice
-the mmap threshold). That reuse is what keeps steady batches cheap (fresh pages cost about 1 ms
-per MB to fault in), so nothing is trimmed on the request path; instead the periodic sweep calls
+the mmap threshold). That reuse is what keeps steady batches cheap (fresh pages must be faulted in
+and cleared by the kernel), so nothing is trimmed on the request path; instead the periodic sweep calls
 :func:`release_memory` when large answers were served since its last call, and an idle server's
 RSS returns near its baseline (``docs/reliability.md``, measured there).
 """

@@ -31,9 +31,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from core.backend import AsyncGuidanceBackend
+from core.backend import GuidanceBackend
 from core.spec import PROGRAM_KINDS
-from service.sessions import SessionStore, SlowLane
+from service.scheduling import SlowLane
+from service.sessions import SessionStore
 
 __all__ = ["COMPILE_RESULTS", "MASK_FORMATS", "Metrics"]
 
@@ -48,13 +49,14 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 class _StateCollector(Collector):
     """Figures the engine and the session store count themselves, read at scrape time."""
 
-    def __init__(self, backend: AsyncGuidanceBackend, sessions: SessionStore, slow_lane: SlowLane | None) -> None:
+    def __init__(self, backend: GuidanceBackend, sessions: SessionStore, slow_lane: SlowLane | None) -> None:
         self.backend = backend
         self.sessions = sessions
         self.slow_lane = slow_lane
 
     def collect(self) -> Iterator[Metric]:
-        cache = self.backend.backend.cache.stats()
+        stats = self.backend.get_stats()
+        cache = stats["cache"]
         yield CounterMetricFamily("guidance_cache_hits", "Program cache hits.", value=cache["hits"])
         yield CounterMetricFamily("guidance_cache_misses", "Program cache misses.", value=cache["misses"])
         yield CounterMetricFamily(
@@ -78,7 +80,7 @@ class _StateCollector(Collector):
         yield CounterMetricFamily(
             "guidance_cache_promotions", "Programs moved to the protected segment on reuse.", value=cache["promotions"]
         )
-        workers = self.backend.get_stats().get("compile_workers")
+        workers = stats.get("compile_workers")
         if workers is not None:
             yield CounterMetricFamily(
                 "guidance_compile_worker_crashes",
@@ -108,7 +110,7 @@ class Metrics:
         slow_lane: the slow lane (likewise), if any.
     """
 
-    def __init__(self, backend: AsyncGuidanceBackend, sessions: SessionStore, slow_lane: SlowLane | None = None) -> None:
+    def __init__(self, backend: GuidanceBackend, sessions: SessionStore, slow_lane: SlowLane | None = None) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.compiles = Counter(

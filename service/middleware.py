@@ -9,22 +9,22 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.errors import GuidanceError
-from service.problems import (
-    BodyTooLarge,
-    count_error,
-    guidance_error_response,
-    http_problem_response,
-    internal_error_response,
-)
+from service.errors import BodyTooLarge
+from service.problems import count_error, guidance_error_response, internal_error_response
 from service.text import body_text_error, url_text_error
 
-__all__ = ["BodySizeLimitMiddleware", "ErrorGuardMiddleware", "MaskFastPathMiddleware", "TextGuardMiddleware"]
+__all__ = [
+    "BodySizeLimitMiddleware",
+    "ErrorGuardMiddleware",
+    "MaskFastPathMiddleware",
+    "TextGuardMiddleware",
+    "route_path",
+]
 
 # Bodies larger than this are checked in a thread, off the event loop (tokenizer uploads).
 _THREAD_CHECK_BYTES = 1 << 20
@@ -32,13 +32,44 @@ _THREAD_CHECK_BYTES = 1 << 20
 log = logging.getLogger("service")
 
 
-class MaskFastPathMiddleware:
-    """Send ``GET /sessions/{id}/mask`` straight to its endpoint, ahead of FastAPI's router.
+def route_path(scope: Scope) -> str:
+    """The request's path as the routes see it: without the app's ``root_path`` prefix."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    return path
+
+
+class _HTTPMiddleware:
+    """A middleware for HTTP requests: every other kind of connection passes through untouched.
+
+    Args:
+        app: the wrapped application.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self.handle(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one HTTP request (or pass it on to ``self.app``)."""
+        raise NotImplementedError
+
+
+class MaskFastPathMiddleware(_HTTPMiddleware):
+    """Serve ``GET /sessions/{id}/mask``: the one path a mask request takes, ahead of FastAPI's router.
 
     The mask is the request a worker makes every decoding step; FastAPI's routing and request
-    machinery cost about as much as computing the mask. This dispatches it directly to the same
-    endpoint function the (documented) route uses, and answers its domain errors with the same
-    problem documents. Every other request passes through untouched.
+    machinery cost about as much as computing the mask. Every mask GET is dispatched here to its
+    endpoint, and its domain errors answered with the same problem documents as the routes'. The
+    route declared in ``service/routes/sessions.py`` documents the operation (and answers other
+    methods with 405); it never serves a GET. Every other request passes through untouched.
 
     Args:
         app: the wrapped application.
@@ -49,22 +80,22 @@ class MaskFastPathMiddleware:
     _SUFFIX = "/mask"
 
     def __init__(self, app: ASGIApp, endpoint: Callable[[Request], Awaitable[Response]]) -> None:
-        self.app = app
+        super().__init__(app)
         self.endpoint = endpoint
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET":
-            path: str = scope["path"]
-            root: str = scope.get("root_path", "")
-            if root and path.startswith(root):
-                path = path[len(root) :]
-            # A path that is not ASCII once decoded (percent-escapes) goes the long way, through
-            # the text guard; session ids are ASCII.
-            if path.startswith(self._PREFIX) and path.endswith(self._SUFFIX) and path.isascii():
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] == "GET":
+            path = route_path(scope)
+            if path.startswith(self._PREFIX) and path.endswith(self._SUFFIX):
                 session_id = path[len(self._PREFIX) : -len(self._SUFFIX)]
                 if session_id and "/" not in session_id:
                     scope["path_params"] = {"session_id": session_id}
                     try:
+                        if not path.isascii():  # percent-escapes: they must decode as UTF-8 (text guard's rule)
+                            raw_path = scope.get("raw_path") or path.encode("utf-8", "surrogatepass")
+                            error = url_text_error(raw_path, scope["query_string"])
+                            if error is not None:
+                                raise error
                         response = await self.endpoint(Request(scope, receive))
                     except GuidanceError as exc:
                         response = guidance_error_response(scope.get("app"), exc)
@@ -73,7 +104,7 @@ class MaskFastPathMiddleware:
         await self.app(scope, receive, send)
 
 
-class BodySizeLimitMiddleware:
+class BodySizeLimitMiddleware(_HTTPMiddleware):
     """Refuse request bodies over a limit with 413 ``body-too-large``.
 
     A declared ``Content-Length`` over the limit is refused before anything is read; a body
@@ -86,14 +117,11 @@ class BodySizeLimitMiddleware:
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int, path_limits: Mapping[str, int] | None = None) -> None:
-        self.app = app
+        super().__init__(app)
         self.max_bytes = max_bytes
         self.path_limits = dict(path_limits or {})
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         limit = self.path_limits.get(scope["path"], self.max_bytes)
         has_body = False
         for name, value in scope["headers"]:
@@ -103,8 +131,7 @@ class BodySizeLimitMiddleware:
                 except ValueError:
                     declared = -1
                 if declared > limit:
-                    response = http_problem_response(scope.get("app"), 413, str(BodyTooLarge(limit).detail))
-                    await response(scope, receive, send)
+                    await guidance_error_response(scope.get("app"), BodyTooLarge(limit))(scope, receive, send)
                     return
                 has_body = True
             elif name == b"transfer-encoding":
@@ -120,15 +147,15 @@ class BodySizeLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    # Raised inside the body read: FastAPI re-raises HTTPExceptions as they are,
-                    # and the problem handler answers 413.
+                    # Raised inside the body read, which the text guard (inside this middleware)
+                    # does for every request with a body: it answers the 413.
                     raise BodyTooLarge(limit)
             return message
 
         await self.app(scope, counting_receive, send)
 
 
-class TextGuardMiddleware:
+class TextGuardMiddleware(_HTTPMiddleware):
     """Refuse a request whose text UTF-8 cannot hold with 422 ``unicode-invalid``, before routing.
 
     Checks the path and query (percent-escapes must decode as UTF-8) and, for a request with a
@@ -139,13 +166,7 @@ class TextGuardMiddleware:
         app: the wrapped application.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw_path = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogatepass")
         error = url_text_error(raw_path, scope["query_string"])
         if error is None and any(name in (b"content-length", b"transfer-encoding") for name, _ in scope["headers"]):
@@ -160,9 +181,8 @@ class TextGuardMiddleware:
                         break  # the client went away: hand on what came, as it came
                     chunks.append(message.get("body", b""))
                     complete = not message.get("more_body", False)
-            except StarletteHTTPException as exc:  # the body limit, raised while reading
-                detail = exc.detail if isinstance(exc.detail, str) else ""
-                await http_problem_response(scope.get("app"), exc.status_code, detail)(scope, receive, send)
+            except BodyTooLarge as exc:  # the body limit, raised while reading
+                await guidance_error_response(scope.get("app"), exc)(scope, receive, send)
                 return
             if complete:
                 body = b"".join(chunks)
@@ -190,20 +210,17 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
     return replay
 
 
-class ErrorGuardMiddleware:
+class ErrorGuardMiddleware(_HTTPMiddleware):
     """Turn any exception that escapes the routes into a 500 problem, logged, not re-raised.
 
     Starlette's own server-error handler re-raises after answering (the server then logs the
     traceback a second time, and test clients raise); this guard answers and stops there.
+
+    Args:
+        app: the wrapped application.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = False
 
         async def tracking_send(message: Message) -> None:

@@ -3,13 +3,13 @@
 A problem document has ``type`` (``urn:guidance:problem:<code>``), ``title``, ``status``,
 ``detail`` and the stable ``code``, plus extras where they help (``index`` and ``token`` of a
 rejected token, ``line``/``column`` of a template error, ``limit``, ``errors`` of a validation
-failure, ``retry_after``). Sources, most specific first:
+failure, ``retry_after``); :func:`problem` builds every one. Sources, most specific first:
 
-    core.errors.GuidanceError (and the service's own subclasses below)   its .status / .code
-        InvalidText                      422  unicode-invalid (location, field): text UTF-8 cannot hold
+    core.errors.GuidanceError            its .status / .code: core's errors and the service's
+                                         (``service/errors.py``), one tree, one handler
     fastapi RequestValidationError       422  validation-error (json-invalid: body is not JSON)
     fastapi's body-parsing HTTPException 422  json-invalid (e.g. JSON nested too deeply to parse)
-    starlette HTTPException              404 not-found, 405 method-not-allowed, 413 body-too-large
+    starlette HTTPException              404 not-found, 405 method-not-allowed
     any other exception                  500  internal-error (logged; nothing of it is sent)
 
 429 and 503 answers carry a ``Retry-After`` header; 401 and 403 answers a ``WWW-Authenticate``
@@ -34,22 +34,14 @@ from core.errors import GuidanceError, excerpt
 
 __all__ = [
     "PROBLEM_MEDIA_TYPE",
-    "BodyTooLarge",
-    "CompileQueueFull",
-    "Forbidden",
-    "InvalidText",
-    "NotReady",
-    "RollbackOutOfRange",
-    "TokenizerExists",
-    "TooManySessions",
-    "TooManyWatchers",
-    "Unauthorized",
     "count_error",
     "document_problems",
+    "error_problem",
     "guidance_error_response",
     "http_problem_response",
     "install_problem_handlers",
     "internal_error_response",
+    "problem",
     "problem_response",
     "problem_responses",
 ]
@@ -59,127 +51,33 @@ _TYPE_PREFIX = "urn:guidance:problem:"
 
 log = logging.getLogger("service")
 
-# Codes and titles of plain HTTP errors (routing, body size); the rest have a GuidanceError code.
+# Codes and titles of plain HTTP errors (routing); the rest have a GuidanceError code.
 _HTTP_PROBLEMS = {
     404: ("not-found", "Not Found"),
     405: ("method-not-allowed", "Method Not Allowed"),
-    413: ("body-too-large", "Content Too Large"),
 }
 
 
-class TooManySessions(GuidanceError):
-    """The open-session cap is reached: new sessions are refused, never evicted for (429)."""
+def problem(status: int, code: str, title: str, detail: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A problem document: every problem the service writes is built here.
 
-    code = "too-many-sessions"
-    status = 429
-    title = "Too many sessions"
-
-    def __init__(self, detail: str, retry_after: int) -> None:
-        super().__init__(detail, retry_after=retry_after)
-
-
-class TooManyWatchers(GuidanceError):
-    """A bound on event streams (per session or in total) is reached (429)."""
-
-    code = "too-many-watchers"
-    status = 429
-    title = "Too many watchers"
-
-    def __init__(self, detail: str, retry_after: int) -> None:
-        super().__init__(detail, retry_after=retry_after)
-
-
-class CompileQueueFull(GuidanceError):
-    """Too many compiles are running or queued (503)."""
-
-    code = "compile-queue-full"
-    status = 503
-    title = "Compile queue full"
-
-    def __init__(self, detail: str, retry_after: int) -> None:
-        super().__init__(detail, retry_after=retry_after)
-
-
-class NotReady(GuidanceError):
-    """The server is starting (tokenizers loading) or draining (503)."""
-
-    code = "not-ready"
-    status = 503
-    title = "Not ready"
-
-    def __init__(self, detail: str, retry_after: int = 1) -> None:
-        super().__init__(detail, retry_after=retry_after)
-
-
-class RollbackOutOfRange(GuidanceError):
-    """A rollback of more tokens than the session has accepted (422)."""
-
-    code = "rollback-out-of-range"
-    status = 422
-    title = "Rollback out of range"
-
-
-class TokenizerExists(GuidanceError):
-    """An upload under a name already taken by a different vocabulary (409)."""
-
-    code = "tokenizer-exists"
-    status = 409
-    title = "Tokenizer name taken"
-
-
-_REALM = 'Bearer realm="guidance-server"'
-
-
-class Unauthorized(GuidanceError):
-    """No API key, or not one of the server's, where keys are configured (401).
-
-    Answered with ``WWW-Authenticate: Bearer`` (RFC 6750: with ``error="invalid_token"`` when a
-    key was sent but is not valid). The detail never repeats what was sent.
+    ``extra`` adds fields (those that are None are left out; it never replaces the five above).
     """
-
-    code = "unauthorized"
-    status = 401
-    title = "Unauthorized"
-
-    def __init__(self, detail: str, *, invalid: bool = False) -> None:
-        super().__init__(detail)
-        self.headers = {"WWW-Authenticate": _REALM + (', error="invalid_token"' if invalid else "")}
-
-
-class Forbidden(GuidanceError):
-    """A valid key that may not do this: a server-wide change by a key that is not an admin key (403)."""
-
-    code = "forbidden"
-    status = 403
-    title = "Forbidden"
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.headers = {"WWW-Authenticate": _REALM + ', error="insufficient_scope"'}
+    body: dict[str, Any] = {
+        "type": _TYPE_PREFIX + code,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    if extra:
+        body.update((k, v) for k, v in extra.items() if v is not None and k not in body)
+    return body
 
 
-class InvalidText(GuidanceError):
-    """A string of the request that UTF-8 cannot encode (a lone surrogate), or bytes that are not UTF-8 (422).
-
-    ``location`` is ``body``, ``path`` or ``query``; ``field`` the RFC 6901 pointer into the body
-    (``""``: the body as a whole), the query parameter's name, or the path (see ``service.text``).
-    """
-
-    code = "unicode-invalid"
-    status = 422
-    title = "Invalid Unicode"
-
-    def __init__(self, location: str, field: str, detail: str, offset: int | None = None) -> None:
-        super().__init__(detail, location=location, field=field, offset=offset)
-        self.location = location
-        self.field = field
-
-
-class BodyTooLarge(StarletteHTTPException):
-    """A request body over the configured limit (413 ``body-too-large``)."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, f"request body larger than {limit} bytes")
+def error_problem(exc: GuidanceError) -> dict[str, Any]:
+    """The problem document of a domain error (also embedded in a ``/step`` answer's statuses)."""
+    return problem(exc.status, exc.code, exc.title, exc.detail, exc.extra)
 
 
 def problem_response(
@@ -191,20 +89,15 @@ def problem_response(
     headers: dict[str, str] | None = None,
 ) -> Response:
     """An ``application/problem+json`` response (``Retry-After`` set from ``retry_after``)."""
-    body: dict[str, Any] = {
-        "type": _TYPE_PREFIX + code,
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "code": code,
-    }
-    if extra:
-        body.update((k, v) for k, v in extra.items() if v is not None and k not in body)
+    return _respond(problem(status, code, title, detail, extra), headers)
+
+
+def _respond(body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
     out_headers = dict(headers or {})
     retry_after = body.get("retry_after")
     if retry_after is not None:
         out_headers["Retry-After"] = str(retry_after)
-    return Response(_dump(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=out_headers)
+    return Response(_dump(body), status_code=body["status"], media_type=PROBLEM_MEDIA_TYPE, headers=out_headers)
 
 
 def _dump(body: dict[str, Any]) -> bytes:
@@ -243,9 +136,8 @@ def count_error(request_app: Any, code: str) -> None:
 def guidance_error_response(app: Any, exc: GuidanceError) -> Response:
     """The problem answer to a domain error (counted in ``app``'s metrics)."""
     count_error(app, exc.code)
-    extra = {k: v for k, v in exc.to_dict().items() if k not in ("code", "title", "detail")}
     headers: dict[str, str] | None = getattr(exc, "headers", None)
-    return problem_response(exc.status, exc.code, exc.title, exc.detail, extra, headers)
+    return _respond(error_problem(exc), headers)
 
 
 async def _guidance_error(request: Request, exc: Exception) -> Response:
@@ -292,7 +184,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 def http_problem_response(app: Any, status: int, detail: str = "", headers: dict[str, str] | None = None) -> Response:
-    """The problem answer to a plain HTTP error (unknown route, wrong method, body too large)."""
+    """The problem answer to a plain HTTP error (unknown route, wrong method)."""
     code, title = _HTTP_PROBLEMS.get(status, ("http-error", ""))
     if not title:
         try:

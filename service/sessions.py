@@ -2,9 +2,7 @@
 
 A session pairs a shared, immutable :class:`~core.program.CompiledGuidanceProgram` with its own
 :class:`~core.session.GuidanceState` and an :class:`asyncio.Lock` that serialises the requests
-on it. Accept and mask are microseconds of work and run inline on the event loop under that lock;
-a batched step takes the locks of all its sessions (in id order), fills every mask in one
-``GuidanceBackend.fill_next_token_bitmasks`` call, and releases them.
+on it (a batched step holds the locks of all its sessions).
 
 Policy (documented in the README):
 
@@ -18,10 +16,10 @@ Policy (documented in the README):
 * **Owners.** Where API keys are on, a session belongs to the key that opened it (its
   ``owner``, see ``service/auth.py``); a lookup with another owner answers exactly what an unknown
   id answers (404), and never touches the session. Without keys every owner is None.
-* **Slow lane.** A few programs make every mask slow (a long literal costs llguidance time
-  quadratic in its length). Their sessions' work runs in :class:`SlowLane`, a small thread pool
-  (llguidance drops the GIL while computing a mask), still under the session's lock, so one
-  sender's expensive constraint never stalls the event loop every other session is served on.
+
+Where a session's work runs (inline, under its lock, or in the slow lane) is
+``service/scheduling.py``'s rule; who watches it is ``service/events.py``'s, reached through the
+small :class:`EventSink` protocol so that this module needs neither.
 """
 
 from __future__ import annotations
@@ -29,134 +27,28 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Callable
+from typing import Protocol
 
 from core.errors import LimitExceeded, SessionExpired, UnknownSession, excerpt
 from core.program import CompiledGuidanceProgram
 from core.session import GuidanceState
-from core.threads import EngineThreadPool
-from service.problems import TooManySessions
+from service.errors import TooManySessions
 
-if TYPE_CHECKING:
-    from service.events import SessionChannel
-
-__all__ = ["Session", "SessionStore", "SlowLane", "check_history"]
+__all__ = ["EventSink", "Session", "SessionStore", "check_history"]
 
 _ID_BYTES = 16
-T = TypeVar("T")
 
 
-class SlowLane:
-    """Where the engine work of a session runs: inline on the event loop, or in a thread pool.
+class EventSink(Protocol):
+    """Where a watched session's changes go (``service.events.SessionChannel``)."""
 
-    A program is slow when its first mask, measured by its compile (``first_mask``), took longer
-    than ``threshold_seconds``, or when its calls run inline did ``strikes`` times (or once by ten
-    times the budget): one call preempted on a busy machine must not move a cheap program off
-    the event loop. A slow program stays slow while it lives.
+    def changed(self, session: Session) -> None:
+        """The session moved (an accept, a rollback): publish what changed."""
 
-    Args:
-        threshold_seconds: the inline budget of one call.
-        strikes: inline calls over the budget that make a program slow.
-        workers: threads of the pool.
-        first_mask: the first-mask time of a program, when known.
-        clock: the session store's clock (marks sessions used when their work ends).
-    """
-
-    def __init__(
-        self,
-        threshold_seconds: float = 0.005,
-        workers: int = 1,
-        first_mask: Callable[[CompiledGuidanceProgram], float | None] = lambda program: None,
-        clock: Callable[[], float] = time.monotonic,
-        strikes: int = 3,
-    ) -> None:
-        self.threshold = threshold_seconds
-        self.strikes = strikes
-        self._strikes: weakref.WeakKeyDictionary[CompiledGuidanceProgram, int] = weakref.WeakKeyDictionary()
-        self._clock = clock
-        self.workers = workers
-        self._first_mask = first_mask
-        self._slow: weakref.WeakSet[CompiledGuidanceProgram] = weakref.WeakSet()
-        self._pool: EngineThreadPool | None = None
-        self.calls = 0
-
-    def is_slow(self, program: CompiledGuidanceProgram) -> bool:
-        """Whether ``program``'s sessions are served off the event loop."""
-        if program in self._slow:
-            return True
-        first = self._first_mask(program)
-        if first is not None and first > self.threshold:
-            self._slow.add(program)
-            return True
-        return False
-
-    def __len__(self) -> int:
-        return len(self._slow)
-
-    async def run(self, session: Session, fn: Callable[[], T]) -> T:
-        """``fn()`` (engine work on ``session``) under the session's lock, inline or in the pool.
-
-        The session counts as used until the work ends: its idle time starts then, not when the
-        request arrived (a slow request never expires its own session).
-        """
-        program = session.program
-        if not session.lock.locked() and not self.is_slow(program):
-            # No other request holds the session, and inline work runs to its end without
-            # awaiting: no other request can start on the session meanwhile, so no lock is taken
-            # (an uncontended asyncio lock cost about as much as a cheap mask).
-            try:
-                return self._inline(program, fn)
-            finally:
-                session.last_used = self._clock()
-        async with session.lock:
-            try:
-                return await self.run_locked(program, fn)
-            finally:
-                session.last_used = self._clock()
-
-    async def run_locked(self, program: CompiledGuidanceProgram, fn: Callable[[], T]) -> T:
-        """``fn()`` for sessions of ``program`` whose locks the caller holds."""
-        if self.is_slow(program):
-            if self._pool is None:
-                self._pool = EngineThreadPool(self.workers, "guidance-slow", program.limits.engine_stack_bytes)
-            self.calls += 1
-            future = asyncio.get_running_loop().run_in_executor(self._pool, fn)
-            cancelled = False
-            while True:
-                try:
-                    result = await asyncio.shield(future)
-                    break
-                except asyncio.CancelledError:
-                    if future.done():
-                        raise
-                    # The caller went away (a client disconnect): the thread still works on the
-                    # state, so the lock is held until it is done.
-                    cancelled = True
-            if cancelled:
-                raise asyncio.CancelledError
-            return result
-        return self._inline(program, fn)
-
-    def _inline(self, program: CompiledGuidanceProgram, fn: Callable[[], T]) -> T:
-        """``fn()`` on the event loop, timed: calls over the budget count as strikes."""
-        start = time.perf_counter()
-        try:
-            return fn()
-        finally:
-            elapsed = time.perf_counter() - start
-            if elapsed > self.threshold:
-                strikes = self._strikes.get(program, 0) + 1
-                self._strikes[program] = strikes
-                if strikes >= self.strikes or elapsed > 10 * self.threshold:
-                    self._slow.add(program)
-
-    def close(self) -> None:
-        """Stop the pool (a call running finishes; queued ones are cancelled)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+    def end(self, reason: str) -> None:
+        """The session is closing (``reason``): publish the last event."""
 
 
 def check_history(state: GuidanceState, count: int, limit: int) -> None:
@@ -196,7 +88,12 @@ class Session:
         self.last_used = now
         # Set only while someone watches the session's events (service/events.py): the accept
         # paths publish when it is not None, and cost nothing more otherwise.
-        self.channel: SessionChannel | None = None
+        self.channel: EventSink | None = None
+
+    def publish(self) -> None:
+        """Tell the session's watchers what changed (nothing to do, and no cost, when unwatched)."""
+        if self.channel is not None:
+            self.channel.changed(self)
 
     def end_events(self, reason: str) -> None:
         """Send watchers the last event (the session is closing)."""
@@ -292,10 +189,6 @@ class SessionStore:
             raise self._missing(session_id, owner)
         session.last_used = now
         return session
-
-    def get_many(self, session_ids: Iterable[str], owner: int | None = None) -> list[Session]:
-        """Live sessions by id, in the order given (for a batched step); raises like :meth:`get`."""
-        return [self.get(i, owner) for i in session_ids]
 
     def delete(self, session_id: str, owner: int | None = None) -> None:
         """Close a session of ``owner`` now (its id then answers 404)."""

@@ -9,14 +9,14 @@ routing (``service.middleware.TextGuardMiddleware``), by the functions here:
 
 * :func:`body_text_error`: the body must be UTF-8 (JSON travels as UTF-8, RFC 8259 section 8.1)
   with no unpaired surrogate escape. The common case (ASCII without a backslash: a ``/step``
-  body) costs three ``memchr``-speed scans of the bytes (about 3 us for 6 kB); only a body that
-  fails is parsed, to name the field.
+  body) costs three ``memchr``-speed scans of the bytes; only a body that fails is parsed, to
+  name the field.
 * :func:`url_text_error`: percent-encoded path segments and query parameters must decode as
   UTF-8 (servers otherwise replace bad bytes with U+FFFD silently).
 
 Headers need no check: they are bytes read as Latin-1, every code point of which encodes.
 
-A failure is a :class:`~service.problems.InvalidText` (422 ``unicode-invalid``) naming where: ``location``
+A failure is a :class:`~service.errors.InvalidText` (422 ``unicode-invalid``) naming where: ``location``
 (``body``, ``path`` or ``query``) and ``field`` (an RFC 6901 JSON pointer into the body, the
 query parameter's name, or the path), both printable whatever the input was (:func:`printable`).
 """
@@ -30,7 +30,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from core.errors import excerpt
-from service.problems import InvalidText
+from service.errors import InvalidText
 
 __all__ = ["body_text_error", "find_invalid_string", "printable", "url_text_error"]
 

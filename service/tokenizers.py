@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 
 from core.errors import LimitExceeded, UnknownTokenizer, excerpt
 from core.tokenizers import Tokenizer, load_tokenizer
-from service.problems import TokenizerExists
+from service.errors import TokenizerExists
 
 __all__ = ["DEFAULT", "TOKENIZER_NAME_PATTERN", "TokenizerRegistry", "load_configured"]
 

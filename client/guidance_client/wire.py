@@ -21,8 +21,8 @@ A block absent from the bitmap is all zeros.
     {"sessions": [{"session_id": "...", "tokens": [17], "draft_tokens": [5, 9]}, ...],
      "variables": false, "mask_encoding": "dense", "forced_tokens": true}
 
-The answer (media type :data:`STEP_MEDIA_TYPE`) is binary, little-endian (:func:`step_frame`
-writes it, :func:`read_step` reads it)::
+The answer (media type :data:`STEP_MEDIA_TYPE`) is binary, little-endian (:func:`step_header`,
+:func:`dense_step_answer` and :func:`blocks_step_answer` write it, :func:`read_step` reads it)::
 
     uint32 H                      length of the header
     H bytes                       UTF-8 JSON header, padded with spaces to a multiple of 4 bytes
@@ -51,13 +51,16 @@ __all__ = [
     "WIRE_DTYPE",
     "allowed_tokens",
     "blocks_per_row",
+    "blocks_step_answer",
     "decode_blocks",
+    "dense_step_answer",
     "encode_blocks",
     "from_bytes",
     "mask_words",
     "pack_tokens",
     "read_step",
     "step_frame",
+    "step_header",
     "step_request",
     "to_bytes",
 ]
@@ -211,6 +214,43 @@ def step_frame(header: bytes, mask_bytes: int) -> tuple[NDArray[np.uint8], int]:
     buf = np.empty(offset + mask_bytes, dtype=np.uint8)
     buf[:offset] = np.frombuffer(_HEADER_LENGTH.pack(len(header)) + header, dtype=np.uint8)
     return buf, offset
+
+
+def step_header(
+    words: int, vocab_size: int, rows: int, sessions: list[dict[str, Any]], mask_encoding: MaskEncoding = "dense"
+) -> dict[str, Any]:
+    """The header of a ``/step`` answer (to serialize as JSON for the writers below)."""
+    header: dict[str, Any] = {"mask_words": words, "vocab_size": vocab_size, "rows": rows, "sessions": sessions}
+    if mask_encoding == "blocks":
+        header["mask_encoding"] = "blocks"
+        header["block_words"] = BLOCK_WORDS
+    return header
+
+
+def dense_step_answer(header: bytes, rows: int, words: int) -> tuple[NDArray[np.uint8], NDArray[np.int32]]:
+    """A dense ``/step`` answer with its header written, and its masks to fill in place.
+
+    Args:
+        header: the serialized :func:`step_header`.
+        rows: mask rows.
+        words: words per row.
+
+    Returns:
+        The answer buffer and a ``[rows, words]`` int32 view of its mask region: filling the view
+        writes the answer (no copy). The buffer is ``np.empty``: every row must be written. The
+        view is native int32, the wire's order on the little-endian hosts the server runs on.
+    """
+    buf, offset = step_frame(header, rows * words * 4)
+    return buf, buf[offset:].view(np.int32).reshape(rows, words)
+
+
+def blocks_step_answer(header: bytes, masks: NDArray[np.int32]) -> NDArray[np.uint8]:
+    """A block-sparse ``/step`` answer: the serialized :func:`step_header`, then ``masks`` encoded."""
+    bitmap, blocks = encode_blocks(masks)
+    buf, offset = step_frame(header, bitmap.nbytes + blocks.nbytes)
+    buf[offset : offset + bitmap.nbytes] = bitmap
+    buf[offset + bitmap.nbytes :] = blocks.astype(WIRE_DTYPE, copy=False).view(np.uint8).reshape(-1)
+    return buf
 
 
 def read_step(content: bytes | memoryview) -> tuple[dict[str, Any], NDArray[np.int32]]:

@@ -15,7 +15,8 @@ from core.errors import GuidanceError, LimitExceeded
 from core.program import CompiledGuidanceProgram
 from core.spec import spec_from_kwargs
 from service.dependencies import OwnerDep, ServiceState, StateDep
-from service.problems import CompileQueueFull, NotReady, problem_responses
+from service.errors import CompileQueueFull, NotReady
+from service.problems import problem_responses
 from service.schemas import CompileRequest, CompileResponse, EngineLimitNote, ProgramFields
 
 __all__ = ["Compiled", "check_variables", "compile_program", "program_variables", "router"]
@@ -77,7 +78,7 @@ async def compile_program(body: ProgramFields, state: ServiceState) -> Compiled:
     backend, metrics = state.backend, state.metrics
     start = time.perf_counter()
     pending, limit = state.compiles_pending, state.settings.max_pending_compiles
-    if pending >= limit and backend.get_program(backend.backend.program_id(spec, tok)) is None:
+    if pending >= limit and backend.get_program(state.engine.program_id(spec, tok)) is None:
         raise CompileQueueFull(
             f"{pending} compiles are pending, the limit is {limit}", state.settings.retry_after_seconds
         )

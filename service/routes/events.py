@@ -69,15 +69,14 @@ async def watch_session(session_id: str, request: Request, state: StateDep) -> S
     """
     session = _watchable(request, state, session_id)
     hub = state.events
-    current = session.channel
-    hub.admit(current if current is not None and current.ended is None else None)
+    hub.admit(hub.live_channel(session))
     channel = hub.channel(session)
     first: list[bytes] = []
     resume = _resume_seq(request.headers.get("last-event-id"), channel.epoch)
     if resume is not None and channel.after(resume) is not None:
         seq = resume
     else:
-        seq, data = await state.slow_lane.run(session, lambda: channel.snapshot(session))
+        seq, data = await state.scheduler.run(session, lambda: channel.snapshot(session))
         first.append(format_event(channel.event_id(seq), "snapshot", data))
         if session.state.is_terminated() and channel.ended is None:
             channel.end("terminated")
@@ -112,7 +111,7 @@ async def list_sessions(request: Request, state: StateDep) -> SessionList:
             age_seconds=round(now - s.created, 3),
             idle_seconds=round(now - s.last_used, 3),
             terminated=s.state.is_terminated(),
-            watchers=0 if s.channel is None else len(s.channel.watchers),
+            watchers=state.events.watchers_of(s),
         )
         for s in state.sessions.sessions()
         if may_watch(principal, s.owner, state.events.admin_restricted)

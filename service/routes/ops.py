@@ -9,7 +9,8 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from service.dependencies import StateDep, state_of
-from service.problems import NotReady, problem_responses
+from service.errors import NotReady
+from service.problems import problem_responses
 from service.schemas import Status
 
 __all__ = ["router"]

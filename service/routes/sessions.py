@@ -1,9 +1,8 @@
 """Sessions: open, accept, mask, rollback, fork, read, close.
 
-Accept and mask run inline on the event loop (microseconds of work, no thread hop) under the
-session's lock, so concurrent requests on one session are serialised and a batched step can
-share the same locks. Sessions of a slow program run the same work in the slow lane (see
-``service/sessions.py``), still under the lock.
+Each handler's engine work (accept, mask, rollback, fork, read) is a plain function handed to the
+scheduler (``service/scheduling.py``): inline on the event loop, serialised with every other
+request on the session, or in the slow lane for a slow program.
 """
 
 from __future__ import annotations
@@ -19,12 +18,13 @@ import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
 
-from core.bitmask import to_bytes
 from core.errors import GuidanceError, TokenRejected, UnknownProgram, excerpt
 from core.session import GuidanceState
+from guidance_client.wire import MASK_MEDIA_TYPE, to_bytes
 from service.auth import owner_of
 from service.dependencies import MetricsDep, OwnerDep, SessionsDep, StateDep, state_of
-from service.problems import NotReady, RollbackOutOfRange, problem_responses
+from service.errors import NotReady, RollbackOutOfRange
+from service.problems import problem_responses
 from service.routes.compile import compile_program
 from service.schemas import (
     AcceptRequest,
@@ -38,17 +38,17 @@ from service.schemas import (
 )
 from service.sessions import Session, check_history
 
-__all__ = ["DirectRoute", "mask_router", "publish", "router"]
+__all__ = ["DirectRoute", "get_mask", "mask_router", "router"]
 
 
 class DirectRoute(APIRoute):
     """An APIRoute documented like any other but called as ``endpoint(request)``, directly.
 
-    No dependency solving, parameter validation or response serialisation: for the mask, the
-    hottest path of the service. The endpoint reads its path parameters from
-    ``request.path_params`` and returns a ``Response``; its parameters are documented through
-    ``openapi_extra``. (In the app, ``MaskFastPathMiddleware`` calls the same endpoint before
-    routing even starts; this route documents it and serves whatever the fast path passes on.)
+    No dependency solving, parameter validation or response serialisation, for the hot paths:
+    the endpoint reads the request itself and returns a ``Response``; its parameters and body are
+    documented through ``openapi_extra``. ``/step`` is served this way. The mask's route is
+    declared the same way for the schema (and answers other methods with 405), but its GETs never
+    reach the router: ``MaskFastPathMiddleware`` serves them all, calling the same endpoint.
     """
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
@@ -57,7 +57,7 @@ class DirectRoute(APIRoute):
 
 
 router = APIRouter(prefix="/sessions", tags=["sessions"])
-# Its own router, included first: the mask route is matched before every other route.
+# Its own router, included first: its route is matched before every other route.
 mask_router = APIRouter(prefix="/sessions", tags=["sessions"], route_class=DirectRoute)
 
 MASK_LAYOUT = (
@@ -71,7 +71,7 @@ _MASK_RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "The allowed next tokens as a packed bitmask. " + MASK_LAYOUT,
         "model": MaskJSON,
         "content": {
-            "application/octet-stream": {
+            MASK_MEDIA_TYPE: {
                 "schema": {"type": "string", "format": "binary", "description": MASK_LAYOUT},
             }
         },
@@ -104,9 +104,9 @@ _scratch = threading.local()
 
 
 def _scratch_row(words: int) -> np.ndarray:
-    """A reused one-row bitmask per thread and width (a fresh array per request cost 6 us here:
-    the allocation and the engine's check of an array it has not seen). Its bytes are copied
-    out before the thread fills it again."""
+    """A reused one-row bitmask per thread and width (a fresh array per request costs its
+    allocation and the engine's check of an array it has not seen). Its bytes are copied out
+    before the thread fills it again."""
     rows: dict[int, np.ndarray] | None = getattr(_scratch, "rows", None)
     if rows is None:
         rows = _scratch.rows = {}
@@ -135,12 +135,6 @@ def _state(session: Session, partial: bool = False) -> SessionState:
         accepting=st.is_accepting(),
         partial=st.partial_variables(parse_json=True) if partial else None,  # type: ignore[arg-type]
     )
-
-
-def publish(session: Session) -> None:
-    """Tell the session's watchers what changed (nothing to do, and no cost, when unwatched)."""
-    if session.channel is not None:
-        session.channel.changed(session)
 
 
 @router.post(
@@ -209,7 +203,7 @@ async def accept_tokens(
                 st.rollback(accepted)
             raise
         if not body.dry_run:
-            publish(session)
+            session.publish()
         return AcceptResponse(
             accepted=accepted,
             terminated=st.is_terminated(),
@@ -219,7 +213,7 @@ async def accept_tokens(
             partial=st.partial_variables(parse_json=True) if body.partial else None,  # type: ignore[arg-type]
         )
 
-    return await state.slow_lane.run(session, work)
+    return await state.scheduler.run(session, work)
 
 
 @mask_router.get(
@@ -249,9 +243,9 @@ async def get_mask(request: Request) -> Response:
         metrics.mask_seconds.observe(time.perf_counter() - start)
         return to_bytes(row), terminated
 
-    raw, terminated = await state.slow_lane.run(session, work)
+    raw, terminated = await state.scheduler.run(session, work)
     accept = request.headers.get("accept", "")
-    if "application/json" in accept and "application/octet-stream" not in accept:
+    if "application/json" in accept and MASK_MEDIA_TYPE not in accept:
         metrics.masks_json.inc()
         body = {
             "mask": base64.b64encode(raw).decode("ascii"),
@@ -263,7 +257,7 @@ async def get_mask(request: Request) -> Response:
     metrics.masks_binary.inc()
     return Response(
         raw,
-        media_type="application/octet-stream",
+        media_type=MASK_MEDIA_TYPE,
         headers={
             "X-Vocab-Size": str(program.vocab_size),
             "X-Mask-Words": str(program.mask_words),
@@ -290,10 +284,10 @@ async def rollback(
         if body.tokens > have:
             raise RollbackOutOfRange(f"cannot roll back {body.tokens} tokens: the session has accepted {have}")
         session.state.rollback(body.tokens)
-        publish(session)
+        session.publish()
         return _state(session)
 
-    return await state.slow_lane.run(session, work)
+    return await state.scheduler.run(session, work)
 
 
 @router.post(
@@ -306,7 +300,7 @@ async def rollback(
 async def fork(session_id: str, sessions: SessionsDep, state: StateDep, owner: OwnerDep) -> SessionCreated:
     """A new, independent session at the same position (n > 1 sampling, beam search)."""
     session = sessions.get(session_id, owner)
-    copy = await state.slow_lane.run(session, session.state.fork)
+    copy = await state.scheduler.run(session, session.state.fork)
     child = sessions.create(session.program, session.tokenizer_name, copy, owner=session.owner)
     return SessionCreated(session_id=child.id, program_id=session.program.program_id)
 
@@ -327,7 +321,7 @@ async def get_session(
     text so far (a json slot with its value parsed so far).
     """
     session = sessions.get(session_id, owner)
-    return await state.slow_lane.run(session, lambda: _state(session, partial))
+    return await state.scheduler.run(session, lambda: _state(session, partial))
 
 
 @router.delete(

@@ -10,17 +10,11 @@ then compute its next mask; with ``draft_tokens`` (speculative decoding), also o
 each draft token, the session itself staying where ``tokens`` left it. The batch's masks are
 filled together (in parallel threads when they are costly: see ``GuidanceBackend``).
 
-Response (``application/vnd.guidance.step``, binary, little-endian)::
-
-    uint32 H                      length of the header
-    H bytes                       UTF-8 JSON header, padded with spaces to a multiple of 4 bytes
-    rows x mask_words x int32     the masks, one row per session (plus its draft rows), in order
-
-The layout (this framing, the mask words, the block-sparse encoding) is defined once, in
-``guidance_client.wire``, and the client reads answers with the same module. With
-``"mask_encoding": "blocks"`` the masks come block-sparse instead: a bitmap of the 64-word blocks
-that hold a set bit, then those blocks only; the header then also has ``"mask_encoding": "blocks"`` and ``"block_words": 64``. A JSON schema's batch of 64 tekken
-masks shrinks from 1 MB to about 200 kB that way.
+The response (``application/vnd.guidance.step``, binary, little-endian) is a length-prefixed
+JSON header, then the masks, one row per session (plus its draft rows), in order: dense rows, or
+block-sparse with ``"mask_encoding": "blocks"`` (a bitmap of the blocks that hold a set bit, then
+those blocks only). The layout is defined once, in ``guidance_client.wire``: this route writes
+answers with its writers, and the client reads them with its reader.
 
 The header is ``{"mask_words", "vocab_size", "rows", "sessions": [status, ...]}``; a status is
 ``{"session_id", "row", "rows", "status": "ok"|"rejected"|"error", "accepted", "terminated",
@@ -41,9 +35,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import sys
 import time
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import numpy as np
 import orjson
@@ -53,13 +46,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.errors import GuidanceError, LimitExceeded, TokenRejected
 from core.session import GuidanceState
-from guidance_client.wire import BLOCK_WORDS, STEP_MEDIA_TYPE, MaskEncoding, encode_blocks, step_frame, to_bytes
+from guidance_client.wire import STEP_MEDIA_TYPE, MaskEncoding, blocks_step_answer, dense_step_answer, step_header
 from service.auth import owner_of
 from service.dependencies import ServiceState, state_of
 from service.memory import LARGE_ANSWER_BYTES
-from service.problems import problem_responses
+from service.problems import error_problem, problem_responses
 from service.routes.sessions import DirectRoute
-from service.schemas import TOKEN_ID_MAX, TOKEN_ID_MIN, TokenId
+from service.schemas import TokenId
 from service.sessions import Session, check_history
 
 __all__ = ["STEP_MEDIA_TYPE", "StepItem", "StepRequest", "openapi_components", "router"]
@@ -130,81 +123,19 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _problem(e: GuidanceError) -> dict[str, Any]:
-    return {"type": f"urn:guidance:problem:{e.code}", "status": e.status, **e.to_dict()}
-
-
-# One session of a request: (session_id, tokens, draft_tokens or None).
-_Item = tuple[str, list[int], list[int] | None]
-
-
-class _Options(NamedTuple):
-    """What a request asks for besides its batch."""
-
-    variables: bool | str
-    forced_tokens: bool
-    mask_encoding: str
-
-
-def _read_request(raw: bytes) -> tuple[list[_Item], _Options]:
-    """The batch of a request body, checked against :class:`StepRequest`.
-
-    A plain check of the parsed JSON, which is several times cheaper than building the models;
-    anything it does not recognise as well-formed goes through the models, which then raise the
-    detailed 422 (or accept it: the models are the contract).
-    """
-    fast = _read_fast(raw)
-    if fast is not None:
-        return fast
-    try:
-        body = StepRequest.model_validate_json(raw)
-    except ValidationError as e:
-        raise RequestValidationError(e.errors(include_url=False, include_input=False)) from None
-    items = [(i.session_id, list(i.tokens), None if i.draft_tokens is None else list(i.draft_tokens)) for i in body.sessions]
-    return items, _Options(body.variables, body.forced_tokens, body.mask_encoding)
-
-
-def _int_list(value: Any) -> bool:
-    # bool is not a token; the range is TokenId's (outside it, the models answer the 422)
-    return type(value) is list and all(type(t) is int and TOKEN_ID_MIN <= t <= TOKEN_ID_MAX for t in value)
-
-
-def _read_fast(raw: bytes) -> tuple[list[_Item], _Options] | None:
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    if type(data) is not dict or not data.keys() <= _REQUEST_KEYS:
-        return None
-    sessions = data.get("sessions")
-    options = _Options(data.get("variables", False), data.get("forced_tokens", True), data.get("mask_encoding", "dense"))
-    if type(sessions) is not list or type(options.forced_tokens) is not bool:
-        return None
-    if type(options.variables) is not bool and options.variables != "partial":
-        return None
-    if options.mask_encoding not in _ENCODINGS:
-        return None
-    items: list[_Item] = []
-    for entry in sessions:
-        if type(entry) is not dict or not entry.keys() <= _ITEM_KEYS:
-            return None
-        sid = entry.get("session_id")
-        tokens = entry.get("tokens", [])
-        draft = entry.get("draft_tokens")
-        if type(sid) is not str or not _int_list(tokens) or (draft is not None and not _int_list(draft)):
-            return None
-        items.append((sid, tokens, draft))
-    return items, options
-
-
-_ENCODINGS = ("dense", "blocks")
 # The answer's size is checked before any work: the header's fixed part, and per session the
 # least its status takes besides its id (captured variables and forced tokens come on top;
 # they are bounded by the session's history, max_session_tokens).
 _HEADER_BYTES = 4 + 64
 _STATUS_BYTES = 96
-_REQUEST_KEYS = frozenset(StepRequest.model_fields)
-_ITEM_KEYS = frozenset(StepItem.model_fields)
+
+
+def _read_request(raw: bytes) -> StepRequest:
+    """The request body, validated by its model (a 422 problem when it does not fit)."""
+    try:
+        return StepRequest.model_validate_json(raw)
+    except ValidationError as e:
+        raise RequestValidationError(e.errors(include_url=False, include_input=False)) from None
 
 
 @router.post(
@@ -220,13 +151,15 @@ async def step(request: Request) -> Response:
     See the module documentation (and `x-step-layout`) for the binary response layout.
     """
     service = state_of(request)
-    items, options = _read_request(await request.body())
+    body = _read_request(await request.body())
+    items = body.sessions
     settings = service.settings
     limit = settings.max_batch_size
     if len(items) > limit:
         raise LimitExceeded(f"{len(items)} sessions in one step, above the limit of {limit}", "max_batch_size")
     rows = len(items)
-    for sid, _, draft in items:
+    for item in items:
+        draft = item.draft_tokens
         if draft:
             if len(draft) > settings.max_draft_tokens:
                 raise LimitExceeded(
@@ -234,7 +167,7 @@ async def step(request: Request) -> Response:
                     "max_draft_tokens",
                 )
             rows += len(draft)
-    ids = [item[0] for item in items]
+    ids = [item.session_id for item in items]
     if len(set(ids)) != len(ids):
         raise RequestValidationError([{"loc": ("body", "sessions"), "msg": "a session appears twice", "type": "value_error"}])
     store = service.sessions
@@ -259,29 +192,57 @@ async def step(request: Request) -> Response:
             f"above the limit of {settings.max_step_answer_bytes}",
             "max_step_answer_bytes",
         )
-    work = functools.partial(_advance_and_fill, service, items, options, found, errors, words, vocab)
-    slow = next((s.program for s in live if service.slow_lane.is_slow(s.program)), None)
-    if slow is None and not any(s.lock.locked() for s in live):
-        # No other request holds any of these sessions, and the work below never awaits: it runs
-        # to its end before any other request can start, so it needs no locks.
-        buf = work()
-    else:
-        # Hold every session's lock (in id order: no deadlock with another step) while the batch
-        # is advanced and filled; inline, or in the slow lane when a session's program is slow.
-        async with contextlib.AsyncExitStack() as stack:
-            for s in sorted(live, key=lambda s: s.id):
-                await stack.enter_async_context(s.lock)
-            buf = work() if slow is None else await service.slow_lane.run_locked(slow, work)
+    work = functools.partial(_advance_and_fill, service, body, found, errors, words, vocab)
+    buf = await service.scheduler.run_batch(live, work)
     service.metrics.step_batch_size.observe(len(items))
     if len(buf) >= LARGE_ANSWER_BYTES:
         service.large_answers += 1
     return Response(buf, media_type=STEP_MEDIA_TYPE)
 
 
+def _status(
+    item: StepItem,
+    row: int,
+    rows: int,
+    st: GuidanceState | None,
+    options: StepRequest | None = None,
+    rejected: TokenRejected | None = None,
+    error: GuidanceError | None = None,
+) -> dict[str, Any]:
+    """One session's status in the answer's header (see the module documentation).
+
+    ``options`` None: an error status. ``st`` None: a session that could not be looked up.
+    """
+    if error is not None:
+        status: dict[str, Any] = {"session_id": item.session_id, "row": row, "rows": rows, "status": "error"}
+        if st is None:
+            status["error"] = error_problem(error)
+            return status
+        status["accepted"] = 0
+        status["error"] = error_problem(error)
+    elif rejected is not None:
+        status = {
+            "session_id": item.session_id, "row": row, "rows": rows, "status": "rejected", "accepted": 0,
+            "index": rejected.index, "token": rejected.token,
+        }  # fmt: skip
+    else:
+        status = {"session_id": item.session_id, "row": row, "rows": rows, "status": "ok", "accepted": len(item.tokens)}
+    assert st is not None  # only a session that could not be looked up has no state, and it has an error
+    status["terminated"] = st.is_terminated()
+    status["accepting"] = st.is_accepting()
+    if options is not None:
+        if options.forced_tokens:
+            status["forced_tokens"] = st.forced_tokens()
+        if options.variables:
+            status["variables"] = st.variables
+            if options.variables == "partial":
+                status["partial"] = st.partial_variables(parse_json=True)
+    return status
+
+
 def _advance_and_fill(
     service: ServiceState,
-    items: list[_Item],
-    options: _Options,
+    body: StepRequest,
     found: list[Session | None],
     errors: dict[int, GuidanceError],
     words: int,
@@ -291,49 +252,45 @@ def _advance_and_fill(
     metrics = service.metrics
     statuses: list[dict[str, Any]] = []
     fill_states: list[GuidanceState] = []
-    fill_statuses: list[dict[str, Any]] = []  # the status of each state filled (changed if its mask fails)
+    fill_items: list[StepItem] = []
+    fill_statuses: list[dict[str, Any]] = []  # the status of each state filled (rewritten if its mask fails)
     fill_rows: list[int] = []
     drafts: list[tuple[GuidanceState, int, list[int]]] = []
     blank: list[tuple[int, int]] = []  # rows no mask is computed into: (first, count)
     row = 0
     accepted_total = rejected_total = 0
-    for i, (sid, tokens, draft) in enumerate(items):
+    max_tokens = service.sessions.max_tokens
+    for i, item in enumerate(body.sessions):
         session = found[i]
+        draft = item.draft_tokens
         n_rows = 1 + len(draft) if draft else 1
         if session is not None and session.program.mask_words != words:
             errors[i] = LimitExceeded("every session of one step must use the same vocabulary", "vocabulary")
             session = None
         if session is None:
-            statuses.append({"session_id": sid, "row": row, "rows": n_rows, "status": "error", "error": _problem(errors[i])})
+            statuses.append(_status(item, row, n_rows, None, error=errors[i]))
             blank.append((row, n_rows))
             row += n_rows
             continue
         st = session.state
         before = len(st.tokens)
         try:
+            rejected = None
             try:
-                check_history(st, len(tokens), service.sessions.max_tokens)
-                st.advance(tokens)
-                accepted_total += len(tokens)
-                status: dict[str, Any] = {"session_id": sid, "row": row, "rows": n_rows, "status": "ok", "accepted": len(tokens)}
+                check_history(st, len(item.tokens), max_tokens)
+                st.advance(item.tokens)
+                accepted_total += len(item.tokens)
             except TokenRejected as e:
                 rejected_total += 1
-                status = {"session_id": sid, "row": row, "rows": n_rows, "status": "rejected", "accepted": 0, "index": e.index, "token": e.token}
-            status["terminated"] = st.is_terminated()
-            status["accepting"] = st.is_accepting()
-            if options.forced_tokens:
-                status["forced_tokens"] = st.forced_tokens()
-            if options.variables:
-                status["variables"] = st.variables
-                if options.variables == "partial":
-                    status["partial"] = st.partial_variables(parse_json=True)
+                rejected = e
+            status = _status(item, row, n_rows, st, body, rejected)
         except GuidanceError as e:  # bad ids, a limit, an engine limit met: the session as it was
             _undo(st, before)
-            status = _error_status(sid, row, n_rows, e, st)
-        if session.channel is not None:
-            session.channel.changed(session)
+            status = _status(item, row, n_rows, st, error=e)
+        session.publish()
         statuses.append(status)
         fill_states.append(st)
+        fill_items.append(item)
         fill_statuses.append(status)
         fill_rows.append(row)
         if draft:
@@ -341,33 +298,22 @@ def _advance_and_fill(
             blank.append((row + 1, n_rows - 1))  # draft rows after a refused draft token stay zero
         row += n_rows
 
-    # One buffer for the whole answer; dense masks are computed straight into it (no copies). It
-    # is np.empty, not a zeroed bytearray: a zeroed buffer of this size comes from calloc, as
-    # fresh pages the kernel must fault in and clear (about 1 ms per MB measured here), where
-    # np.empty reuses pages the process already has. Rows no mask is computed into are zeroed.
-    head: dict[str, Any] = {"mask_words": words, "vocab_size": vocab, "rows": row, "sessions": statuses}
-    if options.mask_encoding == "blocks":
-        head["mask_encoding"] = "blocks"
-        head["block_words"] = BLOCK_WORDS
-        bitmask = np.empty((row, words), dtype=np.int32)
-        _fill(service, bitmask, blank, fill_states, fill_rows, drafts, fill_statuses)
-        bitmap, blocks = encode_blocks(bitmask)
-        buf, offset = step_frame(orjson.dumps(head), bitmap.nbytes + blocks.nbytes)
-        buf[offset : offset + bitmap.nbytes] = bitmap
-        buf[offset + bitmap.nbytes :] = blocks.astype("<i4", copy=False).view(np.uint8).reshape(-1)
+    # Dense masks are computed straight into the answer's buffer (no copies). It is np.empty, not
+    # a zeroed buffer: a zeroed buffer of this size comes from calloc, as fresh pages the kernel
+    # must fault in and clear, where np.empty reuses pages the process already has. Rows no mask
+    # is computed into are zeroed.
+    head = step_header(words, vocab, row, statuses, body.mask_encoding)
+    if body.mask_encoding == "blocks":
+        masks = np.empty((row, words), dtype=np.int32)
+        _fill(service, masks, blank, fill_states, fill_rows, drafts, fill_items, fill_statuses)
+        buf = blocks_step_answer(orjson.dumps(head), masks)
     else:
-        buf, offset = step_frame(orjson.dumps(head), row * words * 4)
-        bitmask = buf[offset:].view(np.int32).reshape(row, words)
-        if sys.byteorder != "little":  # pragma: no cover - the wire is little-endian
-            bitmask = np.zeros((row, words), dtype=np.int32)
-        if _fill(service, bitmask, blank, fill_states, fill_rows, drafts, fill_statuses):
+        buf, masks = dense_step_answer(orjson.dumps(head), row, words)
+        if _fill(service, masks, blank, fill_states, fill_rows, drafts, fill_items, fill_statuses):
             # A mask failed (an engine limit): its status changed after the header was written.
             # Rare: the answer is framed again around the masks already computed.
-            masks = buf[offset:]
-            buf, offset = step_frame(orjson.dumps(head), row * words * 4)
-            buf[offset:] = masks
-        if sys.byteorder != "little":  # pragma: no cover
-            buf[offset:] = np.frombuffer(to_bytes(bitmask), dtype=np.uint8)
+            buf, framed = dense_step_answer(orjson.dumps(head), row, words)
+            framed[:] = masks
 
     metrics.masks_batch.inc(len(fill_states))
     if accepted_total:
@@ -384,13 +330,6 @@ def _undo(st: GuidanceState, keep: int) -> None:
             st.rollback(len(st.tokens) - keep)
 
 
-def _error_status(sid: str, row: int, rows: int, e: GuidanceError, st: GuidanceState) -> dict[str, Any]:
-    return {
-        "session_id": sid, "row": row, "rows": rows, "status": "error", "accepted": 0, "error": _problem(e),
-        "terminated": st.is_terminated(), "accepting": st.is_accepting(),
-    }
-
-
 def _fill(
     service: ServiceState,
     bitmask: np.ndarray,
@@ -398,6 +337,7 @@ def _fill(
     states: list[GuidanceState],
     rows: list[int],
     drafts: list[tuple[GuidanceState, int, list[int]]],
+    items: list[StepItem],
     statuses: list[dict[str, Any]],
 ) -> bool:
     """Compute every mask of the answer; True when a session's mask failed (its status is changed)."""
@@ -407,7 +347,7 @@ def _fill(
     failed: dict[int, GuidanceError] = {}
     try:
         if states:
-            failed = service.backend.backend.fill_next_token_bitmasks(states, bitmask, rows)
+            failed = service.scheduler.fill(states, bitmask, rows)
         for st, first, draft in drafts:
             _fill_drafts(st, first, draft, bitmask)
     finally:
@@ -419,7 +359,7 @@ def _fill(
     for k, e in failed.items():
         st, status = states[k], statuses[k]
         _undo(st, len(st.tokens) - status.get("accepted", 0))
-        error = _error_status(status["session_id"], status["row"], status["rows"], e, st)
+        error = _status(items[k], status["row"], status["rows"], st, error=e)
         status.clear()
         status.update(error)  # the header holds this very dict
     return bool(failed)
@@ -438,7 +378,6 @@ def _fill_drafts(st: GuidanceState, first: int, draft: list[int], bitmask: np.nd
             probe.fill_bitmask(bitmask, first + k)
         except GuidanceError:  # an engine limit on the copy: the rows from here stay zero
             break
-
 
 
 def openapi_components() -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """The wire format, defined once in ``guidance_client.wire``: every form round-trips.
 
-The writer halves (:func:`step_frame`, :func:`encode_blocks`) are what the server sends with;
-the reader halves (:func:`read_step`, :func:`decode_blocks`) what the client parses with.
+The writer halves (:func:`step_header`, :func:`dense_step_answer`, :func:`blocks_step_answer`,
+:func:`encode_blocks`) are what the server sends with; the reader halves (:func:`read_step`,
+:func:`decode_blocks`) what the client parses with.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from guidance_client.wire import (
     MaskEncoding,
     allowed_tokens,
     blocks_per_row,
+    blocks_step_answer,
     decode_blocks,
+    dense_step_answer,
     encode_blocks,
     mask_words,
     pack_tokens,
     read_step,
-    step_frame,
+    step_header,
     step_request,
     to_bytes,
 )
@@ -65,17 +68,15 @@ def test_block_sparse_form_keeps_exactly_the_blocks_with_set_bits(case: tuple[in
     assert np.array_equal(decode_blocks(data, 8, rows.shape[0], rows.shape[1], BLOCK_WORDS), rows)
 
 
-def _answer(head: dict[str, Any], rows: NDArray[np.int32], encoding: MaskEncoding) -> bytes:
-    """A step answer written as the server writes it (``service/routes/step.py``)."""
+def _answer(
+    vocab: int, statuses: list[dict[str, Any]], rows: NDArray[np.int32], encoding: MaskEncoding
+) -> bytes:
+    """A step answer written with the writers the server uses (``service/routes/step.py``)."""
+    head = json.dumps(step_header(rows.shape[1], vocab, rows.shape[0], statuses, encoding)).encode()
     if encoding == "blocks":
-        head = {**head, "mask_encoding": "blocks", "block_words": BLOCK_WORDS}
-        bitmap, blocks = encode_blocks(rows)
-        buf, offset = step_frame(json.dumps(head).encode(), bitmap.nbytes + blocks.nbytes)
-        buf[offset : offset + bitmap.nbytes] = bitmap
-        buf[offset + bitmap.nbytes :] = blocks.astype("<i4").view(np.uint8).reshape(-1)
-    else:
-        buf, offset = step_frame(json.dumps(head).encode(), rows.nbytes)
-        buf[offset:] = np.frombuffer(to_bytes(rows), dtype=np.uint8)
+        return blocks_step_answer(head, rows).tobytes()
+    buf, masks = dense_step_answer(head, rows.shape[0], rows.shape[1])
+    masks[:] = rows  # the server fills the view in place
     return buf.tobytes()
 
 
@@ -85,19 +86,26 @@ def test_step_answer_round_trips(encoding: MaskEncoding, case: tuple[int, list[s
     vocab, rows_ids = case
     rows = _rows(vocab, rows_ids)
     statuses = [{"session_id": session_id + str(i), "row": i, "rows": 1, "status": "ok"} for i in range(len(rows))]
-    head = {"mask_words": rows.shape[1], "vocab_size": vocab, "rows": rows.shape[0], "sessions": statuses}
-    data = _answer(head, rows, encoding)
+    data = _answer(vocab, statuses, rows, encoding)
     (length,) = np.frombuffer(data[:4], dtype="<u4")
     assert length % 4 == 0 and data[4 + length - 1 : 4 + length] in (b" ", b"}")  # header padded to 4 bytes
     header, masks = read_step(data)
     assert header["sessions"] == statuses and header["vocab_size"] == vocab
+    assert header["rows"] == rows.shape[0] and header["mask_words"] == rows.shape[1]
+    assert header.get("mask_encoding", "dense") == encoding
     assert masks.dtype == np.int32 and np.array_equal(masks, rows)
+
+
+def test_dense_answer_masks_are_little_endian_words_after_the_header() -> None:
+    rows = _rows(100, [{0, 33}, {99}])
+    data = _answer(100, [], rows, "dense")
+    (length,) = np.frombuffer(data[:4], dtype="<u4")
+    assert data[4 + length :] == to_bytes(rows)  # the masks region is exactly the rows' wire bytes
 
 
 def test_a_truncated_or_foreign_answer_is_refused() -> None:
     rows = _rows(100, [{1, 2}, {99}])
-    head = {"mask_words": 4, "vocab_size": 100, "rows": 2, "sessions": []}
-    data = _answer(head, rows, "dense")
+    data = _answer(100, [], rows, "dense")
     assert np.array_equal(read_step(data)[1], rows)
     for bad in (data[:-4], data[:2], b'{"not": "a step"}', b"\x02\0\0\0{}"):
         with pytest.raises(ValueError):

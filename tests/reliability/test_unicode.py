@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 from core import Tokenizer
 from service import Settings, create_app
-from service.problems import InvalidText, problem_response
+from service.errors import InvalidText
+from service.problems import problem_response
 from service.text import body_text_error, find_invalid_string, printable, url_text_error
 
 # -- the oracle -------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from starlette.middleware import Middleware
 
 from core import Tokenizer
 from service.dependencies import get_tokenizers
@@ -82,6 +83,35 @@ async def test_wrong_method_is_405_with_allow(client: httpx.AsyncClient) -> None
     resp = await client.get("/compile")
     assert_problem(resp, 405, "method-not-allowed")
     assert resp.headers["allow"] == "POST"
+
+
+async def test_every_mask_get_is_served_ahead_of_the_router(make_app: AppFactory) -> None:
+    app = make_app()
+    routed: list[tuple[str, str]] = []
+
+    class Spy:  # innermost middleware: sees what goes on to FastAPI's routing
+        def __init__(self, app: Any) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http":
+                routed.append((scope["method"], scope["path"]))
+            await self.app(scope, receive, send)
+
+    app.user_middleware.append(Middleware(Spy))
+    async with serve(app) as client:
+        sid = await _open(client, regex="[0-9]+")
+        resp = await client.get(f"/sessions/{sid}/mask")
+        assert resp.status_code == 200 and resp.headers["x-mask-words"] == "4096"
+        # a path that is not ASCII once decoded: checked as the text guard would, then served alike
+        assert_problem(await client.get("/sessions/%C3%A9t%C3%A9/mask"), 404, "session-not-found")
+        assert_problem(await client.get("/sessions/%ED%A0%80/mask"), 422, "unicode-invalid")
+        assert not [r for r in routed if r[1].endswith("/mask")]
+        # the declared route still answers the other methods
+        resp = await client.post(f"/sessions/{sid}/mask")
+        assert_problem(resp, 405, "method-not-allowed")
+        assert resp.headers["allow"] == "GET"
+        assert routed[-1] == ("POST", f"/sessions/{sid}/mask")
 
 
 # -- 409: token rejected, all or nothing ---------------------------------------------------------

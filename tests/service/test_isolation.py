@@ -17,7 +17,7 @@ async def test_a_crashed_compile_worker_is_a_problem_for_that_compile_only(make_
     app = make_app(compile_processes=True, compile_workers=1)
     async with serve(app) as client:
         state: ServiceState = app.state.service
-        backend = state.backend.backend
+        backend = state.engine
         backend._workers.close()  # type: ignore[union-attr]
         backend._workers = CompileWorkers(1, backend.limits, task=crash_on_marker)
         try:

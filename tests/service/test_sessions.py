@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core import CompiledGuidanceProgram, GuidanceBackend, SessionExpired, Tokenizer, UnknownSession
-from service.problems import TooManySessions
+from service.errors import TooManySessions
 from service.sessions import SessionStore
 
 
@@ -108,9 +108,3 @@ def test_deleted_sessions_are_404(program: CompiledGuidanceProgram) -> None:
     assert info.value.status == 404
     with pytest.raises(UnknownSession):
         store.delete(s.id)
-
-
-def test_get_many_keeps_the_order_given(program: CompiledGuidanceProgram) -> None:
-    store = SessionStore()
-    ids = [store.create(program, "default").id for _ in range(4)]
-    assert [s.id for s in store.get_many(ids[::-1])] == ids[::-1]

@@ -125,7 +125,7 @@ async def run_load(
                 counts["sessions"] += 1
                 state = ref.state(which)
                 step = 0
-                while time.monotonic() < deadline:
+                while time.monotonic() < deadline and counts["requests"] < max_requests:
                     resp = await call("GET", f"/sessions/{sid}/mask")
                     if resp.status_code != 200:
                         break

@@ -38,12 +38,14 @@ def _settle(server: Server, fds: int) -> int:
 
 
 def test_load_has_no_5xx_no_wrong_mask_and_bounded_metrics(server: Server) -> None:
-    first = asyncio.run(load.run_load(server.url, sessions=8, seconds=3.0, seed=1))
-    second = asyncio.run(load.run_load(server.url, sessions=8, seconds=2.0, seed=2))
-    for result in (first, second):
+    # Bounded by work, not time (the deadline only guards against a hang): on a loaded machine
+    # the same test makes the same requests, just more slowly.
+    first = asyncio.run(load.run_load(server.url, sessions=8, seconds=120.0, max_requests=300, seed=1))
+    second = asyncio.run(load.run_load(server.url, sessions=8, seconds=120.0, max_requests=200, seed=2))
+    for result, wanted in ((first, 300), (second, 200)):
         assert result["server_errors"] == 0, result
         assert result["wrong_masks"] == 0, result
-        assert result["requests"] > 100, result
+        assert result["requests"] >= wanted, result
         assert result["sessions_active_after"] == 0
     # Labels come from closed sets: a second run adds no series.
     assert first["metric_series_after"] < 200

@@ -28,8 +28,7 @@ from core.errors import GrammarError, LimitExceeded, SchemaError, TemplateError,
 from core.derivation import derivation_depth, schema_derivation_depth
 from core.expansion import expansion
 from core.limits import Limits
-from core.schema_formats import DEFAULT_FORMAT_MODE, FORMAT_MODES, FormatMode, format_hint
-from core.schema_rewrite import rewrite_schema_report
+from core.jsonschema import DEFAULT_FORMAT_MODE, FORMAT_MODES, FormatMode, format_hint, rewrite_schema_report
 from core.template import (
     GenNode,
     GrammarNode,
@@ -265,7 +264,7 @@ def prepare_json_schema(
 
     Returns:
         ``(schema, ignored)``: the schema for llguidance, and the annotations it does not assert
-        (see :mod:`core.schema_formats`).
+        (see :mod:`core.jsonschema.formats`).
     """
     if isinstance(schema, bool):
         schema = {} if schema else {"not": {}}
@@ -280,8 +279,8 @@ def prepare_json_schema(
         raise LimitExceeded(f"JSON schema is larger than {limits.max_source_bytes} bytes", "max_source_bytes")
     if schema_derivation_depth(schema, limits.max_derivation_depth) > limits.max_derivation_depth:
         raise _too_deep(limits)  # before the rewrites too, whose work grows with the chains
-    # exact rewrites of what llguidance refuses (core/schema_rewrite.py)
-    schema, report = rewrite_schema_report(schema, formats)
+    # exact rewrites of what llguidance refuses (core/jsonschema/)
+    schema, report = rewrite_schema_report(schema, formats, limits=limits)
     user = schema.get("x-guidance")
     options: dict[str, Any] = dict(_COMPACT)
     if isinstance(user, Mapping):

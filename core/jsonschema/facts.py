@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Protocol
 
-from core.schema_keywords import KINDS, MAX_DEPTH, kind_of, unique_values, value_key
+from core.jsonschema.keywords import KINDS
+from core.jsonschema.values import kind_of, unique_values, value_key
+from core.limits import Limits
 
 __all__ = [
     "FactSource",
@@ -32,6 +34,8 @@ __all__ = [
 
 class FactSource(Protocol):
     """What computes the facts of subschemas (following references): the schema analysis."""
+
+    limits: Limits
 
     def facts_of_all(self, schemas: list[Any], depth: int) -> Facts | None: ...
 
@@ -160,7 +164,7 @@ def disjoint(a: Facts, b: Facts, rw: FactSource, depth: int) -> bool:
 
 def overlap(a: Facts, b: Facts, rw: FactSource, depth: int) -> frozenset[str]:
     """The kinds on which ``a`` and ``b`` are not proven disjoint."""
-    if depth > MAX_DEPTH:
+    if depth > rw.limits.max_rewrite_depth:
         return a.kinds & b.kinds
     common = a.kinds & b.kinds
     if not common:

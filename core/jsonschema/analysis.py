@@ -117,7 +117,8 @@ class Analysis:
                 verdicts.append(None if inner is None else not inner)
             elif key == "$ref":
                 resolved = self.resolve(value, depth)
-                verdicts.append(None if resolved is None else self.accepts_empty(resolved[1], kind, depth + 1, hops + 1))
+                target = None if resolved is None else self.accepts_empty(resolved[1], kind, depth + 1, hops + 1)
+                verdicts.append(target)
             elif key in ("if", "then", "else", "$dynamicRef", "$recursiveRef"):
                 return None
             elif key in ASSERTIONS and key not in CONSTRAINS and key not in (

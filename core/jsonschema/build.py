@@ -15,10 +15,12 @@ __all__ = ["add_constraints", "all_of", "any_of", "is_false", "serialised_size",
 
 
 def serialised_size(schema: Any) -> int:
+    """Length of ``schema`` serialised as JSON, in characters."""
     return len(json.dumps(schema, ensure_ascii=False, default=str))
 
 
 def any_of(pieces: Sequence[Any]) -> Any:
+    """``anyOf`` of ``pieces``: ``true`` if one is ``true``, ``false`` if none is left, else one piece or ``anyOf``."""
     kept = []
     for p in pieces:
         if p is True or p == {}:
@@ -31,6 +33,7 @@ def any_of(pieces: Sequence[Any]) -> Any:
 
 
 def all_of(pieces: Sequence[Any]) -> Any:
+    """``allOf`` of ``pieces``: ``false`` if one is ``false``, ``true`` if none is left, else one piece or ``allOf``."""
     kept = []
     for p in pieces:
         if p is False:
@@ -43,6 +46,7 @@ def all_of(pieces: Sequence[Any]) -> Any:
 
 
 def is_false(schema: Any) -> bool:
+    """Whether ``schema`` is ``false`` or an ``allOf`` holding ``false`` (accepts nothing)."""
     if schema is False:
         return True
     members = schema.get("allOf") if isinstance(schema, dict) else None

@@ -19,6 +19,7 @@ __all__ = ["decimal_counts", "formats", "no_ops"]
 
 
 def formats(ctx: RewriteContext, s: dict[str, Any], path: Path, depth: int) -> dict[str, Any]:
+    """``format`` per the context's mode: kept, replaced by an exact equivalent, or removed as an annotation."""
     out, ignored = rewrite_format(s, ctx.formats)
     if ignored is not None:
         ctx.ignored.append(f"format {json.dumps(ignored, ensure_ascii=False)} at {json_pointer(path)}")
@@ -29,6 +30,7 @@ def formats(ctx: RewriteContext, s: dict[str, Any], path: Path, depth: int) -> d
 
 
 def decimal_counts(ctx: RewriteContext, s: dict[str, Any], path: Path, depth: int) -> dict[str, Any]:
+    """Counts written as integral decimals (``"minItems": 1.0``) as integers: llguidance refuses decimals."""
     for key in COUNT_KEYS:
         v = s.get(key)
         if isinstance(v, float) and math.isfinite(v) and v.is_integer() and v >= 0:
@@ -38,6 +40,7 @@ def decimal_counts(ctx: RewriteContext, s: dict[str, Any], path: Path, depth: in
 
 
 def no_ops(ctx: RewriteContext, s: dict[str, Any], path: Path, depth: int) -> dict[str, Any]:
+    """Keywords with no effect by the specification, removed (``if`` alone, ``uniqueItems: false``...)."""
     if "if" in s and "then" not in s and "else" not in s:
         s = _drop(ctx, s, path, ["if"], "if without then/else")
     if "if" not in s and ("then" in s or "else" in s):

@@ -32,7 +32,8 @@ class Complementer(Protocol):
 
     limits: Limits
 
-    def complement(self, schema: Any, depth: int, hops: int = 0) -> Any: ...
+    def complement(self, schema: Any, depth: int, hops: int = 0) -> Any:
+        """An exact complement of ``schema``, or None."""
 
 
 def complement_values(values: list[Any], max_depth: int, depth: int = 0) -> Any:

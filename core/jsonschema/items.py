@@ -1,5 +1,4 @@
-"""The pass for ``uniqueItems: true`` over a small finite item domain: an ``enum`` of the arrays.
-"""
+"""The pass for ``uniqueItems: true`` over a small finite item domain: an ``enum`` of the arrays."""
 
 from __future__ import annotations
 
@@ -17,6 +16,7 @@ __all__ = ["unique_items"]
 
 
 def unique_items(ctx: RewriteContext, s: dict[str, Any], path: Path, depth: int) -> dict[str, Any]:
+    """``uniqueItems: true`` over a finite item domain: an ``enum`` of the arrays of distinct items."""
     if s.get("uniqueItems") is not True or "prefixItems" in s or "contains" in s:
         return s
     items = s.get("items", True)

@@ -136,6 +136,7 @@ ANNOTATIONS = frozenset(
 
 
 def schema_children(node: dict[str, Any], path: tuple[str, ...]) -> Iterable[tuple[Any, tuple[str, ...]]]:
+    """The subschemas of ``node`` with their paths, as the schema keywords hold them."""
     for key, value in node.items():
         if key in SINGLE or (key == "items" and isinstance(value, dict)):
             yield value, path + (key,)

@@ -14,6 +14,7 @@ __all__ = ["conditional", "false_ref", "negation"]
 
 
 def conditional(ctx: RewriteContext, s: dict[str, Any], path: Path, depth: int) -> dict[str, Any]:
+    """``if``/``then``/``else`` as ``anyOf: [{allOf: [I, T]}, {allOf: [not I, E]}]``."""
     if "if" not in s or not all(ctx.movable(path, k) for k in ("if", "then", "else")):
         return s
     cond, then, other = s["if"], s.get("then", True), s.get("else", True)
@@ -33,6 +34,7 @@ def conditional(ctx: RewriteContext, s: dict[str, Any], path: Path, depth: int) 
 
 
 def negation(ctx: RewriteContext, s: dict[str, Any], path: Path, depth: int) -> dict[str, Any]:
+    """``not: A`` as the exact complement of ``A``."""
     if "not" not in s or not ctx.movable(path, "not"):
         return s
     negated = ctx.analysis.complement(s["not"], depth)

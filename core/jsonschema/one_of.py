@@ -1,5 +1,4 @@
-"""The ``oneOf`` pass: ``anyOf`` where the branches are provably disjoint, complements elsewhere.
-"""
+"""The ``oneOf`` pass: ``anyOf`` where the branches are provably disjoint, complements elsewhere."""
 
 from __future__ import annotations
 
@@ -16,6 +15,7 @@ __all__ = ["one_of"]
 
 
 def one_of(ctx: RewriteContext, s: dict[str, Any], path: Path, depth: int) -> dict[str, Any]:
+    """``oneOf`` as ``anyOf``, with complements added where two branches may overlap."""
     branches = s.get("oneOf")
     if not isinstance(branches, list) or not branches or not ctx.movable(path, "oneOf"):
         return s

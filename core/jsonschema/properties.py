@@ -30,7 +30,7 @@ def property_counts(ctx: RewriteContext, s: dict[str, Any], path: Path, depth: i
     A closed object (``additionalProperties: false``, no ``patternProperties``) holds exactly
     the required and present properties, so only the sets of an allowed size are listed and the
     counts go; an open one keeps the counts in every branch. At most
-    :data:`ctx.limits.max_rewrite_property_sets` branches.
+    ``Limits.max_rewrite_property_sets`` branches.
     """
     low, high = count_value(s.get("minProperties")), count_value(s.get("maxProperties"))
     props = s.get("properties")
@@ -51,10 +51,11 @@ def property_counts(ctx: RewriteContext, s: dict[str, Any], path: Path, depth: i
         sizes = [n for n in range(len(optional) + 1) if lo <= base + n <= hi]
     else:
         sizes = list(range(len(optional) + 1))
+    bound = ctx.limits.max_rewrite_property_sets
     total = 0
     for n in sizes:  # counted with an early stop: thousands of optional properties cost nothing
-        total += math.comb(len(optional), n) if n <= 8 or len(optional) - n <= 8 else ctx.limits.max_rewrite_property_sets + 1
-        if total > ctx.limits.max_rewrite_property_sets:
+        total += math.comb(len(optional), n) if n <= 8 or len(optional) - n <= 8 else bound + 1
+        if total > bound:
             return s
     counts: dict[str, Any] = {} if closed else {k: s[k] for k in ("minProperties", "maxProperties") if k in s}
     branches = []
@@ -124,6 +125,7 @@ def property_names(ctx: RewriteContext, s: dict[str, Any], path: Path, depth: in
 
 
 def dependencies(ctx: RewriteContext, s: dict[str, Any], path: Path, depth: int) -> dict[str, Any]:
+    """``dependentRequired``/``dependentSchemas``/``dependencies`` as ``anyOf`` constraints."""
     for key in ("dependentRequired", "dependentSchemas", "dependencies"):
         deps = s.get(key)
         if not isinstance(deps, dict) or not ctx.movable(path, key):

@@ -101,6 +101,7 @@ class RewriteReport:
 
     @property
     def changed(self) -> bool:
+        """Whether any rewrite was made."""
         return bool(self.notes)
 
     def kinds(self) -> list[str]:

@@ -1,5 +1,4 @@
-"""The pass for ``unevaluatedProperties``/``unevaluatedItems`` whose evaluated set is known statically.
-"""
+"""The pass for ``unevaluatedProperties``/``unevaluatedItems`` whose evaluated set is known statically."""
 
 from __future__ import annotations
 

@@ -24,10 +24,12 @@ __all__ = [
 
 
 def is_number(v: Any) -> bool:
+    """Whether ``v`` is a JSON number (not a boolean)."""
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def kind_of(v: Any) -> str:
+    """The kind of a JSON value; numbers are ``integer`` (integral, ``1.0`` too) or ``fraction``."""
     if v is None:
         return "null"
     if isinstance(v, bool):
@@ -57,6 +59,7 @@ def value_key(v: Any) -> Any:
 
 
 def unique_values(values: Iterable[Any]) -> list[Any]:
+    """``values`` without JSON-equal repeats, in order."""
     seen: set[Any] = set()
     out = []
     for v in values:
@@ -68,6 +71,7 @@ def unique_values(values: Iterable[Any]) -> list[Any]:
 
 
 def count_value(v: Any) -> int | None:
+    """A count keyword's value as an int (``2.0`` is 2); None when it is not a count."""
     if isinstance(v, bool) or not is_number(v):
         return None
     if isinstance(v, float) and not (math.isfinite(v) and v.is_integer()):
@@ -76,6 +80,7 @@ def count_value(v: Any) -> int | None:
 
 
 def number_value(v: Any) -> Fraction | None:
+    """A finite JSON number as an exact fraction; None otherwise."""
     if not is_number(v) or (isinstance(v, float) and not math.isfinite(v)):
         return None
     return Fraction(v)

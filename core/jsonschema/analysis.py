@@ -57,10 +57,12 @@ class Analysis:
         self._facts: dict[int, tuple[Any, Facts | None]] = {}
         self._facts_all: dict[tuple[int, ...], tuple[list[Any], Facts | None]] = {}
         self.work = 0
+        self._max_depth = limits.max_rewrite_depth
+        self._max_hops = limits.max_rewrite_ref_hops
 
     def too_deep(self, depth: int, hops: int = 0) -> bool:
         """Whether ``depth`` levels and ``hops`` references are past the bounds of the limits."""
-        return depth > self.limits.max_rewrite_depth or hops > self.limits.max_rewrite_ref_hops
+        return depth > self._max_depth or hops > self._max_hops
 
     # -- references
     def resolve(self, ref: Any, depth: int) -> tuple[Path, Any] | None:

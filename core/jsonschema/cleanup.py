@@ -66,7 +66,7 @@ def no_ops(ctx: RewriteContext, s: dict[str, Any], path: Path, depth: int) -> di
 
 def _drop(ctx: RewriteContext, s: dict[str, Any], path: Path, keys: Sequence[str], why: str) -> dict[str, Any]:
     present = [k for k in keys if k in s]
-    if present and all(ctx.movable(path, k) for k in present):
+    if present and all(ctx.refs.movable(path, k) for k in present):
         for k in present:
             del s[k]
         ctx.note(f"no-op {why}", path)

@@ -19,7 +19,7 @@ class RewriteContext:
     """The state of one rewrite of one document, shared by the walk and every pass.
 
     Attributes:
-        refs: the document's references (what may move).
+        refs: the document's references (what may move: ``refs.movable(path, key)``).
         analysis: facts and complements of its subschemas, reading referenced schemas rewritten.
         limits: the bounds of the rewrites (``max_rewrite_*``).
         formats: what ``format`` does (see :mod:`core.jsonschema.formats`).
@@ -43,7 +43,3 @@ class RewriteContext:
     def note(self, kind: str, path: Path) -> None:
         """Record a rewrite of ``kind`` at ``path``."""
         self.notes.append(f"{kind}: {json_pointer(path)}")
-
-    def movable(self, path: Path, key: str) -> bool:
-        """Whether ``key`` of the node at ``path`` may be moved or removed."""
-        return self.refs.movable(path, key)

@@ -15,7 +15,7 @@ __all__ = ["conditional", "false_ref", "negation"]
 
 def conditional(ctx: RewriteContext, s: dict[str, Any], path: Path, depth: int) -> dict[str, Any]:
     """``if``/``then``/``else`` as ``anyOf: [{allOf: [I, T]}, {allOf: [not I, E]}]``."""
-    if "if" not in s or not all(ctx.movable(path, k) for k in ("if", "then", "else")):
+    if "if" not in s or not all(ctx.refs.movable(path, k) for k in ("if", "then", "else")):
         return s
     cond, then, other = s["if"], s.get("then", True), s.get("else", True)
     if "then" not in s:
@@ -35,7 +35,7 @@ def conditional(ctx: RewriteContext, s: dict[str, Any], path: Path, depth: int) 
 
 def negation(ctx: RewriteContext, s: dict[str, Any], path: Path, depth: int) -> dict[str, Any]:
     """``not: A`` as the exact complement of ``A``."""
-    if "not" not in s or not ctx.movable(path, "not"):
+    if "not" not in s or not ctx.refs.movable(path, "not"):
         return s
     negated = ctx.analysis.complement(s["not"], depth)
     if negated is None or too_big(negated, ctx.limits.max_rewrite_complement_chars):
@@ -50,7 +50,7 @@ def false_ref(ctx: RewriteContext, s: dict[str, Any], path: Path, depth: int) ->
     left, e.g. ``type: object`` with a ``oneOf`` of strings): the node is ``false``. llguidance
     refuses the whole schema on a referenced unsatisfiable schema, even where it only forbids
     an optional property."""
-    if "$ref" not in s or not path or not all(ctx.movable(path, k) for k in s):
+    if "$ref" not in s or not path or not all(ctx.refs.movable(path, k) for k in s):
         return s
     resolved = ctx.analysis.resolve(s["$ref"], depth)
     if resolved is None:

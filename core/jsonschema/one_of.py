@@ -17,7 +17,7 @@ __all__ = ["one_of"]
 def one_of(ctx: RewriteContext, s: dict[str, Any], path: Path, depth: int) -> dict[str, Any]:
     """``oneOf`` as ``anyOf``, with complements added where two branches may overlap."""
     branches = s.get("oneOf")
-    if not isinstance(branches, list) or not branches or not ctx.movable(path, "oneOf"):
+    if not isinstance(branches, list) or not branches or not ctx.refs.movable(path, "oneOf"):
         return s
     if len(branches) > ctx.limits.max_rewrite_one_of_analysed:
         return s

@@ -34,7 +34,7 @@ def property_counts(ctx: RewriteContext, s: dict[str, Any], path: Path, depth: i
     """
     low, high = count_value(s.get("minProperties")), count_value(s.get("maxProperties"))
     props = s.get("properties")
-    if (low is None and high is None) or not isinstance(props, dict) or not ctx.movable(path, "properties"):
+    if (low is None and high is None) or not isinstance(props, dict) or not ctx.refs.movable(path, "properties"):
         return s
     required = s.get("required", [])
     if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
@@ -78,7 +78,7 @@ def property_names(ctx: RewriteContext, s: dict[str, Any], path: Path, depth: in
     (the others become ``false``) with ``additionalProperties: false``; a ``pattern`` or length
     bounds alone become ``patternProperties`` for what ``additionalProperties`` allowed.
     """
-    if "propertyNames" not in s or not ctx.movable(path, "propertyNames"):
+    if "propertyNames" not in s or not ctx.refs.movable(path, "propertyNames"):
         return s
     names = s["propertyNames"]
     if isinstance(names, dict) and "$ref" in names and not set(names) - {"$ref", *ANNOTATIONS}:
@@ -128,7 +128,7 @@ def dependencies(ctx: RewriteContext, s: dict[str, Any], path: Path, depth: int)
     """``dependentRequired``/``dependentSchemas``/``dependencies`` as ``anyOf`` constraints."""
     for key in ("dependentRequired", "dependentSchemas", "dependencies"):
         deps = s.get(key)
-        if not isinstance(deps, dict) or not ctx.movable(path, key):
+        if not isinstance(deps, dict) or not ctx.refs.movable(path, key):
             continue
         pieces = []
         props = s.get("properties")

@@ -138,9 +138,10 @@ def rewrite_schema_report(
     ctx = new_context(schema, limits, formats, formats_only=False)
     out = rewrite_node(ctx, schema, (), 0)
     assert isinstance(out, dict)
-    bound = limits.max_rewrite_growth * serialised_size(schema) + limits.max_rewrite_complement_chars
-    if ctx.notes and too_big(out, bound):
-        # Rewrites multiply in nested structures: past this size, only the formats are rewritten.
+    # Rewrites multiply in nested structures: past this size, only the formats are rewritten (the
+    # size of the input is measured only when something was rewritten).
+    growth, extra = limits.max_rewrite_growth, limits.max_rewrite_complement_chars
+    if ctx.notes and too_big(out, growth * serialised_size(schema) + extra):
         ctx = new_context(schema, limits, formats, formats_only=True)
         out = rewrite_node(ctx, schema, (), 0)
         return out, RewriteReport(["too large to rewrite: #", *ctx.notes], ctx.ignored)

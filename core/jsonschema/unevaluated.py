@@ -23,7 +23,7 @@ def unevaluated(ctx: RewriteContext, s: dict[str, Any], path: Path, depth: int) 
     original = ctx.refs.at(path)
     if not isinstance(original, dict):
         return s
-    if "unevaluatedProperties" in s and ctx.movable(path, "unevaluatedProperties"):
+    if "unevaluatedProperties" in s and ctx.refs.movable(path, "unevaluatedProperties"):
         u = s["unevaluatedProperties"]
         seen = None if u is True or u == {} else _evaluated(ctx, original, "properties", depth, 0, top=True)
         if u is True or u == {} or seen == "all":
@@ -42,7 +42,7 @@ def unevaluated(ctx: RewriteContext, s: dict[str, Any], path: Path, depth: int) 
             s["additionalProperties"] = u
             del s["unevaluatedProperties"]
             ctx.note("unevaluatedProperties", path)
-    if "unevaluatedItems" in s and ctx.movable(path, "unevaluatedItems"):
+    if "unevaluatedItems" in s and ctx.refs.movable(path, "unevaluatedItems"):
         u = s["unevaluatedItems"]
         seen_items = None if u is True or u == {} else _evaluated(ctx, original, "items", depth, 0, top=True)
         if u is True or u == {} or seen_items == "all":

@@ -2,13 +2,13 @@
 
 Children are rewritten before their parent, so every pass sees rewritten subschemas; a location a
 ``$ref`` points to is rewritten once (memoised by its path) and a reference that leads back to a
-location being rewritten (a cycle) is not followed. Each node then goes through the passes in
-:data:`PASSES`, in order.
+location being rewritten (a cycle) is not followed. Each node then goes through the passes, in
+the order :func:`_passes` calls them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from core.jsonschema.analysis import Analysis
@@ -24,27 +24,7 @@ from core.jsonschema.refs import Path, References
 from core.jsonschema.unevaluated import unevaluated
 from core.limits import Limits
 
-__all__ = ["PASSES", "Pass", "new_context", "rewrite_node"]
-
-#: A rewrite of one node: takes a fresh dict it may modify, returns the node (or ``false``).
-Pass = Callable[[RewriteContext, dict[str, Any], Path, int], Any]
-
-#: The passes after :func:`~core.jsonschema.cleanup.formats`, in order. ``unevaluated`` runs
-#: before the passes that turn ``not``/``if``/``oneOf``/``dependentSchemas`` into ``allOf``
-#: entries, which would read as evaluating properties; ``false_ref`` runs last, on the result.
-PASSES: tuple[Pass, ...] = (
-    decimal_counts,
-    no_ops,
-    property_counts,
-    unevaluated,
-    property_names,
-    unique_items,
-    dependencies,
-    conditional,
-    negation,
-    one_of,
-    false_ref,
-)
+__all__ = ["new_context", "rewrite_node"]
 
 
 def new_context(root: Mapping[str, Any], limits: Limits, mode: FormatMode, formats_only: bool) -> RewriteContext:
@@ -66,15 +46,35 @@ def rewrite_node(ctx: RewriteContext, node: Any, path: Path, depth: int) -> Any:
         return ctx.memo[path]
     ctx.active.add(path)
     try:
-        out: Any = {key: _child(ctx, key, value, path, depth) for key, value in node.items()}
-        out = formats(ctx, out, path, depth)
-        if not ctx.formats_only:
-            for rewrite in PASSES:
-                out = rewrite(ctx, out, path, depth)
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out[key] = _child(ctx, key, value, path, depth)
+        rewritten = _passes(ctx, out, path, depth)
     finally:
         ctx.active.discard(path)
-    ctx.memo[path] = out
-    return out
+    ctx.memo[path] = rewritten
+    return rewritten
+
+
+def _passes(ctx: RewriteContext, s: dict[str, Any], path: Path, depth: int) -> Any:
+    """The passes over one node whose children are rewritten: each takes and returns a fresh dict."""
+    # Called one by one rather than from a table: a call site that sees one function stays fast.
+    s = formats(ctx, s, path, depth)
+    if ctx.formats_only:
+        return s
+    s = decimal_counts(ctx, s, path, depth)
+    s = no_ops(ctx, s, path, depth)
+    s = property_counts(ctx, s, path, depth)
+    # before the passes that turn not/if/oneOf/dependentSchemas into allOf entries, which would
+    # read as evaluating properties
+    s = unevaluated(ctx, s, path, depth)
+    s = property_names(ctx, s, path, depth)
+    s = unique_items(ctx, s, path, depth)
+    s = dependencies(ctx, s, path, depth)
+    s = conditional(ctx, s, path, depth)
+    s = negation(ctx, s, path, depth)
+    s = one_of(ctx, s, path, depth)
+    return false_ref(ctx, s, path, depth)  # last: on the result, and it may give ``false``
 
 
 def _child(ctx: RewriteContext, key: str, value: Any, path: Path, depth: int) -> Any:

@@ -23,7 +23,7 @@ Property order: llguidance fixes object keys to the order of the schema's ``prop
 one accepted only after reordering is counted separately as an order-only failure. An invalid
 instance counts as refused only when both forms are refused.
 
-The default run evaluates every schema with the rewrites of ``core/schema_rewrite.py`` (what the
+The default run evaluates every schema with the rewrites of ``core/jsonschema/`` (what the
 engine does) and then again without them (raw llguidance, the hook replaced by the identity) for
 the schemas the rewrites change, giving the two columns side by side; ``--no-rewrite`` runs the
 raw engine only. ``--quick`` runs a fixed subset for CI (see :data:`QUICK_FILES`).
@@ -46,9 +46,9 @@ from typing import Any
 import llguidance
 import numpy as np
 
-import core.json_constraint
+import core.jsonschema.prepare
 from core import CompiledGuidanceProgram, GuidanceBackend, GuidanceError, Tokenizer, load_default_tokenizer
-from core.schema_rewrite import RewriteReport, rewrite_schema, rewrite_schema_report
+from core.jsonschema import RewriteReport, rewrite_schema, rewrite_schema_report
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
@@ -269,13 +269,13 @@ class Runner:
         if self.rewrite:
             yield
             return
-        # the hook is one name in core.json_constraint: swap it for the identity while compiling
-        hook = getattr(core.json_constraint, "rewrite_schema_report")
-        setattr(core.json_constraint, "rewrite_schema_report", _identity)
+        # the hook is one name in core.jsonschema.prepare: swap it for the identity while compiling
+        hook = getattr(core.jsonschema.prepare, "rewrite_schema_report")
+        setattr(core.jsonschema.prepare, "rewrite_schema_report", _identity)
         try:
             yield
         finally:
-            setattr(core.json_constraint, "rewrite_schema_report", hook)
+            setattr(core.jsonschema.prepare, "rewrite_schema_report", hook)
 
     def compile(self, schema: Any) -> tuple[CompiledGuidanceProgram | None, str | None]:
         # Each schema compiled afresh, so that compile times are compile times, not cache hits.
@@ -334,7 +334,7 @@ class Runner:
         return state.is_terminated()
 
 
-def _identity(schema: Any, formats: str = "assert") -> tuple[Any, RewriteReport]:
+def _identity(schema: Any, formats: str = "assert", *, limits: Any = None) -> tuple[Any, RewriteReport]:
     return schema, RewriteReport()
 
 

@@ -407,7 +407,7 @@ def _stages(schema: Any, tok: Any, limits: Any) -> dict[str, float] | None:
     """Seconds of each stage of one schema's compile, as the server runs them."""
     import llguidance
 
-    from core.json_constraint import json_schema_with_options
+    from core.jsonschema import json_schema_with_options
     from core.derivation import derivation_depth
     from core.expansion import expansion
 

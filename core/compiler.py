@@ -4,7 +4,7 @@ One function per kind of constraint (template, JSON schema, regex, Lark grammar,
 :func:`compile_spec` for a whole :class:`~core.spec.ProgramSpec`. Each gives a
 :class:`CompiledSpec`: plain data that can cross a process (:mod:`core.workers`), from which a
 program builds its tokenizer-bound matchers. The template language is written as Lark by
-:mod:`core.template.lark`, JSON schemas are prepared by :mod:`core.json_constraint`, and every
+:mod:`core.template.lark`, JSON schemas are prepared by :mod:`core.jsonschema.prepare`, and every
 grammar is checked by :mod:`core.validation`.
 """
 
@@ -20,10 +20,9 @@ import llguidance
 from core.captures import CaptureLayout
 from core.errors import GrammarError, LimitExceeded, SchemaError, TemplateError
 from core.expansion import expansion
-from core.json_constraint import prepare_json_schema
 from core.lark_text import lark_string
 from core.limits import Limits
-from core.schema_formats import DEFAULT_FORMAT_MODE, FORMAT_MODES, FormatMode, format_hint
+from core.jsonschema import DEFAULT_FORMAT_MODE, FORMAT_MODES, FormatMode, format_hint, prepare_json_schema
 from core.template import GuidanceTemplate
 from core.template.lark import template_grammar
 from core.validation import check_size, require_valid, trimmed

@@ -4,6 +4,10 @@ Every field has a documented default and unit. ``service/settings.py`` builds on
 environment; the library itself never reads the environment. The static checks behind two of
 them live beside the concepts they measure: :mod:`core.expansion` (``max_expansion``) and
 :mod:`core.derivation` (``max_derivation_depth``).
+
+The ``max_rewrite_*`` fields bound the work of the exact JSON-schema rewrites
+(:mod:`core.jsonschema`). Unlike the others they never refuse anything: past one of them the
+rewriter rewrites less, the result stays exact, and llguidance refuses by name what is left.
 """
 
 from __future__ import annotations
@@ -42,6 +46,28 @@ class Limits:
         step_max_items: llguidance: Earley items for one mask (about 20k per ms).
         max_lexer_states: llguidance: lexer states per matcher (1 to 2 kB each).
         max_grammar_size: llguidance: symbols in the grammar's productions.
+        max_rewrite_depth: deepest schema nesting the rewrites descend into, in subschema
+            levels (deeper parts are compiled as written).
+        max_rewrite_ref_hops: most ``$ref`` hops followed in one chain while proving facts,
+            complements or what a node evaluates.
+        max_rewrite_work: analysis steps (facts and complements computed) for one schema.
+        max_rewrite_complement_chars: largest complement inserted for one keyword, in
+            serialised characters.
+        max_rewrite_growth: largest rewritten schema, as a multiple of the original's serialised
+            size (plus ``max_rewrite_complement_chars``); past it only formats are rewritten.
+        max_rewrite_const_depth: deepest nesting of arrays and objects in a ``const``/``enum``
+            value whose complement is written.
+        max_rewrite_pattern_atoms: longest sequence of one-character atoms in a ``pattern``
+            whose complement is written.
+        max_rewrite_unique_arrays: most arrays a ``uniqueItems`` rewrite may enumerate.
+        max_rewrite_property_sets: most sets of present optional properties a
+            ``minProperties``/``maxProperties`` rewrite may list.
+        max_rewrite_one_of_analysed: most branches of a ``oneOf`` analysed at all (pairs grow
+            as the square).
+        max_rewrite_one_of_complemented: most branches of a ``oneOf`` rewritten with
+            complements (each may need one complement per other branch).
+        max_rewrite_one_of_negated: most branches of a ``oneOf`` whose complement is written
+            (it lists every pair of branches).
     """
 
     max_source_bytes: int = 1_000_000
@@ -58,6 +84,18 @@ class Limits:
     step_max_items: int = 50_000
     max_lexer_states: int = 250_000
     max_grammar_size: int = 500_000
+    max_rewrite_depth: int = 100
+    max_rewrite_ref_hops: int = 16
+    max_rewrite_work: int = 100_000
+    max_rewrite_complement_chars: int = 200_000
+    max_rewrite_growth: int = 4
+    max_rewrite_const_depth: int = 8
+    max_rewrite_pattern_atoms: int = 100
+    max_rewrite_unique_arrays: int = 256
+    max_rewrite_property_sets: int = 256
+    max_rewrite_one_of_analysed: int = 64
+    max_rewrite_one_of_complemented: int = 12
+    max_rewrite_one_of_negated: int = 4
 
     def __post_init__(self) -> None:
         for name, value in self.__dict__.items():

@@ -206,4 +206,6 @@ class Settings(BaseSettings):
 
     def limits(self) -> Limits:
         """The engine limits these settings describe."""
-        return Limits(**{name: getattr(self, name) for name in Limits.__dataclass_fields__})
+        # Limits fields without a setting of the same name (the max_rewrite_* bounds) keep their defaults.
+        names = [name for name in Limits.__dataclass_fields__ if name in type(self).model_fields]
+        return Limits(**{name: getattr(self, name) for name in names})

@@ -10,7 +10,7 @@ Semantics chosen here (and documented in the README):
 * ``gen`` followed by literal text stops at the first occurrence of that text (Guidance's rule);
   with ``stop=``, it stops at the stop string, which stays in the output (a server cannot hide
   tokens) but not in the captured value (:meth:`~core.template.nodes.GenNode.ending`).
-* JSON is compact unless ``whitespace=N`` allows bounded whitespace (:mod:`core.json_constraint`).
+* JSON is compact unless ``whitespace=N`` allows bounded whitespace (:mod:`core.jsonschema.prepare`).
 
 Each slot is checked by llguidance as it is written, so that an error names its line and column.
 """
@@ -26,7 +26,7 @@ import llguidance
 
 from core.captures import LIST_APPEND, CaptureLayout, RepeatInfo
 from core.errors import SchemaError, TemplateError
-from core.json_constraint import json_schema_with_options
+from core.jsonschema import json_schema_with_options
 from core.lark_text import lark_regex, lark_string
 from core.limits import Limits
 from core.template.nodes import GenNode, GrammarNode, JsonNode, Node, RepeatNode, SelectNode, TextNode

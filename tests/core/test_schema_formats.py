@@ -1,6 +1,6 @@
 """``format``: the exact definitions agree with independent checkers; the rest is an annotation.
 
-The patterns of :data:`core.schema_formats.FORMAT_PATTERNS` are checked against other people's
+The patterns of :data:`core.jsonschema.formats.FORMAT_PATTERNS` are checked against other people's
 implementations of the same RFCs on generated strings: ``rfc3986-validator`` (through
 ``jsonschema``'s format checker) for ``uri-reference`` and for IRIs on ASCII strings (where an IRI
 is a URI), ``rfc3987-syntax`` for IRIs with non-ASCII characters, ``jsonpointer`` for the JSON
@@ -23,9 +23,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core import GrammarError, GuidanceBackend, SchemaError, Tokenizer
+from core.jsonschema import rewrite_schema, rewrite_schema_report
+from core.jsonschema.formats import FORMAT_PATTERNS, INTEGER_FORMATS, rewrite_format
 from core.spec import spec_from_kwargs
-from core.schema_formats import FORMAT_PATTERNS, INTEGER_FORMATS, rewrite_format
-from core.schema_rewrite import rewrite_schema, rewrite_schema_report
 from tests.core.conftest import accepts_text
 
 CHECKER = jsonschema.Draft202012Validator.FORMAT_CHECKER

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core import GuidanceBackend, SchemaError, Tokenizer
-from core.schema_rewrite import MAX_DEPTH, rewrite_schema, rewrite_schema_report
+from core import GuidanceBackend, Limits, SchemaError, Tokenizer
+from core.jsonschema import rewrite_schema, rewrite_schema_report
 
 # -- instances: a small universe where the interesting edges live (1 vs 1.0 vs true, "" vs "a")
 SCALARS = [None, True, False, 0, 1, 1.0, 2, 2.5, -1, 2**31, "", "a", "ab", "b", "aab", "a b", "x\u00e9", "a.b", "ba",
@@ -120,7 +120,7 @@ schemas = st.builds(
 )
 
 # Formats asserted as the rewriter's assert mode has it: jsonschema's checkers, plus OpenAPI's
-# byte (base64) and int32, written here independently of core.schema_formats.
+# byte (base64) and int32, written here independently of core.jsonschema.formats.
 FORMATS = jsonschema.FormatChecker()
 FORMATS.checks("byte")(lambda v: not isinstance(v, str) or _is_base64(v))
 FORMATS.checks("int32")(
@@ -306,7 +306,7 @@ def test_embedded_resources_with_references_turn_structural_rewrites_off_but_fra
 
 def test_depth_is_bounded() -> None:
     schema: dict[str, Any] = {"minItems": 1.0}
-    for _ in range(MAX_DEPTH + 50):
+    for _ in range(Limits().max_rewrite_depth + 50):
         schema = {"items": schema}
     rewrite_schema(schema)  # no RecursionError; the deepest part is left as it is
 
@@ -330,19 +330,19 @@ def test_hostile_schemas_cost_bounded_time() -> None:
 def test_the_document_scan_visits_each_schema_once(monkeypatch: pytest.MonkeyPatch) -> None:
     # $defs are walked as schemas, and unknown keywords as places a $ref may point into: a keyword
     # must not be walked both ways, or nested $defs cost 2^depth
-    import core.schema_analysis as analysis
+    import core.jsonschema.refs as refs
 
     schema: dict[str, Any] = {"$ref": "#/x-group/a"}
     for _ in range(14):
         schema = {"$defs": {"d": schema}, "x-group": {"a": {"type": "null"}}}
     visits = 0
-    children = analysis.schema_children
+    children = refs.schema_children
 
     def counting(node: dict[str, Any], path: tuple[str, ...]) -> Any:
         nonlocal visits
         visits += 1
         return children(node, path)
 
-    monkeypatch.setattr(analysis, "schema_children", counting)
-    analysis.SchemaAnalysis(schema)
+    monkeypatch.setattr(refs, "schema_children", counting)
+    refs.References(schema, Limits().max_rewrite_depth)
     assert visits <= 3 * 15  # a level: the node, its x-group container, a (2^14 when walked twice)

@@ -16,7 +16,8 @@ import llguidance
 import pytest
 
 from core.errors import InvalidTokens, TokenizerError, UnknownTokenizer
-from core.tokenizers import TEKKEN_FILE, Tokenizer, load_default_tokenizer, load_tokenizer
+from core.tokenizers import Tokenizer, load_default_tokenizer, load_tokenizer
+from core.tokenizers.tekken import TEKKEN_FILE
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -237,7 +238,7 @@ def test_derive_script_is_deterministic_and_keeps_only_the_used_ranks() -> None:
 
 
 def test_derived_file_loads_as_a_tokenizer(tmp_path: Path) -> None:
-    from core.tokenizers import _load_tekken
+    from core.tokenizers.load import _load_tekken
 
     path = tmp_path / "tekken.tokens.gz"
     path.write_bytes(_derive_module().derive(_synthetic_tekken_json()))

@@ -74,16 +74,15 @@ _CLASS_PATTERN = re.compile(r"\^\[(\^?)((?:\\.|[^\]\\\[])+)\](\+|\*|\{(\d+)(,(\d
 _CLASS = re.compile(r"\[(\^?)((?:\\.|[^\]\\\[])+)\]")
 _SET_OPERATIONS = ("&&", "--", "~~")
 _METACHARACTERS = frozenset("()|*+?{}^$[]")
-#: Longest atom sequence complemented (the complement nests one group per atom).
-MAX_ATOMS = 100
 
 
-def complement_pattern(pattern: str) -> str | None:
+def complement_pattern(pattern: str, max_atoms: int) -> str | None:
     """An exact complement of ``pattern`` (JSON Schema: found anywhere in the string), or None.
 
     Handled: ``^[C]+$``, ``^[C]*$``, ``^[C]{m,n}$`` (a whole string over one class); a sequence
-    of single-character atoms (a literal character, an escaped one, ``\\d``/``\\w``/``\\s`` and
-    their negations, a class, ``.``) anchored at the start, the end or both; one atom anywhere.
+    of at most ``max_atoms`` single-character atoms (a literal character, an escaped one,
+    ``\\d``/``\\w``/``\\s`` and their negations, a class, ``.``) anchored at the start, the end or
+    both (the complement nests one group per atom); one atom anywhere.
     """
     whole = _complement_class_string(pattern)
     if whole is not None:
@@ -93,7 +92,7 @@ def complement_pattern(pattern: str) -> str | None:
     end = body.endswith("$") and not _escaped_at(body, len(body) - 1)
     body = body[:-1] if end else body
     atoms = _atoms(body)
-    if atoms is None or len(atoms) > MAX_ATOMS:
+    if atoms is None or len(atoms) > max_atoms:
         return None
     n = len(atoms)
     if not n and not (start and end):

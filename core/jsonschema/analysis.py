@@ -1,155 +1,89 @@
-"""The analysis the schema rewrites rest on: references, facts and complements of a document.
+"""The analysis the schema rewrites rest on: facts and complements of the subschemas of a document.
 
-:class:`SchemaAnalysis` scans a document once (which locations references point to, whether it has
-anchors or embedded resources), resolves local references, and computes facts
-(:mod:`core.schema_facts`) and exact complements (:mod:`core.schema_complements`) of subschemas,
-within a work budget so that a hostile schema costs bounded time.
+:class:`Analysis` resolves local references (reading the referenced schema as the rewrite sees it),
+decides whether ``{}``/``[]`` are accepted, and computes facts (:mod:`core.jsonschema.facts`) and
+exact complements (:mod:`core.jsonschema.complements`) of subschemas, within the work budget of
+:class:`~core.limits.Limits` (``max_rewrite_work``) so that a hostile schema costs bounded time.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import unquote
 
-from core.schema_complements import complement_keyword, complement_values
-from core.schema_facts import Facts, tighter_high, tighter_low, union_facts
-from core.schema_keywords import (
+from core.jsonschema.build import all_of, any_of
+from core.jsonschema.complements import complement_keyword, complement_values
+from core.jsonschema.facts import Facts, tighter_high, tighter_low, union_facts
+from core.jsonschema.keywords import (
     ASSERTIONS,
     CONSTRAINS,
     IDENTIFIERS,
     KINDS,
-    MAX_DEPTH,
     OPAQUE,
-    REF_HOPS,
-    SCHEMA_KEYWORDS,
-    all_of,
-    any_of,
-    count_value,
-    kind_of,
-    number_value,
-    schema_children,
     type_kinds,
     type_value,
-    unique_values,
-    value_key,
 )
+from core.jsonschema.refs import Path, References
+from core.jsonschema.values import count_value, kind_of, number_value, unique_values, value_key
+from core.limits import Limits
 
-__all__ = ["MAX_WORK", "SchemaAnalysis"]
+__all__ = ["Analysis", "Reader"]
 
-#: Analysis steps (facts and complements computed) for one schema; past it, nothing more is
-#: rewritten (the result stays exact, only less is rewritten): a hostile schema costs bounded time.
-MAX_WORK = 100_000
+#: How a referenced schema is read: ``(schema, its path, depth) -> the schema as the analysis
+#: should see it``, or None while that location is being rewritten (a cycle).
+Reader = Callable[[Any, Path, int], Any]
 
 
-class SchemaAnalysis:
-    """References, facts and complements of one schema document (``root``).
+def _as_written(node: Any, path: Path, depth: int) -> Any:
+    return node
 
-    :meth:`rewrite` is what :meth:`resolve` returns for a referenced location: here the schema as
-    it is; the rewriter overrides it so that the analysis reads rewritten schemas.
+
+class Analysis:
+    """Facts and complements of the subschemas of one document, under a work budget.
+
+    Attributes:
+        refs: the document's references.
+        limits: the bounds (``max_rewrite_depth``, ``max_rewrite_ref_hops``, ``max_rewrite_work``
+            and the complement bounds).
+        work: analysis steps taken so far.
     """
 
-    def __init__(self, root: Mapping[str, Any]) -> None:
-        self.root = root
-        self.active: set[tuple[str, ...]] = set()  # locations being rewritten (cycles)
-        self.pinned: set[tuple[str, ...]] = set()
-        self.pinned_prefixes: set[tuple[str, ...]] = set()  # every non-empty prefix of a pinned path
-        self.structural = True
-        self.root_id = root.get("$id") if isinstance(root.get("$id"), str) else None
+    def __init__(self, refs: References, limits: Limits, read: Reader = _as_written) -> None:
+        """An analysis of ``refs.root``; ``read`` gives referenced schemas (default: as written)."""
+        self.refs = refs
+        self.limits = limits
+        self._read = read
         self._facts: dict[int, tuple[Any, Facts | None]] = {}
         self._facts_all: dict[tuple[int, ...], tuple[list[Any], Facts | None]] = {}
         self.work = 0
-        self._scan()
+        self._max_depth = limits.max_rewrite_depth
+        self._max_hops = limits.max_rewrite_ref_hops
 
-    def rewrite(self, node: Any, path: tuple[str, ...], depth: int) -> Any:
-        """The schema at ``path`` as the analysis should read it (here: unchanged)."""
-        return node
-
-    # -- document scan: references and identifiers
-    def _scan(self) -> None:
-        # (node, path, depth, inside an embedded resource)
-        stack: list[tuple[Any, tuple[str, ...], int, bool]] = [(self.root, (), 0, False)]
-        while stack:
-            node, path, depth, inside = stack.pop()
-            if not isinstance(node, dict) or depth > MAX_DEPTH:
-                continue
-            if any(k in node for k in IDENTIFIERS):
-                self.structural = False
-            for key in ("$id", "id"):  # ``id``: drafts 4 and 6 (we are in a schema position)
-                value = node.get(key)
-                if path and isinstance(value, str) and not value.startswith("#"):
-                    # an embedded resource: pointers inside it are relative to it. A fragment-only
-                    # id (``"#/properties/a"``, as schema generators write) does not move the base.
-                    inside = True
-            ref = node.get("$ref")
-            if isinstance(ref, str):
-                if inside:
-                    # resolved against the embedded resource, which this module does not do (an
-                    # embedded resource without references changes nothing here)
-                    self.structural = False
-                target = self._pointer_path(ref)
-                if target is not None:
-                    self.pinned.add(target)
-                    if len(target) <= MAX_DEPTH:  # deeper locations are never rewritten anyway
-                        self.pinned_prefixes.update(target[:i] for i in range(1, len(target) + 1))
-                elif ref not in ("#", ""):
-                    # a reference we do not follow (remote, anchor, relative): keep everything put
-                    self.structural = False
-            for child, child_path in schema_children(node, path):
-                stack.append((child, child_path, depth + 1, inside))
-            for key, value in node.items():
-                # unknown keywords may hold schemas too (``$defs: {group: {a: {...}}}``): a ``$ref``
-                # can point there, so references inside them are found as well
-                if isinstance(value, dict) and key not in ASSERTIONS and key not in SCHEMA_KEYWORDS:
-                    stack.append((value, path + (key,), depth + 1, inside))
-
-    def _pointer_path(self, ref: str) -> tuple[str, ...] | None:
-        if self.root_id and ref.startswith(self.root_id + "#"):
-            ref = ref[len(self.root_id) :]
-        if not ref.startswith("#/"):
-            return () if ref == "#" else None
-        parts = ref[2:].split("/")
-        return tuple(unquote(p).replace("~1", "/").replace("~0", "~") for p in parts)
-
-    def _movable(self, path: tuple[str, ...], key: str) -> bool:
-        """Whether ``key`` of the node at ``path`` may be moved or removed."""
-        if not self.structural:
-            return False
-        prefix = path + (key,)
-        n = len(prefix)
-        return not any(p[:n] == prefix for p in self.pinned)
+    def too_deep(self, depth: int, hops: int = 0) -> bool:
+        """Whether ``depth`` levels and ``hops`` references are past the bounds of the limits."""
+        return depth > self._max_depth or hops > self._max_hops
 
     # -- references
-    def original_at(self, path: tuple[str, ...]) -> Any:
-        node: Any = self.root
-        for seg in path:
-            if isinstance(node, dict) and seg in node:
-                node = node[seg]
-            elif isinstance(node, list) and seg.isdigit() and int(seg) < len(node):
-                node = node[int(seg)]
-            else:
-                return None
-        return node
-
-    def resolve(self, ref: Any, depth: int) -> tuple[tuple[str, ...], Any] | None:
-        """The rewritten target of a local ``$ref`` and its path, or None (unknown or cyclic)."""
-        if not isinstance(ref, str) or not self.structural:
+    def resolve(self, ref: Any, depth: int) -> tuple[Path, Any] | None:
+        """The target of a local ``$ref`` as read, and its path; None (unknown or cyclic)."""
+        if not isinstance(ref, str) or not self.refs.structural:
             return None
-        path = self._pointer_path(ref)
+        path = self.refs.pointer_path(ref)
         if path is None:
             return None
-        target = self.original_at(path)
-        if target is None or path in self.active:
+        target = self.refs.at(path)
+        if target is None:
             return None
-        return path, self.rewrite(target, path, depth + 1)
+        read = self._read(target, path, depth + 1)
+        return None if read is None else (path, read)
 
     def accepts_empty(self, schema: Any, kind: str, depth: int, hops: int = 0) -> bool | None:
         """Whether ``{}`` (``kind="object"``) or ``[]`` (``"array"``) is valid against ``schema``.
 
         None: not known.
         """
-        if depth > MAX_DEPTH or hops > REF_HOPS:
+        if self.too_deep(depth, hops):
             return None
         if isinstance(schema, bool):
             return schema
@@ -185,7 +119,8 @@ class SchemaAnalysis:
                 verdicts.append(None if inner is None else not inner)
             elif key == "$ref":
                 resolved = self.resolve(value, depth)
-                verdicts.append(None if resolved is None else self.accepts_empty(resolved[1], kind, depth + 1, hops + 1))
+                target = None if resolved is None else self.accepts_empty(resolved[1], kind, depth + 1, hops + 1)
+                verdicts.append(target)
             elif key in ("if", "then", "else", "$dynamicRef", "$recursiveRef"):
                 return None
             elif key in ASSERTIONS and key not in CONSTRAINS and key not in (
@@ -200,7 +135,7 @@ class SchemaAnalysis:
     # -- facts
     def facts(self, schema: Any, depth: int, hops: int = 0) -> Facts | None:
         """A conservative summary of ``schema`` (None: nothing known, e.g. cyclic refs)."""
-        if depth > MAX_DEPTH or hops > REF_HOPS:
+        if self.too_deep(depth, hops):
             return None
         if schema is True:
             return Facts()
@@ -229,7 +164,7 @@ class SchemaAnalysis:
 
     def _compute_facts(self, schema: dict[str, Any], depth: int, hops: int) -> Facts | None:
         self.work += 1
-        if self.work > MAX_WORK:
+        if self.work > self.limits.max_rewrite_work:
             return None
         f = Facts()
         kinds = type_kinds(schema.get("type"))
@@ -302,7 +237,7 @@ class SchemaAnalysis:
     def complement(self, schema: Any, depth: int, hops: int = 0) -> Any:
         """An exact complement of ``schema`` (a schema), or None when there is none we can write."""
         self.work += 1
-        if depth > MAX_DEPTH or hops > REF_HOPS or self.work > MAX_WORK:
+        if self.too_deep(depth, hops) or self.work > self.limits.max_rewrite_work:
             return None
         if schema is True or schema == {}:
             return False
@@ -331,7 +266,7 @@ class SchemaAnalysis:
             elif key == "anyOf":
                 pieces.append(all_of(negated))
             else:
-                if len(members) > 4:
+                if len(members) > self.limits.max_rewrite_one_of_negated:
                     return None
                 pairs = [all_of([a, b]) for a, b in itertools.combinations(members, 2)]
                 pieces.append(any_of([all_of(negated)] + pairs))
@@ -378,7 +313,7 @@ class SchemaAnalysis:
             values = unique_values(v for v in values if kind_of(v) in kinds)
             if not values:
                 return True  # no value at all satisfies the schema
-            complement = complement_values(values)
+            complement = complement_values(values, self.limits.max_rewrite_const_depth)
             if complement is None:
                 return None
             pieces.append(complement)

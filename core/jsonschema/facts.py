@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Protocol
 
-from core.schema_keywords import KINDS, MAX_DEPTH, kind_of, unique_values, value_key
+from core.jsonschema.keywords import KINDS
+from core.jsonschema.values import kind_of, unique_values, value_key
+from core.limits import Limits
 
 __all__ = [
     "FactSource",
@@ -33,11 +35,16 @@ __all__ = [
 class FactSource(Protocol):
     """What computes the facts of subschemas (following references): the schema analysis."""
 
-    def facts_of_all(self, schemas: list[Any], depth: int) -> Facts | None: ...
+    limits: Limits
+
+    def facts_of_all(self, schemas: list[Any], depth: int) -> Facts | None:
+        """The facts of the conjunction of ``schemas``, or None."""
 
 
 @dataclass
 class Facts:
+    """An over-approximation of what a schema accepts; every field is "at most this" or unknown."""
+
     kinds: frozenset[str] = KINDS
     full: frozenset[str] = KINDS  # kinds of which the schema accepts every value
     values: list[Any] | None = None  # a finite set of allowed values, when known
@@ -51,6 +58,7 @@ class Facts:
     item: list[Any] = field(default_factory=list)  # schemas every array item must satisfy (no prefix)
 
     def merge(self, other: Facts) -> Facts:
+        """The facts of the conjunction of both schemas."""
         values = self.values
         if other.values is not None:
             if values is None:
@@ -84,6 +92,7 @@ class Facts:
 
 
 def tighter_low(a: tuple[Fraction | None, bool], b: tuple[Fraction | None, bool]) -> tuple[Fraction | None, bool]:
+    """The higher of two lower bounds ``(value, exclusive)``; None is no bound."""
     if a[0] is None:
         return b
     if b[0] is None:
@@ -94,6 +103,7 @@ def tighter_low(a: tuple[Fraction | None, bool], b: tuple[Fraction | None, bool]
 
 
 def tighter_high(a: tuple[Fraction | None, bool], b: tuple[Fraction | None, bool]) -> tuple[Fraction | None, bool]:
+    """The lower of two upper bounds ``(value, exclusive)``; None is no bound."""
     if a[0] is None:
         return b
     if b[0] is None:
@@ -104,11 +114,13 @@ def tighter_high(a: tuple[Fraction | None, bool], b: tuple[Fraction | None, bool
 
 
 def range_and(a: tuple[int, int | None], b: tuple[int, int | None]) -> tuple[int, int | None]:
+    """The intersection of two count ranges ``(low, high or None)``."""
     hi = a[1] if b[1] is None else b[1] if a[1] is None else min(a[1], b[1])
     return (max(a[0], b[0]), hi)
 
 
 def ranges_disjoint(a: tuple[int, int | None], b: tuple[int, int | None]) -> bool:
+    """Whether two count ranges share no count."""
     lo, hi = range_and(a, b)
     return hi is not None and lo > hi
 
@@ -139,6 +151,7 @@ def union_facts(facts: Sequence[Facts], exclusive: bool = False) -> Facts:
 
 
 def numeric_disjoint(a: Facts, b: Facts) -> bool:
+    """Whether the numeric ranges of ``a`` and ``b`` share no number."""
     lo, lx = tighter_low((a.num[0], a.num[1]), (b.num[0], b.num[1]))
     hi, hx = tighter_high((a.num[2], a.num[3]), (b.num[2], b.num[3]))
     if lo is None or hi is None:
@@ -147,6 +160,7 @@ def numeric_disjoint(a: Facts, b: Facts) -> bool:
 
 
 def property_facts(f: Facts, key: str, rw: FactSource, depth: int) -> Facts | None:
+    """The facts of property ``key`` under ``f`` (nothing allowed when ``f`` is closed without it)."""
     schemas = f.props.get(key)
     if schemas is None:
         return Facts(kinds=frozenset()) if f.closed else Facts()
@@ -160,7 +174,7 @@ def disjoint(a: Facts, b: Facts, rw: FactSource, depth: int) -> bool:
 
 def overlap(a: Facts, b: Facts, rw: FactSource, depth: int) -> frozenset[str]:
     """The kinds on which ``a`` and ``b`` are not proven disjoint."""
-    if depth > MAX_DEPTH:
+    if depth > rw.limits.max_rewrite_depth:
         return a.kinds & b.kinds
     common = a.kinds & b.kinds
     if not common:
@@ -200,6 +214,7 @@ def overlap(a: Facts, b: Facts, rw: FactSource, depth: int) -> frozenset[str]:
 
 
 def disjoint_schemas(a: list[Any], b: list[Any], rw: FactSource, depth: int) -> bool:
+    """Whether the conjunctions of ``a`` and of ``b`` are proven disjoint."""
     fa = rw.facts_of_all(a, depth + 1)
     fb = rw.facts_of_all(b, depth + 1)
     return fa is not None and fb is not None and disjoint(fa, fb, rw, depth + 1)

@@ -3,7 +3,7 @@
 Every JSON schema goes through :func:`prepare_json_schema`, whether it is a direct
 ``json_schema`` constraint or a template's ``{{json}}`` slot: the limits are checked first (nesting,
 size, derivation depth), then the exact rewrites of what llguidance refuses
-(:mod:`core.schema_rewrite`), then the ``x-guidance`` formatting options. JSON is compact by
+(:mod:`core.jsonschema.rewrite`), then the ``x-guidance`` formatting options. JSON is compact by
 default (no free whitespace, so a model cannot run away in spaces and newlines); ``whitespace=N``
 allows up to N whitespace characters wherever JSON allows whitespace.
 """
@@ -17,8 +17,8 @@ from typing import Any
 from core.derivation import schema_derivation_depth
 from core.errors import LimitExceeded, SchemaError
 from core.limits import Limits
-from core.schema_formats import DEFAULT_FORMAT_MODE, FormatMode
-from core.schema_rewrite import rewrite_schema_report
+from core.jsonschema.formats import DEFAULT_FORMAT_MODE, FormatMode
+from core.jsonschema.rewrite import rewrite_schema_report
 from core.validation import too_deep
 
 __all__ = ["json_schema_with_options", "prepare_json_schema"]
@@ -62,7 +62,7 @@ def prepare_json_schema(
 
     Returns:
         ``(schema, ignored)``: the schema for llguidance, and the annotations it does not assert
-        (see :mod:`core.schema_formats`).
+        (see :mod:`core.jsonschema.formats`).
 
     Raises:
         SchemaError: ``schema`` is not an object or a boolean, or a rewrite refuses it.
@@ -81,7 +81,7 @@ def prepare_json_schema(
         raise LimitExceeded(f"JSON schema is larger than {limits.max_source_bytes} bytes", "max_source_bytes")
     if schema_derivation_depth(schema, limits.max_derivation_depth) > limits.max_derivation_depth:
         raise too_deep(limits)  # before the rewrites too, whose work grows with the chains
-    schema, report = rewrite_schema_report(schema, formats)
+    schema, report = rewrite_schema_report(schema, formats, limits=limits)
     user = schema.get("x-guidance")
     options: dict[str, Any] = dict(_COMPACT)
     if isinstance(user, Mapping):

@@ -13,19 +13,12 @@ import math
 from fractions import Fraction
 from typing import Any, Protocol
 
-from core.schema_keywords import (
-    all_of,
-    any_of,
-    count_value,
-    is_number,
-    kind_of,
-    plain_number,
-    unique_values,
-)
-from core.schema_regex import complement_pattern, complement_words
+from core.jsonschema.build import all_of, any_of
+from core.jsonschema.regex import complement_pattern, complement_words
+from core.jsonschema.values import count_value, is_number, kind_of, plain_number, unique_values
+from core.limits import Limits
 
 __all__ = [
-    "CONST_DEPTH",
     "Complementer",
     "array_differs",
     "complement_keyword",
@@ -37,12 +30,18 @@ __all__ = [
 class Complementer(Protocol):
     """What complements whole subschemas (following references): the schema analysis."""
 
-    def complement(self, schema: Any, depth: int, hops: int = 0) -> Any: ...
+    limits: Limits
+
+    def complement(self, schema: Any, depth: int, hops: int = 0) -> Any:
+        """An exact complement of ``schema``, or None."""
 
 
-def complement_values(values: list[Any], depth: int = 0) -> Any:
-    """The complement of a finite set of values, or None (numbers llguidance cannot bound exactly)."""
-    if depth > CONST_DEPTH:
+def complement_values(values: list[Any], max_depth: int, depth: int = 0) -> Any:
+    """The complement of a finite set of values, or None (numbers llguidance cannot bound exactly).
+
+    Arrays and objects are complemented member by member, down to ``max_depth`` levels.
+    """
+    if depth > max_depth:
         return None
     by_kind: dict[str, list[Any]] = {}
     for v in values:
@@ -71,35 +70,32 @@ def complement_values(values: list[Any], depth: int = 0) -> Any:
             pieces.append({"type": "number", "exclusiveMinimum": cuts[-1]})
         else:
             # arrays or objects: the kind minus each member, i.e. the intersection of "differs from m"
-            differs = [(array_differs if kind == "array" else object_differs)(m, depth + 1) for m in members]
+            differs = [(array_differs if kind == "array" else object_differs)(m, max_depth, depth + 1) for m in members]
             if any(d is None for d in differs):
                 return None
             pieces.append(all_of([{"type": kind}, *differs]))
     return any_of(pieces)
 
 
-CONST_DEPTH = 8
-
-
-def array_differs(value: list[Any], depth: int) -> Any:
+def array_differs(value: list[Any], max_depth: int, depth: int) -> Any:
     """Arrays different from ``value``: another length, or another item at some position."""
     n = len(value)
     pieces: list[Any] = [{"type": "array", "maxItems": n - 1}] if n else []
     pieces.append({"type": "array", "minItems": n + 1})
     for i, item in enumerate(value):
-        other = complement_values([item], depth)
+        other = complement_values([item], max_depth, depth)
         if other is None:
             return None
         pieces.append({"type": "array", "minItems": i + 1, "prefixItems": [True] * i + [other]})
     return any_of(pieces)
 
 
-def object_differs(value: dict[str, Any], depth: int) -> Any:
+def object_differs(value: dict[str, Any], max_depth: int, depth: int) -> Any:
     """Objects different from ``value``: a key missing, a key more, or another value for a key."""
     pieces: list[Any] = [{"type": "object", "properties": {k: False}} for k in value]
     pieces.append({"type": "object", "minProperties": len(value) + 1})
     for k, item in value.items():
-        other = complement_values([item], depth)
+        other = complement_values([item], max_depth, depth)
         if other is None:
             return None
         pieces.append({"type": "object", "required": [k], "properties": {k: other}})
@@ -135,7 +131,7 @@ def complement_keyword(
         if key == "maxLength" and n is not None:
             return {"type": "string", "minLength": n + 1}
         if key == "pattern" and isinstance(value, str):
-            other = complement_pattern(value)
+            other = complement_pattern(value, rw.limits.max_rewrite_pattern_atoms)
             return None if other is None else {"type": "string", "pattern": other}
         return None
     if key in ("minItems", "maxItems", "uniqueItems", "items", "prefixItems", "additionalItems", "contains",

@@ -1,0 +1,23 @@
+"""JSON schemas for llguidance: exact rewrites of what it refuses, and ``format`` handling.
+
+:func:`prepare_json_schema` is the entry point the compiler calls (limits, rewrites, output
+format; :mod:`core.jsonschema.prepare`); :func:`rewrite_schema_report` (and
+:func:`rewrite_schema`) the rewrites alone. :mod:`core.jsonschema.rewrite` lists the rewrites and
+where each lives.
+"""
+
+from core.jsonschema.formats import DEFAULT_FORMAT_MODE, FORMAT_MODES, FormatMode, format_hint
+from core.jsonschema.prepare import json_schema_with_options, prepare_json_schema
+from core.jsonschema.rewrite import RewriteReport, rewrite_schema, rewrite_schema_report
+
+__all__ = [
+    "DEFAULT_FORMAT_MODE",
+    "FORMAT_MODES",
+    "FormatMode",
+    "RewriteReport",
+    "format_hint",
+    "json_schema_with_options",
+    "prepare_json_schema",
+    "rewrite_schema",
+    "rewrite_schema_report",
+]

@@ -1,0 +1,31 @@
+"""What a tokenizer is made of, as the loaders build it: token bytes, special ids, encoder, LLTokenizer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import llguidance
+
+__all__ = ["TokenizerParts"]
+
+
+@dataclass(frozen=True)
+class TokenizerParts:
+    """A vocabulary and its encoders, before it becomes a :class:`~core.tokenizers.Tokenizer`.
+
+    Attributes:
+        tokens: The bytes of every id, in id order (a special token's bytes are its name).
+        eos_token_id: The end-of-sequence id.
+        bos_token_id: The beginning-of-sequence id, or None.
+        special_token_ids: Ids of control tokens (never produced by ``encoder``).
+        ll: The ``llguidance.LLTokenizer`` over the same vocabulary.
+        encoder: Text (valid UTF-8, no lone surrogates) to ids.
+    """
+
+    tokens: list[bytes]
+    eos_token_id: int
+    bos_token_id: int | None
+    special_token_ids: frozenset[int]
+    ll: llguidance.LLTokenizer
+    encoder: Callable[[str], list[int]]

@@ -3,7 +3,7 @@
 Runs, in order, :mod:`bench.inprocess`, :mod:`bench.service`, :mod:`bench.mask_floor`,
 :mod:`bench.decode_loop` and :mod:`bench.memory` (each also runs alone as
 ``python -m bench.<name>``), prints a table per benchmark and writes ``bench/results/latest.json``:
-the machine, the headline ratios of SPEC section 9 at the top level, and every benchmark's rows.
+the machine, the headline ratios (with their targets) at the top level, and every benchmark's rows.
 ``--quick`` takes about a minute; the full run a few minutes (docs/benchmarks.md).
 """
 

@@ -19,7 +19,7 @@ each) on the same step.
   worker samples and accepts.
 
 Loops alternate, in the same run, per forward time; tokens/s is sampled tokens / wall time,
-median over rounds; the ratio pipelined/none at 20 ms is the SPEC section 9 figure (target >= 0.95).
+median over rounds; the ratio pipelined/none at 20 ms is the headline figure (target >= 0.95).
 ``python -m bench.decode_loop [--quick]``.
 """
 

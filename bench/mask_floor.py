@@ -10,7 +10,7 @@ path from two floors:
   computes the mask at each request, the plainest way.
 
 Requests alternate service, fixed, compute, one at a time on keep-alive connections; the ratios
-are of medians (SPEC section 9: service / fixed floor within 1.2x). A second session of the
+are of medians (target: service / fixed floor within 1.2x). A second session of the
 template case (inside its free-text slot) gives a second row. ``python -m bench.mask_floor [--quick]``.
 """
 

@@ -18,8 +18,8 @@ to back, on identical work:
   through ``core`` (``GuidanceState.advance``, the status fields ``is_terminated`` and
   ``is_accepting``; then the batched fill), without HTTP.
 
-The paired ratio server/raw per step (median over all steps) is the figure SPEC section 9 asks
-for at batch 64 ("for the same work"; target: no slower than raw, i.e. <= 1.0); the default
+The paired ratio server/raw per step (median over all steps) is the headline figure
+at batch 64 ("for the same work"; target: no slower than raw, i.e. <= 1.0); the default
 step's ratio is reported beside it. Every served mask is also compared
 with the raw one (a correctness guard, outside the timing). The first step of a walk is the mask
 before any token (the prompt's step). ``python -m bench.service [--quick]``.

@@ -18,6 +18,17 @@ VOCAB = 131_072
 EOS = 2
 """Tekken's end-of-sequence id."""
 
+SCHEMA = {
+    "type": "object",
+    "properties": {"ok": {"type": "boolean"}, "n": {"enum": [1, 2, 3]}},
+    "required": ["ok", "n"],
+    "additionalProperties": False,
+}
+"""A JSON schema of short instances: what the plugins' walks constrain."""
+
+REGEX = r"[0-9]{1,3}(\.[0-9]{1,2})?"
+"""A regex of short texts, beside ``SCHEMA``."""
+
 
 @pytest.fixture(scope="module")
 def server_url(server: test_server.Server) -> str:

@@ -20,7 +20,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.engines.serving import EOS, VOCAB, client, reference_allowed, server_url  # noqa: F401 (fixtures)
+from tests.engines.serving import (  # noqa: F401 (fixtures)
+    EOS,
+    REGEX,
+    SCHEMA,
+    VOCAB,
+    client,
+    reference_allowed,
+    server_url,
+)
 
 torch = pytest.importorskip("torch", reason="torch is not installed: the SGLang tier runs in .ci/engines-serving")
 pytest.importorskip("sglang", reason="SGLang is not installed: the SGLang tier runs in .ci/engines-serving (its own venv)")
@@ -41,13 +49,6 @@ with warnings.catch_warnings():  # torch's own deprecations, met while SGLang's 
 from guidance_client import GuidanceClient  # noqa: E402
 from guidance_client.sglang import BACKEND_NAME, GuidanceBackend, GuidanceGrammar, register  # noqa: E402
 
-SCHEMA = {
-    "type": "object",
-    "properties": {"ok": {"type": "boolean"}, "n": {"enum": [1, 2, 3]}},
-    "required": ["ok", "n"],
-    "additionalProperties": False,
-}
-REGEX = r"[0-9]{1,3}(\.[0-9]{1,2})?"
 LARK = 'start: ("yes" | "no") "!"?'
 
 

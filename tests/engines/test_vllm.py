@@ -22,7 +22,15 @@ import numpy as np
 import pytest
 
 from tests.server import free_port
-from tests.engines.serving import EOS, VOCAB, client, reference_allowed, server_url  # noqa: F401 (fixtures)
+from tests.engines.serving import (  # noqa: F401 (fixtures)
+    EOS,
+    REGEX,
+    SCHEMA,
+    VOCAB,
+    client,
+    reference_allowed,
+    server_url,
+)
 
 torch = pytest.importorskip("torch", reason="torch is not installed: the vLLM tier runs in .ci/engines-serving")
 pytest.importorskip("vllm", reason="vLLM is not installed: the vLLM tier runs in .ci/engines-serving (its own venv)")
@@ -35,13 +43,6 @@ from vllm.v1.sample.logits_processor import _load_logitsprocs_by_fqcns, _load_lo
 from guidance_client import GuidanceClient  # noqa: E402
 from guidance_client.vllm import EXTRA_ARGS_KEY, GuidanceLogitsProcessor  # noqa: E402
 
-SCHEMA = {
-    "type": "object",
-    "properties": {"ok": {"type": "boolean"}, "n": {"enum": [1, 2, 3]}},
-    "required": ["ok", "n"],
-    "additionalProperties": False,
-}
-REGEX = r"[0-9]{1,3}(\.[0-9]{1,2})?"
 CHOICES = ["yes", "no", "maybe"]
 
 

@@ -203,8 +203,6 @@ def apply_costs(url: str, batch: int, steps: int = 24) -> dict[str, float]:
     """Mask-apply time per step, planned vs naive, on the masks of a real walk of the specs."""
     torch = _torch()
     from guidance_client import GrammarBatch, GuidanceClient
-    from guidance_client.logits import MaskPlan
-    from guidance_client.transformers import apply_plan
     from guidance_client.wire import allowed_tokens
 
     specs = [SPECS[i % len(SPECS)] for i in range(batch)]
@@ -217,29 +215,35 @@ def apply_costs(url: str, batch: int, steps: int = 24) -> dict[str, float]:
         tokens: list[list[int]] = [[] for _ in specs]
         for _ in range(steps):
             gb.step(tokens, bitmask)
-            scores = torch.randn(batch, VOCAB)
-            t = time.perf_counter()
-            a, b = scores.clone(), scores.clone()  # both routes work in place on their own copy
-            t = time.perf_counter()
-            apply_plan(a, MaskPlan.build(bitmask, VOCAB, VOCAB))
-            planned.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            bits = np.unpackbits(bitmask.view(np.uint8), axis=1, bitorder="little")[:, :VOCAB].view(bool)
-            b.masked_fill_(~torch.from_numpy(bits), float("-inf"))
-            naive.append(time.perf_counter() - t)
-            assert torch.equal(a, b)
+            _time_apply(torch.randn(batch, VOCAB), bitmask, planned, naive)
             tokens = [[int(rng.choice(allowed_tokens(bitmask[i], VOCAB)))] for i in range(batch)]
         for g in grammars:
             g.close()
     return {"planned_ms": median(planned) * 1000, "naive_ms": median(naive) * 1000}
 
 
+def _time_apply(scores: Any, masks: Any, planned: list[float], naive: list[float]) -> None:
+    """Apply ``masks`` to copies of ``scores`` both ways, appending each route's seconds; both
+    routes must give the same logits."""
+    torch = _torch()
+    from guidance_client.logits import MaskPlan
+    from guidance_client.transformers import apply_plan
+
+    a, b = scores.clone(), scores.clone()  # both routes work in place on their own copy
+    t = time.perf_counter()
+    apply_plan(a, MaskPlan.build(masks, VOCAB, VOCAB))
+    planned.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    bits = np.unpackbits(masks.view(np.uint8), axis=1, bitorder="little")[:, :VOCAB].view(bool)
+    b.masked_fill_(~torch.from_numpy(bits), float("-inf"))
+    naive.append(time.perf_counter() - t)
+    assert torch.equal(a, b)
+
+
 def apply_synthetic(reps: int = 30) -> list[dict[str, Any]]:
     """Mask-apply time per step on made-up masks: every row sparse (12 ids), every row dense (all
     but 500 ids), and half and half; planned vs naive, batch 8 and 32, tekken's width."""
     torch = _torch()
-    from guidance_client.logits import MaskPlan
-    from guidance_client.transformers import apply_plan
     from guidance_client.wire import pack_tokens
 
     rng = np.random.default_rng(0)
@@ -251,15 +255,7 @@ def apply_synthetic(reps: int = 30) -> list[dict[str, Any]]:
             scores = torch.randn(batch, VOCAB)
             planned, naive = [], []
             for _ in range(reps):
-                a, b = scores.clone(), scores.clone()
-                t = time.perf_counter()
-                apply_plan(a, MaskPlan.build(masks, VOCAB, VOCAB))
-                planned.append(time.perf_counter() - t)
-                t = time.perf_counter()
-                bits = np.unpackbits(masks.view(np.uint8), axis=1, bitorder="little")[:, :VOCAB].view(bool)
-                b.masked_fill_(~torch.from_numpy(bits), float("-inf"))
-                naive.append(time.perf_counter() - t)
-                assert torch.equal(a, b)
+                _time_apply(scores, masks, planned, naive)
             out.append({"batch": batch, "rows": kind, "planned_ms": median(planned) * 1000, "naive_ms": median(naive) * 1000})
     return out
 

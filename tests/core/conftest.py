@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -80,3 +82,15 @@ def accepts_text(state: GuidanceState, tokens: Sequence[int]) -> bool:
         if not state.accept_token(t):
             raise AssertionError(f"token {t} set in the mask but refused")
     return state.is_terminated()
+
+
+def is_base64(text: str) -> bool:
+    """An oracle for OpenAPI's ``byte`` format, independent of core: decodes (alphabet checked),
+    and has the length and padding of the encoding of its bytes (CPython's decoder alone takes
+    ``"DDDD="``). Non-zero pad bits (``"QR=="``) are accepted, as RFC 4648 allows decoders to."""
+    try:
+        decoded = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    canonical = base64.b64encode(decoded).decode()
+    return len(canonical) == len(text) and canonical.count("=") == text.count("=")

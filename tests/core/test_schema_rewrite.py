@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from core import GuidanceBackend, Limits, SchemaError, Tokenizer
 from core.jsonschema import rewrite_schema, rewrite_schema_report
+from tests.core.conftest import is_base64
 
 # -- instances: a small universe where the interesting edges live (1 vs 1.0 vs true, "" vs "a")
 SCALARS = [None, True, False, 0, 1, 1.0, 2, 2.5, -1, 2**31, "", "a", "ab", "b", "aab", "a b", "x\u00e9", "a.b", "ba",
@@ -122,22 +123,10 @@ schemas = st.builds(
 # Formats asserted as the rewriter's assert mode has it: jsonschema's checkers, plus OpenAPI's
 # byte (base64) and int32, written here independently of core.jsonschema.formats.
 FORMATS = jsonschema.FormatChecker()
-FORMATS.checks("byte")(lambda v: not isinstance(v, str) or _is_base64(v))
+FORMATS.checks("byte")(lambda v: not isinstance(v, str) or is_base64(v))
 FORMATS.checks("int32")(
     lambda v: not isinstance(v, (int, float)) or isinstance(v, bool) or (float(v).is_integer() and -(2**31) <= v < 2**31)
 )
-
-
-def _is_base64(text: str) -> bool:
-    import base64
-    import binascii
-
-    try:
-        decoded = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return False
-    canonical = base64.b64encode(decoded).decode()
-    return len(canonical) == len(text) and canonical.count("=") == text.count("=")
 
 
 def _validator(schema: Any) -> Any:

@@ -11,7 +11,7 @@ import asyncio
 import functools
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -55,13 +55,13 @@ def _fill_group(group: Sequence[tuple[int, GuidanceState, int]], bitmask: NDArra
     return failed
 
 
-def _allows_more_than(row: NDArray[np.int32], token: int) -> bool:
-    """Whether a mask row allows any token other than ``token``."""
-    words = row.view(np.uint32)
-    word, bit = divmod(token, 32)
-    if words[:word].any() or words[word + 1 :].any():
-        return True
-    return bool(int(words[word]) & ~(1 << bit))
+def _allows_more_than(row: NDArray[np.int32], tokens: Iterable[int]) -> bool:
+    """Whether a mask row allows any token other than ``tokens``."""
+    words = row.view(np.uint32).copy()
+    for token in tokens:
+        word, bit = divmod(token, 32)
+        words[word] &= ~np.uint32(1 << bit)
+    return bool(words.any())
 
 
 class GuidanceBackend:
@@ -157,14 +157,14 @@ class GuidanceBackend:
         if workers is None:
             return
         known = [self.tokenizer, *(t for t in tokenizers if t is not self.tokenizer)]
-        unique = list({t.fingerprint: t for t in known}.values())
+        unique = list({t.digest: t for t in known}.values())
         threading.Thread(target=workers.warm, args=(unique,), name="guidance-compile-warm", daemon=True).start()
 
     def program_id(self, spec: ProgramSpec, tokenizer: Tokenizer | None = None) -> str:
         """The content-hash id ``spec`` has for a vocabulary (equal across machines)."""
         tok = tokenizer or self.tokenizer
         vocab = max(self.vocab_size, tok.vocab_size) if tok is self.tokenizer else tok.vocab_size
-        return spec.cache_key(f"{tok.fingerprint}:{vocab}")
+        return spec.cache_key(f"{tok.digest}:{vocab}")
 
     def _build(self, key: str, spec: ProgramSpec, tok: Tokenizer) -> CompiledGuidanceProgram:
         limits = self.limits
@@ -199,7 +199,7 @@ class GuidanceBackend:
                 f"{limits.max_first_mask_ms} ms",
                 "max_first_mask_ms",
             )
-        if not state.is_accepting() and not _allows_more_than(row[0], program.eos_token_id):
+        if not state.is_accepting() and not _allows_more_than(row[0], program.eos_token_ids):
             # Nothing but EOS, and EOS is not allowed either: the language is empty (a rule that
             # only recurses, a cyclic $ref). Every session would be stuck at its first step.
             raise GrammarError(_EMPTY_LANGUAGE)

@@ -91,7 +91,8 @@ class CompiledGuidanceProgram:
         self.stats = stats
         self.vocab_size = max(vocab_size or 0, tokenizer.vocab_size)
         self.mask_words = mask_words(self.vocab_size)
-        self.eos_token_id = tokenizer.eos_token_id
+        self.eos_token_id = tokenizer.eos_token_id  # the primary end token
+        self.eos_token_ids = frozenset(tokenizer.eos_token_ids)
         # llguidance writes the tokenizer's words; wider model vocabularies get zero words after.
         self.ll_mask_words = mask_words(tokenizer.ll.vocab_size)
         self.size_bytes = len(self.grammar.encode("utf-8")) + _OVERHEAD_BYTES

@@ -71,8 +71,8 @@ class SessionProgram(Protocol):
         """Words of a mask row as llguidance writes it (the tokenizer's vocabulary)."""
 
     @property
-    def eos_token_id(self) -> int:
-        """The id that ends the text."""
+    def eos_token_ids(self) -> frozenset[int]:
+        """The ids that end the text (any one of them)."""
 
     @property
     def exact_validation(self) -> bool:
@@ -129,7 +129,7 @@ class GuidanceState:
         self.program = program
         # copies of program constants for the one-token path (attribute chains cost here)
         self._vocab = program.vocab_size
-        self._eos = program.eos_token_id
+        self._eos = program.eos_token_ids
         self._fast = not program.exact_validation
         self.shard = program.shards.deal()  # which of the program's matcher shards it copies
         self._root = program.shards.root(self.shard)  # the parser whose caches this state shares
@@ -159,15 +159,16 @@ class GuidanceState:
         self.check_tokens(tokens)
         if not tokens or self._terminated:
             return 0
-        eos = self.program.eos_token_id
+        ends = self._eos
         if self.program.exact_validation:
             return self._probe(tokens)
         n = int(self._matcher.validate_tokens(list(tokens)))
         if self._matcher.is_error():
             raise _SpentMatcher(self._matcher.get_error())
-        if eos in tokens[:n]:
-            return tokens.index(eos) + 1  # nothing follows EOS
-        if n < len(tokens) and tokens[n] == eos:
+        for i in range(n):
+            if tokens[i] in ends:
+                return i + 1  # nothing follows an end token
+        if n < len(tokens) and tokens[n] in ends:
             # llguidance does not validate EOS: it is allowed iff the prefix ends accepting.
             probe = self._matcher.deep_copy()
             if (n == 0 or probe.consume_tokens(list(tokens[:n]))) and probe.is_accepting():
@@ -183,9 +184,9 @@ class GuidanceState:
     def _probe(self, tokens: Sequence[int]) -> int:
         """Count valid tokens by consuming them one by one on a copy (exact, slower)."""
         probe = self._matcher.deep_copy()
-        eos = self.program.eos_token_id
+        ends = self._eos
         for i, t in enumerate(tokens):
-            if t == eos:
+            if t in ends:
                 return i + 1 if probe.is_accepting() else i
             if not probe.consume_token(t):
                 if _spent(probe.get_error()):
@@ -211,7 +212,7 @@ class GuidanceState:
         if len(tokens) == 1 and self._fast and not self._terminated:
             # The decode loop's case, kept short: one sampled token.
             t = tokens[0]
-            if type(t) is int and 0 <= t < self._vocab and t != self._eos:  # noqa: E721
+            if type(t) is int and 0 <= t < self._vocab and t not in self._eos:  # noqa: E721
                 m = self._matcher
                 if m.try_consume_tokens([t]) != 1:  # a refused token leaves the matcher as it was
                     if m.is_error():
@@ -225,11 +226,10 @@ class GuidanceState:
         if not tokens:
             return
         m = self._matcher
-        eos = self.program.eos_token_id
-        body = list(tokens[:-1]) if tokens[-1] == eos else list(tokens)
+        body = list(tokens[:-1]) if tokens[-1] in self._eos else list(tokens)
         ok = m.consume_tokens(body) if body else True
         if ok and len(body) < len(tokens):
-            ok = m.consume_token(eos)
+            ok = m.consume_token(tokens[-1])
             self._terminated = ok
         if not ok:
             error = m.get_error()
@@ -300,8 +300,7 @@ class GuidanceState:
         kept = self.tokens[:keep]
         root = self.program.shards.root(self.shard)
         m = root.deep_copy()
-        eos = self.program.eos_token_id
-        terminated = bool(kept) and kept[-1] == eos
+        terminated = bool(kept) and kept[-1] in self._eos
         body = kept[:-1] if terminated else kept
         if body and not m.consume_tokens(body):
             # llguidance 1.9.1 can refuse, when consumed in one call, tokens it accepted one at a
@@ -311,7 +310,7 @@ class GuidanceState:
             if not self._replay_stepwise(m, body):
                 raise self._failure(m.get_error(), "replaying the session's tokens")
         if terminated:
-            m.consume_token(eos)
+            m.consume_token(kept[-1])
         self._root = root
         self._matcher = m
         self._terminated = terminated
@@ -356,6 +355,11 @@ class GuidanceState:
     def is_terminated(self) -> bool:
         """True after EOS, or when the program can accept nothing but EOS and has stopped."""
         return self._terminated
+
+    @property
+    def end_token(self) -> int | None:
+        """The end token that terminated the state (one of the tokenizer's set), or None."""
+        return self.tokens[-1] if self._terminated else None
 
     def is_accepting(self) -> bool:
         """True when the text so far is complete: EOS is allowed now."""
@@ -425,7 +429,7 @@ class GuidanceState:
         """
         complete = self.variables  # the complete values, read the one way (forced tokens first)
         records = self._matcher.get_captures()
-        body = self.tokens[:-1] if self._terminated and self.tokens and self.tokens[-1] == self._eos else self.tokens
+        body = self.tokens[:-1] if self._terminated else self.tokens
         data = self.program.tokenizer.decode_bytes(body)
         return partial_values(
             self.program.template_nodes(), self.program.layout, data, records,
@@ -434,8 +438,7 @@ class GuidanceState:
 
     def text(self) -> str:
         """The text of the accepted tokens (EOS and control tokens excluded)."""
-        eos = self.program.eos_token_id
-        body = self.tokens[:-1] if self._terminated and self.tokens and self.tokens[-1] == eos else self.tokens
+        body = self.tokens[:-1] if self._terminated else self.tokens
         return self.program.tokenizer.decode(body)
 
 
@@ -448,7 +451,7 @@ class GuidanceGrammar:
     """
 
     def __init__(self, program: SessionProgram, tokenizer: Tokenizer | None = None) -> None:
-        if tokenizer is not None and tokenizer.fingerprint != program.tokenizer.fingerprint:
+        if tokenizer is not None and tokenizer.digest != program.tokenizer.digest:
             raise ValueError("the program was compiled for another vocabulary")
         self.program = program
         self.state = program.create_state()

@@ -66,9 +66,9 @@ class MatcherShards:
     def deal(self) -> int:
         """The shard of a new session: the shards built so far, in turn."""
         n = next(self._deal)
+        built = len(self._roots)  # before the build is scheduled: it may finish at once
         if n == self._build_at and self._schedule is not None:
             self._schedule(self.build)
-        built = len(self._roots)
         return n % built if built > 1 else 0
 
     @property

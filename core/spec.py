@@ -1,7 +1,7 @@
 """What a program is compiled from: the spec, its kinds, and its content-hash id.
 
 A :class:`ProgramSpec` is the whole input of a compile (kind, source, compile-time variables,
-options). Its :meth:`~ProgramSpec.cache_key` with a vocabulary's fingerprint is the program id:
+options). Its :meth:`~ProgramSpec.cache_key` with a vocabulary's digest is the program id:
 equal on every replica for the same input, so any replica can compile a program it has not seen.
 """
 
@@ -38,11 +38,11 @@ class ProgramSpec:
     variables: Mapping[str, Any] = field(default_factory=dict)
     options: Mapping[str, Any] = field(default_factory=dict)
 
-    def cache_key(self, tokenizer_fingerprint: str) -> str:
+    def cache_key(self, tokenizer_digest: str) -> str:
         """A content hash: equal on every machine for the same spec and vocabulary."""
         # Key order is kept (core.hashing): schemas differing only in order are different programs.
         return content_hash(
-            [_COMPILER_VERSION, self.kind, self.source, dict(self.variables), dict(self.options), tokenizer_fingerprint]
+            [_COMPILER_VERSION, self.kind, self.source, dict(self.variables), dict(self.options), tokenizer_digest]
         )
 
 

@@ -76,14 +76,14 @@ def _loop(conn: Connection, limits: Limits, task: CompileTask) -> None:
     vocabularies: dict[str, llguidance.LLTokenizer] = {}
     stack = limits.engine_stack_bytes
     while True:
-        fingerprint, vocabulary, spec = conn.recv()
+        digest, vocabulary, spec = conn.recv()
         if vocabulary is not None:
-            vocabularies[fingerprint] = validation_tokenizer(*vocabulary)
+            vocabularies[digest] = validation_tokenizer(*vocabulary)
         if spec is None:  # only learning a vocabulary (warm-up)
             conn.send(("ok", None))
             continue
         try:
-            answer: tuple[str, Any] = ("ok", run_on_engine_thread(stack, task, spec, vocabularies[fingerprint], limits))
+            answer: tuple[str, Any] = ("ok", run_on_engine_thread(stack, task, spec, vocabularies[digest], limits))
         except GuidanceError as e:
             answer = ("error", _pack(e))
         except Exception as e:  # a bug of ours: the server reports it as one (500)
@@ -111,16 +111,16 @@ class _Worker:
         self.known: set[str] = set()
 
     def learn(self, tokenizer: Tokenizer) -> None:
-        if tokenizer.fingerprint not in self.known:
-            self.conn.send((tokenizer.fingerprint, tokenizer.vocabulary(), None))
-            self.known.add(tokenizer.fingerprint)
+        if tokenizer.digest not in self.known:
+            self.conn.send((tokenizer.digest, tokenizer.vocabulary(), None))
+            self.known.add(tokenizer.digest)
             self.conn.recv()
 
     def compile(self, spec: ProgramSpec, tokenizer: Tokenizer) -> CompiledSpec:
-        fingerprint = tokenizer.fingerprint
-        vocabulary = None if fingerprint in self.known else tokenizer.vocabulary()
-        self.conn.send((fingerprint, vocabulary, spec))
-        self.known.add(fingerprint)
+        digest = tokenizer.digest
+        vocabulary = None if digest in self.known else tokenizer.vocabulary()
+        self.conn.send((digest, vocabulary, spec))
+        self.known.add(digest)
         status, value = self.conn.recv()
         if status == "ok":
             assert isinstance(value, CompiledSpec)

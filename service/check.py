@@ -192,8 +192,8 @@ def _where(text: str, prefix: bytes) -> tuple[int, int, int]:
 
 
 def _token_text(program: CompiledGuidanceProgram, token: int) -> str:
-    if token == program.eos_token_id:
-        return "<EOS>"
+    if token in program.eos_token_ids:
+        return "<EOS>" if token == program.eos_token_id else f"<EOS {program.tokenizer.decode([token])}>"
     return program.tokenizer.decode([token])
 
 
@@ -202,10 +202,10 @@ def _sample(program: CompiledGuidanceProgram, allowed: Sequence[int], n: int) ->
     characters allowed, e.g. ``" A"``, ``" B"`` rather than ``" Stelle"``), ties by id."""
     if n <= 0 or not allowed:
         return []
-    eos = program.eos_token_id
-    picked: list[int] = [eos] if eos in allowed else []
+    ends = program.eos_token_ids
+    picked: list[int] = [t for t in allowed if t in ends][:n]
     token_bytes = program.tokenizer.token_bytes
-    rest = (t for t in allowed if t != eos and not program.tokenizer.is_special(t))
+    rest = (t for t in allowed if t not in ends and not program.tokenizer.is_special(t))
     picked += heapq.nsmallest(n - len(picked), rest, key=lambda t: (len(token_bytes(t)), t))
     return [_token_text(program, t) for t in picked]
 
@@ -258,7 +258,7 @@ def check_text(program: CompiledGuidanceProgram, text: str, sample: int = 8) -> 
     result.token = ids[refused]
     result.token_text = _token_text(program, ids[refused])
     result.token_offset = result.offset
-    if allowed == [program.eos_token_id]:
+    if allowed and program.eos_token_ids.issuperset(allowed):
         result.reason = "the constraint is complete before this token: only EOS may follow"
         return result
     result.reason = "the constraint does not allow this token here"

@@ -207,8 +207,7 @@ class SessionChannel:
 
 
 def _body(st: GuidanceState) -> bytes:
-    eos = st.program.eos_token_id
-    tokens = st.tokens[:-1] if st.is_terminated() and st.tokens and st.tokens[-1] == eos else st.tokens
+    tokens = st.tokens[:-1] if st.is_terminated() else st.tokens
     return st.program.tokenizer.decode_bytes(tokens)
 
 

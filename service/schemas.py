@@ -6,10 +6,12 @@ a worker's request fails loudly instead of being ignored.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
 from core.spec import PROGRAM_KINDS, ProgramKind
 
@@ -179,6 +181,7 @@ class PartialValue(BaseModel):
 class AcceptResponse(BaseModel):
     accepted: int = Field(description="Tokens accepted (all of them; with `dry_run`, the valid prefix).")
     terminated: bool = Field(description="EOS has been accepted.")
+    eos_token_id: int | None = Field(None, description="Once terminated: the end token that ended the session.")
     accepting: bool = Field(description="The text so far is complete: EOS is allowed now.")
     forced_tokens: list[int] = Field(description="Tokens the constraint forces next (may be empty).")
     variables: dict[str, Any] = Field(description="Captured values so far.")
@@ -228,6 +231,9 @@ class TokenizeRequest(BaseModel):
 
     text: str
     tokenizer: str = "default"
+    special: bool = Field(
+        False, description="Special-token text (`[TOOL_CALLS]`, `<|eot_id|>`) becomes the control token; else plain text."
+    )
 
 
 class TokenizeResponse(BaseModel):
@@ -247,9 +253,53 @@ class DetokenizeResponse(BaseModel):
 
 class TokenizerInfo(BaseModel):
     tokenizer: str = Field(description="The name to pass as `tokenizer`.")
+    digest: str = Field(description="SHA-256 of the vocabulary and its settings (end tokens, BOS): its identity.")
     vocab_size: int
-    eos_token_id: int
-    fingerprint: str | None = Field(default=None, description="SHA-256 of the vocabulary.")
+    eos_token_ids: list[int] = Field(description="The end tokens: any of them ends a constraint.")
+    bos_token_id: int | None
+
+
+class VocabularyCheckRequest(BaseModel):
+    """What a worker knows of its model's vocabulary; each part is checked when given."""
+
+    model_config = _STRICT
+
+    vocab_size: StrictInt | None = Field(
+        None, ge=1, le=TOKEN_ID_MAX, description="The width of the model's logits (at least the vocabulary)."
+    )
+    eos_token_ids: list[TokenId] | None = Field(
+        None, max_length=1024, description="The model's end tokens (the same set is required)."
+    )
+    tokens: dict[str, str] | None = Field(
+        None,
+        max_length=65_536,
+        description="A sample of the model's tokens: decimal id -> base64 of the token's bytes (a control token: its name).",
+    )
+
+    @field_validator("tokens")
+    @classmethod
+    def _ids_and_base64(cls, tokens: dict[str, str] | None) -> dict[str, str] | None:
+        for key, value in (tokens or {}).items():
+            if not (key.isascii() and key.isdigit() and len(key) <= 10):
+                raise ValueError(f"{key[:32]!r} is not a decimal token id")
+            try:
+                base64.b64decode(value, validate=True)
+            except (ValueError, binascii.Error):
+                raise ValueError(f"token {key}: not base64") from None
+        return tokens
+
+    def token_bytes(self) -> dict[int, bytes] | None:
+        """The sample, decoded (valid by construction)."""
+        if self.tokens is None:
+            return None
+        return {int(key): base64.b64decode(value) for key, value in self.tokens.items()}
+
+
+class VocabularyCheck(BaseModel):
+    tokenizer: str
+    digest: str
+    aligned: bool = Field(description="Nothing differs.")
+    differences: list[str] = Field(description="Each difference found, in words.")
 
 
 class TokenizerList(BaseModel):

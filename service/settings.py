@@ -41,12 +41,14 @@ class Settings(BaseSettings):
         port: TCP port.
         log_level: log level of the server and of uvicorn.
         access_log: one uvicorn log line per request (off: a mask request is microseconds).
-        tokenizers: tokenizers loaded at start: ``default`` (the embedded tekken), a path of a
-            Hugging Face ``tokenizer.json`` (named after the file), or ``NAME=PATH``. The first
+        tokenizers: tokenizers loaded at start: ``default`` (the embedded tekken), the path of a
+            GGUF file, of a Hugging Face ``tokenizer.json`` (named after the file; the model's
+            ``tokenizer_config.json`` and ``generation_config.json`` beside it are read) or of a
+            model directory holding one (named after the directory), or ``NAME=PATH``. The first
             entry is the default tokenizer (answers to ``"default"``) unless ``default`` is listed.
         max_tokenizers: most tokenizers held at once (each costs tens of MB), uploads included.
         max_body_bytes: largest request body, in bytes (413 above it).
-        max_tokenizer_body_bytes: largest body of ``POST /tokenizers`` (a tokenizer.json), bytes.
+        max_tokenizer_body_bytes: largest body of ``POST /tokenizers`` (a tokenizer.json or GGUF), bytes.
         max_batch_size: most sessions in one ``POST /step`` (413 above it).
         max_draft_tokens: most draft tokens of one session in one ``POST /step`` (each adds a
             mask row; 413 above it, before any buffer is allocated).

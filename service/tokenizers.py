@@ -1,30 +1,40 @@
 """The tokenizer registry: the vocabularies this server can compile for, by name.
 
-``"default"`` always names the default tokenizer (also reachable by its own name, e.g.
-``"tekken"``). Tokenizers come from the settings at start and from uploads at run time; a name,
-once taken, keeps its vocabulary (an upload of the same vocabulary under it is a no-op, of a
-different one is refused), so a ``program_id`` never changes meaning under a client.
+A tokenizer is identified by its digest (its vocabulary and settings, end tokens included); a name
+is an alias of one. ``"default"`` always names the default tokenizer (also reachable by its own
+name, e.g. ``"tekken"``). Tokenizers come from the settings at start and from uploads at run time.
+Registering content already held is a no-op that may add a name; a name, once taken, keeps its
+vocabulary (an upload of another one under it is refused), so a ``program_id`` never changes
+meaning under a client.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from core.errors import LimitExceeded, UnknownTokenizer, excerpt
 from core.tokenizers import Tokenizer, load_tokenizer
 from service.errors import TokenizerExists
 
-__all__ = ["DEFAULT", "TOKENIZER_NAME_PATTERN", "TokenizerRegistry", "load_configured"]
+__all__ = ["DEFAULT", "TOKENIZER_NAME_PATTERN", "TokenizerRegistry", "load_configured", "upload_key"]
 
 DEFAULT = "default"
 TOKENIZER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _NAME_RE = re.compile(TOKENIZER_NAME_PATTERN)
 
 
+def upload_key(data: bytes, eos_token_ids: Sequence[int] | None) -> str:
+    """What identifies an upload before it is parsed: its bytes and the end tokens asked for."""
+    digest = hashlib.sha256(data)
+    digest.update(repr(None if eos_token_ids is None else list(eos_token_ids)).encode())
+    return digest.hexdigest()
+
+
 class TokenizerRegistry:
-    """Tokenizers by name, with a ``"default"`` alias.
+    """Tokenizers by digest, and the names that alias them (``"default"`` among them).
 
     Args:
         default: the default tokenizer.
@@ -36,6 +46,10 @@ class TokenizerRegistry:
         # Uploads build one tokenizer at a time (each takes seconds and tens of MB).
         self.upload_lock = asyncio.Lock()
         self._by_name: dict[str, Tokenizer] = {DEFAULT: default, default.name: default}
+        self._by_digest: dict[str, Tokenizer] = {default.digest: default}
+        # An upload's bytes (and end tokens) -> the digest it gave: the same file again is
+        # recognised without building it again (adapters register their model's file at start).
+        self._uploads: dict[str, str] = {}
 
     @property
     def default(self) -> Tokenizer:
@@ -54,39 +68,50 @@ class TokenizerRegistry:
             return DEFAULT
         return next((n for n, t in self._by_name.items() if t is tok), tok.name)
 
-    def check_new(self, name: str) -> Tokenizer | None:
-        """Validate an upload name; the registered tokenizer if the name is taken."""
-        if not _NAME_RE.match(name):
-            raise ValueError(f"invalid tokenizer name {name!r}")  # the route validates names
-        existing = self._by_name.get(name)
-        if existing is None and len(self.distinct()) >= self.max_tokenizers:
+    def check_room(self) -> None:
+        """Raise :class:`LimitExceeded` (413) when no further distinct tokenizer may be added."""
+        if len(self._by_digest) >= self.max_tokenizers:
             raise LimitExceeded(f"{self.max_tokenizers} tokenizers are loaded, the limit", "max_tokenizers")
-        return existing
 
-    def add(self, name: str, tok: Tokenizer) -> bool:
-        """Register ``tok`` as ``name``; False if that exact vocabulary is already there.
+    def uploaded(self, key: str) -> Tokenizer | None:
+        """The tokenizer an upload with this :func:`upload_key` gave before, if any."""
+        digest = self._uploads.get(key)
+        return None if digest is None else self._by_digest.get(digest)
+
+    def add(self, name: str, tok: Tokenizer, upload: str | None = None) -> tuple[Tokenizer, bool]:
+        """Register ``tok`` as ``name``.
+
+        Returns:
+            The registered tokenizer (an equal one already held, if any) and whether its content
+            is new.
 
         Raises:
             TokenizerExists: ``name`` holds a different vocabulary.
         """
-        existing = self.check_new(name)
-        if existing is not None:
-            if existing.fingerprint == tok.fingerprint:
-                return False
-            raise TokenizerExists(f"tokenizer name {name!r} is taken by a different vocabulary")
-        self._by_name[name] = tok
-        return True
+        if not _NAME_RE.match(name):
+            raise ValueError(f"invalid tokenizer name {name!r}")  # the route validates names
+        existing = self._by_name.get(name)
+        if existing is not None and existing.digest != tok.digest:
+            raise TokenizerExists(
+                f"tokenizer name {name!r} is taken by a different vocabulary (digest {existing.digest[:16]})"
+            )
+        held = self._by_digest.get(tok.digest)
+        new = held is None
+        if held is None:
+            self.check_room()
+            self._by_digest[tok.digest] = held = tok
+        self._by_name.setdefault(name, held)
+        if upload is not None:
+            self._uploads[upload] = held.digest
+        return held, new
 
     def distinct(self) -> list[Tokenizer]:
         """Each tokenizer once."""
-        seen: dict[int, Tokenizer] = {}
-        for tok in self._by_name.values():
-            seen.setdefault(id(tok), tok)
-        return list(seen.values())
+        return list(self._by_digest.values())
 
     def items(self) -> list[tuple[str, Tokenizer]]:
         """Every (name, tokenizer) pair, aliases included, sorted by name."""
-        return sorted(self._by_name.items())
+        return sorted(self._by_name.items(), key=lambda item: item[0])
 
 
 def load_configured(
@@ -116,5 +141,7 @@ def load_configured(
     registry = TokenizerRegistry(default, max_tokenizers=max_tokenizers)
     for name, tok in loaded:
         if name != DEFAULT and name not in registry._by_name:
-            registry._by_name[name] = tok  # configured ones may exceed max_tokenizers (uploads may not)
+            # configured ones may exceed max_tokenizers (uploads may not)
+            registry._by_digest.setdefault(tok.digest, tok)
+            registry._by_name[name] = registry._by_digest[tok.digest]
     return registry

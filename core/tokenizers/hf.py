@@ -1,9 +1,10 @@
 """Hugging Face ``tokenizer.json``: parsed and encoded by llguidance itself.
 
 llguidance reads the file (the Rust ``tokenizers`` crate; no Python ``tokenizers`` at run time),
-so its ``LLTokenizer`` and the encoder agree by construction. What this module adds: finding EOS
-and BOS among the added tokens, spelling special-token text with ordinary tokens, and checking
-the file before anything is sized by its largest id.
+so its ``LLTokenizer`` and the encoder agree by construction. What this module adds: the end tokens
+and BOS (from the model's configuration files, or found among the added tokens), spelling
+special-token text with ordinary tokens, and checking the file before anything is sized by its
+largest id.
 """
 
 from __future__ import annotations
@@ -12,34 +13,37 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Final
 
 import llguidance
 
 from core.errors import LimitExceeded, TokenizerError, UnknownTokenizer, excerpt
+from core.tokenizers.ends import (
+    BOS_CANDIDATES,
+    EOS_CANDIDATES,
+    candidate_tokens,
+    checked_end_tokens,
+    config_bos,
+    config_end_tokens,
+)
 from core.tokenizers.parts import TokenizerParts
 
-__all__ = ["BOS_CANDIDATES", "EOS_CANDIDATES", "MAX_VOCAB_SIZE", "hf_file_parts", "hf_parts"]
-
-#: Added tokens taken as EOS of a ``tokenizer.json``, in order of preference.
-EOS_CANDIDATES: Final = (
-    "</s>",
-    "<|endoftext|>",
-    "<|im_end|>",
-    "<|end_of_text|>",
-    "<eos>",
-    "<|eot_id|>",
-    "<|end|>",
-    "<end_of_turn>",
-)
-#: Added tokens taken as BOS of a ``tokenizer.json``, in order of preference (BOS is optional).
-BOS_CANDIDATES: Final = ("<s>", "<|begin_of_text|>", "<bos>", "<|startoftext|>")
+__all__ = ["MAX_VOCAB_SIZE", "hf_file_parts", "hf_parts"]
 
 #: Largest vocabulary accepted from a ``tokenizer.json`` (real ones stay below 300,000 ids).
 MAX_VOCAB_SIZE: Final = 1 << 21
 
 
-def hf_parts(tokenizer_json: str | bytes, *, quote: bool, max_vocab_size: int | None = None) -> TokenizerParts:
+def hf_parts(
+    tokenizer_json: str | bytes,
+    *,
+    quote: bool,
+    tokenizer_config: Mapping[str, Any] | None = None,
+    generation_config: Mapping[str, Any] | None = None,
+    eos_token_ids: Sequence[int] | None = None,
+    max_vocab_size: int | None = None,
+) -> TokenizerParts:
     """The parts of a tokenizer from the text of a Hugging Face ``tokenizer.json``.
 
     See :meth:`Tokenizer.from_hf_json <core.tokenizers.Tokenizer.from_hf_json>` for what is read
@@ -79,18 +83,25 @@ def hf_parts(tokenizer_json: str | bytes, *, quote: bool, max_vocab_size: int | 
             "max_vocab_size",
         )
     by_content = {content: token_id for token_id, content in added}
-    eos_name = next((c for c in EOS_CANDIDATES if c in by_content), None)
-    if eos_name is None:
-        raise TokenizerError(
-            "no EOS token found: the tokenizer.json has none of the added tokens "
-            + ", ".join(EOS_CANDIDATES)
-        )
-    eos_token_id = by_content[eos_name]
-    bos_name = next((c for c in BOS_CANDIDATES if c in by_content), None)
-    bos_token_id = None if bos_name is None else by_content[bos_name]
+    added_ids = {token_id for token_id, _ in added}
+    if eos_token_ids is None:
+        eos_token_ids = config_end_tokens(tokenizer_config, generation_config, by_content)
+        if not eos_token_ids:
+            eos_token_ids = candidate_tokens(EOS_CANDIDATES, by_content)
+            if not eos_token_ids:
+                raise TokenizerError(
+                    "no end token found: the tokenizer.json has none of the added tokens "
+                    + ", ".join(EOS_CANDIDATES)
+                    + "; name them (eos_token_ids, or a generation_config.json)"
+                )
+    ends = checked_end_tokens(eos_token_ids, vocab_size, added_ids)
+    bos_token_id = config_bos(tokenizer_config, generation_config, by_content)
+    if bos_token_id is None:
+        found = candidate_tokens(BOS_CANDIDATES, by_content)
+        bos_token_id = found[0] if found else None
 
     try:
-        ll = llguidance.LLTokenizer(text, eos_token=eos_token_id)
+        ll = llguidance.LLTokenizer(text, eos_token=list(ends))
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as exc:  # pyo3 panics derive from BaseException
@@ -103,7 +114,6 @@ def hf_parts(tokenizer_json: str | bytes, *, quote: bool, max_vocab_size: int | 
             f"{vocab_size - 1} but it defines {ll.vocab_size} tokens"
         )
     tokens = [ll.decode_bytes([i]) for i in range(vocab_size)]
-    added_ids = {token_id for token_id, _ in added}
     special_list: list[int] = []
     for token_id in range(vocab_size):
         if ll.is_special_token(token_id):
@@ -115,10 +125,6 @@ def hf_parts(tokenizer_json: str | bytes, *, quote: bool, max_vocab_size: int | 
                 # and decodes it without that byte. 0xFF never occurs in UTF-8 text.
                 tokens[token_id] = b"\xff" + tokens[token_id]
     specials = frozenset(special_list)
-    if tokens[eos_token_id] != eos_name.encode() or eos_token_id not in specials:
-        raise TokenizerError(
-            f"the EOS token {eos_name!r} does not have id {eos_token_id} as the file says"
-        )
     plain = _plain_spellings(ll, tokens, specials)
 
     def encode(text: str) -> list[int]:
@@ -141,7 +147,7 @@ def hf_parts(tokenizer_json: str | bytes, *, quote: bool, max_vocab_size: int | 
 
     return TokenizerParts(
         tokens=tokens,
-        eos_token_id=eos_token_id,
+        eos_token_ids=ends,
         bos_token_id=bos_token_id,
         special_token_ids=specials,
         ll=ll,
@@ -149,11 +155,15 @@ def hf_parts(tokenizer_json: str | bytes, *, quote: bool, max_vocab_size: int | 
     )
 
 
-def hf_file_parts(path: str | os.PathLike[str]) -> TokenizerParts:
+def hf_file_parts(path: str | os.PathLike[str], *, eos_token_ids: Sequence[int] | None = None) -> TokenizerParts:
     """The parts of a tokenizer from a Hugging Face ``tokenizer.json`` file.
+
+    The model's ``tokenizer_config.json`` and ``generation_config.json``, when they sit beside it,
+    give the end tokens and BOS (as a model directory has them).
 
     Args:
         path: The file.
+        eos_token_ids: The end tokens, replacing those the files name.
 
     Returns:
         The parts of the tokenizer.
@@ -162,15 +172,33 @@ def hf_file_parts(path: str | os.PathLike[str]) -> TokenizerParts:
         UnknownTokenizer: The file does not exist.
         TokenizerError: It cannot be read or is not a valid ``tokenizer.json``.
     """
+    file = Path(path)
+    data = _read(file)
+    configs: list[dict[str, Any] | None] = []
+    for config_name in ("tokenizer_config.json", "generation_config.json"):
+        config_file = file.with_name(config_name)
+        if not config_file.is_file():
+            configs.append(None)
+            continue
+        try:
+            config = json.loads(_read(config_file))
+        except (ValueError, RecursionError):
+            raise TokenizerError(f"{config_name} beside {excerpt(os.fspath(path))!r} is not valid JSON") from None
+        if not isinstance(config, dict):
+            raise TokenizerError(f"{config_name} beside {excerpt(os.fspath(path))!r} is not a JSON object")
+        configs.append(config)
+    return hf_parts(
+        data, quote=False, tokenizer_config=configs[0], generation_config=configs[1], eos_token_ids=eos_token_ids
+    )
+
+
+def _read(path: Path) -> bytes:
     try:
-        data = Path(path).read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise UnknownTokenizer(f"no tokenizer file {excerpt(os.fspath(path))!r}") from None
     except OSError as exc:
-        raise TokenizerError(
-            f"cannot read tokenizer file {excerpt(os.fspath(path))!r}: {exc.strerror}"
-        ) from None
-    return hf_parts(data, quote=False)
+        raise TokenizerError(f"cannot read tokenizer file {excerpt(os.fspath(path))!r}: {exc.strerror}") from None
 
 
 def _added_tokens(spec: dict[str, Any]) -> list[tuple[int, str]]:

@@ -16,7 +16,8 @@ class TokenizerParts:
 
     Attributes:
         tokens: The bytes of every id, in id order (a special token's bytes are its name).
-        eos_token_id: The end-of-sequence id.
+        eos_token_ids: The end tokens, the primary one first (each once; any of them ends a
+            constraint).
         bos_token_id: The beginning-of-sequence id, or None.
         special_token_ids: Ids of control tokens (never produced by ``encoder``).
         ll: The ``llguidance.LLTokenizer`` over the same vocabulary.
@@ -24,7 +25,7 @@ class TokenizerParts:
     """
 
     tokens: list[bytes]
-    eos_token_id: int
+    eos_token_ids: tuple[int, ...]
     bos_token_id: int | None
     special_token_ids: frozenset[int]
     ll: llguidance.LLTokenizer

@@ -79,7 +79,7 @@ def tiktoken_parts(
     tokens.extend(ranks)
     return TokenizerParts(
         tokens=tokens,
-        eos_token_id=eos_token_id,
+        eos_token_ids=(eos_token_id,),
         bos_token_id=bos_token_id,
         special_token_ids=frozenset(range(offset)),
         ll=ll,

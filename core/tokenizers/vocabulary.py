@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import llguidance
 
+from core.tokenizers.ends import checked_end_tokens
 from core.tokenizers.parts import TokenizerParts
 
 __all__ = ["GreedySource", "greedy_encode", "validation_tokenizer", "vocabulary_parts"]
@@ -15,7 +16,7 @@ __all__ = ["GreedySource", "greedy_encode", "validation_tokenizer", "vocabulary_
 def vocabulary_parts(
     tokens: Sequence[bytes],
     *,
-    eos_token_id: int,
+    eos_token_ids: Sequence[int],
     special_token_ids: Sequence[int] = (),
     bos_token_id: int | None = None,
 ) -> TokenizerParts:
@@ -32,12 +33,13 @@ def vocabulary_parts(
     n = len(vocab)
     if n == 0:
         raise ValueError("the vocabulary is empty")
-    specials = set(special_token_ids) | {eos_token_id}
+    specials = set(special_token_ids) | set(eos_token_ids)
     if bos_token_id is not None:
         specials.add(bos_token_id)
     for token_id in sorted(specials):
         if not 0 <= token_id < n:
             raise ValueError(f"special id {token_id} is outside the vocabulary (0 to {n - 1})")
+    ends = checked_end_tokens(eos_token_ids, n)
     lookup: dict[bytes, int] = {}
     for token_id, token in enumerate(vocab):
         if token_id in specials:
@@ -51,13 +53,12 @@ def vocabulary_parts(
         return greedy_encode(text.encode("utf-8"), lookup, max_len)
 
     ll = llguidance.LLTokenizer(
-        llguidance.TokenizerWrapper(
-            GreedySource(vocab, eos_token_id, bos_token_id, sorted(specials), lookup, max_len)
-        )
+        llguidance.TokenizerWrapper(GreedySource(vocab, ends[0], bos_token_id, sorted(specials), lookup, max_len)),
+        eos_token=list(ends),
     )
     return TokenizerParts(
         tokens=vocab,
-        eos_token_id=eos_token_id,
+        eos_token_ids=ends,
         bos_token_id=bos_token_id,
         special_token_ids=frozenset(specials),
         ll=ll,
@@ -66,14 +67,14 @@ def vocabulary_parts(
 
 
 def validation_tokenizer(
-    tokens: list[bytes], eos_token_id: int, bos_token_id: int | None, special_token_ids: list[int]
+    tokens: list[bytes], eos_token_ids: list[int], bos_token_id: int | None, special_token_ids: list[int]
 ) -> llguidance.LLTokenizer:
     """An llguidance tokenizer over the same token bytes and special ids, for checking grammars.
 
     A compile worker (:mod:`core.workers`) validates grammars with it: validation reads the tokens'
     bytes and the special ids, never the encoder, which here is a greedy longest match.
     """
-    specials = set(special_token_ids) | {eos_token_id}
+    specials = set(special_token_ids) | set(eos_token_ids)
     if bos_token_id is not None:
         specials.add(bos_token_id)
     lookup: dict[bytes, int] = {}
@@ -81,8 +82,8 @@ def validation_tokenizer(
         if token and token_id not in specials:
             lookup.setdefault(token, token_id)
     max_len = max((len(t) for t in lookup), default=0)
-    source = GreedySource(list(tokens), eos_token_id, bos_token_id, sorted(specials), lookup, max_len)
-    return llguidance.LLTokenizer(llguidance.TokenizerWrapper(source))
+    source = GreedySource(list(tokens), eos_token_ids[0], bos_token_id, sorted(specials), lookup, max_len)
+    return llguidance.LLTokenizer(llguidance.TokenizerWrapper(source), eos_token=list(eos_token_ids))
 
 
 def greedy_encode(

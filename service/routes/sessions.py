@@ -207,6 +207,7 @@ async def accept_tokens(
         return AcceptResponse(
             accepted=accepted,
             terminated=st.is_terminated(),
+            eos_token_id=st.end_token,
             accepting=st.is_accepting(),
             forced_tokens=forced,
             variables=variables,

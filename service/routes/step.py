@@ -18,7 +18,8 @@ answers with its writers, and the client reads them with its reader.
 
 The header is ``{"mask_words", "vocab_size", "rows", "sessions": [status, ...]}``; a status is
 ``{"session_id", "row", "rows", "status": "ok"|"rejected"|"error", "accepted", "terminated",
-"accepting", "forced_tokens"?, "variables"?, "partial"?, "index"?, "token"?, "error"?}``:
+"eos_token_id"?, "accepting", "forced_tokens"?, "variables"?, "partial"?, "index"?, "token"?, "error"?}``
+(``eos_token_id``, once terminated: the end token that ended it):
 ``forced_tokens`` unless the request sets ``"forced_tokens": false``, ``variables`` if it sets
 ``"variables": true`` or ``"partial"``, and ``partial`` (every capture so far with its text so far,
 ``core/partial.py``) if it sets ``"partial"``.
@@ -228,7 +229,9 @@ def _status(
     else:
         status = {"session_id": item.session_id, "row": row, "rows": rows, "status": "ok", "accepted": len(item.tokens)}
     assert st is not None  # only a session that could not be looked up has no state, and it has an error
-    status["terminated"] = st.is_terminated()
+    status["terminated"] = terminated = st.is_terminated()
+    if terminated:
+        status["eos_token_id"] = st.end_token
     status["accepting"] = st.is_accepting()
     if options is not None:
         if options.forced_tokens:

@@ -1,14 +1,14 @@
-"""Tokenizers: list, upload (a Hugging Face ``tokenizer.json``), tokenize, detokenize."""
+"""Tokenizers: list, upload (a Hugging Face ``tokenizer.json`` or a GGUF file), check, tokenize, detokenize."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 
-from core.tokenizers import Tokenizer
 from core.errors import LimitExceeded
+from core.tokenizers import Tokenizer, vocabulary_differences
 from service.dependencies import AdminDep, SettingsDep, TokenizersDep
 from service.problems import problem_responses
 from service.schemas import (
@@ -18,8 +18,10 @@ from service.schemas import (
     TokenizeResponse,
     TokenizerInfo,
     TokenizerList,
+    VocabularyCheck,
+    VocabularyCheckRequest,
 )
-from service.tokenizers import TOKENIZER_NAME_PATTERN
+from service.tokenizers import TOKENIZER_NAME_PATTERN, upload_key
 
 __all__ = ["router"]
 
@@ -31,15 +33,26 @@ _INLINE_CHARS = 16_384
 _UPLOAD_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
-        "description": "A Hugging Face `tokenizer.json` file, as is (e.g. `curl --data-binary @tokenizer.json`).",
-        "content": {"application/json": {"schema": {"type": "object", "additionalProperties": True}}},
+        "description": (
+            "The file as is (e.g. `curl --data-binary @tokenizer.json`): a Hugging Face `tokenizer.json`, "
+            "or a GGUF file, a model or a vocab-only one (recognised by its magic)."
+        ),
+        "content": {
+            "application/json": {"schema": {"type": "object", "additionalProperties": True}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
     }
 }
+_EOS_PATTERN = r"^[0-9]{1,10}(,[0-9]{1,10}){0,31}$"
 
 
 def _info(name: str, tok: Tokenizer) -> TokenizerInfo:
     return TokenizerInfo(
-        tokenizer=name, vocab_size=tok.vocab_size, eos_token_id=tok.eos_token_id, fingerprint=tok.fingerprint
+        tokenizer=name,
+        digest=tok.digest,
+        vocab_size=tok.vocab_size,
+        eos_token_ids=list(tok.eos_token_ids),
+        bos_token_id=tok.bos_token_id,
     )
 
 
@@ -51,12 +64,12 @@ async def list_tokenizers(tokenizers: TokenizersDep) -> TokenizerList:
 
 @router.post(
     "/tokenizers",
-    summary="Upload a tokenizer.json",
+    summary="Register a tokenizer",
     status_code=201,
     response_model=TokenizerInfo,
     openapi_extra=_UPLOAD_BODY,
     responses={
-        200: {"description": "Already loaded under that name.", "model": TokenizerInfo},
+        200: {"description": "That content is already registered (the name now aliases it).", "model": TokenizerInfo},
         **problem_responses(400, 403, 409, 413, 422),
     },
     dependencies=[AdminDep],
@@ -67,27 +80,71 @@ async def upload_tokenizer(
     tokenizers: TokenizersDep,
     settings: SettingsDep,
     name: Annotated[str, Query(pattern=TOKENIZER_NAME_PATTERN, description="The name to register it under.")],
+    eos_token_ids: Annotated[
+        str | None,
+        Query(
+            pattern=_EOS_PATTERN,
+            description="The end tokens, comma-separated ids, replacing the file's own (control tokens of the file).",
+        ),
+    ] = None,
 ) -> TokenizerInfo:
-    """Load a Hugging Face `tokenizer.json` (the request body) under the name `?name=`.
+    """Register the tokenizer in the request body (a `tokenizer.json` or a GGUF file) as `?name=`.
 
-    201 when added; 200 when that name already holds the same vocabulary; 409
-    `tokenizer-exists` when it holds another one. A server-wide change: where admin keys are
-    configured, other keys get 403 `forbidden`.
+    A tokenizer is identified by its digest (vocabulary and settings, end tokens included): 201
+    when new; 200 when that content is already registered (the name becomes an alias of it); 409
+    `tokenizer-exists` when the name holds another one. At `max_tokenizers`, 413 `limit-exceeded`
+    unless the same file (and `eos_token_ids`) was uploaded before. The end tokens are the file's own (a
+    GGUF's EOS, EOT and EOM; a tokenizer.json's known end tokens) unless `eos_token_ids` names
+    them. A server-wide change: where admin keys are configured, other keys get 403 `forbidden`.
     """
-    tokenizers.check_new(name)
+    ends = None if eos_token_ids is None else [int(t) for t in eos_token_ids.split(",")]
     data = await request.body()
+    key = upload_key(data, ends)
     async with tokenizers.upload_lock:
-        tok = await asyncio.to_thread(Tokenizer.from_hf_json, name, data, settings.max_vocab_size)
-        if not tokenizers.add(name, tok):
-            response.status_code = 200
-    return _info(name, tokenizers.get(name))
+        tok = tokenizers.uploaded(key)
+        if tok is None:
+            tokenizers.check_room()  # before building: that costs seconds and tens of MB
+            tok = await asyncio.to_thread(
+                Tokenizer.from_bytes, name, data, eos_token_ids=ends, max_vocab_size=settings.max_vocab_size
+            )
+        tok, new = tokenizers.add(name, tok, upload=key)
+    if not new:
+        response.status_code = 200
+    return _info(name, tok)
+
+
+@router.post(
+    "/tokenizers/{name}/check",
+    summary="Check a model against a tokenizer",
+    response_model=VocabularyCheck,
+    responses=problem_responses(404, 413, 422),
+)
+async def check_tokenizer(
+    body: VocabularyCheckRequest,
+    tokenizers: TokenizersDep,
+    name: Annotated[str, Path(description="The tokenizer's name.")],
+) -> VocabularyCheck:
+    """Compare what a worker knows of its model with the tokenizer `name`.
+
+    Each part given is checked: the logits' width (`vocab_size`, at least the vocabulary), the
+    end tokens (the same set), and a sample of token bytes (`tokens`, base64 by id). The answer
+    lists every difference; `aligned` is true when there is none. Adapters call this before their
+    first forward pass and refuse to run when anything differs.
+    """
+    tok = tokenizers.get(name)
+    differences = vocabulary_differences(
+        tok, vocab_size=body.vocab_size, eos_token_ids=body.eos_token_ids, token_bytes=body.token_bytes()
+    )
+    return VocabularyCheck(tokenizer=name, digest=tok.digest, aligned=not differences, differences=differences)
 
 
 @router.post(
     "/tokenize", summary="Encode text", response_model=TokenizeResponse, responses=problem_responses(404, 413, 422)
 )
 async def tokenize(body: TokenizeRequest, tokenizers: TokenizersDep, settings: SettingsDep) -> TokenizeResponse:
-    """Encode text with a tokenizer (no BOS/EOS; special-token text stays text).
+    """Encode text with a tokenizer, as the model's own tokenizer does (no BOS/EOS).
+
+    Special-token text stays text unless `special` is true.
 
     Texts longer than `max_tokenize_chars` answer 413 `limit-exceeded`.
     """
@@ -96,9 +153,9 @@ async def tokenize(body: TokenizeRequest, tokenizers: TokenizersDep, settings: S
     if len(body.text) > limit:
         raise LimitExceeded(f"a text of {len(body.text)} characters, above the limit of {limit}", "max_tokenize_chars")
     if len(body.text) > _INLINE_CHARS:
-        ids = await asyncio.to_thread(tok.encode, body.text)
+        ids = await asyncio.to_thread(tok.encode, body.text, special=body.special)
     else:
-        ids = tok.encode(body.text)
+        ids = tok.encode(body.text, special=body.special)
     return TokenizeResponse(tokens=ids)
 
 

@@ -259,7 +259,8 @@ async function compile() {
     throw err;
   }
   const info = S.tokenizers.get(tokenizer);
-  S.program = { ...answer, tokenizer, eos: info ? info.eos_token_id : 2, spec: body };
+  const ends = info ? info.eos_token_ids : [2];
+  S.program = { ...answer, tokenizer, eos: ends[0], ends, spec: body };
   S.stale = false;
   S.shownVars = {};
   $("compile-info").textContent = `program ${answer.program_id.slice(0, 12)} · `
@@ -333,7 +334,7 @@ async function rejection(token, problem) {
   const found = { token, detail: problem.detail, char: 0 };
   const text = (await tokenText(S.program.tokenizer, [token])).get(token) || "";
   const chars = Array.from(text);
-  if (chars.length < 2 || text.includes("\uFFFD") || token === S.program.eos) return found;
+  if (chars.length < 2 || text.includes("\uFFFD") || S.program.ends.includes(token)) return found;
   const pieces = await Promise.all(chars.map((c) => post("tokenize", { text: c, tokenizer: S.program.tokenizer })));
   const ids = [];
   const ends = pieces.map((p) => { ids.push(...p.tokens); return ids.length; });
@@ -433,7 +434,7 @@ async function refresh() {
 // -- rendering ---------------------------------------------------------------------------------
 
 function chip(id, texts, { cls, title, onclick } = {}) {
-  const special = id === S.program.eos;
+  const special = S.program.ends.includes(id);
   const text = special ? "EOS" : visible(texts.get(id));
   return el(onclick ? "button" : "span", {
     type: onclick ? "button" : undefined,
@@ -499,7 +500,7 @@ function render() {
   $("token-count").textContent = `(${fmt.format(v.tokens.length)} accepted${S.rejection ? ", 1 rejected" : ""})`;
 
   // the next step
-  const onlyEos = v.allowed.length === 1 && v.allowed[0] === S.program.eos;
+  const onlyEos = v.allowed.length > 0 && v.allowed.every((t) => S.program.ends.includes(t));
   $("allowed-count").replaceChildren(
     el("strong", {}, fmt.format(v.allowed.length)),
     ` of ${fmt.format(v.vocab)} tokens allowed`,
@@ -593,11 +594,11 @@ async function loadTokenizers() {
   const byPrint = new Map();
   for (const t of tokenizers) {
     S.tokenizers.set(t.tokenizer, t);
-    if (!byPrint.has(t.fingerprint)) byPrint.set(t.fingerprint, []);
-    byPrint.get(t.fingerprint).push(t.tokenizer);
+    if (!byPrint.has(t.digest)) byPrint.set(t.digest, []);
+    byPrint.get(t.digest).push(t.tokenizer);
   }
   select.replaceChildren(...tokenizers.map((t) => {
-    const same = byPrint.get(t.fingerprint).filter((n) => n !== t.tokenizer);
+    const same = byPrint.get(t.digest).filter((n) => n !== t.tokenizer);
     return el("option", { value: t.tokenizer },
       `${t.tokenizer}${same.length ? ` (= ${same.join(", ")})` : ""} · ${fmt.format(t.vocab_size)} ids`);
   }));
@@ -607,7 +608,7 @@ async function loadTokenizers() {
 
 function showTokenizerInfo() {
   const t = S.tokenizers.get($("tokenizer").value);
-  $("tokenizer-info").textContent = t ? `EOS id ${t.eos_token_id}` : "";
+  $("tokenizer-info").textContent = t ? `end tokens ${t.eos_token_ids.join(", ")}` : "";
 }
 
 function markStale() {

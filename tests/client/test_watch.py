@@ -65,7 +65,7 @@ def test_sync_watch_follows_a_session_to_its_end(server: str) -> None:
     with GuidanceClient(server) as client:
         sid = client.create_session(template=TEMPLATE)
         ids = client.tokenize(TEXT)
-        eos = int(client.tokenizers()[0]["eos_token_id"])
+        eos = int(client.tokenizers()[0]["eos_token_ids"][0])
         events: list[SessionEvent] = []
         started = threading.Event()
 

@@ -34,7 +34,7 @@ KNOWN_IDS = {
     ],
     "</s>": [1885, 1115, 1062],
 }
-TEKKEN_FINGERPRINT = "3cb3ea97696e03d7098f9ec60b8bf23f6993b763537249b499e99a4ffc9d3978"
+TEKKEN_DIGEST = "46f9d090adc2224c486a0400cbc6da719d175d40fc91f32f5ed3e7311eaea0ae"
 
 VARIED_TEXTS = [
     "",
@@ -172,8 +172,8 @@ def test_lone_surrogates_are_encoded_as_replacement_character(hf_json: str) -> N
         assert tok.decode(tok.encode("a\udfffa")) == "a\ufffda"
 
 
-def test_default_tokenizer_fingerprint_is_stable() -> None:
-    assert _tekken().fingerprint == TEKKEN_FINGERPRINT
+def test_default_tokenizer_digest_is_stable() -> None:
+    assert _tekken().digest == TEKKEN_DIGEST
 
 
 def test_embedded_data_file_records_its_source() -> None:
@@ -246,7 +246,7 @@ def test_derived_file_loads_as_a_tokenizer(tmp_path: Path) -> None:
     assert tok.vocab_size == 1260
     assert tok.encode("abcd ab") == [1000 + 257, 1000 + ord("d"), 1000 + ord(" "), 1000 + 256]
     assert tok.decode(tok.encode("abc  cd\n")) == "abc  cd\n"
-    assert tok.fingerprint != TEKKEN_FINGERPRINT
+    assert tok.digest != TEKKEN_DIGEST
 
 
 # -- from_vocabulary: tiny synthetic vocabularies --------------------------------------------
@@ -311,9 +311,9 @@ def test_from_vocabulary_refuses_malformed_vocabularies(overrides: dict[str, Any
         _tiny(**overrides)
 
 
-def test_fingerprint_depends_on_vocabulary_not_name() -> None:
+def test_digest_depends_on_vocabulary_not_name() -> None:
     base = _tiny()
-    assert _tiny(name="other").fingerprint == base.fingerprint
+    assert _tiny(name="other").digest == base.digest
     changed_token = [b"<eos>", b"a", b"b", b"c", b"ab", b"abd", b" ", b"<", b">", b"e", b"o", b"s"]
     others = [
         _tiny(tokens=changed_token),
@@ -321,9 +321,9 @@ def test_fingerprint_depends_on_vocabulary_not_name() -> None:
         _tiny(special_token_ids=[11]),
         _tekken(),
     ]
-    fingerprints = {base.fingerprint, *(t.fingerprint for t in others)}
-    assert len(fingerprints) == 1 + len(others)
-    assert all(len(f) == 64 for f in fingerprints)
+    digests = {base.digest, *(t.digest for t in others)}
+    assert len(digests) == 1 + len(others)
+    assert all(len(f) == 64 for f in digests)
 
 
 # -- Hugging Face tokenizer.json ---------------------------------------------------------------
@@ -406,14 +406,15 @@ def test_hf_special_token_text_is_encoded_as_plain_text(hf_json: str, text: str)
     assert tok.decode(ids) == text
 
 
-def test_hf_eos_follows_the_documented_preference() -> None:
+def test_hf_end_tokens_without_configuration_are_every_known_one_in_the_documented_order() -> None:
     tok = Tokenizer.from_hf_json("chat", _train_byte_level(["<|im_end|>", "<|endoftext|>"]))
+    assert [tok.decode([i]) for i in tok.eos_token_ids] == ["<|endoftext|>", "<|im_end|>"]
     assert tok.decode([tok.eos_token_id]) == "<|endoftext|>"
     assert tok.bos_token_id is None
 
 
 def test_hf_tokenizer_without_eos_is_refused() -> None:
-    with pytest.raises(TokenizerError, match="no EOS token"):
+    with pytest.raises(TokenizerError, match="no end token found"):
         Tokenizer.from_hf_json("no-eos", _train_byte_level(["<unk>"]))
 
 
@@ -439,10 +440,10 @@ def test_hf_prefix_space_tokenizer_encodes_text_as_a_continuation() -> None:
         assert not any(tok.is_special(i) for i in ids)
 
 
-def test_hf_fingerprint_is_stable_and_distinct(hf_json: str) -> None:
+def test_hf_digest_is_stable_and_distinct(hf_json: str) -> None:
     first = Tokenizer.from_hf_json("a", hf_json)
-    assert Tokenizer.from_hf_json("b", hf_json.encode()).fingerprint == first.fingerprint
-    assert first.fingerprint != _tekken().fingerprint
+    assert Tokenizer.from_hf_json("b", hf_json.encode()).digest == first.digest
+    assert first.digest != _tekken().digest
 
 
 _NESTED = "[" * 100_000 + "]" * 100_000
@@ -522,3 +523,15 @@ def test_unknown_tokenizer_names_and_missing_files_raise_unknown_tokenizer(spec:
 def test_from_hf_file_on_a_missing_file_raises_unknown_tokenizer(tmp_path: Path) -> None:
     with pytest.raises(UnknownTokenizer):
         Tokenizer.from_hf_file("missing", tmp_path / "tokenizer.json")
+
+
+@pytest.mark.parametrize("special", ["[TOOL_CALLS]", "</s>", "[INST]"])
+def test_special_token_text_becomes_the_control_token_only_when_asked(special: str) -> None:
+    tok = _tekken()
+    text = f"a{special} b{special}"
+    plain = tok.encode(text)
+    assert not any(tok.is_special(i) for i in plain)
+    ids = tok.encode(text, special=True)
+    control = [i for i in ids if tok.is_special(i)]
+    assert len(control) == 2 and tok.decode(control[:1]) == special
+    assert tok.decode(ids) == tok.decode(plain) == text

@@ -230,7 +230,9 @@ async def test_tokenizers_lists_the_default_under_both_names(
     listed = {t["tokenizer"]: t for t in (await client.get("/tokenizers")).json()["tokenizers"]}
     assert set(listed) == {"default", "tekken"}
     assert listed["default"]["vocab_size"] == default_tokenizer.vocab_size
-    assert listed["default"]["eos_token_id"] == default_tokenizer.eos_token_id
+    assert listed["default"]["eos_token_ids"] == [default_tokenizer.eos_token_id] == [2]
+    assert listed["default"]["bos_token_id"] == 1
+    assert listed["default"]["digest"] == listed["tekken"]["digest"] == default_tokenizer.digest
 
 
 def _tiny_hf_tokenizer_json() -> str:
@@ -257,9 +259,12 @@ async def test_uploaded_tokenizer_compiles_and_masks(client: httpx.AsyncClient) 
     )
     assert resp.status_code == 201, resp.text
     info = resp.json()
-    assert info["tokenizer"] == "tiny" and info["vocab_size"] == 259 and info["eos_token_id"] == 258
+    assert info["tokenizer"] == "tiny" and info["vocab_size"] == 259 and info["eos_token_ids"] == [258]
+    assert info["bos_token_id"] is None and len(info["digest"]) == 64
     again = await client.post("/tokenizers", params={"name": "tiny"}, content=spec)
-    assert again.status_code == 200
+    assert again.status_code == 200 and again.json() == info
+    alias = await client.post("/tokenizers", params={"name": "tiny-alias"}, content=spec)
+    assert alias.status_code == 200 and alias.json() == {**info, "tokenizer": "tiny-alias"}
     assert "tiny" in {t["tokenizer"] for t in (await client.get("/tokenizers")).json()["tokenizers"]}
 
     compiled = await _compile(client, choice=["yes", "no"], tokenizer="tiny", open_session=True)
@@ -317,12 +322,12 @@ async def test_configured_tokenizers_load_from_paths(default_tokenizer: Tokenize
 
     path = tmp_path / "tiny.json"
     path.write_text(_tiny_hf_tokenizer_json(), encoding="utf-8")
-    settings = Settings(tokenizers=["default", f"small={path}", str(path)], max_tokenizers=3)
+    settings = Settings(tokenizers=["default", f"small={path}", str(path)], max_tokenizers=2)
     app = create_app(settings, tokenizers={"default": default_tokenizer})
     async with serve(app) as client:
         listed = {t["tokenizer"]: t["vocab_size"] for t in (await client.get("/tokenizers")).json()["tokenizers"]}
         assert listed == {"default": 131072, "tekken": 131072, "small": 259, "tiny": 259}
         assert (await _compile(client, regex="yes", tokenizer="small"))["mask_words"] == 9
-        # At the limit of distinct tokenizers, uploads are refused.
+        # At the limit of distinct tokenizers, an upload is refused before it is built.
         resp = await client.post("/tokenizers", params={"name": "more"}, content=_tiny_hf_tokenizer_json())
         assert resp.status_code == 413 and resp.json()["limit"] == "max_tokenizers"

@@ -119,7 +119,7 @@ def test_one_event_per_accept_in_order_then_end(http: httpx.Client) -> None:
         assert text == TEXT
         assert seen["name"] == {"value": "Adalbert", "complete": True}
         assert seen["age"]["value"] == "36" and not seen["age"]["complete"]
-        eos = int(http.get("/tokenizers").json()["tokenizers"][0]["eos_token_id"])
+        eos = int(http.get("/tokenizers").json()["tokenizers"][0]["eos_token_ids"][0])
         accept(http, sid, [eos])
         _, name, ev = events.next()
         assert name == "accept" and ev["terminated"] and ev["variables"]["age"]["complete"]

@@ -34,7 +34,7 @@ def test_a_live_session_is_listed_and_watched_as_its_captures_fill_in(page: Page
     p.wait_for("Number(document.getElementById('watch').dataset.events) >= 1")  # the snapshot
     _, tokenized = http("POST", f"{server_url}/tokenize", {"text": TEXT})
     _, tokenizers = http("GET", f"{server_url}/tokenizers")
-    eos = tokenizers["tokenizers"][0]["eos_token_id"]
+    eos = tokenizers["tokenizers"][0]["eos_token_ids"][0]
     seen: list[dict[str, tuple[str, str]]] = []
     for i, token in enumerate([*tokenized["tokens"], eos], start=2):
         assert http("POST", f"{server_url}/sessions/{sid}/accept", {"tokens": [token]})[0] == 200

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from collections.abc import Mapping
 from typing import Any, Final
 
 import llguidance
+import tokenizers
 
 from core.errors import LimitExceeded, TokenizerError, UnknownTokenizer, excerpt
 from core.tokenizers.ends import (
@@ -145,6 +147,15 @@ def hf_parts(
             return fallback
         return out
 
+    model = _model_tokenizer(text)
+    model_lock = threading.Lock()
+
+    def tokenize(text: str, special: bool) -> list[int]:
+        with model_lock:  # the flag is the tokenizer's, not the call's
+            model.encode_special_tokens = not special
+            ids: list[int] = model.encode(text, add_special_tokens=False).ids
+        return ids
+
     return TokenizerParts(
         tokens=tokens,
         eos_token_ids=ends,
@@ -152,6 +163,7 @@ def hf_parts(
         special_token_ids=specials,
         ll=ll,
         encoder=encode,
+        tokenize=tokenize,
     )
 
 
@@ -199,6 +211,18 @@ def _read(path: Path) -> bytes:
         raise UnknownTokenizer(f"no tokenizer file {excerpt(os.fspath(path))!r}") from None
     except OSError as exc:
         raise TokenizerError(f"cannot read tokenizer file {excerpt(os.fspath(path))!r}: {exc.strerror}") from None
+
+
+def _model_tokenizer(text: str) -> tokenizers.Tokenizer:
+    """Hugging Face's own ``tokenizers`` over the file: the model's tokenization of a prompt, with
+    its normalizer (SentencePiece's space prefix, which llguidance leaves out) and its handling of
+    added tokens, exactly."""
+    try:
+        return tokenizers.Tokenizer.from_str(text)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # a pyo3 panic derives from BaseException
+        raise TokenizerError(f"the tokenizers library cannot load this tokenizer.json: {excerpt(str(exc))}") from None
 
 
 def _added_tokens(spec: dict[str, Any]) -> list[tuple[int, str]]:

@@ -1,4 +1,4 @@
-"""What a tokenizer is made of, as the loaders build it: token bytes, special ids, encoder, LLTokenizer."""
+"""What a tokenizer is made of, as the loaders build it: token bytes, special ids, encoders, LLTokenizer."""
 
 from __future__ import annotations
 
@@ -21,7 +21,11 @@ class TokenizerParts:
         bos_token_id: The beginning-of-sequence id, or None.
         special_token_ids: Ids of control tokens (never produced by ``encoder``).
         ll: The ``llguidance.LLTokenizer`` over the same vocabulary.
-        encoder: Text (valid UTF-8, no lone surrogates) to ids.
+        encoder: Text (valid UTF-8, no lone surrogates) to ids, as a continuation of a text:
+            no control id, no space prefix, so that the ids' bytes are the text's.
+        tokenize: The model's own tokenization of a whole text (a prompt) without BOS, as its
+            tokenizer gives it (SentencePiece vocabularies add their space prefix); the flag says
+            whether special-token text becomes the control token.
     """
 
     tokens: list[bytes]
@@ -30,3 +34,4 @@ class TokenizerParts:
     special_token_ids: frozenset[int]
     ll: llguidance.LLTokenizer
     encoder: Callable[[str], list[int]]
+    tokenize: Callable[[str, bool], list[int]]

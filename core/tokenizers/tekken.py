@@ -84,4 +84,7 @@ def tiktoken_parts(
         special_token_ids=frozenset(range(offset)),
         ll=ll,
         encoder=encoding.encode_ordinary,
+        tokenize=lambda text, special: encoding.encode(
+            text, allowed_special="all" if special else set(), disallowed_special=()
+        ),
     )

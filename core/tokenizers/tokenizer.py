@@ -15,10 +15,8 @@ Conventions shared by every source (:mod:`~core.tokenizers.tekken`, :mod:`~core.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import os
-import re
 import struct
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
@@ -76,6 +74,7 @@ class Tokenizer:
         self.ll = parts.ll
         self._tokens = parts.tokens
         self._encoder = parts.encoder
+        self._tokenize = parts.tokenize
         self.digest = _digest(parts)
 
     def __repr__(self) -> str:
@@ -95,52 +94,37 @@ class Tokenizer:
         """Whether ``token_id`` is one of the end tokens."""
         return token_id in self.eos_token_ids
 
-    def encode(self, text: str, *, special: bool = False) -> list[int]:
-        """Encode text into token ids, without BOS/EOS.
+    def encode(self, text: str) -> list[int]:
+        """Encode text as a continuation: no BOS/EOS, no space prefix, no special id.
+
+        What a model generating ``text`` samples, and what :meth:`GuidanceGrammar.accept_token_text
+        <core.GuidanceGrammar.accept_token_text>` accepts. See :meth:`tokenize` for the tokenization
+        of a prompt.
 
         Args:
-            text: The text.
-            special: Whether special-token text (``"</s>"``, ``"[TOOL_CALLS]"``) becomes the
-                control token; by default it is encoded as plain text and no control id is made.
+            text: The text. Special-token text such as ``"</s>"`` is encoded as plain text.
 
         Returns:
             The ids; ``decode(encode(text)) == text`` for any text without lone surrogates.
         """
-        if not isinstance(text, str):
-            raise TypeError(f"encode() takes a str, not {type(text).__name__}")
-        if not text.isascii():
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError:
-                # Lone surrogates (e.g. from a JSON "\ud800" escape) become U+FFFD, as in
-                # tiktoken; a surrogate pair becomes its character.
-                text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-        if not special:
-            return self._encoder(text)
-        out: list[int] = []
-        names = self._special_names
-        pos = 0
-        for match in names.pattern.finditer(text) if names.pattern is not None else ():
-            if match.start() > pos:
-                out.extend(self._encoder(text[pos : match.start()]))
-            out.append(names.ids[match.group()])
-            pos = match.end()
-        if pos < len(text):
-            out.extend(self._encoder(text[pos:]))
-        return out
+        return self._encoder(_clean(text))
 
-    @functools.cached_property
-    def _special_names(self) -> _SpecialNames:
-        ids: dict[str, int] = {}
-        for token_id in sorted(self.special_token_ids):
-            try:
-                name = self._tokens[token_id].decode("utf-8")
-            except UnicodeDecodeError:
-                continue
-            if name:
-                ids.setdefault(name, token_id)
-        alternatives = "|".join(re.escape(n) for n in sorted(ids, key=len, reverse=True))
-        return _SpecialNames(re.compile(alternatives) if ids else None, ids)
+    def tokenize(self, text: str, *, special: bool = False) -> list[int]:
+        """The model's own tokenization of a whole text, without BOS (``POST /tokenize``).
+
+        As the model's tokenizer encodes a prompt: a SentencePiece vocabulary that adds a space
+        prefix (Llama 2, Phi-3) adds it here, so the ids' bytes may start with a space the text
+        does not have; otherwise this equals :meth:`encode` except for ``special``.
+
+        Args:
+            text: The text.
+            special: Whether special-token text (``"</s>"``, ``"[TOOL_CALLS]"``) becomes the
+                control token; by default it is encoded as plain text.
+
+        Returns:
+            The ids.
+        """
+        return self._tokenize(_clean(text), special)
 
     def decode_bytes(self, ids: Sequence[int], *, skip_special_tokens: bool = False) -> bytes:
         """Concatenate the bytes of the tokens.
@@ -377,12 +361,17 @@ class Tokenizer:
         return build(name, data, eos_token_ids=eos_token_ids, max_vocab_size=max_vocab_size)
 
 
-@dataclasses.dataclass(frozen=True)
-class _SpecialNames:
-    """The special tokens by their text, and one pattern matching any of them (longest first)."""
-
-    pattern: re.Pattern[str] | None
-    ids: dict[str, int]
+def _clean(text: str) -> str:
+    if not isinstance(text, str):
+        raise TypeError(f"encode() takes a str, not {type(text).__name__}")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            # Lone surrogates (e.g. from a JSON "\ud800" escape) become U+FFFD, as in tiktoken;
+            # a surrogate pair becomes its character.
+            return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
 
 
 def _digest(parts: TokenizerParts) -> str:

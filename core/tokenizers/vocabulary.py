@@ -3,6 +3,7 @@ tokenizers compile workers validate grammars with."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import llguidance
@@ -52,6 +53,21 @@ def vocabulary_parts(
     def greedy(text: str) -> list[int]:
         return greedy_encode(text.encode("utf-8"), lookup, max_len)
 
+    names = {vocab[i].decode("utf-8", "replace"): i for i in sorted(specials, reverse=True) if vocab[i]}
+    special_text = re.compile("|".join(re.escape(n) for n in sorted(names, key=len, reverse=True)))
+
+    def tokenize(text: str, special: bool) -> list[int]:
+        if not special:
+            return greedy(text)
+        out: list[int] = []
+        pos = 0
+        for match in special_text.finditer(text):
+            out.extend(greedy(text[pos : match.start()]))
+            out.append(names[match.group()])
+            pos = match.end()
+        out.extend(greedy(text[pos:]))
+        return out
+
     ll = llguidance.LLTokenizer(
         llguidance.TokenizerWrapper(GreedySource(vocab, ends[0], bos_token_id, sorted(specials), lookup, max_len)),
         eos_token=list(ends),
@@ -63,6 +79,7 @@ def vocabulary_parts(
         special_token_ids=frozenset(specials),
         ll=ll,
         encoder=greedy,
+        tokenize=tokenize,
     )
 
 

@@ -153,9 +153,9 @@ async def tokenize(body: TokenizeRequest, tokenizers: TokenizersDep, settings: S
     if len(body.text) > limit:
         raise LimitExceeded(f"a text of {len(body.text)} characters, above the limit of {limit}", "max_tokenize_chars")
     if len(body.text) > _INLINE_CHARS:
-        ids = await asyncio.to_thread(tok.encode, body.text, special=body.special)
+        ids = await asyncio.to_thread(tok.tokenize, body.text, special=body.special)
     else:
-        ids = tok.encode(body.text, special=body.special)
+        ids = tok.tokenize(body.text, special=body.special)
     return TokenizeResponse(tokens=ids)
 
 

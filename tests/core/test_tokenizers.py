@@ -529,9 +529,15 @@ def test_from_hf_file_on_a_missing_file_raises_unknown_tokenizer(tmp_path: Path)
 def test_special_token_text_becomes_the_control_token_only_when_asked(special: str) -> None:
     tok = _tekken()
     text = f"a{special} b{special}"
-    plain = tok.encode(text)
-    assert not any(tok.is_special(i) for i in plain)
-    ids = tok.encode(text, special=True)
+    plain = tok.tokenize(text)
+    assert plain == tok.encode(text) and not any(tok.is_special(i) for i in plain)
+    ids = tok.tokenize(text, special=True)
     control = [i for i in ids if tok.is_special(i)]
     assert len(control) == 2 and tok.decode(control[:1]) == special
     assert tok.decode(ids) == tok.decode(plain) == text
+
+
+def test_tiny_vocabulary_tokenizes_special_text_only_when_asked() -> None:
+    tok = _tiny()
+    assert tok.tokenize("ab<eos>") == tok.encode("ab<eos>")
+    assert tok.tokenize("ab<eos>ab", special=True) == [*tok.encode("ab"), 0, *tok.encode("ab")]

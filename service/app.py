@@ -191,7 +191,7 @@ def create_app(
         app.include_router(router)
     # Outermost last: guard > mask fast path > body limit > text guard > FastAPI's exception
     # handling > routes. The text guard reads bodies the limit has already bounded.
-    app.add_middleware(TextGuardMiddleware)
+    app.add_middleware(TextGuardMiddleware, binary_paths=frozenset({"/tokenizers"}))
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_bytes=settings.max_body_bytes,

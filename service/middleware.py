@@ -14,6 +14,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.errors import GuidanceError
+from core.tokenizers import GGUF_MAGIC
 from service.errors import BodyTooLarge
 from service.problems import count_error, guidance_error_response, internal_error_response
 from service.text import body_text_error, url_text_error
@@ -161,10 +162,17 @@ class TextGuardMiddleware(_HTTPMiddleware):
     Checks the path and query (percent-escapes must decode as UTF-8) and, for a request with a
     body, the whole body (read here, already bounded by :class:`BodySizeLimitMiddleware`, then
     handed on unchanged): see ``service.text``. Every string a route then reads is encodable.
+    A binary file (a GGUF tokenizer, by its magic) posted to one of ``binary_paths`` is handed on
+    unread: the route parses it as what it is.
 
     Args:
         app: the wrapped application.
+        binary_paths: the paths that take binary files as bodies.
     """
+
+    def __init__(self, app: ASGIApp, binary_paths: frozenset[str] = frozenset()) -> None:
+        super().__init__(app)
+        self.binary_paths = binary_paths
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw_path = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogatepass")
@@ -186,7 +194,9 @@ class TextGuardMiddleware(_HTTPMiddleware):
                 return
             if complete:
                 body = b"".join(chunks)
-                if len(body) > _THREAD_CHECK_BYTES:
+                if scope["path"] in self.binary_paths and body.startswith(GGUF_MAGIC):
+                    error = None
+                elif len(body) > _THREAD_CHECK_BYTES:
                     error = await asyncio.to_thread(body_text_error, body)
                 else:
                     error = body_text_error(body)

@@ -9,6 +9,7 @@ largest id.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -164,6 +165,8 @@ def hf_parts(
         ll=ll,
         encoder=encode,
         tokenize=tokenize,
+        # The library's own serialisation: normaliser, pre-tokeniser, merges, added tokens.
+        tokenization=b"tokenizers\0" + hashlib.sha256(model.to_str().encode("utf-8")).digest(),
     )
 
 

@@ -26,6 +26,8 @@ class TokenizerParts:
         tokenize: The model's own tokenization of a whole text (a prompt) without BOS, as its
             tokenizer gives it (SentencePiece vocabularies add their space prefix); the flag says
             whether special-token text becomes the control token.
+        tokenization: What identifies the encoders' rules beyond the tokens (a pre-tokenizer's
+            pattern, a normalizer): part of the tokenizer's digest.
     """
 
     tokens: list[bytes]
@@ -35,3 +37,4 @@ class TokenizerParts:
     ll: llguidance.LLTokenizer
     encoder: Callable[[str], list[int]]
     tokenize: Callable[[str, bool], list[int]]
+    tokenization: bytes

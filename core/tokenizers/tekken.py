@@ -87,4 +87,5 @@ def tiktoken_parts(
         tokenize=lambda text, special: encoding.encode(
             text, allowed_special="all" if special else set(), disallowed_special=()
         ),
+        tokenization=b"tiktoken\0" + pattern.encode("utf-8"),
     )

@@ -8,8 +8,10 @@ Conventions shared by every source (:mod:`~core.tokenizers.tekken`, :mod:`~core.
 * ``decode`` renders special tokens as their names (``"</s>"``), as llguidance and Hugging Face
   do by default; pass ``skip_special_tokens=True`` to drop them. Invalid UTF-8 becomes U+FFFD.
 * ``digest`` identifies the vocabulary and its settings (every token's bytes, the special ids, the
-  set of end tokens, BOS): two tokenizers with the same digest give the same masks, on any
-  machine, whatever file they were read from (a GGUF and a ``tokenizer.json`` of one model).
+  set of end tokens, BOS, the rules of its encoders): two tokenizers with the same digest give
+  the same masks and the same tokenizations, on any machine. Tokenizers whose token bytes, special
+  ids and end tokens agree give the same masks even when their digests differ (a GGUF and a
+  ``tokenizer.json`` of one model, written differently).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from core.tokenizers.vocabulary import vocabulary_parts
 
 __all__ = ["Tokenizer"]
 
-_DIGEST_TAG: Final = b"guidance-vocabulary-v2\0"
+_DIGEST_TAG: Final = b"guidance-tokenizer-v2\0"
 #: The first bytes of a GGUF file.
 GGUF_MAGIC: Final = b"GGUF"
 
@@ -50,7 +52,7 @@ class Tokenizer:
         bos_token_id: The beginning-of-sequence id, or ``None`` if the vocabulary has none.
         special_token_ids: Ids of control tokens (never produced by :meth:`encode`).
         digest: SHA-256 hex digest of the vocabulary and its settings (token bytes, special ids,
-            end tokens, BOS).
+            end tokens, BOS, the encoders' rules).
         ll: The ``llguidance.LLTokenizer``, built once and shared by every matcher.
     """
 
@@ -379,7 +381,8 @@ def _digest(parts: TokenizerParts) -> str:
     special_ids = sorted(parts.special_token_ids)
     ends = sorted(parts.eos_token_ids)
     bos = -1 if parts.bos_token_id is None else parts.bos_token_id
-    digest.update(struct.pack("<QqQQ", len(parts.tokens), bos, len(ends), len(special_ids)))
+    digest.update(struct.pack("<QqQQQ", len(parts.tokens), bos, len(ends), len(special_ids), len(parts.tokenization)))
+    digest.update(parts.tokenization)
     digest.update(struct.pack(f"<{len(ends)}Q{len(special_ids)}Q", *ends, *special_ids))
     pack = struct.Struct("<I").pack
     digest.update(b"".join([pack(len(t)) + t for t in parts.tokens]))

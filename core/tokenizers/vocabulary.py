@@ -80,6 +80,7 @@ def vocabulary_parts(
         ll=ll,
         encoder=greedy,
         tokenize=tokenize,
+        tokenization=b"greedy",
     )
 
 

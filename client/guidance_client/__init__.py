@@ -12,9 +12,13 @@ Two clients with the same methods, :class:`GuidanceClient` (sync) and
         grammar.fill_next_token_bitmask(bitmask, 0)      # row 0: the allowed next tokens
         grammar.accept_tokens([token])                   # False if the constraint forbids it
 
-A whole decoding batch steps in one round trip with :class:`GrammarBatch`. The wire format is in
-:mod:`guidance_client.wire`; requests and answers without I/O in :mod:`guidance_client.protocol`;
-the errors in :mod:`guidance_client.errors`.
+A whole decoding batch steps in one round trip with :class:`GrammarBatch`. Masks fit one
+vocabulary: ``client.align_vocabulary(ModelVocabulary.from_hf(tokenizer, ...))`` registers the
+model's tokenizer by content, has the server compare it with the model, and answers the tokenizer
+to compile against, or raises :class:`VocabularyMismatch` naming what differs. The wire format is
+in :mod:`guidance_client.wire`; requests and answers without I/O in :mod:`guidance_client.protocol`
+(and :mod:`guidance_client.alignment`, :mod:`guidance_client.events`); the model's side of an
+alignment in :mod:`guidance_client.vocabulary`; the errors in :mod:`guidance_client.errors`.
 """
 
 from __future__ import annotations
@@ -25,7 +29,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from guidance_client._async.client import AsyncGrammarBatch, AsyncGuidanceClient, AsyncRemoteGrammar
     from guidance_client._sync.client import GrammarBatch, GuidanceClient, RemoteGrammar
-    from guidance_client.errors import GuidanceClientError, ProtocolError, RemoteError, TimeoutError, TransportError
+    from guidance_client.alignment import TokenizerInfo, VocabularyCheck
+    from guidance_client.errors import (
+        GuidanceClientError,
+        ProtocolError,
+        RemoteError,
+        TimeoutError,
+        TransportError,
+        VocabularyMismatch,
+    )
     from guidance_client.protocol import (
         WORKER_HEADER,
         AcceptResult,
@@ -36,6 +48,7 @@ if TYPE_CHECKING:
         StepStatus,
         program_spec,
     )
+    from guidance_client.vocabulary import ModelVocabulary
     from guidance_client.wire import MaskEncoding
 
 __all__ = [
@@ -47,6 +60,7 @@ __all__ = [
     "GuidanceClient",
     "GuidanceClientError",
     "MaskEncoding",
+    "ModelVocabulary",
     "ProgramInfo",
     "ProtocolError",
     "RemoteError",
@@ -56,7 +70,10 @@ __all__ = [
     "StepResult",
     "StepStatus",
     "TimeoutError",
+    "TokenizerInfo",
     "TransportError",
+    "VocabularyCheck",
+    "VocabularyMismatch",
     "WORKER_HEADER",
     "program_spec",
 ]
@@ -65,9 +82,18 @@ __version__ = "0.1.0"
 
 # Names load on first use, so the server's engine code can import ``guidance_client.wire``
 # (numpy only) without httpx and the clients.
-_ERRORS = ("GuidanceClientError", "ProtocolError", "RemoteError", "TimeoutError", "TransportError")
+_ERRORS = (
+    "GuidanceClientError",
+    "ProtocolError",
+    "RemoteError",
+    "TimeoutError",
+    "TransportError",
+    "VocabularyMismatch",
+)
 _HOMES = {
-    **dict.fromkeys(("AsyncGrammarBatch", "AsyncGuidanceClient", "AsyncRemoteGrammar"), "guidance_client._async.client"),
+    **dict.fromkeys(
+        ("AsyncGrammarBatch", "AsyncGuidanceClient", "AsyncRemoteGrammar"), "guidance_client._async.client"
+    ),
     **dict.fromkeys(("GrammarBatch", "GuidanceClient", "RemoteGrammar"), "guidance_client._sync.client"),
     **dict.fromkeys(_ERRORS, "guidance_client.errors"),
     **dict.fromkeys(
@@ -83,6 +109,8 @@ _HOMES = {
         ),
         "guidance_client.protocol",
     ),
+    **dict.fromkeys(("TokenizerInfo", "VocabularyCheck"), "guidance_client.alignment"),
+    "ModelVocabulary": "guidance_client.vocabulary",
     "MaskEncoding": "guidance_client.wire",
 }
 

@@ -4,7 +4,9 @@
     ├── TransportError           the request or its answer was lost (connect, reset, timeout)
     │   └── TimeoutError         no answer within the client's timeout (also a builtin TimeoutError)
     ├── ProtocolError            an answer that is not what the server's API defines
-    └── RemoteError              an error answer: the server's RFC 9457 problem document
+    ├── RemoteError              an error answer: the server's RFC 9457 problem document
+    └── VocabularyMismatch       the model's vocabulary is not the server tokenizer's: no mask
+                                 of that tokenizer may be applied to the model's logits
 
 Calls that go through a remote grammar or a batch replay their session and retry after a
 :class:`TransportError`, or a :class:`RemoteError` for a lost session or an unavailable replica
@@ -15,10 +17,17 @@ Calls that go through a remote grammar or a batch replay their session and retry
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["GuidanceClientError", "ProtocolError", "RemoteError", "TimeoutError", "TransportError"]
+__all__ = [
+    "GuidanceClientError",
+    "ProtocolError",
+    "RemoteError",
+    "TimeoutError",
+    "TransportError",
+    "VocabularyMismatch",
+]
 
 
 class GuidanceClientError(Exception):
@@ -61,3 +70,23 @@ class RemoteError(GuidanceClientError):
         retry = problem.get("retry_after")
         self.retry_after: float | None = float(retry) if isinstance(retry, (int, float)) else None
         super().__init__(f"{status} {self.code}: {self.detail}")
+
+
+class VocabularyMismatch(GuidanceClientError):
+    """The model's vocabulary differs from the server tokenizer's; raised before any mask is applied.
+
+    Attributes:
+        tokenizer: the server tokenizer the model was checked against.
+        differences: what differs, one sentence each (the logits width, the end tokens, a
+            token's bytes ...), as the server's check (``POST /tokenizers/{name}/check``) or the
+            adapter found them.
+    """
+
+    def __init__(self, tokenizer: str, differences: Sequence[str]) -> None:
+        self.tokenizer = tokenizer
+        self.differences = list(differences) or ["the server reports the vocabularies as not aligned"]
+        listed = "; ".join(self.differences)
+        super().__init__(
+            f"the model's vocabulary does not match the server's tokenizer {tokenizer!r}, so its masks "
+            f"cannot be applied: {listed}"
+        )

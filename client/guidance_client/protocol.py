@@ -1,4 +1,4 @@
-"""The client without I/O: requests built, answers parsed, retries decided, batches planned.
+"""The client without I/O: requests built, answers parsed, retries decided.
 
 Nothing here touches a socket. Each API call is a function returning a :class:`Request` (method,
 path, body, headers, and how to parse the answer); a transport sends it and gives back an
@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 
 from guidance_client import wire
 from guidance_client.errors import GuidanceClientError, ProtocolError, RemoteError, TransportError
+from guidance_client.events import EventReader, SessionEvent, watch_headers, watch_path
 
 __all__ = [
     "AUTHORIZATION_HEADER",
@@ -28,14 +29,12 @@ __all__ = [
     "Answer",
     "EventReader",
     "GONE",
-    "GrammarState",
     "ProgramInfo",
     "REFUSED",
     "REPLAY_CHUNK",
     "Request",
     "SessionEvent",
     "SessionInfo",
-    "StepPlan",
     "StepResult",
     "StepStatus",
     "WORKER_HEADER",
@@ -188,6 +187,7 @@ class AcceptResult:
     forced_tokens: list[int]
     variables: dict[str, Any]
     partial: dict[str, Any] | None = None  # every capture so far, when asked for
+    eos_token_id: int | None = None  # the end token that terminated the session, if it has
 
 
 @dataclass(frozen=True)
@@ -212,8 +212,8 @@ class StepStatus:
         status: ``ok`` (tokens accepted), ``rejected`` (a token refused; the session is
             unchanged) or ``error`` (see ``error``: unknown or expired session, invalid ids...).
         accepted: tokens accepted (0 unless ``ok``).
-        terminated: the session accepted EOS.
-        accepting: EOS is allowed now.
+        terminated: the session accepted one of its tokenizer's end tokens.
+        accepting: an end token is allowed now.
         forced_tokens: tokens the constraint forces next (empty if the step did not ask for them).
         row: the session's first mask row; ``rows``: its rows (1 + draft tokens).
         index: for ``rejected``, the position of the refused token.
@@ -221,6 +221,7 @@ class StepStatus:
         error: for ``error``, the problem document.
         partial: with ``variables="partial"``, every capture so far: ``{name: {"value",
             "complete", ...}}``, the ones still being generated with their text so far.
+        eos_token_id: the end token that terminated the session, or None.
     """
 
     session_id: str
@@ -235,6 +236,7 @@ class StepStatus:
     variables: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     partial: dict[str, Any] | None = None
+    eos_token_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -266,6 +268,7 @@ def _accepted(data: Mapping[str, Any]) -> AcceptResult:
         forced_tokens=list(data["forced_tokens"]),
         variables=dict(data["variables"]),
         partial=data.get("partial"),
+        eos_token_id=data.get("eos_token_id"),
     )
 
 
@@ -302,6 +305,7 @@ def parse_step(answer: Answer) -> StepResult:
             get(s, "variables"),
             get(s, "error"),
             get(s, "partial"),
+            get(s, "eos_token_id"),
         )
         for s in header["sessions"]
     ]
@@ -370,7 +374,9 @@ def create_session(program_id: str | None = None, spec: Mapping[str, Any] | None
     return _json_request("POST", "/sessions", body, lambda d: str(d["session_id"]))
 
 
-def accept(session_id: str, tokens: Sequence[int], dry_run: bool = False, partial: bool = False) -> Request[AcceptResult]:
+def accept(
+    session_id: str, tokens: Sequence[int], dry_run: bool = False, partial: bool = False
+) -> Request[AcceptResult]:
     """``POST /sessions/{id}/accept`` (``partial``: the answer has every capture's partial value)."""
     body: dict[str, Any] = {"tokens": [int(t) for t in tokens]}
     if dry_run:
@@ -483,222 +489,3 @@ def delay(backoff: float, attempt: int, e: GuidanceClientError) -> float:
     if isinstance(e, RemoteError) and e.retry_after:
         seconds = max(seconds, min(e.retry_after, 5.0))
     return seconds
-
-
-# -- grammars and batches ----------------------------------------------------------------------
-
-
-class GrammarState:
-    """What a remote grammar keeps locally: the spec, the program, the session, the tokens.
-
-    Enough to rebuild the session anywhere (replay). The remote grammars add a client.
-
-    Attributes:
-        spec: the compile body of the program.
-        program: the compiled program's description.
-        session_id: the server-side session.
-        tokens: tokens accepted so far.
-    """
-
-    def __init__(
-        self,
-        spec: Mapping[str, Any],
-        program: ProgramInfo,
-        session_id: str,
-        tokens: Sequence[int] = (),
-        terminated: bool = False,
-        variables: Mapping[str, Any] | None = None,
-    ) -> None:
-        self.spec = dict(spec)
-        self.program = program
-        self.session_id = session_id
-        self.tokens = list(tokens)
-        self._terminated = terminated
-        self._variables = dict(variables or {})
-        self._partial: dict[str, Any] = {}
-        self._lost = False
-
-    @property
-    def vocab_size(self) -> int:
-        """The program's vocabulary size."""
-        return self.program.vocab_size
-
-    @property
-    def mask_words(self) -> int:
-        """Words in one mask row."""
-        return self.program.mask_words
-
-    def is_terminated(self) -> bool:
-        """True once EOS has been accepted."""
-        return self._terminated
-
-    def get_variable_values(self, partial: bool = False) -> dict[str, Any]:
-        """The values captured so far, by name.
-
-        With ``partial``, every capture so far as ``{name: {"value", "complete", ...}}`` (the
-        ones still being generated with their text so far), as of the last call that asked the
-        server for them: an accept of a grammar with ``partial = True``, or a step of a batch
-        made with ``variables="partial"``.
-        """
-        return dict(self._partial) if partial else dict(self._variables)
-
-    def _update(self, terminated: bool, variables: Mapping[str, Any], partial: Mapping[str, Any] | None = None) -> None:
-        self._terminated = terminated
-        self._variables = dict(variables)
-        if partial is not None:
-            self._partial = dict(partial)
-
-    def _reopened(self, info: ProgramInfo) -> None:
-        assert info.session_id is not None
-        self.program, self.session_id, self._lost = info, info.session_id, False
-
-
-class StepPlan:
-    """A batched step with replay: which grammars still need an answer.
-
-    A step goes out for every pending grammar; answers for sessions the server lost (unknown or
-    expired: a restarted or different replica) mark those grammars lost and pending again, so
-    they are replayed and stepped alone. Tokens are applied exactly once per grammar.
-    """
-
-    def __init__(
-        self,
-        grammars: Sequence[GrammarState],
-        tokens: Sequence[Sequence[int]],
-        bitmask: NDArray[np.int32] | None,
-    ) -> None:
-        if len(tokens) != len(grammars):
-            raise ValueError(f"{len(tokens)} token lists for {len(grammars)} grammars")
-        self.grammars = grammars
-        self.tokens = [[int(t) for t in ts] for ts in tokens]
-        self.bitmask = bitmask
-        self.pending = list(range(len(grammars)))
-        self.statuses: list[StepStatus | None] = [None] * len(grammars)
-
-    def items(self) -> list[tuple[Any, ...]]:
-        """The step's ``(session_id, tokens)`` for the pending grammars."""
-        return [(self.grammars[i].session_id, self.tokens[i]) for i in self.pending]
-
-    def lost(self) -> list[int]:
-        """The pending grammars that need a replay before the step."""
-        return [i for i in self.pending if self.grammars[i]._lost]
-
-    def fail_all(self) -> None:
-        """The step failed as a whole: replay every pending grammar before the next try."""
-        for i in self.pending:
-            self.grammars[i]._lost = True
-
-    def apply(self, result: StepResult) -> None:
-        """Take the answers; raise for a retry if some sessions were gone (they stay pending)."""
-        still: list[int] = []
-        masks = result.masks
-        words = masks.shape[1]
-        if self.bitmask is not None and self.bitmask.shape[1] < words:
-            raise ValueError(f"bitmask rows have {self.bitmask.shape[1]} words, the masks have {words}")
-        done_rows: list[int] = []
-        done_src: list[int] = []
-        for i, st in zip(self.pending, result.statuses):
-            g = self.grammars[i]
-            if st.status == "error" and st.error is not None and st.error.get("code") in GONE:
-                g._lost = True
-                still.append(i)
-                continue
-            if st.status == "ok":
-                g.tokens.extend(self.tokens[i])
-            if st.status != "error":
-                g._terminated = st.terminated
-                if st.variables is not None:
-                    g._variables = dict(st.variables)
-                if st.partial is not None:
-                    g._partial = dict(st.partial)
-            self.statuses[i] = st
-            done_rows.append(i)
-            done_src.append(st.row)
-        if self.bitmask is not None and done_rows:
-            n = len(done_rows)
-            if done_rows == done_src == list(range(n)):  # the usual step: one contiguous copy
-                self.bitmask[:n, :words] = masks[:n]
-                self.bitmask[:n, words:] = 0
-            else:
-                self.bitmask[done_rows, :words] = masks[done_src]
-                self.bitmask[done_rows, words:] = 0
-        self.pending = still
-        if still:
-            raise RemoteError(404, {"code": "session-not-found", "detail": "sessions lost; replaying"})
-
-    def result(self) -> list[StepStatus]:
-        """Every grammar's status, in order (once nothing is pending)."""
-        assert not self.pending
-        return [st for st in self.statuses if st is not None]
-
-
-# -- watching a session (Server-Sent Events) ---------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SessionEvent:
-    """One event of a watched session (``GET /sessions/{id}/events``).
-
-    Attributes:
-        id: the event's id (give it as ``last_event_id`` to resume after it).
-        event: ``snapshot``, ``accept``, ``rollback`` or ``end``.
-        data: its JSON payload: ``accept`` has ``text`` (new text), ``variables`` (the captures
-            whose partial value changed, ``{name: {"value", "complete", ...}}``), ``tokens``,
-            ``accepted``, ``terminated``, ``accepting``; ``snapshot`` and ``rollback`` the whole
-            state; ``end`` the ``reason``.
-    """
-
-    id: str
-    event: str
-    data: dict[str, Any]
-
-
-class EventReader:
-    """Turns the lines of an event stream into :class:`SessionEvent` s (no I/O).
-
-    ``feed(line)`` for each line (without its line break) returns an event when a blank line ends
-    one; comments (heartbeats) and unknown fields are skipped.
-    """
-
-    def __init__(self) -> None:
-        self._fields: dict[str, str] = {}
-        self._data: list[str] = []
-        self.last_event_id: str | None = None
-
-    def feed(self, line: str) -> SessionEvent | None:
-        """Take one line; the event it completes, if any."""
-        if not line:
-            if not self._data:
-                self._fields.clear()
-                return None
-            data, fields = "\n".join(self._data), self._fields
-            self._data, self._fields = [], {}
-            event_id = fields.get("id", self.last_event_id or "")
-            self.last_event_id = event_id
-            try:
-                payload = json.loads(data)
-            except ValueError as e:
-                raise ProtocolError(f"event data is not JSON: {data[:80]!r}") from e
-            return SessionEvent(event_id, fields.get("event", "message"), payload)
-        if line.startswith(":"):
-            return None
-        name, _, value = line.partition(":")
-        value = value[1:] if value.startswith(" ") else value
-        if name == "data":
-            self._data.append(value)
-        elif name in ("id", "event"):
-            self._fields[name] = value
-        return None
-
-
-def watch_path(session_id: str) -> str:
-    """The path of a session's event stream."""
-    return _sid(session_id) + "/events"
-
-
-def watch_headers(last_event_id: str | None) -> dict[str, str]:
-    """Headers of an event stream request (``Last-Event-ID`` to resume)."""
-    headers = {"Accept": "text/event-stream"}
-    if last_event_id:
-        headers["Last-Event-ID"] = last_event_id
-    return headers

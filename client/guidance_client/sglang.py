@@ -19,6 +19,15 @@ A constraint the server refuses becomes SGLang's invalid grammar, with the serve
 SGLang aborts the request before it runs. SGLang caches invalid grammars too, so a server that
 cannot be reached at that moment gives a grammar compiled at its first step instead.
 
+**Alignment.** SGLang builds the backend with the model's tokenizer, vocabulary size and end
+tokens; the backend aligns with them there: the tokenizer is registered with the server by content
+and the server compares the model with it (the logits width, the end tokens: SGLang's
+``eos_token_ids`` and the tokenizer's EOS, and a sample of token bytes). A difference raises
+:class:`~guidance_client.errors.VocabularyMismatch`, so SGLang does not start. With
+``GUIDANCE_CLIENT_TOKENIZER`` set, that server tokenizer is checked instead. Constraints compile
+against the aligned tokenizer (SGLang's requests name none). A server unreachable at start is
+aligned with when the first constraint needs it.
+
 A decoding step costs one ``POST /step`` for the whole batch: SGLang fills the batch's int32
 vocabulary mask (the wire's layout: bit set = allowed) through
 :meth:`GuidanceGrammar.fill_vocab_mask_batched`, which sends every grammar's tokens accepted since
@@ -46,9 +55,9 @@ from sglang.srt.constrained.base_grammar_backend import (
 )
 
 from guidance_client._sync.client import GrammarBatch, RemoteGrammar
-from guidance_client.errors import GuidanceClientError, RemoteError
+from guidance_client.errors import GuidanceClientError, RemoteError, VocabularyMismatch
 from guidance_client.protocol import ProgramInfo
-from guidance_client.serving import ServingConfig
+from guidance_client.serving import Alignment, ServingConfig, model_vocabulary
 from guidance_client.torch_masks import allow_only, unpack
 
 __all__ = ["BACKEND_NAME", "GuidanceBackend", "GuidanceGrammar", "register"]
@@ -189,10 +198,13 @@ class GuidanceBackend(BaseGrammarBackend):
 
     Args:
         server_args: SGLang's server arguments (unused).
-        tokenizer: the model's tokenizer (unused: the server's tokenizer must be the model's; see
-            ``GUIDANCE_CLIENT_TOKENIZER``).
-        vocab_size: the model's vocabulary size (the masks' width).
-        eos_token_ids: the model's EOS ids.
+        tokenizer: the model's tokenizer (registered with the server by content), or None when
+            SGLang runs without one (then ``GUIDANCE_CLIENT_TOKENIZER`` names the server's).
+        vocab_size: the model's vocabulary size (the logits width).
+        eos_token_ids: the model's end tokens (the tokenizer's EOS is one too).
+
+    Raises:
+        VocabularyMismatch: the model's vocabulary is not the server tokenizer's.
     """
 
     def __init__(
@@ -201,11 +213,24 @@ class GuidanceBackend(BaseGrammarBackend):
         super().__init__()
         self.config = ServingConfig.load()
         self.vocab_size = int(vocab_size)
-        self.eos_token_ids = frozenset(int(t) for t in eos_token_ids or ())
+        ends = {int(t) for t in eos_token_ids or ()}
+        if tokenizer is not None and getattr(tokenizer, "eos_token_id", None) is not None:
+            ends.add(int(tokenizer.eos_token_id))  # SGLang stops on both
+        self.eos_token_ids = frozenset(ends)
         # Compiles run in SGLang's executor threads, steps in its scheduler thread: a client each
         # (the decode-loop connection is not shared between threads).
         self.compiler = self.config.client()
         self.client = self.config.client()
+        try:
+            vocabulary = model_vocabulary(tokenizer, self.vocab_size, ends)
+            self.alignment = Alignment(self.compiler, vocabulary, self.config.tokenizer)  # a mismatch raises here
+        except BaseException:
+            self.compiler.close()
+            self.client.close()
+            executor = getattr(self, "executor", None)  # SGLang's compile threads
+            if executor is not None:
+                executor.shutdown(wait=False)
+            raise
 
     def dispatch_json(self, key_string: str) -> BaseGrammarObject:
         """A JSON schema (its text), or any JSON for SGLang's ``$$ANY$$``."""
@@ -224,31 +249,20 @@ class GuidanceBackend(BaseGrammarBackend):
         return InvalidGrammarObject(f"the {BACKEND_NAME} grammar backend does not support structural tags")
 
     def _compile(self, spec: dict[str, Any]) -> BaseGrammarObject:
-        spec = self.config.spec(spec)
+        program = None
         try:
+            spec = self.alignment.spec(spec)
             program = self.compiler.compile_spec(spec)
+        except VocabularyMismatch as e:
+            return InvalidGrammarObject(str(e))
         except RemoteError as e:
             if e.status < 500:  # the constraint itself is refused
                 return InvalidGrammarObject(f"{e.code}: {e.detail}")
-            program = None
         except GuidanceClientError as e:
-            program = None
             log.warning("guidance constraint server at %s unreachable, compiling later: %s", self.config.url, e)
         # SGLang caches what this returns, an invalid grammar too: a server that is down or
         # overloaded now gives a grammar that compiles at its first step, not a lasting refusal.
-        if program is not None:
-            mismatch = self._mismatch(program)
-            if mismatch is not None:
-                return InvalidGrammarObject(mismatch)
         return GuidanceGrammar(self, spec, program)
-
-    def _mismatch(self, program: ProgramInfo) -> str | None:
-        if program.vocab_size <= self.vocab_size:
-            return None
-        return (
-            f"the server's tokenizer has {program.vocab_size} ids, the model {self.vocab_size}: "
-            "name the model's tokenizer (GUIDANCE_CLIENT_TOKENIZER)"
-        )
 
     def step(self, grammars: Sequence[GuidanceGrammar], rows: Sequence[int], vocab_mask: torch.Tensor) -> None:
         """One ``POST /step``: send each grammar's pending tokens, write its mask in its row.
@@ -259,13 +273,12 @@ class GuidanceBackend(BaseGrammarBackend):
         for g in grammars:
             if g.remote is None and g.failed is None:
                 try:
+                    g.spec = self.alignment.spec(g.spec)  # the spec's tokenizer, if compiling failed before
                     g.remote = RemoteGrammar.open(self.client, g.spec)
+                except VocabularyMismatch as e:
+                    g._fail(str(e))
                 except GuidanceClientError as e:
                     g._fail(f"opening a session: {e}")
-                    continue
-                mismatch = self._mismatch(g.remote.program)
-                if mismatch is not None:
-                    g._fail(mismatch)
         live = [k for k, g in enumerate(grammars) if g.failed is None]
         words = vocab_mask.shape[1]
         block = np.zeros((len(live), words), dtype=np.int32)

@@ -8,18 +8,29 @@
 
     specs = [{"json_schema": schema}, {"regex": "[0-9]{3}"}]          # one compile body per row
     with GuidanceClient("http://127.0.0.1:8000") as client, \
-            GuidanceLogitsProcessor(client, specs, pipelined=True) as processor:
+            GuidanceLogitsProcessor(client, specs, tokenizer=tokenizer, model=model, pipelined=True) as processor:
         out = model.generate(
             **inputs,
             logits_processor=LogitsProcessorList([processor]),
             stopping_criteria=StoppingCriteriaList([processor.stopping_criteria]),
         )
-        processor.finish(out)                                          # the final EOS
+        processor.finish(out)                                          # the final end token
         processor.grammars[0].get_variable_values()
 
 One ``POST /step`` per generation step carries the whole batch: each unfinished row's new token
-and its next mask. A row is finished once its constraint has accepted EOS; its later (padding)
-tokens are not sent and its logits are left alone.
+and its next mask. A row is finished once its constraint has accepted one of its end tokens; its
+later (padding) tokens are not sent and its logits are left alone.
+
+**Alignment.** With ``tokenizer=`` (the model's own) the processor registers that tokenizer with
+the server by content, compiles every spec against it (a spec naming another server tokenizer is
+checked against the model instead), and has the server compare the model's side with it before
+the first forward pass: the logits width (from ``model``; without it, from the first logits, before
+any mask is applied), the end tokens (``model.generation_config``'s, or ``generation_config=``'s,
+else the tokenizer's EOS), and a sample of token bytes. Anything that differs raises
+:class:`~guidance_client.errors.VocabularyMismatch`. Without ``tokenizer=`` the specs compile
+against the tokenizers they name (the server's default otherwise), and only what the processor
+knows is checked: the logits width (from ``model``, else the first logits), and the end tokens
+when ``model`` or ``generation_config`` is given; not the tokens themselves.
 
 **Pipelined.** transformers calls its stopping criteria right after the new tokens are appended
 and before the next forward pass. With ``pipelined=True`` that is where the step is sent (from a
@@ -51,9 +62,11 @@ import torch
 from numpy.typing import NDArray
 
 from guidance_client._sync.client import GrammarBatch, GuidanceClient, RemoteGrammar
+from guidance_client.aligned import Aligned, check_tokenizers
 from guidance_client.errors import GuidanceClientError
 from guidance_client.logits import MaskPlan
 from guidance_client.protocol import StepStatus
+from guidance_client.vocabulary import ModelVocabulary, hf_vocabulary
 from guidance_client.wire import MaskEncoding
 
 __all__ = ["GuidanceLogitsProcessor", "StepSender", "apply_plan"]
@@ -86,15 +99,31 @@ class GuidanceLogitsProcessor:
         client: the client of the server.
         specs: one ``POST /compile`` body per batch row (a dict, as the HTTP API takes it, e.g.
             ``{"regex": "[0-9]+"}`` or ``{"template": ..., "tokenizer": "mine"}``).
+        tokenizer: the model's own tokenizer (a fast ``transformers`` tokenizer): registered with
+            the server by content, the specs compile against it, and the model is checked
+            against it before the first forward pass (see the module's "Alignment").
+        model: the model ``generate`` runs: its logits width and its ``generation_config``'s end
+            tokens are checked at once (without it, the width is checked at the first logits).
+        generation_config: the end tokens' source when no ``model`` is given (a
+            ``GenerationConfig``, or a dict with ``eos_token_id``).
         pipelined: send each step from the stopping-criteria hook (:attr:`stopping_criteria`),
             overlapping the next forward pass.
         mask_encoding: how masks travel (``"dense"``, or ``"blocks"`` for slow links).
 
     Attributes:
         grammars: row ``i``'s grammar (``get_variable_values()``, ``is_terminated()``).
-        stopping_criteria: the hook to pass to ``generate`` in pipelined mode.
+        aligned: the alignment with the model's tokenizer (None without ``tokenizer=``).
+        eos_token_ids: row ``i``'s end tokens (any of them ends its constraint).
+        ended_on: the end token that ended row ``i``'s constraint, as the server says (None while
+            it runs).
+        stopping_criteria: the hook to pass to ``generate`` (it ends a row on any of its end
+            tokens; in pipelined mode it also sends the step).
         steps: ``/step`` calls made so far.
         apply_seconds: time spent applying masks to logits (``applies`` times), for measurements.
+
+    Raises:
+        VocabularyMismatch: the model's vocabulary is not the server tokenizer's (at construction,
+            or at the first call when the logits width was not known before).
     """
 
     supports_continuous_batching = False  # one processor per generate call: rows must stay put
@@ -104,12 +133,33 @@ class GuidanceLogitsProcessor:
         client: GuidanceClient,
         specs: Sequence[Mapping[str, Any]],
         *,
+        tokenizer: Any = None,
+        model: Any = None,
+        generation_config: Any = None,
         pipelined: bool = False,
         mask_encoding: MaskEncoding = "dense",
     ) -> None:
         if not specs:
             raise ValueError("give one compile body per batch row")
         self.client = client
+        width = _logits_width(model) if model is not None else None
+        if generation_config is None and model is not None:
+            generation_config = getattr(model, "generation_config", None)
+        self.aligned: Aligned | None = None
+        self.eos_token_ids: list[frozenset[int]]
+        if tokenizer is not None:
+            self.aligned = Aligned(client, _vocabulary(tokenizer, generation_config, width))
+            specs = [self.aligned.spec(spec) for spec in specs]  # every tokenizer has the model's end tokens
+            self.eos_token_ids = [frozenset(self.aligned.eos_token_ids)] * len(specs)
+        else:
+            model_ends = _end_tokens(generation_config) if generation_config is not None else None
+            rows = [str(spec.get("tokenizer") or "default") for spec in specs]
+            if width is not None or model_ends is not None:
+                check_tokenizers(client, rows, vocab_size=width, eos_token_ids=model_ends)
+            ends = {t["tokenizer"]: frozenset(t["eos_token_ids"]) for t in client.tokenizers()}
+            self.eos_token_ids = [ends.get(name, frozenset()) for name in rows]
+        self._width_checked = width is not None
+        self.ended_on: list[int | None] = [None] * len(specs)
         self.grammars: list[RemoteGrammar] = []
         try:
             for spec in specs:
@@ -155,6 +205,8 @@ class GuidanceLogitsProcessor:
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         """Mask ``scores`` (``[batch, vocab]``) for the next token of every unfinished row."""
+        if not self._width_checked:  # before any mask is applied
+            self._check_width(int(scores.shape[-1]))
         if self._sent_len is None and self._pending is not None:
             self._adopt_first_step(input_ids)
         elif self._pending is None or self._sent_len != input_ids.shape[1]:
@@ -176,7 +228,7 @@ class GuidanceLogitsProcessor:
         return scores
 
     def finish(self, sequences: torch.Tensor) -> None:
-        """Accept what ``generate`` appended after the last call (the final EOS), with variables.
+        """Accept what ``generate`` appended after the last call (the final end token), with variables.
 
         Args:
             sequences: the tensor ``generate`` returned (``[batch, length]``; ``.sequences`` of a
@@ -208,10 +260,18 @@ class GuidanceLogitsProcessor:
 
     # -- internals
 
+    def _check_width(self, width: int) -> None:
+        if self.aligned is not None:
+            self.aligned.check_width(width)
+        else:
+            names = {g.spec.get("tokenizer") or "default" for g in self.grammars}
+            check_tokenizers(self.client, names, vocab_size=width)
+        self._width_checked = True
+
     def _row_tail(self, sequences: torch.Tensor, i: int) -> list[int]:
         assert self._sent_len is not None
         tail: list[int] = sequences[i, self._sent_len :].tolist()
-        # Padding after a row's EOS: generate pads finished rows; their EOS ends the constraint.
+        # Padding after a row's end token: generate pads finished rows; the end token ends the constraint.
         return tail
 
     def _check_history(self, input_ids: torch.Tensor) -> None:
@@ -279,6 +339,8 @@ class GuidanceLogitsProcessor:
 
     def _check(self, statuses: Sequence[StepStatus], rows: Sequence[int]) -> None:
         for i, st in zip(rows, statuses):
+            if st.eos_token_id is not None:
+                self.ended_on[i] = st.eos_token_id
             if st.status == "rejected":
                 raise GuidanceClientError(
                     f"row {i}: token {st.index} of the step was refused by the constraint (was the row "
@@ -290,9 +352,10 @@ class GuidanceLogitsProcessor:
 
 
 class StepSender:
-    """The stopping criterion of a pipelined :class:`GuidanceLogitsProcessor`: sends the step early.
+    """The stopping criterion of a :class:`GuidanceLogitsProcessor`.
 
-    It never stops generation (it answers False for every row).
+    It ends a row whose last token is one of its end tokens (any of the set ends the constraint,
+    whatever ``generate``'s own end tokens are), and in pipelined mode sends the step early.
     """
 
     def __init__(self, processor: GuidanceLogitsProcessor) -> None:
@@ -302,4 +365,31 @@ class StepSender:
         p = self.processor
         if p.pipelined and p._pending is None and p._sent_len is not None and not p._finished:
             p._send(input_ids, background=True)
-        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        last = input_ids[:, -1].tolist()
+        done = [t in ends for t, ends in zip(last, p.eos_token_ids)]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+def _vocabulary(tokenizer: Any, generation_config: Any, width: int | None) -> ModelVocabulary:
+    ends = _end_tokens(generation_config) if generation_config is not None else None
+    return hf_vocabulary(tokenizer, eos_token_ids=ends, vocab_size=width)
+
+
+def _end_tokens(generation_config: Any) -> list[int] | None:
+    """The end tokens of a ``GenerationConfig`` (or a dict): its ``eos_token_id``, an int or a list."""
+    if isinstance(generation_config, Mapping):
+        value = generation_config.get("eos_token_id")
+    else:
+        value = getattr(generation_config, "eos_token_id", None)
+    if value is None:
+        return None
+    return [int(value)] if isinstance(value, int) else [int(v) for v in value]
+
+
+def _logits_width(model: Any) -> int:
+    """The width of ``model``'s logits: its output embedding's rows, else its config's ``vocab_size``."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    weight = getattr(head, "weight", None)
+    if weight is not None:
+        return int(weight.shape[0])
+    return int(model.config.vocab_size)

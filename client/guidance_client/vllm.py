@@ -12,6 +12,19 @@ values are strings, numbers or lists)::
 
 Where the server is: :mod:`guidance_client.serving` (``GUIDANCE_CLIENT_URL`` ...).
 
+**Alignment.** When vLLM builds the processor it aligns with the engine's own tokenizer (the one
+vLLM loads from the model config, ``cached_tokenizer_from_config``): the tokenizer is registered
+with the server by content and the server compares it with the model: the logits width
+(``model_config.get_vocab_size()``), the end tokens (the tokenizer's EOS and the generation
+config's ``eos_token_id``, what vLLM stops on) and a sample of token bytes. A difference raises
+:class:`~guidance_client.errors.VocabularyMismatch` there, so vLLM does not start. With
+``GUIDANCE_CLIENT_TOKENIZER`` set, that server tokenizer is checked instead of registering the
+engine's. Specs compile against the aligned tokenizer; a spec naming another one is checked
+against the model first, and a mismatch fails that request (it may only stop). Without a tokenizer
+(``--skip-tokenizer-init``) ``GUIDANCE_CLIENT_TOKENIZER`` is required and only the width and the
+end tokens are checked. A server unreachable at start is aligned with at the first step instead
+(requests opened before then may only stop).
+
 How a step goes, as vLLM 0.33's model runner calls it (``GPUModelRunner.execute_model``:
 ``_update_states`` -> ``InputBatch.refresh_metadata`` -> ``update_state``, then the forward pass,
 then the sampler -> ``apply``):
@@ -60,8 +73,8 @@ from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDi
 
 from guidance_client import protocol
 from guidance_client._sync.client import GrammarBatch, GuidanceClient, RemoteGrammar
-from guidance_client.errors import GuidanceClientError, RemoteError
-from guidance_client.serving import ServingConfig
+from guidance_client.errors import GuidanceClientError, RemoteError, VocabularyMismatch
+from guidance_client.serving import Alignment, ServingConfig, model_vocabulary
 from guidance_client.torch_masks import allow_only, apply_masks
 
 if TYPE_CHECKING:
@@ -146,6 +159,17 @@ class GuidanceLogitsProcessor(LogitsProcessor):
         self.config = ServingConfig.load()
         self.client = self.config.client()
         self.vocab_size = _model_vocab_size(vllm_config)
+        model_config = vllm_config.model_config
+        tokenizer = _engine_tokenizer(model_config)
+        ends = _generation_end_tokens(model_config)
+        if tokenizer is not None and tokenizer.eos_token_id is not None:
+            ends.append(int(tokenizer.eos_token_id))  # vLLM stops on both
+        try:
+            vocabulary = model_vocabulary(tokenizer, self.vocab_size, ends)
+            self.alignment = Alignment(self.client, vocabulary, self.config.tokenizer)  # a mismatch raises here
+        except BaseException:
+            self.client.close()
+            raise
         self.rows: dict[int, _Row] = {}
         self._closing: list[RemoteGrammar] = []
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="guidance-vllm")
@@ -157,7 +181,9 @@ class GuidanceLogitsProcessor(LogitsProcessor):
         """Refuse a request whose constraint is malformed or does not compile.
 
         Runs in vLLM's API server process when the request arrives: the body is checked here, then
-        compiled by the server (which caches the program, so the worker's compile is a cache hit).
+        compiled by the server against ``GUIDANCE_CLIENT_TOKENIZER`` (or the server's default): a
+        constraint's syntax does not depend on the vocabulary. The worker compiles it again against
+        the model's aligned tokenizer (the same program, a cache hit, when that variable names it).
         A ``ValueError`` becomes vLLM's HTTP 400, with the server's problem detail in its message.
         """
         spec = constraint_of(sampling_params)
@@ -235,7 +261,7 @@ class GuidanceLogitsProcessor(LogitsProcessor):
             reason = None
         if spec is None:
             return
-        row = _Row(self.config.spec(spec), output, tuple(sorted(params.all_stop_token_ids)))
+        row = _Row(spec, output, tuple(sorted(params.all_stop_token_ids)))
         if reason is not None:
             row.fail(reason)
         self.rows[index] = row
@@ -296,15 +322,12 @@ class GuidanceLogitsProcessor(LogitsProcessor):
 
     def _open(self, row: _Row) -> None:
         try:
+            row.spec = self.alignment.spec(row.spec)
             row.grammar = RemoteGrammar.open(self.client, row.spec)
+        except VocabularyMismatch as e:
+            row.fail(str(e))
         except GuidanceClientError as e:
             row.fail(f"compiling {row.spec}: {e}")
-            return
-        if row.grammar.vocab_size > self.vocab_size:
-            row.fail(
-                f"the server's tokenizer has {row.grammar.vocab_size} ids, the model {self.vocab_size}: "
-                "name the model's tokenizer (GUIDANCE_CLIENT_TOKENIZER or the spec's 'tokenizer')"
-            )
 
     def _step_rows(self, live: list[_Row], masks: NDArray[np.int32], at: list[int]) -> None:
         grammars = [r.grammar for r in live if r.grammar is not None]
@@ -345,3 +368,20 @@ def _model_vocab_size(vllm_config: Any) -> int:
     if model_config is None:
         raise ValueError("guidance_client.vllm needs vllm_config.model_config (the model's vocabulary size)")
     return int(model_config.get_vocab_size())
+
+
+def _engine_tokenizer(model_config: Any) -> Any:
+    """The tokenizer vLLM uses for this model (None with ``skip_tokenizer_init``)."""
+    if getattr(model_config, "skip_tokenizer_init", False):
+        return None
+    from vllm.tokenizers import cached_tokenizer_from_config
+
+    return cached_tokenizer_from_config(model_config)
+
+
+def _generation_end_tokens(model_config: Any) -> list[int]:
+    """The generation config's ``eos_token_id`` (an id or a list), which vLLM adds to each request's stops."""
+    value = model_config.try_get_generation_config().get("eos_token_id")
+    if value is None:
+        return []
+    return [int(value)] if isinstance(value, int) else [int(v) for v in value]

@@ -29,6 +29,7 @@ def vocabulary_differences(
     vocab_size: int | None = None,
     eos_token_ids: Sequence[int] | None = None,
     token_bytes: Mapping[int, bytes] | None = None,
+    name: str | None = None,
 ) -> list[str]:
     """Everything in which a model's view of its vocabulary differs from ``tokenizer``.
 
@@ -37,11 +38,12 @@ def vocabulary_differences(
         vocab_size: The width of the model's logits; None: not checked.
         eos_token_ids: The model's end tokens; None: not checked.
         token_bytes: Some of the model's token ids with their bytes; None: not checked.
+        name: The tokenizer's name in the differences (default: its own).
 
     Returns:
         One sentence per difference (empty: aligned).
     """
-    name = tokenizer.name
+    name = tokenizer.name if name is None else name
     out: list[str] = []
     if vocab_size is not None and vocab_size < tokenizer.vocab_size:
         out.append(

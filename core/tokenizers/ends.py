@@ -44,7 +44,9 @@ BOS_CANDIDATES: Final = ("<s>", "<|begin_of_text|>", "<bos>", "<|startoftext|>")
 MAX_END_TOKENS: Final = 32
 
 
-def checked_end_tokens(ids: Iterable[int], vocab_size: int, special_ids: Iterable[int] | None = None) -> tuple[int, ...]:
+def checked_end_tokens(
+    ids: Iterable[int], vocab_size: int, special_ids: Iterable[int] | None = None
+) -> tuple[int, ...]:
     """``ids`` once each, in order, checked against the vocabulary.
 
     Args:
@@ -91,7 +93,9 @@ def config_end_tokens(
         content = _token_content(tokenizer_config.get("eos_token"), "eos_token")
         if content is not None:
             if content not in by_content:
-                raise TokenizerError(f"tokenizer_config.json: eos_token {content[:64]!r} is not a token of the tokenizer.json")
+                raise TokenizerError(
+                    f"tokenizer_config.json: eos_token {content[:64]!r} is not a token of the tokenizer.json"
+                )
             out.append(by_content[content])
     return out
 

@@ -133,7 +133,7 @@ async def check_tokenizer(
     """
     tok = tokenizers.get(name)
     differences = vocabulary_differences(
-        tok, vocab_size=body.vocab_size, eos_token_ids=body.eos_token_ids, token_bytes=body.token_bytes()
+        tok, vocab_size=body.vocab_size, eos_token_ids=body.eos_token_ids, token_bytes=body.token_bytes(), name=name
     )
     return VocabularyCheck(tokenizer=name, digest=tok.digest, aligned=not differences, differences=differences)
 

@@ -40,6 +40,8 @@ client = GuidanceClient("http://127.0.0.1:9", api_key="k")
 client.close()
 AsyncGuidanceClient("http://127.0.0.1:9")
 row = wire.pack_tokens([1, 40], 64)
+from guidance_client import alignment, vocabulary
+assert vocabulary.sample_ids(10) == list(range(10))
 assert wire.allowed_tokens(row, 64).tolist() == [1, 40]
 loaded = sorted(m for m in BLOCKED if m in sys.modules)
 assert not loaded, loaded
@@ -107,7 +109,15 @@ def test_the_sync_client_is_generated_from_the_async_source() -> None:
 
 
 @pytest.mark.parametrize(
-    "module", ["guidance_client"] + [f"guidance_client.{m}" for m in ("errors", "protocol", "transports", "wire")]
+    "module",
+    ["guidance_client"]
+    + [
+        f"guidance_client.{m}"
+        for m in (
+            *("aligned", "alignment", "errors", "events", "protocol"),
+            *("replay", "transports", "vocab_gguf", "vocabulary", "wire"),
+        )
+    ],
 )
 def test_all_is_sorted_and_importable(module: str) -> None:
     mod = importlib.import_module(module)

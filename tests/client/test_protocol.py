@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from guidance_client import ProtocolError, RemoteError, TimeoutError, TransportError, protocol
-from guidance_client.protocol import Answer, GrammarState, ProgramInfo, StepPlan, StepResult, StepStatus
+from guidance_client.protocol import Answer, ProgramInfo, StepResult, StepStatus
+from guidance_client.replay import GrammarState, StepPlan
 
 _PROGRAM = ProgramInfo("p", False, 64, 2, [], 0.0, "s0")
 

@@ -83,6 +83,6 @@ def train_bpe(vocab_size: int = 400) -> Any:
 
 @pytest.fixture(scope="session")
 def server() -> Iterator[Server]:
-    """One real server for the engine tests."""
-    with running() as s:
+    """One real server for the engine tests (room for the real vocabularies the models register)."""
+    with running(env={"GUIDANCE_SERVER_MAX_TOKENIZERS": "24"}) as s:
         yield s

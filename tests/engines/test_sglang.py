@@ -26,6 +26,9 @@ from tests.engines.serving import (  # noqa: F401 (fixtures)
     SCHEMA,
     VOCAB,
     client,
+    engine_tokenizer,
+    model_dir,
+    other_vocabulary,
     reference_allowed,
     server_url,
 )
@@ -46,22 +49,23 @@ with warnings.catch_warnings():  # torch's own deprecations, met while SGLang's 
     warnings.simplefilter("ignore", DeprecationWarning)
     from sglang.srt.sampling.sampling_batch_info import SamplingBatchInfo
 
-from guidance_client import GuidanceClient  # noqa: E402
+from guidance_client import GuidanceClient, VocabularyMismatch  # noqa: E402
 from guidance_client.sglang import BACKEND_NAME, GuidanceBackend, GuidanceGrammar, register  # noqa: E402
 
 LARK = 'start: ("yes" | "no") "!"?'
 
 
 @pytest.fixture
-def backend(server_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[GuidanceBackend]:
-    """The backend as SGLang's ``create_grammar_backend`` builds a registered one."""
+def backend(server_url: str, engine_tokenizer: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[GuidanceBackend]:
+    """The backend as SGLang's ``create_grammar_backend`` builds a registered one, with the model's tokenizer."""
     monkeypatch.setenv("GUIDANCE_CLIENT_URL", server_url)
     register()
-    b = GRAMMAR_BACKEND_REGISTRY[BACKEND_NAME](None, None, VOCAB, {EOS})
+    b = GRAMMAR_BACKEND_REGISTRY[BACKEND_NAME](None, engine_tokenizer, VOCAB, {EOS})
     assert isinstance(b, GuidanceBackend)
+    made = (b.client, b.compiler)  # a test may swap them for others
     yield b
-    b.client.close()
-    b.compiler.close()
+    for c in {*made, b.client, b.compiler}:
+        c.close()
     b.executor.shutdown(wait=True)
 
 
@@ -253,3 +257,42 @@ def test_the_command_line_takes_the_backend() -> None:
     register()
     args = prepare_server_args(["--model-path", "/nonexistent", "--grammar-backend", BACKEND_NAME])
     assert args.grammar_backend == BACKEND_NAME
+
+
+# -- alignment with the model's tokenizer ---------------------------------------------------------
+
+
+def test_the_backend_aligns_with_the_models_tokenizer(backend: GuidanceBackend, client: GuidanceClient) -> None:
+    name = backend.alignment.aligned().tokenizer
+    listed = {t["tokenizer"]: t for t in client.tokenizers()}
+    assert name.startswith("hf-") and (listed[name]["vocab_size"], listed[name]["eos_token_ids"]) == (VOCAB, [EOS])
+    g = grammar_for(backend, ("regex", REGEX))
+    assert isinstance(g, GuidanceGrammar) and g.spec["tokenizer"] == name
+
+
+@pytest.mark.parametrize(
+    ("vocab_size", "eos_token_ids", "named", "difference"),
+    [
+        (VOCAB - 32, {EOS}, None, "vocabulary size"),  # logits narrower than the tokenizer
+        (VOCAB, {EOS, 3}, "default", "end tokens"),  # the model stops on more tokens than the server's
+        (VOCAB, {EOS}, "other", "token strings"),  # a server tokenizer of another vocabulary
+    ],
+    ids=["narrower-logits", "more-end-tokens", "other-vocabulary"],
+)
+def test_a_mismatch_stops_sglang_from_starting(
+    server_url: str,
+    engine_tokenizer: Any,
+    other_vocabulary: str,
+    monkeypatch: pytest.MonkeyPatch,
+    vocab_size: int,
+    eos_token_ids: set[int],
+    named: str | None,
+    difference: str,
+) -> None:
+    monkeypatch.setenv("GUIDANCE_CLIENT_URL", server_url)
+    if named is not None:
+        monkeypatch.setenv("GUIDANCE_CLIENT_TOKENIZER", other_vocabulary if named == "other" else named)
+    register()
+    with pytest.raises(VocabularyMismatch) as e:
+        GRAMMAR_BACKEND_REGISTRY[BACKEND_NAME](None, engine_tokenizer, vocab_size, eos_token_ids)
+    assert [d.split(":")[0] for d in e.value.differences] == [difference]

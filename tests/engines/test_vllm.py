@@ -15,6 +15,7 @@ import random
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -28,6 +29,8 @@ from tests.engines.serving import (  # noqa: F401 (fixtures)
     SCHEMA,
     VOCAB,
     client,
+    model_dir,
+    other_vocabulary,
     reference_allowed,
     server_url,
 )
@@ -40,7 +43,7 @@ from vllm import SamplingParams  # noqa: E402
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality  # noqa: E402
 from vllm.v1.sample.logits_processor import _load_logitsprocs_by_fqcns, _load_logitsprocs_plugins  # noqa: E402
 
-from guidance_client import GuidanceClient  # noqa: E402
+from guidance_client import GuidanceClient, VocabularyMismatch  # noqa: E402
 from guidance_client.vllm import EXTRA_ARGS_KEY, GuidanceLogitsProcessor  # noqa: E402
 
 CHOICES = ["yes", "no", "maybe"]
@@ -62,11 +65,40 @@ class Request:
         self.params.update_from_generation_config({}, eos_token_id=EOS)  # as vLLM's frontend does
 
 
+def vllm_config(model_dir: Path, vocab_size: int = VOCAB, eos_token_ids: list[int] | None = None) -> Any:
+    """What the plugin reads of vLLM's config: the model's directory, vocabulary size, generation config.
+
+    A real ``ModelConfig`` needs a platform vLLM supports; this holds the fields vLLM's own
+    ``cached_tokenizer_from_config`` reads, and the generation config comes from vLLM's
+    ``try_get_generation_config`` on the directory (unless ``eos_token_ids`` replaces it).
+    """
+    from vllm.transformers_utils.config import try_get_generation_config
+
+    def generation_config() -> dict[str, Any]:
+        if eos_token_ids is not None:
+            return {"eos_token_id": eos_token_ids}
+        found = try_get_generation_config(str(model_dir), trust_remote_code=False)
+        return {} if found is None else found.to_diff_dict()
+
+    model_config = SimpleNamespace(
+        get_vocab_size=lambda: vocab_size,
+        try_get_generation_config=generation_config,
+        skip_tokenizer_init=False,
+        tokenizer=str(model_dir),
+        model=str(model_dir),
+        hf_config=None,
+        runner_type="generate",
+        tokenizer_mode="auto",
+        tokenizer_revision=None,
+        trust_remote_code=False,
+    )
+    return SimpleNamespace(model_config=model_config)
+
+
 @pytest.fixture
-def processor(server_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[GuidanceLogitsProcessor]:
+def processor(server_url: str, model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[GuidanceLogitsProcessor]:
     monkeypatch.setenv("GUIDANCE_CLIENT_URL", server_url)
-    config = SimpleNamespace(model_config=SimpleNamespace(get_vocab_size=lambda: VOCAB))
-    p = GuidanceLogitsProcessor(config, torch.device("cpu"), False)  # type: ignore[arg-type]
+    p = GuidanceLogitsProcessor(vllm_config(model_dir), torch.device("cpu"), False)
     yield p
     p.close()
 
@@ -321,3 +353,85 @@ def test_vllm_loads_the_plugin_by_entry_point_and_by_name() -> None:
     assert _load_logitsprocs_by_fqcns(["guidance_client.vllm:GuidanceLogitsProcessor"]) == [GuidanceLogitsProcessor]
     assert issubclass(GuidanceLogitsProcessor, LogitsProcessor)
     assert not GuidanceLogitsProcessor.is_argmax_invariant(object.__new__(GuidanceLogitsProcessor))
+
+
+# -- alignment with the engine's tokenizer ----------------------------------------------------------
+
+
+def test_the_processor_aligns_with_the_engines_tokenizer(
+    processor: GuidanceLogitsProcessor, client: GuidanceClient
+) -> None:
+    name = processor.alignment.aligned().tokenizer
+    listed = {t["tokenizer"]: t for t in client.tokenizers()}
+    assert name.startswith("hf-") and (listed[name]["vocab_size"], listed[name]["eos_token_ids"]) == (VOCAB, [EOS])
+    # The model directory's tokenizer.json holds tekken's tokens: the server finds them the default's.
+    assert client.check_vocabulary("default", token_bytes=processor.alignment.vocabulary.token_bytes).aligned
+
+
+def test_a_model_narrower_than_its_tokenizer_stops_vllm_from_starting(
+    server_url: str, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GUIDANCE_CLIENT_URL", server_url)
+    with pytest.raises(VocabularyMismatch) as e:
+        GuidanceLogitsProcessor(vllm_config(model_dir, vocab_size=VOCAB - 32), torch.device("cpu"), False)
+    assert [d.split(":")[0] for d in e.value.differences] == ["vocabulary size"]
+
+
+def test_a_named_server_tokenizer_of_another_vocabulary_stops_vllm_from_starting(
+    server_url: str, model_dir: Path, other_vocabulary: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GUIDANCE_CLIENT_URL", server_url)
+    monkeypatch.setenv("GUIDANCE_CLIENT_TOKENIZER", other_vocabulary)
+    with pytest.raises(VocabularyMismatch) as e:
+        GuidanceLogitsProcessor(vllm_config(model_dir), torch.device("cpu"), False)
+    assert e.value.tokenizer == other_vocabulary
+    assert [d.split(":")[0] for d in e.value.differences] == ["token strings"]
+
+
+def test_other_end_tokens_than_the_named_tokenizers_stop_vllm_from_starting(
+    server_url: str, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GUIDANCE_CLIENT_URL", server_url)
+    monkeypatch.setenv("GUIDANCE_CLIENT_TOKENIZER", "default")
+    with pytest.raises(VocabularyMismatch) as e:
+        GuidanceLogitsProcessor(vllm_config(model_dir, eos_token_ids=[EOS, 3]), torch.device("cpu"), False)
+    assert [d.split(":")[0] for d in e.value.differences] == ["end tokens"]
+
+
+def test_a_request_naming_another_vocabulary_may_only_stop(
+    processor: GuidanceLogitsProcessor, other_vocabulary: str
+) -> None:
+    request = Request(None, greedy=True)
+    request.params = SamplingParams(extra_args={EXTRA_ARGS_KEY: {"regex": REGEX, "tokenizer": other_vocabulary}})
+    request.params.update_from_generation_config({}, eos_token_id=EOS)
+    processor.update_state(BatchUpdate(1, [], [(0, request.params, None, request.output)], []))
+    logits = torch.randn((1, VOCAB))
+    processor.apply(logits)
+    assert torch.isfinite(logits[0]).nonzero().flatten().tolist() == [EOS]
+
+
+def test_a_server_unreachable_at_start_does_not_stop_vllm(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The alignment waits for the server; until then a constrained request may only stop."""
+    monkeypatch.setenv("GUIDANCE_CLIENT_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("GUIDANCE_CLIENT_TIMEOUT", "2")
+    p = GuidanceLogitsProcessor(vllm_config(model_dir), torch.device("cpu"), False)
+    try:
+        request = Request({"regex": REGEX}, greedy=True)
+        p.update_state(BatchUpdate(1, [], [(0, request.params, None, request.output)], []))
+        logits = torch.zeros((1, VOCAB))
+        p.apply(logits)
+        assert torch.isfinite(logits[0]).nonzero().flatten().tolist() == [EOS]
+    finally:
+        p.close()
+
+
+def test_a_named_tokenizer_the_server_lacks_stops_vllm_from_starting(
+    server_url: str, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from guidance_client import RemoteError
+
+    monkeypatch.setenv("GUIDANCE_CLIENT_URL", server_url)
+    monkeypatch.setenv("GUIDANCE_CLIENT_TOKENIZER", "no-such-tokenizer")
+    with pytest.raises(RemoteError) as e:
+        GuidanceLogitsProcessor(vllm_config(model_dir), torch.device("cpu"), False)
+    assert e.value.code == "tokenizer-not-found"

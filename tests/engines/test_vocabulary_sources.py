@@ -17,6 +17,7 @@ pytest.importorskip("gguf", reason="needs gguf (.ci/engines-hf)")
 
 from core import GuidanceBackend  # noqa: E402
 from core.tokenizers import Tokenizer  # noqa: E402
+from tests.engines.families import hf_tokenizer  # noqa: E402
 from tests.vocabularies import cases, vocab_path  # noqa: E402
 
 FAMILIES = ["llama-bpe", "qwen2", "llama-spm"]
@@ -37,7 +38,7 @@ CONSTRAINTS: list[dict[str, Any]] = [
 def pair(request: pytest.FixtureRequest) -> tuple[str, Tokenizer, Tokenizer, Any]:
     family: str = request.param
     path = vocab_path(family)
-    hf = transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    hf = hf_tokenizer(family)  # transformers' conversion of the GGUF file, shared with the other engine tests
     from_gguf = Tokenizer.from_gguf(family, path)
     from_json = Tokenizer.from_hf_json(
         family, hf.backend_tokenizer.to_str(), eos_token_ids=list(from_gguf.eos_token_ids)

@@ -96,7 +96,9 @@ def test_registered_gguf_has_the_familys_end_tokens(
     http: httpx.Client, registered: dict[str, dict[str, Any]], family: str
 ) -> None:
     info = registered[family]
-    names = {http.post("/detokenize", json={"tokens": [t], "tokenizer": family}).json()["text"] for t in info["eos_token_ids"]}
+    names = {
+        http.post("/detokenize", json={"tokens": [t], "tokenizer": family}).json()["text"] for t in info["eos_token_ids"]
+    }
     assert names == FAMILIES[family]
     again = http.post("/tokenizers", params={"name": family}, content=vocab_path(family).read_bytes())
     assert again.status_code == 200 and again.json() == info

@@ -110,7 +110,8 @@ async def test_the_check_passes_an_aligned_model(client: httpx.AsyncClient, defa
     }
     resp = await client.post("/tokenizers/default/check", json=body)
     assert resp.status_code == 200, resp.text
-    assert resp.json() == {"tokenizer": "default", "digest": default_tokenizer.digest, "aligned": True, "differences": []}
+    expected = {"tokenizer": "default", "digest": default_tokenizer.digest, "aligned": True, "differences": []}
+    assert resp.json() == expected
 
 
 async def test_the_check_names_every_difference(client: httpx.AsyncClient, default_tokenizer: Tokenizer) -> None:

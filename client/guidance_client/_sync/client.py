@@ -14,24 +14,25 @@ import httpx
 import numpy as np
 from numpy.typing import NDArray
 
-from guidance_client import protocol
+from guidance_client import alignment, protocol
 from guidance_client._sync.pipeline import Pipeline
+from guidance_client.alignment import TokenizerInfo, VocabularyCheck
 from guidance_client.errors import GuidanceClientError, RemoteError
 from guidance_client.protocol import (
     REFUSED,
     REPLAY_CHUNK,
     AcceptResult,
     EventReader,
-    GrammarState,
     ProgramInfo,
     SessionEvent,
     SessionInfo,
-    StepPlan,
     StepResult,
     StepStatus,
     program_spec,
 )
+from guidance_client.replay import GrammarState, StepPlan
 from guidance_client.transports import SyncTransport
+from guidance_client.vocabulary import ModelVocabulary
 from guidance_client.wire import MaskEncoding
 
 if TYPE_CHECKING:
@@ -198,8 +199,60 @@ class GuidanceClient:
         return self.send(protocol.detokenize(tokens, tokenizer))
 
     def tokenizers(self) -> list[dict[str, Any]]:
-        """The server's tokenizers."""
+        """The server's tokenizers: ``tokenizer``, ``digest``, ``vocab_size``, ``eos_token_ids``, ``bos_token_id``."""
         return self.send(protocol.tokenizers())
+
+    # -- vocabularies
+    def register_tokenizer(
+        self, data: bytes, *, name: str, eos_token_ids: Sequence[int] | None = None
+    ) -> TokenizerInfo:
+        """Register a tokenizer file by its content: a ``tokenizer.json`` or a GGUF file (by its magic).
+
+        The same content again is not an error (``created`` is then False); ``name`` is an alias,
+        and a name holding another vocabulary is refused (409 ``tokenizer-exists``).
+        ``eos_token_ids`` replace the file's own end tokens.
+        """
+        return self.send(alignment.register_tokenizer(data, name, eos_token_ids))
+
+    def check_vocabulary(
+        self,
+        tokenizer: str,
+        *,
+        vocab_size: int | None = None,
+        eos_token_ids: Sequence[int] | None = None,
+        token_bytes: Mapping[int, bytes] | None = None,
+    ) -> VocabularyCheck:
+        """Have the server compare a model's vocabulary with its tokenizer ``tokenizer`` (no error if they differ).
+
+        Each part given is compared: the logits width (at least the tokenizer's ids), the end
+        tokens (the same set), and each sampled id's bytes. :meth:`align_vocabulary` raises instead.
+        """
+        return self.send(alignment.check_vocabulary(tokenizer, vocab_size, eos_token_ids, token_bytes))
+
+    def align_vocabulary(self, vocabulary: ModelVocabulary, *, tokenizer: str | None = None) -> str:
+        """Make sure the server's masks fit the model; the server tokenizer to compile against.
+
+        Without ``tokenizer``, the model's own tokenizer file (``vocabulary.tokenizer_file``) is
+        registered by content under ``vocabulary.name`` if the server does not hold it yet; with
+        ``tokenizer``, that server tokenizer is used as it is. Either way the server then compares
+        the model's logits width, end tokens and sampled token bytes with it.
+
+        Raises:
+            VocabularyMismatch: anything differs; the message lists every difference.
+            ValueError: no ``tokenizer`` and no tokenizer file.
+        """
+        name = vocabulary.name if tokenizer is None else tokenizer
+        checking = alignment.check_vocabulary(
+            name, vocabulary.vocab_size, vocabulary.eos_token_ids, vocabulary.token_bytes
+        )
+        try:
+            result = self.send(checking)
+        except RemoteError as e:
+            if tokenizer is not None or vocabulary.tokenizer_file is None or not alignment.unknown_tokenizer(e):
+                raise
+            self.register_tokenizer(vocabulary.tokenizer_file, name=name, eos_token_ids=vocabulary.eos_token_ids)
+            result = self.send(checking)
+        return alignment.verdict(result)
 
     def stats(self) -> dict[str, Any]:
         """The server's statistics."""

@@ -9,6 +9,7 @@ in place for llguidance to refuse by name.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 from typing import Any
 
@@ -335,3 +336,22 @@ def test_the_document_scan_visits_each_schema_once(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(refs, "schema_children", counting)
     refs.References(schema, Limits().max_rewrite_depth)
     assert visits <= 3 * 15  # a level: the node, its x-group container, a (2^14 when walked twice)
+
+
+def test_property_counts_of_a_closed_object_count_its_required_properties_too() -> None:
+    # two required and five optional properties, minProperties 2: every subset of the optional
+    # ones is allowed (the upper bound is the object's size, not the number of optional ones)
+    names = "abcdefg"
+    schema = {"type": "object", "properties": {k: {"type": "string"} for k in names}, "required": ["a", "b"],
+              "minProperties": 2, "additionalProperties": False}  # fmt: skip
+    original, new = _validator(schema), _validator(rewrite_schema(schema))
+    for n in range(6):
+        for present in itertools.combinations(names[2:], n):
+            value = {k: "v" for k in "ab" + "".join(present)}
+            assert original.is_valid(value) and new.is_valid(value), value
+    bounded = {**schema, "maxProperties": 4}
+    original, new = _validator(bounded), _validator(rewrite_schema(bounded))
+    for n in range(6):
+        for present in itertools.combinations(names[2:], n):
+            value = {k: "v" for k in "ab" + "".join(present)}
+            assert original.is_valid(value) == new.is_valid(value) == (n <= 2), value

@@ -829,11 +829,34 @@ def same_as_raw(bench: Mapping[str, Any], raw: Mapping[str, Any]) -> str:
         rw_ok += w.get("valid_accepted", 0)
         if w["status"] != "compiled" or w["valid_accepted"] != e["valid_accepted"]:
             differ.append(e["file"])
+    lost = refused_where_raw_accepts(bench, raw)
     return (
         f"On the {len(compiled)} MaskBench schemas raw llguidance compiles, valid instances accepted: "
         f"{raw_ok}/{valid} raw, {rw_ok}/{valid} with the rewrites; schemas where the two differ: "
-        f"{', '.join(differ) if differ else 'none'}."
+        f"{', '.join(differ) if differ else 'none'}. Instances refused with the rewrites that raw llguidance "
+        f"accepts, instance by instance: {len(lost)}{' (' + ', '.join(lost) + ')' if lost else ''}."
     )
+
+
+def refused_where_raw_accepts(bench: Mapping[str, Any], raw: Mapping[str, Any]) -> list[str]:
+    """Valid MaskBench instances the engine refuses while raw llguidance accepts them (``file#index``).
+
+    Instance by instance, on the schemas raw llguidance compiles: the rewrites must never refuse
+    what the engine alone accepts.
+    """
+    with_rw = {e["file"]: e for e in bench["schemas"]}
+    found: list[str] = []
+    for e in raw["schemas"]:
+        w = with_rw[e["file"]]
+        if e["status"] != "compiled":
+            continue
+        raw_failed = set(e["failures"])
+        if w["status"] != "compiled":  # every valid instance raw llguidance accepted is lost
+            found.extend(f"{e['file']}#valid{i}" for i in range(e["valid_accepted"]))
+            continue
+        # a failure of an invalid instance would be one accepted: counted by invalid_rejected instead
+        found.extend(f"{e['file']}#{i}" for i in w["failures"] if i not in raw_failed)
+    return found
 
 
 def _frac(summary: Mapping[str, Any] | None, num: str, den: str) -> str:

@@ -6,7 +6,8 @@ then the ``required`` names no ``properties`` lists; other keys come after those
 The rewrites of :mod:`core.jsonschema` keep that rule for the keywords they replace, which read as
 if written after the node's own keywords (``docs/conformance.md``, "Key order"):
 
-1. the names of ``properties``, each at its first appearance, walking the schema and the subschemas
+1. the names of ``properties`` (followed by those a ``propertyNames`` ``const``/``enum`` allows),
+   each at its first appearance, walking the schema and the subschemas
    that apply to the object in place, a node's keywords in the order written: ``$ref`` (its
    target), ``allOf`` (every member), ``anyOf`` (the first branch the object satisfies), ``oneOf``
    (the branch it satisfies, then every name the other branches mention); then, after the node's
@@ -87,6 +88,16 @@ def _mentioned(root: Any, schema: Any, depth: int, seen: frozenset[int]) -> Iter
                 yield from _mentioned(root, dep, depth + 1, seen)
 
 
+def _name_list(root: Any, names: Any) -> list[str]:
+    """The names a ``propertyNames`` with ``const``/``enum`` (or a ``$ref`` to one) allows, in order."""
+    if isinstance(names, dict) and "$ref" in names:
+        names = _resolve(root, names["$ref"])
+    if not isinstance(names, dict):
+        return []
+    values = [names["const"]] if "const" in names else names.get("enum")
+    return [v for v in values if isinstance(v, str)] if isinstance(values, list) else []
+
+
 def _document_names(node: Any, out: list[str], depth: int = 0) -> None:
     """Names the document mentions as property names anywhere (``properties``, ``required``, ...)."""
     if depth > 200:
@@ -141,6 +152,7 @@ class SchemaOrder:
             for key, sub in s.items():
                 if (key == "properties" or (key == "additionalProperties" and has_props)) and not placed:
                     out.append(s)
+                    out.append(self._named(_name_list(self.root, s.get("propertyNames"))))
                     placed = True
                 elif key == "$ref":
                     target = _resolve(self.root, sub)
@@ -157,6 +169,7 @@ class SchemaOrder:
                             out.append(self._named(mentioned_names(self.root, {"anyOf": others})))
             if not placed:
                 out.append(s)
+                out.append(self._named(_name_list(self.root, s.get("propertyNames"))))
             out.extend(self._deferred(s, value, depth))
         return out
 

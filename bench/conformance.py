@@ -50,6 +50,8 @@ import core.jsonschema.prepare
 from core import CompiledGuidanceProgram, GuidanceBackend, GuidanceError, Tokenizer, load_default_tokenizer
 from core.jsonschema import RewriteReport, rewrite_schema, rewrite_schema_report
 
+from bench.key_order import SchemaOrder
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 DEFAULT_OUT = REPO / "bench" / "results" / "conformance.json"
@@ -74,165 +76,6 @@ BASELINES = {
 
 REMOTE = "http://localhost:1234"
 _MESSAGE = 240
-
-
-# ---------------------------------------------------------------------------------------------
-# property order
-
-
-def _no_retrieve(uri: str) -> Any:
-    import referencing.exceptions
-
-    raise referencing.exceptions.NoSuchResource(uri)
-
-
-class SchemaOrder:
-    """Reorders an instance's object keys the way llguidance orders them for a schema.
-
-    llguidance emits the keys of ``properties`` in schema order (properties met through ``$ref``
-    and ``allOf`` merged in order of appearance), then the ``required`` keys not among them, then
-    any other key. This follows that rule over ``properties``, ``required``, ``$ref``, ``allOf``,
-    ``items``/``prefixItems`` and ``additionalProperties``/``patternProperties`` for nested values;
-    for ``anyOf``/``oneOf`` it follows the first branch the value is valid against (checked with
-    ``jsonschema``, no network). Keys it knows nothing about keep their relative order.
-    """
-
-    def __init__(self, root: Any) -> None:
-        self.root = root
-        self._validator: Any = None
-
-    def _valid(self, schema: Any, value: Any) -> bool:
-        try:
-            if self._validator is None:
-                import jsonschema  # type: ignore[import-untyped]
-                import referencing
-
-                cls = jsonschema.validators.validator_for(self.root, default=jsonschema.Draft202012Validator)
-                registry: Any = referencing.Registry(retrieve=_no_retrieve)  # type: ignore[call-arg]
-                self._validator = cls(self.root, registry=registry)
-            return bool(self._validator.evolve(schema=schema).is_valid(value))
-        except Exception:
-            return False
-
-    def _resolve(self, ref: str) -> Any:
-        if not ref.startswith("#"):
-            return None
-        node: Any = self.root
-        for part in ref[2:].split("/") if ref.startswith("#/") else []:
-            part = part.replace("~1", "/").replace("~0", "~")
-            if isinstance(node, dict) and part in node:
-                node = node[part]
-            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-                node = node[int(part)]
-            else:
-                return None
-        return node
-
-    def _flatten(self, schemas: Sequence[Any], value: Any, depth: int) -> list[dict[str, Any]]:
-        """The schemas that apply to ``value``, in llguidance's order of appearance.
-
-        A schema's own ``properties`` take their place among its in-place applicators (``$ref``,
-        ``allOf``, ``anyOf``, ``oneOf``) by key position: llguidance compiles the keywords met
-        before each applicator, then the applicator. ``additionalProperties`` brings the names of
-        ``properties`` with it, so the first of the two places them.
-        """
-        out: list[dict[str, Any]] = []
-        for s in schemas:
-            if not isinstance(s, dict) or depth > 40:
-                continue
-            placed = False
-            has_props = isinstance(s.get("properties"), dict)
-            for key, sub in s.items():
-                if (key == "properties" or (key == "additionalProperties" and has_props)) and not placed:
-                    out.append(s)
-                    placed = True
-                elif key == "$ref" and isinstance(sub, str):
-                    target = self._resolve(sub)
-                    if target is not None:
-                        out.extend(self._flatten([target], value, depth + 1))
-                elif key == "allOf" and isinstance(sub, list):
-                    out.extend(self._flatten(sub, value, depth + 1))
-                elif key in ("anyOf", "oneOf") and isinstance(sub, list):
-                    for branch in sub:
-                        if self._valid(branch, value):
-                            out.extend(self._flatten([branch], value, depth + 1))
-                            break
-            if not placed:
-                out.append(s)
-        return out
-
-    def reorder(self, value: Any, schemas: Sequence[Any] = (), depth: int = 0) -> Any:
-        if depth == 0 and not schemas:
-            schemas = [self.root]
-        flat = self._flatten(schemas, value, depth) if schemas else []
-        for s in flat:
-            # a const or enum object or array is emitted as written in the schema
-            for literal in [s["const"]] if "const" in s else s.get("enum", []) if isinstance(s.get("enum"), list) else []:
-                if isinstance(literal, (dict, list)) and _json_equal(literal, value):
-                    return literal
-        if isinstance(value, dict):
-            order: list[str] = []
-            required: list[str] = []
-            for s in flat:
-                props = s.get("properties")
-                if isinstance(props, dict):
-                    order.extend(k for k in props if k not in order)
-                req = s.get("required")
-                if isinstance(req, list):
-                    required.extend(k for k in req if isinstance(k, str) and k not in required)
-            order.extend(k for k in required if k not in order)
-            keys = [k for k in order if k in value] + [k for k in value if k not in order]
-            return {k: self.reorder(value[k], self._for_key(flat, k), depth + 1) for k in keys}
-        if isinstance(value, list):
-            return [self.reorder(v, self._for_item(flat, i), depth + 1) for i, v in enumerate(value)]
-        return value
-
-    @staticmethod
-    def _for_key(flat: Sequence[dict[str, Any]], key: str) -> list[Any]:
-        out: list[Any] = []
-        for s in flat:
-            props = s.get("properties")
-            if isinstance(props, dict) and key in props:
-                out.append(props[key])
-                continue
-            matched = False
-            pattern_props = s.get("patternProperties")
-            if isinstance(pattern_props, dict):
-                for pattern, sub in pattern_props.items():
-                    with contextlib.suppress(re.error):
-                        if re.search(pattern, key):
-                            out.append(sub)
-                            matched = True
-            if not matched and isinstance(s.get("additionalProperties"), dict):
-                out.append(s["additionalProperties"])
-        return out
-
-    @staticmethod
-    def _for_item(flat: Sequence[dict[str, Any]], index: int) -> list[Any]:
-        out: list[Any] = []
-        for s in flat:
-            prefix = s.get("prefixItems")
-            items = s.get("items")
-            if isinstance(items, list):  # draft 4-2019 tuple form
-                prefix, items = items, s.get("additionalItems")
-            if isinstance(prefix, list) and index < len(prefix):
-                out.append(prefix[index])
-            elif isinstance(items, dict):
-                out.append(items)
-        return out
-
-
-def _json_equal(a: Any, b: Any) -> bool:
-    """JSON equality: key order ignored, 1 == 1.0, true != 1."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return isinstance(a, bool) and isinstance(b, bool) and a == b
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_json_equal(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_json_equal(x, y) for x, y in zip(a, b))
-    if isinstance(a, (dict, list)) or isinstance(b, (dict, list)):
-        return False
-    return bool(a == b) and type(a) is not str or (isinstance(a, str) and isinstance(b, str) and a == b)
 
 
 def compact(value: Any) -> str:
@@ -986,11 +829,34 @@ def same_as_raw(bench: Mapping[str, Any], raw: Mapping[str, Any]) -> str:
         rw_ok += w.get("valid_accepted", 0)
         if w["status"] != "compiled" or w["valid_accepted"] != e["valid_accepted"]:
             differ.append(e["file"])
+    lost = refused_where_raw_accepts(bench, raw)
     return (
         f"On the {len(compiled)} MaskBench schemas raw llguidance compiles, valid instances accepted: "
         f"{raw_ok}/{valid} raw, {rw_ok}/{valid} with the rewrites; schemas where the two differ: "
-        f"{', '.join(differ) if differ else 'none'}."
+        f"{', '.join(differ) if differ else 'none'}. Instances refused with the rewrites that raw llguidance "
+        f"accepts, instance by instance: {len(lost)}{' (' + ', '.join(lost) + ')' if lost else ''}."
     )
+
+
+def refused_where_raw_accepts(bench: Mapping[str, Any], raw: Mapping[str, Any]) -> list[str]:
+    """Valid MaskBench instances the engine refuses while raw llguidance accepts them (``file#index``).
+
+    Instance by instance, on the schemas raw llguidance compiles: the rewrites must never refuse
+    what the engine alone accepts.
+    """
+    with_rw = {e["file"]: e for e in bench["schemas"]}
+    found: list[str] = []
+    for e in raw["schemas"]:
+        w = with_rw[e["file"]]
+        if e["status"] != "compiled":
+            continue
+        raw_failed = set(e["failures"])
+        if w["status"] != "compiled":  # every valid instance raw llguidance accepted is lost
+            found.extend(f"{e['file']}#valid{i}" for i in range(e["valid_accepted"]))
+            continue
+        # a failure of an invalid instance would be one accepted: counted by invalid_rejected instead
+        found.extend(f"{e['file']}#{i}" for i in w["failures"] if i not in raw_failed)
+    return found
 
 
 def _frac(summary: Mapping[str, Any] | None, num: str, den: str) -> str:

@@ -78,11 +78,28 @@ def too_big(schema: Any, limit: int) -> bool:
     return False
 
 
+# Keywords whose position in a node orders the object keys llguidance lets through (core.jsonschema.order).
+_ORDERING = frozenset({"properties", "additionalProperties", "required", "$ref", "allOf", "anyOf", "oneOf"})
+
+
 def add_constraints(s: dict[str, Any], pieces: Sequence[Any]) -> dict[str, Any]:
-    """``s`` with ``pieces`` appended to its ``allOf`` (trivial pieces left out); ``s`` is modified."""
+    """``s`` with ``pieces`` added after its own keywords (trivial pieces left out); ``s`` is modified.
+
+    The pieces go to the end of ``s``'s ``allOf``, where that is after every keyword that orders
+    object keys; otherwise into a one-branch ``anyOf`` at the end (the same constraint), so that the
+    names they list come after the node's own (the key order of ``docs/conformance.md``).
+    """
     pieces = [p for p in pieces if p is not True and p != {}]
     if not pieces:
         return s
     existing = s.get("allOf")
-    s["allOf"] = (list(existing) if isinstance(existing, list) else []) + list(pieces)
+    if not isinstance(existing, list):
+        s.pop("allOf", None)
+        s["allOf"] = list(pieces)
+        return s
+    after = list(s)[list(s).index("allOf") + 1 :]
+    if "anyOf" in s or not _ORDERING.intersection(after):
+        s["allOf"] = list(existing) + list(pieces)
+    else:
+        s["anyOf"] = [all_of(pieces)]
     return s

@@ -8,6 +8,7 @@ from typing import Any
 
 from core.jsonschema.build import add_constraints, all_of, any_of, is_false, too_big
 from core.jsonschema.context import RewriteContext
+from core.jsonschema.order import order_skeleton
 from core.jsonschema.refs import Path
 
 __all__ = ["conditional", "false_ref", "negation"]
@@ -25,6 +26,8 @@ def conditional(ctx: RewriteContext, s: dict[str, Any], path: Path, depth: int) 
         if negated is None:
             return s
         piece = any_of([all_of([cond, then]), all_of([negated, other])]) if "else" in s else any_of([negated, then])
+    # the names ``if`` mentions first, in every branch (core.jsonschema.order)
+    piece = all_of([order_skeleton(ctx, [cond], depth), piece])
     if too_big(piece, ctx.limits.max_rewrite_complement_chars):
         return s
     for k in ("if", "then", "else"):
@@ -40,6 +43,7 @@ def negation(ctx: RewriteContext, s: dict[str, Any], path: Path, depth: int) -> 
     negated = ctx.analysis.complement(s["not"], depth)
     if negated is None or too_big(negated, ctx.limits.max_rewrite_complement_chars):
         return s
+    negated = all_of([order_skeleton(ctx, [s["not"]], depth), negated])  # core.jsonschema.order
     del s["not"]
     ctx.note("not", path)
     return add_constraints(s, [negated])

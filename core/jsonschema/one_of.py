@@ -8,6 +8,7 @@ from typing import Any
 from core.jsonschema.build import add_constraints, all_of, any_of, too_big
 from core.jsonschema.context import RewriteContext
 from core.jsonschema.facts import Facts, disjoint_schemas, overlap
+from core.jsonschema.order import order_skeleton
 from core.jsonschema.keywords import KINDS, type_value
 from core.jsonschema.refs import Path
 
@@ -63,8 +64,13 @@ def one_of(ctx: RewriteContext, s: dict[str, Any], path: Path, depth: int) -> di
                     return s
                 complements[j] = c
             exclusions[(i, j)] = complements[j]
+    # each branch then lists the names the others mention, in one place (core.jsonschema.order)
     rewritten: list[Any] = [
-        all_of([branches[i]] + [exclusions[(i, j)] for j in range(n) if (i, j) in exclusions]) for i in range(n)
+        all_of(
+            [branches[i], order_skeleton(ctx, branches[:i] + branches[i + 1 :], depth, beside=branches[i])]
+            + [exclusions[(i, j)] for j in range(n) if (i, j) in exclusions]
+        )
+        for i in range(n)
     ]
     if not exclusions:
         ctx.note("oneOf disjoint", path)
@@ -76,6 +82,9 @@ def one_of(ctx: RewriteContext, s: dict[str, Any], path: Path, depth: int) -> di
         ctx.note("oneOf kinds every branch accepts", path)
     if "anyOf" not in s:
         s = {("anyOf" if k == "oneOf" else k): (rewritten if k == "oneOf" else v) for k, v in s.items()}
+        return add_constraints(s, [guard])
+    if "allOf" not in s:  # in place: the branches list their names where the oneOf stood
+        s = {("allOf" if k == "oneOf" else k): ([{"anyOf": rewritten}] if k == "oneOf" else v) for k, v in s.items()}
         return add_constraints(s, [guard])
     del s["oneOf"]
     return add_constraints(s, [{"anyOf": rewritten}, guard])

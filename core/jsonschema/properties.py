@@ -43,11 +43,12 @@ def property_counts(ctx: RewriteContext, s: dict[str, Any], path: Path, depth: i
     if not optional or any(k in s and count_value(s[k]) is None for k in ("minProperties", "maxProperties")):
         return s
     closed = s.get("additionalProperties") is False and not s.get("patternProperties")
-    lo, hi = low or 0, len(optional) if high is None else high
     if closed:
         base = len(unique_values([r for r in required if props.get(r, False) is not False]))
         if any(r not in props for r in required):
             return s  # a required name the object cannot hold: llguidance says so itself
+        # the counts bound the whole object: its required properties and the optional ones present
+        lo, hi = low or 0, base + len(optional) if high is None else high
         sizes = [n for n in range(len(optional) + 1) if lo <= base + n <= hi]
     else:
         sizes = list(range(len(optional) + 1))

@@ -47,6 +47,12 @@ def test_masks_agree_with_the_session(quick_run: dict[str, Any]) -> None:
     assert timings["mask_stricter_where_nothing_forced"] == 0
 
 
+def test_no_instance_raw_llguidance_accepts_is_refused(quick_run: dict[str, Any]) -> None:
+    from bench.conformance import refused_where_raw_accepts
+
+    assert refused_where_raw_accepts(quick_run["maskbench"], quick_run["without_rewrite"]["maskbench"]) == []
+
+
 def test_rewrites_only_add_schemas(quick_run: dict[str, Any]) -> None:
     for corpus in ("test_suite", "maskbench"):
         with_rewrites = quick_run[corpus]["summary"]

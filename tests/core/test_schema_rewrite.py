@@ -9,6 +9,7 @@ in place for llguidance to refuse by name.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 from typing import Any
 
@@ -166,7 +167,9 @@ def test_disjoint_one_of_becomes_any_of_in_place() -> None:
     }
     out = rewrite_schema(schema)
     assert list(out) == ["type", "anyOf", "properties"]  # same position: llguidance's property order
-    assert out["anyOf"] == schema["oneOf"]
+    # each branch, then the names only the other branch lists (one place for them in either branch)
+    assert out["anyOf"] == [{"allOf": [schema["oneOf"][0], {"properties": {"y": True}}]},
+                            {"allOf": [schema["oneOf"][1], {"properties": {"x": True}}]}]  # fmt: skip
 
 
 def test_one_of_over_refs_without_a_type_is_guarded_to_the_kind_that_discriminates() -> None:
@@ -335,3 +338,48 @@ def test_the_document_scan_visits_each_schema_once(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(refs, "schema_children", counting)
     refs.References(schema, Limits().max_rewrite_depth)
     assert visits <= 3 * 15  # a level: the node, its x-group container, a (2^14 when walked twice)
+
+
+def test_property_counts_of_a_closed_object_count_its_required_properties_too() -> None:
+    # two required and five optional properties, minProperties 2: every subset of the optional
+    # ones is allowed (the upper bound is the object's size, not the number of optional ones)
+    names = "abcdefg"
+    schema = {"type": "object", "properties": {k: {"type": "string"} for k in names}, "required": ["a", "b"],
+              "minProperties": 2, "additionalProperties": False}  # fmt: skip
+    original, new = _validator(schema), _validator(rewrite_schema(schema))
+    for n in range(6):
+        for present in itertools.combinations(names[2:], n):
+            value = {k: "v" for k in "ab" + "".join(present)}
+            assert original.is_valid(value) and new.is_valid(value), value
+    bounded = {**schema, "maxProperties": 4}
+    original, new = _validator(bounded), _validator(rewrite_schema(bounded))
+    for n in range(6):
+        for present in itertools.combinations(names[2:], n):
+            value = {k: "v" for k in "ab" + "".join(present)}
+            assert original.is_valid(value) == new.is_valid(value) == (n <= 2), value
+
+
+@pytest.mark.parametrize(
+    ("schema", "text"),
+    [
+        # if/then with no properties beside: "kind" (from if) comes first in either branch
+        ({"type": "object", "if": {"properties": {"kind": {"const": "x"}}, "required": ["kind"]},
+          "then": {"properties": {"bindings": {"type": "array"}, "category": {"type": "string"}},
+                   "anyOf": [{"required": ["bindings"]}, {"required": ["category"]}]}},
+         ['{"kind":"x","bindings":[]}', '{"kind":"y","bindings":1}', '{"bindings":[],"category":""}']),
+        # not: the names it mentions, in one place whichever complement branch holds
+        ({"type": "object", "not": {"properties": {"a": {"const": 1}, "b": {"const": 1}}, "required": ["a", "b"]}},
+         ['{"a":2,"b":1}', '{"a":1,"b":2}', '{"a":1}', '{"a":1,"b":2,"c":3}']),
+        # oneOf with complements: the branch, then the names the other branch mentions
+        ({"type": "object", "oneOf": [{"properties": {"a": {"const": 1}}, "required": ["a"]},
+                                      {"properties": {"b": {"const": 1}}, "required": ["b"]}]},
+         ['{"a":1,"b":2}', '{"b":1,"a":2}', '{"a":1}']),
+    ],
+)  # fmt: skip
+def test_rewritten_branches_list_the_names_in_one_order(tiny_tokenizer: Tokenizer, schema: Any, text: list[str]) -> None:
+    from tests.core.conftest import accepts_text
+
+    program = GuidanceBackend(tiny_tokenizer).compile_json_schema(schema)
+    for t in text:
+        assert _validator(schema).is_valid(json.loads(t)), t
+        assert accepts_text(program.create_state(), tiny_tokenizer.encode(t)), t

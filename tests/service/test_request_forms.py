@@ -256,3 +256,13 @@ async def test_json_options_apply_to_json_forms_only(client: httpx.AsyncClient) 
     )
     assert_problem(await client.post("/compile", json={"gbnf": 'root ::= "a"', "options": {"whitespace": 2}}),
                    400, "grammar-invalid")
+
+
+async def test_a_body_sent_without_json_content_type_says_so(client: httpx.AsyncClient) -> None:
+    body = json.dumps({"regex": "a"})
+    problem = assert_problem(
+        await client.post("/compile", content=body, headers={"content-type": "text/plain"}), 422, "content-type-invalid"
+    )
+    assert "content-type: application/json" in problem["detail"] and "text/plain" in problem["detail"]
+    form = await client.post("/compile", data={"regex": "a"})  # an HTML form's encoding
+    assert assert_problem(form, 422, "content-type-invalid")["detail"].endswith("application/x-www-form-urlencoded")

@@ -45,7 +45,7 @@ def llguidance_grammar(source: Any) -> tuple[str, list[str]]:
             raise FormError(f"llguidance grammar object has no member {str(key)[:64]!r}", pointer=json_pointer([key]))
     names: dict[str, None] = {}
     for i, entry in enumerate(source["grammars"]):
-        at = ["grammars", i]
+        at: list[str | int] = ["grammars", i]
         if not isinstance(entry, Mapping):
             raise FormError("each grammar must be an object", pointer=json_pointer(at))
         for key in entry:

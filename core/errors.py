@@ -106,7 +106,7 @@ class SchemaError(GrammarError):
 
 class FormError(GrammarError):
     """An engine's request form (``response_format``, ``structured_outputs``, ``llguidance``) that is
-    malformed; ``field`` is the JSON pointer of the fault inside the form."""
+    malformed; its ``pointer`` extra is the JSON pointer of the fault inside the form."""
 
     code = "form-invalid"
     title = "Invalid request form"

@@ -16,6 +16,7 @@ from core.bitmask import allocate_bitmask, allowed_tokens, mask_words
 from core.errors import (
     CompileCrashed,
     EngineLimitReached,
+    FormError,
     GrammarError,
     GuidanceError,
     InvalidTokens,
@@ -29,6 +30,7 @@ from core.errors import (
     UnknownProgram,
     UnknownSession,
     UnknownTokenizer,
+    UnsupportedForm,
 )
 from core.limits import Limits
 from core.program import CompiledGuidanceProgram
@@ -42,6 +44,7 @@ __all__ = [
     "CompileCrashed",
     "CompiledGuidanceProgram",
     "EngineLimitReached",
+    "FormError",
     "GrammarError",
     "GuidanceBackend",
     "GuidanceError",
@@ -64,6 +67,7 @@ __all__ = [
     "UnknownProgram",
     "UnknownSession",
     "UnknownTokenizer",
+    "UnsupportedForm",
     "allocate_bitmask",
     "allowed_tokens",
     "load_default_tokenizer",

@@ -37,7 +37,13 @@ _OPTIONS: dict[str, set[str]] = {
     "json_schema": {"whitespace", "formats"},
     "regex": set(),
     "grammar": set(),
+    "gbnf": set(),
     "choice": set(),
+    "llguidance": set(),
+    # Other engines' forms: the JSON options apply where the form asks for JSON (core.forms).
+    "response_format": {"whitespace", "formats"},
+    "structured_outputs": {"whitespace", "formats"},
+    "ebnf": set(),
 }
 
 

@@ -8,8 +8,10 @@ those are bugs, not client errors.
 
     GuidanceError                    code                 status
     ├── TemplateError                template-invalid     400   (line, column)
-    ├── GrammarError                 grammar-invalid      400   regex, Lark, choice, compile failures
-    │   └── SchemaError              schema-invalid       400   JSON schema refused (names the keyword)
+    ├── GrammarError                 grammar-invalid      400   regex, Lark, GBNF, choice, compile failures
+    │   ├── SchemaError              schema-invalid       400   JSON schema refused (names the keyword, pointer)
+    │   └── FormError                form-invalid         400   an engine's request form that is malformed
+    ├── UnsupportedForm              form-unsupported     400   a request form not supported yet (names it)
     ├── TokenizerError               tokenizer-invalid    400   a tokenizer that cannot be loaded
     ├── CompileCrashed               compile-crashed      422   the compile worker died compiling it
     ├── LimitExceeded                limit-exceeded       413   a configured limit (names it)
@@ -30,6 +32,7 @@ from typing import Any
 __all__ = [
     "CompileCrashed",
     "EngineLimitReached",
+    "FormError",
     "GrammarError",
     "GuidanceError",
     "InvalidTokens",
@@ -43,6 +46,7 @@ __all__ = [
     "UnknownProgram",
     "UnknownSession",
     "UnknownTokenizer",
+    "UnsupportedForm",
     "classify_engine_error",
     "excerpt",
 ]
@@ -98,6 +102,26 @@ class SchemaError(GrammarError):
 
     code = "schema-invalid"
     title = "Invalid JSON schema"
+
+
+class FormError(GrammarError):
+    """An engine's request form (``response_format``, ``structured_outputs``, ``llguidance``) that is
+    malformed; its ``pointer`` extra is the JSON pointer of the fault inside the form."""
+
+    code = "form-invalid"
+    title = "Invalid request form"
+
+
+class UnsupportedForm(GuidanceError):
+    """A request form this server does not support yet; ``form`` names it (e.g.
+    ``structured_outputs.structural_tag``)."""
+
+    code = "form-unsupported"
+    title = "Request form not supported"
+
+    def __init__(self, detail: str, form: str) -> None:
+        super().__init__(detail, form=form)
+        self.form = form
 
 
 class TokenizerError(GuidanceError):

@@ -15,11 +15,33 @@ from core.hashing import content_hash
 
 __all__ = ["PROGRAM_KINDS", "ProgramKind", "ProgramSpec", "spec_from_kwargs"]
 
-ProgramKind = Literal["template", "json_schema", "regex", "grammar", "choice"]
-PROGRAM_KINDS: tuple[ProgramKind, ...] = ("template", "json_schema", "regex", "grammar", "choice")
+ProgramKind = Literal[
+    "template",
+    "json_schema",
+    "regex",
+    "grammar",
+    "gbnf",
+    "choice",
+    "llguidance",
+    "response_format",
+    "structured_outputs",
+    "ebnf",
+]
+PROGRAM_KINDS: tuple[ProgramKind, ...] = (
+    "template",
+    "json_schema",
+    "regex",
+    "grammar",
+    "gbnf",
+    "choice",
+    "llguidance",
+    "response_format",
+    "structured_outputs",
+    "ebnf",
+)
 
 # Bumped whenever compilation changes meaning, so stale ids never alias new programs.
-_COMPILER_VERSION = 2
+_COMPILER_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -27,10 +49,15 @@ class ProgramSpec:
     """What a program is compiled from: everything that determines its masks.
 
     Attributes:
-        kind: one of ``template``, ``json_schema``, ``regex``, ``grammar``, ``choice``.
-        source: the template text, schema (object or JSON text), regex, Lark text, or list of choices.
+        kind: one of :data:`PROGRAM_KINDS`: the server's own (``template``, ``json_schema``,
+            ``regex``, ``grammar`` (Lark), ``gbnf``, ``choice``, ``llguidance``) and other
+            engines' request forms (``response_format``, ``structured_outputs``, ``ebnf``;
+            :mod:`core.forms`).
+        source: the template text, schema (object or JSON text), regex, Lark or GBNF text, list of
+            choices, llguidance grammar object, or the form's object.
         variables: compile-time variables (templates only).
-        options: kind-specific options: ``whitespace`` (int) for JSON schemas.
+        options: kind-specific options: ``whitespace`` (int) and ``formats`` for JSON schemas
+            (and the forms that lower to one).
     """
 
     kind: ProgramKind

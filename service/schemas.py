@@ -64,7 +64,35 @@ class ProgramFields(BaseModel):
     )
     regex: str | None = Field(default=None, description="A regex the whole output must match.")
     grammar: str | None = Field(default=None, description="A Lark grammar (llguidance dialect).")
+    gbnf: str | None = Field(
+        default=None, description="A GBNF grammar (llama.cpp's `root ::= ...`), converted by llguidance."
+    )
     choice: list[str] | None = Field(default=None, description="Exactly one of these strings.")
+    llguidance: dict[str, Any] | str | None = Field(
+        default=None,
+        description='llguidance\'s top-level grammar object (or its JSON text), as llguidance and the `guidance` '
+        'library write it: `{"grammars": [{"lark_grammar": "..."}, {"json_schema": {...}}]}`, with llguidance\'s '
+        "semantics (a JSON schema's whitespace is what its `x-guidance` says).",
+    )
+    response_format: dict[str, Any] | None = Field(
+        default=None,
+        description='OpenAI\'s `response_format`: `{"type": "text"}`, `{"type": "json_object"}` or '
+        '`{"type": "json_schema", "json_schema": {"name", "schema", "strict"?, "description"?}}` (the Responses '
+        "API's flat `text.format` too). The schema is enforced whatever `strict` says; JSON is compact unless "
+        "`options.whitespace` allows some.",
+    )
+    structured_outputs: dict[str, Any] | None = Field(
+        default=None,
+        description="vLLM's `structured_outputs`: exactly one of `json`, `regex`, `choice`, `grammar` (GBNF or "
+        "Lark), `json_object`, `structural_tag` (not supported yet: 400 `form-unsupported`); with "
+        "`whitespace_pattern`, `disable_any_whitespace`, `disable_additional_properties`. JSON is compact unless "
+        "`whitespace_pattern` allows whitespace (vLLM allows any by default).",
+    )
+    ebnf: str | None = Field(
+        default=None,
+        description="SGLang's `ebnf`: a GBNF grammar (the EBNF of SGLang's default backend), or Lark. SGLang's "
+        "`json_schema` and `regex` are the kinds of those names.",
+    )
     variables: dict[str, Any] = Field(default_factory=dict, description="Compile-time variables (templates only).")
     tokenizer: str = Field(default="default", description="Name of the vocabulary to compile for.")
     options: dict[str, Any] = Field(
@@ -83,7 +111,8 @@ class ProgramFields(BaseModel):
 
 
 class CompileRequest(ProgramFields):
-    """Exactly one of `template`, `json_schema`, `regex`, `grammar`, `choice`."""
+    """Exactly one kind: `template`, `json_schema`, `regex`, `grammar`, `gbnf`, `choice`, `llguidance`,
+    `response_format`, `structured_outputs`, `ebnf`."""
 
     open_session: bool = Field(default=False, description="Also open a session on the program.")
 
@@ -92,8 +121,7 @@ class CompileRequest(ProgramFields):
         given = self.kinds_given()
         if len(given) != 1:
             raise ValueError(
-                "exactly one of template, json_schema, regex, grammar, choice is required"
-                + (f" (got {', '.join(given)})" if given else "")
+                f"exactly one of {', '.join(PROGRAM_KINDS)} is required" + (f" (got {', '.join(given)})" if given else "")
             )
         return self
 
@@ -142,7 +170,7 @@ class SessionCreateRequest(ProgramFields):
             if given:
                 raise ValueError("give either program_id or a program, not both")
         elif len(given) != 1:
-            raise ValueError("give program_id, or exactly one of template, json_schema, regex, grammar, choice")
+            raise ValueError(f"give program_id, or exactly one of {', '.join(PROGRAM_KINDS)}")
         return self
 
 
@@ -207,7 +235,7 @@ class SessionState(BaseModel):
 class SessionSummary(BaseModel):
     session_id: str
     program_id: str
-    kind: str = Field(description="The program's kind: template, json_schema, regex, grammar, choice.")
+    kind: str = Field(description="The program's kind (the field of its compile body: template, json_schema, ...).")
     tokens: int
     age_seconds: float
     idle_seconds: float
@@ -322,8 +350,17 @@ class Problem(BaseModel):
     code: str = Field(description="Stable machine-readable code, e.g. `token-rejected`.")
     index: int | None = Field(default=None, description="token-rejected, token-out-of-range: position in the request.")
     token: int | None = Field(default=None, description="token-rejected: the refused token.")
-    line: int | None = Field(default=None, description="template-invalid: 1-based line.")
-    column: int | None = Field(default=None, description="template-invalid: 1-based column.")
+    line: int | None = Field(default=None, description="template-invalid, grammar-invalid (GBNF): 1-based line.")
+    column: int | None = Field(
+        default=None, description="template-invalid, grammar-invalid (regex, GBNF): 1-based column."
+    )
+    pointer: str | None = Field(
+        default=None,
+        description="schema-invalid, form-invalid: RFC 6901 pointer into the schema (or the form's object) "
+        "where the fault is, when known.",
+    )
+    form: str | None = Field(default=None, description="form-unsupported: the request form, e.g. "
+                             "`structured_outputs.structural_tag`.")
     limit: str | None = Field(default=None, description="limit-exceeded: the limit's name.")
     location: str | None = Field(default=None, description="unicode-invalid: `body`, `path` or `query`.")
     field: str | None = Field(

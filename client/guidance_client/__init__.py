@@ -12,7 +12,10 @@ Two clients with the same methods, :class:`GuidanceClient` (sync) and
         grammar.fill_next_token_bitmask(bitmask, 0)      # row 0: the allowed next tokens
         grammar.accept_tokens([token])                   # False if the constraint forbids it
 
-A whole decoding batch steps in one round trip with :class:`GrammarBatch`. The wire format is in
+A whole decoding batch steps in one round trip with :class:`GrammarBatch`. A constraint is any of the
+server's kinds, other engines' request forms (``response_format=``, ``structured_outputs=``, ``gbnf=``...),
+or a Python value that says the same (:mod:`guidance_client.specs`): a ``guidance`` grammar object, a
+Pydantic model (``grammar.parse(Model)`` gives the validated instance back), ``Literal``, ``Enum``. The wire format is in
 :mod:`guidance_client.wire`; requests and answers without I/O in :mod:`guidance_client.protocol`;
 the errors in :mod:`guidance_client.errors`.
 """
@@ -34,8 +37,8 @@ if TYPE_CHECKING:
         SessionInfo,
         StepResult,
         StepStatus,
-        program_spec,
     )
+    from guidance_client.specs import program_spec
     from guidance_client.wire import MaskEncoding
 
 __all__ = [
@@ -79,10 +82,10 @@ _HOMES = {
             "SessionInfo",
             "StepResult",
             "StepStatus",
-            "program_spec",
         ),
         "guidance_client.protocol",
     ),
+    "program_spec": "guidance_client.specs",
     "MaskEncoding": "guidance_client.wire",
 }
 

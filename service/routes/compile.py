@@ -112,7 +112,9 @@ async def compile_program(body: ProgramFields, state: ServiceState) -> Compiled:
 async def compile_endpoint(body: CompileRequest, state: StateDep, owner: OwnerDep) -> CompileResponse:
     """Compile a constraint for a vocabulary (or take it from the shared cache).
 
-    Give exactly one of `template`, `json_schema`, `regex`, `grammar` (Lark) or `choice`.
+    Give exactly one kind: `template`, `json_schema`, `regex`, `grammar` (Lark), `gbnf`, `choice`,
+    `llguidance`, or another engine's request form as its users write it: `response_format`
+    (OpenAI), `structured_outputs` (vLLM), `ebnf` (SGLang).
     The `program_id` is a content hash, equal on every replica: keep it to open sessions later
     (`POST /sessions {program_id}`), and keep the spec to re-send if that answers 404.
     """

@@ -196,12 +196,23 @@ def test_rollback_local_and_remote(backend: GuidanceBackend, client: GuidanceCli
 
 
 def test_refused_constraints_are_sglang_invalid_grammars(backend: GuidanceBackend) -> None:
-    for key in (("regex", "("), ("json", '{"type": "nope"}'), ("ebnf", 'root ::= "a"')):
+    for key in (("regex", "("), ("json", '{"type": "nope"}'), ("ebnf", 'root ::= ( "a"')):
         g = grammar_for(backend, key)
         assert isinstance(g, InvalidGrammarObject), key
         assert g.error_message
     tag = backend.dispatch_structural_tag("{}")
-    assert isinstance(tag, InvalidGrammarObject) and "structural tags" in tag.error_message
+    assert isinstance(tag, InvalidGrammarObject) and "structural tags are not supported yet" in tag.error_message
+
+
+def test_ebnf_is_gbnf_or_lark_as_sglang_has_it(backend: GuidanceBackend) -> None:
+    """SGLang's documented EBNF (GBNF, its default backend's dialect) and a Lark grammar both compile."""
+    capitals = (
+        'root ::= city | description\ncity ::= "London" | "Paris" | "Berlin" | "Rome"\n'
+        'description ::= city " is " status\nstatus ::= "the capital of " country\n'
+        'country ::= "England" | "France" | "Germany" | "Italy"\n'
+    )
+    for text in (capitals, LARK):
+        assert isinstance(grammar_for(backend, ("ebnf", text)), GuidanceGrammar), text
 
 
 def test_any_json(backend: GuidanceBackend, client: GuidanceClient) -> None:

@@ -1,7 +1,8 @@
 """Compilation entry points: a constraint in, a validated llguidance grammar and capture layout out.
 
-One function per kind of constraint (template, JSON schema, regex, Lark grammar, choice) and
-:func:`compile_spec` for a whole :class:`~core.spec.ProgramSpec`. Each gives a
+One function per kind of constraint (template, JSON schema, regex, Lark grammar, choice,
+structural tag, tools) and :func:`compile_spec` for a whole :class:`~core.spec.ProgramSpec`
+(the kinds' registry, :mod:`core.kinds`, says which function compiles which kind). Each gives a
 :class:`CompiledSpec`: plain data that can cross a process (:mod:`core.workers`), from which a
 program builds its tokenizer-bound matchers. The template language is written as Lark by
 :mod:`core.template.lark`, JSON schemas are prepared by :mod:`core.jsonschema.prepare`, and every
@@ -24,7 +25,10 @@ from core.lark_text import lark_string
 from core.limits import Limits
 from core.jsonschema import DEFAULT_FORMAT_MODE, FORMAT_MODES, FormatMode, format_hint, prepare_json_schema
 from core.template import GuidanceTemplate
+from core.reasoning import with_reasoning
+from core.structural_tag import structural_tag_grammar
 from core.template.lark import template_grammar
+from core.tools import tool_request, tools_lark
 from core.validation import check_size, require_valid, trimmed
 
 if TYPE_CHECKING:
@@ -37,12 +41,10 @@ __all__ = [
     "compile_lark",
     "compile_regex",
     "compile_spec",
+    "compile_structural_tag",
     "compile_template",
+    "compile_tools",
 ]
-
-# The bounded whitespace a direct JSON schema's ``whitespace`` option may allow (openapi.yaml).
-_MAX_WHITESPACE = 64
-
 
 @dataclass(frozen=True)
 class CompiledSpec:
@@ -142,6 +144,35 @@ def compile_choice(options: Sequence[str], tokenizer: llguidance.LLTokenizer | N
     return _checked(llguidance.LLMatcher.grammar_from_lark(lark), tokenizer, limits, GrammarError)
 
 
+def compile_tools(
+    tools: Any, options: Mapping[str, Any], tokenizer: llguidance.LLTokenizer | None, limits: Limits
+) -> CompiledSpec:
+    """OpenAI-style tools in a model family's format (``options``: ``tool_format``, ``tool_choice``,
+    ``parallel_tool_calls``); variables ``tool_calls`` and ``content`` (see :mod:`core.tools`)."""
+    request = tool_request(tools, options, limits)
+    lark = tools_lark(request, tokenizer, limits)
+    check_size(lark, "tools grammar", limits)
+    layout = CaptureLayout(scope={"content": (), "tool_calls": ()})
+    return _checked(llguidance.LLMatcher.grammar_from_lark(lark), tokenizer, limits, GrammarError, layout)
+
+
+def compile_structural_tag(
+    tag: Mapping[str, Any] | str, tokenizer: llguidance.LLTokenizer | None, limits: Limits
+) -> CompiledSpec:
+    """xgrammar's / vLLM's structural tag, older (``structures`` + ``triggers``) or newer (``format``)."""
+    if isinstance(tag, str):
+        check_size(tag, "structural tag", limits)
+        try:
+            tag = json.loads(tag)
+        except json.JSONDecodeError as e:
+            raise GrammarError(f"structural tag is not valid JSON: {e.msg} at {e.pos}") from None
+    if not isinstance(tag, Mapping):
+        raise GrammarError("a structural tag must be an object")
+    grammar = structural_tag_grammar(tag, tokenizer, limits)
+    check_size(grammar, "structural tag grammar", limits)
+    return _checked(grammar, tokenizer, limits, GrammarError)
+
+
 def compile_spec(spec: ProgramSpec, tokenizer: llguidance.LLTokenizer | None, limits: Limits) -> CompiledSpec:
     """The validated grammar of a program spec: every check of a compile short of the matcher.
 
@@ -151,8 +182,16 @@ def compile_spec(spec: ProgramSpec, tokenizer: llguidance.LLTokenizer | None, li
     Raises:
         GuidanceError: the spec does not compile or breaks a limit.
     """
+    from core.kinds import KINDS  # the registry names this module's functions
+
+    kind = KINDS[spec.kind]
+    if spec.variables and not kind.variables:
+        raise GrammarError("variables apply to templates only")
     try:
-        compiled = _compile_kind(spec, tokenizer, limits)
+        compiled = kind.compile(spec, tokenizer, limits)
+        if spec.reasoning is not None:
+            compiled = with_reasoning(compiled, spec.reasoning, tokenizer)
+            require_valid(compiled.grammar, tokenizer, limits, GrammarError)
     except RecursionError:
         raise LimitExceeded("the constraint is nested too deeply", "max_nesting_depth") from None
     grown = expansion(compiled.grammar)
@@ -164,24 +203,3 @@ def compile_spec(spec: ProgramSpec, tokenizer: llguidance.LLTokenizer | None, li
         )
     return compiled
 
-
-def _compile_kind(spec: ProgramSpec, ll: llguidance.LLTokenizer | None, limits: Limits) -> CompiledSpec:
-    if spec.kind == "template":
-        if not isinstance(spec.source, str):
-            raise GrammarError("template must be a string")
-        return compile_template(GuidanceTemplate(spec.source, spec.variables, limits), ll, limits)
-    if spec.variables:
-        raise GrammarError("variables apply to templates only")
-    if spec.kind == "json_schema":
-        ws = spec.options.get("whitespace")
-        if ws is not None and (not isinstance(ws, int) or isinstance(ws, bool) or not 0 <= ws <= _MAX_WHITESPACE):
-            raise GrammarError(f"option whitespace must be an integer from 0 to {_MAX_WHITESPACE}")
-        formats = spec.options.get("formats", DEFAULT_FORMAT_MODE)
-        if formats not in FORMAT_MODES:
-            raise GrammarError(f"option formats must be one of {', '.join(FORMAT_MODES)}")
-        return compile_json_schema(spec.source, ll, limits, ws, formats)
-    if spec.kind == "regex":
-        return compile_regex(spec.source, ll, limits)
-    if spec.kind == "grammar":
-        return compile_lark(spec.source, ll, limits)
-    return compile_choice(spec.source, ll, limits)

@@ -1,0 +1,90 @@
+"""The kinds of constraint, one entry each: how a spec of the kind compiles and what it accepts.
+
+Everything else about kinds derives from :data:`KINDS`: the options the backend accepts per kind,
+the compile dispatch (:func:`core.compiler.compile_spec`), the metrics' label set. The names
+themselves are :data:`core.spec.PROGRAM_KINDS` (a ``Literal`` for the type checker); the HTTP
+body's field for each kind is in ``service/schemas.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import llguidance
+
+from core.compiler import (
+    CompiledSpec,
+    compile_choice,
+    compile_json_schema,
+    compile_lark,
+    compile_regex,
+    compile_structural_tag,
+    compile_template,
+    compile_tools,
+)
+from core.errors import GrammarError
+from core.jsonschema import DEFAULT_FORMAT_MODE, FORMAT_MODES
+from core.limits import Limits
+from core.spec import PROGRAM_KINDS, ProgramKind
+from core.template import GuidanceTemplate
+from core.tools import TOOL_OPTIONS
+
+if TYPE_CHECKING:
+    from core.spec import ProgramSpec
+
+__all__ = ["KINDS", "Kind"]
+
+# The bounded whitespace a direct JSON schema's ``whitespace`` option may allow (openapi.yaml).
+_MAX_WHITESPACE = 64
+
+Compile = Callable[["ProgramSpec", "llguidance.LLTokenizer | None", Limits], CompiledSpec]
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of constraint.
+
+    Attributes:
+        name: its name (the compile body's field).
+        compile: compiles a spec of the kind (variables and options already checked).
+        options: the options a spec of the kind may carry.
+        variables: whether it takes compile-time variables.
+    """
+
+    name: ProgramKind
+    compile: Compile
+    options: frozenset[str] = frozenset()
+    variables: bool = False
+
+
+def _template(spec: ProgramSpec, ll: llguidance.LLTokenizer | None, limits: Limits) -> CompiledSpec:
+    if not isinstance(spec.source, str):
+        raise GrammarError("template must be a string")
+    return compile_template(GuidanceTemplate(spec.source, spec.variables, limits), ll, limits)
+
+
+def _json_schema(spec: ProgramSpec, ll: llguidance.LLTokenizer | None, limits: Limits) -> CompiledSpec:
+    ws = spec.options.get("whitespace")
+    if ws is not None and (not isinstance(ws, int) or isinstance(ws, bool) or not 0 <= ws <= _MAX_WHITESPACE):
+        raise GrammarError(f"option whitespace must be an integer from 0 to {_MAX_WHITESPACE}")
+    formats = spec.options.get("formats", DEFAULT_FORMAT_MODE)
+    if formats not in FORMAT_MODES:
+        raise GrammarError(f"option formats must be one of {', '.join(FORMAT_MODES)}")
+    return compile_json_schema(spec.source, ll, limits, ws, formats)
+
+
+_ENTRIES = (
+    Kind("template", _template, variables=True),
+    Kind("json_schema", _json_schema, frozenset({"whitespace", "formats"})),
+    Kind("regex", lambda spec, ll, limits: compile_regex(spec.source, ll, limits)),
+    Kind("grammar", lambda spec, ll, limits: compile_lark(spec.source, ll, limits)),
+    Kind("choice", lambda spec, ll, limits: compile_choice(spec.source, ll, limits)),
+    Kind("structural_tag", lambda spec, ll, limits: compile_structural_tag(spec.source, ll, limits)),
+    Kind("tools", lambda spec, ll, limits: compile_tools(spec.source, spec.options, ll, limits), TOOL_OPTIONS),
+)
+
+#: Every kind by name, in :data:`~core.spec.PROGRAM_KINDS` order.
+KINDS: Mapping[ProgramKind, Kind] = {k.name: k for k in _ENTRIES}
+assert tuple(KINDS) == PROGRAM_KINDS, "core.spec.PROGRAM_KINDS and core.kinds.KINDS disagree"

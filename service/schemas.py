@@ -13,7 +13,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
+from core.reasoning import REASONING_FAMILIES
 from core.spec import PROGRAM_KINDS, ProgramKind
+from core.tools import TOOL_FORMATS, TOOL_OPTIONS
 
 __all__ = [
     "AcceptRequest",
@@ -65,6 +67,32 @@ class ProgramFields(BaseModel):
     regex: str | None = Field(default=None, description="A regex the whole output must match.")
     grammar: str | None = Field(default=None, description="A Lark grammar (llguidance dialect).")
     choice: list[str] | None = Field(default=None, description="Exactly one of these strings.")
+    structural_tag: dict[str, Any] | str | None = Field(
+        default=None,
+        description="xgrammar's / vLLM's structural tag (object or JSON text): the older `structures` + `triggers` "
+        "form, or `{\"type\": \"structural_tag\", \"format\": {...}}` (docs/tools.md lists the formats).",
+    )
+    tools: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="OpenAI's tools list, written in `tool_format`'s format; variables `tool_calls` "
+        "(`[{name, arguments}]`) and `content`.",
+    )
+    tool_choice: str | dict[str, Any] | None = Field(
+        default=None,
+        description='With `tools`: `"none"`, `"auto"` (default), `"required"`, or '
+        '`{"type": "function", "function": {"name": ...}}`.',
+    )
+    parallel_tool_calls: bool | None = Field(
+        default=None, description="With `tools`: several calls in one turn (default true, where the family has them)."
+    )
+    tool_format: str | None = Field(
+        default=None, description="With `tools` (required): the model family, one of " + ", ".join(TOOL_FORMATS) + "."
+    )
+    reasoning: str | dict[str, Any] | None = Field(
+        default=None,
+        description="A think block of free text before the constraint, captured as `reasoning`: a family ("
+        + ", ".join(REASONING_FAMILIES) + ') or `{"start", "end", "max_tokens"?}`.',
+    )
     variables: dict[str, Any] = Field(default_factory=dict, description="Compile-time variables (templates only).")
     tokenizer: str = Field(default="default", description="Name of the vocabulary to compile for.")
     options: dict[str, Any] = Field(
@@ -81,9 +109,26 @@ class ProgramFields(BaseModel):
         (kind,) = self.kinds_given()
         return kind, getattr(self, kind)
 
+    def kind_options(self) -> dict[str, Any]:
+        """The kind's options: ``options``, and for tools the tool fields given."""
+        options = dict(self.options)
+        options.update({k: getattr(self, k) for k in _TOOL_FIELDS if getattr(self, k) is not None})
+        return options
+
+    @model_validator(mode="after")
+    def _tool_fields_with_tools(self) -> ProgramFields:
+        stray = [k for k in _TOOL_FIELDS if getattr(self, k) is not None]
+        if stray and self.tools is None:
+            raise ValueError(f"{', '.join(stray)} apply to tools only")
+        return self
+
+
+_TOOL_FIELDS = tuple(sorted(TOOL_OPTIONS))
+_KIND_LIST = ", ".join(PROGRAM_KINDS)
+
 
 class CompileRequest(ProgramFields):
-    """Exactly one of `template`, `json_schema`, `regex`, `grammar`, `choice`."""
+    """Exactly one kind: `template`, `json_schema`, `regex`, `grammar`, `choice`, `structural_tag` or `tools`."""
 
     open_session: bool = Field(default=False, description="Also open a session on the program.")
 
@@ -92,7 +137,7 @@ class CompileRequest(ProgramFields):
         given = self.kinds_given()
         if len(given) != 1:
             raise ValueError(
-                "exactly one of template, json_schema, regex, grammar, choice is required"
+                f"exactly one of {_KIND_LIST} is required"
                 + (f" (got {', '.join(given)})" if given else "")
             )
         return self
@@ -119,7 +164,9 @@ class CompileResponse(BaseModel):
     cached: bool = Field(description="The program came from the cache (or a concurrent compile).")
     vocab_size: int
     mask_words: int = Field(description="int32 words per mask: ceil(vocab_size / 32).")
-    variables: list[str] = Field(description="Names the program captures (template slots).")
+    variables: list[str] = Field(
+        description="Names the program captures (template slots; `tool_calls` and `content` for tools; `reasoning`)."
+    )
     compile_ms: float = Field(description="Time this request spent compiling or waiting for the program.")
     session_id: str | None = Field(default=None, description="With `open_session`: the new session.")
     ignored: list[str] = Field(
@@ -142,7 +189,7 @@ class SessionCreateRequest(ProgramFields):
             if given:
                 raise ValueError("give either program_id or a program, not both")
         elif len(given) != 1:
-            raise ValueError("give program_id, or exactly one of template, json_schema, regex, grammar, choice")
+            raise ValueError(f"give program_id, or exactly one of {_KIND_LIST}")
         return self
 
 
@@ -207,7 +254,7 @@ class SessionState(BaseModel):
 class SessionSummary(BaseModel):
     session_id: str
     program_id: str
-    kind: str = Field(description="The program's kind: template, json_schema, regex, grammar, choice.")
+    kind: str = Field(description="The program's kind: " + ", ".join(PROGRAM_KINDS) + ".")
     tokens: int
     age_seconds: float
     idle_seconds: float

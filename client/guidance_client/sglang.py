@@ -14,7 +14,8 @@ builds SGLang's ``Engine`` itself, call :func:`register` first. Where the server
 
 Requests keep SGLang's own fields: ``json_schema`` (``"$$ANY$$"``, SGLang's any-JSON, is the
 schema ``{}``), ``regex``, and ``ebnf``, which with this backend holds a Lark grammar
-(llguidance's dialect, the server's ``grammar``), not GBNF. Structural tags are not supported.
+(llguidance's dialect, the server's ``grammar``), not GBNF. ``structural_tag`` (its JSON text, the
+older ``structures`` + ``triggers`` form or the newer ``format``) is compiled by the server as such.
 A constraint the server refuses becomes SGLang's invalid grammar, with the server's detail, and
 SGLang aborts the request before it runs. SGLang caches invalid grammars too, so a server that
 cannot be reached at that moment gives a grammar compiled at its first step instead.
@@ -220,8 +221,8 @@ class GuidanceBackend(BaseGrammarBackend):
         return self._compile({"grammar": key_string})
 
     def dispatch_structural_tag(self, key_string: str) -> BaseGrammarObject:
-        """Not supported."""
-        return InvalidGrammarObject(f"the {BACKEND_NAME} grammar backend does not support structural tags")
+        """A structural tag (its JSON text), in either of xgrammar's forms."""
+        return self._compile({"structural_tag": key_string})
 
     def _compile(self, spec: dict[str, Any]) -> BaseGrammarObject:
         spec = self.config.spec(spec)

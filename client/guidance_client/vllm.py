@@ -79,9 +79,9 @@ def constraint_of(params: SamplingParams) -> dict[str, Any] | None:
     """The compile body in ``params.extra_args[EXTRA_ARGS_KEY]``, or None if the request has none.
 
     Raises:
-        ValueError: the value is not a compile body (a dict, or its JSON text, with exactly one of
-            ``template``, ``json_schema``, ``regex``, ``grammar``, ``choice`` and only the fields
-            of ``POST /compile``).
+        ValueError: the value is not a compile body (a dict, or its JSON text, with exactly one
+            kind of :data:`guidance_client.specs.KINDS`, ``structural_tag`` and ``tools`` included,
+            and only the fields of ``POST /compile``, ``reasoning`` included).
     """
     value = (params.extra_args or {}).get(EXTRA_ARGS_KEY)
     if value is None:

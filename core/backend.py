@@ -19,9 +19,9 @@ from numpy.typing import NDArray
 
 from core.bitmask import allocate_bitmask
 from core.cache import Flight, ProgramCache
-from core.compiler import CompiledSpec, compile_spec
+from core.compiler import CompiledSpec
+from core.kinds import KINDS, compile_spec
 from core.errors import GrammarError, GuidanceError, LimitExceeded
-from core.kinds import KINDS
 from core.limits import Limits
 from core.program import CompiledGuidanceProgram
 from core.session import GuidanceState

@@ -1,8 +1,8 @@
 """Compilation entry points: a constraint in, a validated llguidance grammar and capture layout out.
 
 One function per kind of constraint (template, JSON schema, regex, Lark grammar, choice,
-structural tag, tools) and :func:`compile_spec` for a whole :class:`~core.spec.ProgramSpec`
-(the kinds' registry, :mod:`core.kinds`, says which function compiles which kind). Each gives a
+structural tag, tools)
+(:func:`core.kinds.compile_spec` compiles a whole spec through the kinds' registry). Each gives a
 :class:`CompiledSpec`: plain data that can cross a process (:mod:`core.workers`), from which a
 program builds its tokenizer-bound matchers. The template language is written as Lark by
 :mod:`core.template.lark`, JSON schemas are prepared by :mod:`core.jsonschema.prepare`, and every
@@ -14,25 +14,20 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import llguidance
 
 from core.captures import CaptureLayout
 from core.errors import GrammarError, LimitExceeded, SchemaError, TemplateError
-from core.expansion import expansion
 from core.lark_text import lark_string
 from core.limits import Limits
 from core.jsonschema import DEFAULT_FORMAT_MODE, FORMAT_MODES, FormatMode, format_hint, prepare_json_schema
 from core.template import GuidanceTemplate
-from core.reasoning import with_reasoning
 from core.structural_tag import structural_tag_grammar
 from core.template.lark import template_grammar
 from core.tools import tool_request, tools_lark
 from core.validation import check_size, require_valid, trimmed
-
-if TYPE_CHECKING:
-    from core.spec import ProgramSpec
 
 __all__ = [
     "CompiledSpec",
@@ -40,7 +35,6 @@ __all__ = [
     "compile_json_schema",
     "compile_lark",
     "compile_regex",
-    "compile_spec",
     "compile_structural_tag",
     "compile_template",
     "compile_tools",
@@ -171,35 +165,3 @@ def compile_structural_tag(
     grammar = structural_tag_grammar(tag, tokenizer, limits)
     check_size(grammar, "structural tag grammar", limits)
     return _checked(grammar, tokenizer, limits, GrammarError)
-
-
-def compile_spec(spec: ProgramSpec, tokenizer: llguidance.LLTokenizer | None, limits: Limits) -> CompiledSpec:
-    """The validated grammar of a program spec: every check of a compile short of the matcher.
-
-    Runs in the server or in a compile worker (:mod:`core.workers`) alike; either way on an engine
-    thread (:mod:`core.threads`), since llguidance's validation recurses natively.
-
-    Raises:
-        GuidanceError: the spec does not compile or breaks a limit.
-    """
-    from core.kinds import KINDS  # the registry names this module's functions
-
-    kind = KINDS[spec.kind]
-    if spec.variables and not kind.variables:
-        raise GrammarError("variables apply to templates only")
-    try:
-        compiled = kind.compile(spec, tokenizer, limits)
-        if spec.reasoning is not None:
-            compiled = with_reasoning(compiled, spec.reasoning, tokenizer)
-            require_valid(compiled.grammar, tokenizer, limits, GrammarError)
-    except RecursionError:
-        raise LimitExceeded("the constraint is nested too deeply", "max_nesting_depth") from None
-    grown = expansion(compiled.grammar)
-    if grown > limits.max_expansion:
-        raise LimitExceeded(
-            f"the constraint expands to a literal or repeat of about {grown} characters, above the limit "
-            f"of {limits.max_expansion} (every mask would cost time quadratic in it)",
-            "max_expansion",
-        )
-    return compiled
-

@@ -1,7 +1,7 @@
 """The kinds of constraint, one entry each: how a spec of the kind compiles and what it accepts.
 
 Everything else about kinds derives from :data:`KINDS`: the options the backend accepts per kind,
-the compile dispatch (:func:`core.compiler.compile_spec`), the metrics' label set. The names
+the compile dispatch (:func:`compile_spec`), the metrics' label set. The names
 themselves are :data:`core.spec.PROGRAM_KINDS` (a ``Literal`` for the type checker); the HTTP
 body's field for each kind is in ``service/schemas.py``.
 """
@@ -9,7 +9,7 @@ body's field for each kind is in ``service/schemas.py``.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import llguidance
@@ -24,17 +24,20 @@ from core.compiler import (
     compile_template,
     compile_tools,
 )
-from core.errors import GrammarError
+from core.errors import GrammarError, LimitExceeded
+from core.expansion import expansion
 from core.jsonschema import DEFAULT_FORMAT_MODE, FORMAT_MODES
 from core.limits import Limits
+from core.reasoning import with_reasoning
 from core.spec import PROGRAM_KINDS, ProgramKind
 from core.template import GuidanceTemplate
 from core.tools import TOOL_OPTIONS
+from core.validation import require_valid
 
 if TYPE_CHECKING:
     from core.spec import ProgramSpec
 
-__all__ = ["KINDS", "Kind"]
+__all__ = ["KINDS", "Kind", "compile_spec"]
 
 # The bounded whitespace a direct JSON schema's ``whitespace`` option may allow (openapi.yaml).
 _MAX_WHITESPACE = 64
@@ -88,3 +91,33 @@ _ENTRIES = (
 #: Every kind by name, in :data:`~core.spec.PROGRAM_KINDS` order.
 KINDS: Mapping[ProgramKind, Kind] = {k.name: k for k in _ENTRIES}
 assert tuple(KINDS) == PROGRAM_KINDS, "core.spec.PROGRAM_KINDS and core.kinds.KINDS disagree"
+
+
+def compile_spec(spec: ProgramSpec, tokenizer: llguidance.LLTokenizer | None, limits: Limits) -> CompiledSpec:
+    """The validated grammar of a program spec: every check of a compile short of the matcher.
+
+    Runs in the server or in a compile worker (:mod:`core.workers`) alike; either way on an engine
+    thread (:mod:`core.threads`), since llguidance's validation recurses natively.
+
+    Raises:
+        GuidanceError: the spec does not compile or breaks a limit.
+    """
+    kind = KINDS[spec.kind]
+    if spec.variables and not kind.variables:
+        raise GrammarError("variables apply to templates only")
+    try:
+        compiled = kind.compile(spec, tokenizer, limits)
+        if spec.reasoning is not None:
+            grammar, layout = with_reasoning(compiled.grammar, compiled.layout, spec.reasoning, tokenizer)
+            require_valid(grammar, tokenizer, limits, GrammarError)
+            compiled = replace(compiled, grammar=grammar, layout=layout)
+    except RecursionError:
+        raise LimitExceeded("the constraint is nested too deeply", "max_nesting_depth") from None
+    grown = expansion(compiled.grammar)
+    if grown > limits.max_expansion:
+        raise LimitExceeded(
+            f"the constraint expands to a literal or repeat of about {grown} characters, above the limit "
+            f"of {limits.max_expansion} (every mask would cost time quadratic in it)",
+            "max_expansion",
+        )
+    return compiled

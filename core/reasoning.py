@@ -15,17 +15,15 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import llguidance
 
+from core.captures import CaptureLayout
 from core.errors import GrammarError
 from core.lark_text import lark_regex, lark_string
 from core.tools.families import TOOL_FORMATS, Reasoning
 from core.tools.parts import lark_pieces, special_tokens
-
-if TYPE_CHECKING:
-    from core.compiler import CompiledSpec
 
 __all__ = ["REASONING_FAMILIES", "ReasoningBlock", "reasoning_block", "split_reasoning", "with_reasoning"]
 
@@ -89,14 +87,15 @@ def _markers(block: ReasoningBlock) -> tuple[str, ...]:
 
 
 def with_reasoning(
-    compiled: CompiledSpec, value: str | Mapping[str, Any], tokenizer: llguidance.LLTokenizer | None
-) -> CompiledSpec:
-    """The compiled constraint with the think block before it; its text captured as ``reasoning``."""
+    grammar: str, layout: CaptureLayout, value: str | Mapping[str, Any], tokenizer: llguidance.LLTokenizer | None
+) -> tuple[str, CaptureLayout]:
+    """A compiled constraint (llguidance's grammar and its layout) with the think block before it;
+    its text captured as ``reasoning``."""
     block = reasoning_block(value)
     specials = special_tokens(tokenizer) if tokenizer is not None else {}
     markers = _markers(block)
     m = block.markers
-    text = compiled.grammar
+    text = grammar
     top = json.loads(text) if text.lstrip().startswith("{") else {"grammars": [{"lark_grammar": text}]}
     grammars = list(top["grammars"])
     inner = dict(grammars[0])
@@ -116,8 +115,8 @@ def with_reasoning(
     start = f"start: think @{inner['name']}"
     lark = "\n".join([start, block_rule, body, "THINK_WS: /[ \\n]+/"]) + "\n"
     top["grammars"] = [{"name": "reasoning_block", "lark_grammar": lark}, *grammars]
-    layout = replace(compiled.layout, scope={**compiled.layout.scope, REASONING: ()})
-    return replace(compiled, grammar=json.dumps(top, ensure_ascii=False), layout=layout)
+    layout = replace(layout, scope={**layout.scope, REASONING: ()})
+    return json.dumps(top, ensure_ascii=False), layout
 
 
 def split_reasoning(value: str | Mapping[str, Any], data: bytes) -> tuple[bytes | None, bool, bytes]:

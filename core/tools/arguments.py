@@ -3,7 +3,8 @@
 JSON arguments are llguidance's own ``%json`` with the template's separators (``tojson``: ``", "``
 and ``": "``), compact otherwise, strict to the tool's schema. The tag styles write one tag per
 property, in the schema's order, required ones always: a string property is its raw text (the
-template prints strings as they are), any other value is JSON. Gemma 4 writes every value in its
+template prints strings as they are), any other value is JSON. In the tag styles and Gemma's,
+only declared properties are written (``"properties": {}``: no arguments). Gemma 4 writes every value in its
 own notation (bare keys in sorted order, strings between ``<|"|>`` markers): its grammar is derived
 here from the schema (types, ``enum``/``const``, ``properties``/``required``, ``items``, ``anyOf``,
 local ``$ref``s); what it cannot read narrowly is any value.
@@ -196,8 +197,8 @@ class ArgumentWriter:
     def _gemma_object(self, schema: Mapping[str, Any], root: Mapping[str, Any], depth: int) -> str:
         props = schema.get("properties")
         if not isinstance(props, Mapping) or not props:
-            if schema.get("additionalProperties") is False:
-                return '"{" "}"'
+            if schema.get("additionalProperties") is False or props is not None:
+                return '"{" "}"'  # as the tag styles: declared properties only, none declared
             pair = f'{lark_regex("[A-Za-z0-9_]+")} ":" {self.rule("gv", self._gemma_any())}'
             return f'"{{" ({pair} ("," {pair})*)? "}}"'
         required = schema.get("required", [])

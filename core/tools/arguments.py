@@ -166,7 +166,9 @@ class ArgumentWriter:
             branches = schema.get(key)
             if isinstance(branches, list) and branches:
                 return "(" + " | ".join(self.gemma(b, root, depth + 1) for b in branches) + ")"
-        types = _types(schema) or {"object", "array", "string", "number", "boolean", "null"}
+        types = _types(schema)
+        if not types:  # any value (the keywords that would narrow it are not read here)
+            return self._gemma_any()
         return "(" + " | ".join(self._gemma_type(t, schema, root, depth) for t in sorted(types)) + ")"
 
     def _gemma_type(self, t: str, schema: Mapping[str, Any], root: Mapping[str, Any], depth: int) -> str:
@@ -181,8 +183,8 @@ class ArgumentWriter:
         if t == "null":
             return '("null" | "None")'
         if t == "array":
-            items = schema.get("items", {})
-            item = self.rule("gv", self.gemma(items, root, depth + 1))
+            items = schema.get("items")
+            item = self.rule("gv", self.gemma(items, root, depth + 1)) if items is not None else self._gemma_any()
             low = schema.get("minItems", 0) if isinstance(schema.get("minItems"), int) else 0
             high = schema.get("maxItems") if isinstance(schema.get("maxItems"), int) else None
             if high == 0:

@@ -16,8 +16,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from bench.harness import machine, median
 from core import GuidanceBackend
 from core.tokenizers import load_default_tokenizer

@@ -22,7 +22,7 @@ from core.captures import CaptureLayout
 from core.errors import GrammarError, LimitExceeded, SchemaError, TemplateError
 from core.lark_text import lark_string
 from core.limits import Limits
-from core.jsonschema import DEFAULT_FORMAT_MODE, FORMAT_MODES, FormatMode, format_hint, prepare_json_schema
+from core.jsonschema import DEFAULT_FORMAT_MODE, FormatMode, format_hint, prepare_json_schema
 from core.template import GuidanceTemplate
 from core.structural_tag import structural_tag_grammar
 from core.template.lark import template_grammar

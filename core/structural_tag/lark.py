@@ -68,7 +68,9 @@ class _Writer:
             )
         method = getattr(self, "f_" + kind, None) if kind in SUPPORTED_FORMATS else None
         if method is None:
-            raise GrammarError(f"unknown structural tag format {kind[:40]!r}; supported: {', '.join(SUPPORTED_FORMATS)}")
+            raise GrammarError(
+                f"unknown structural tag format {kind[:40]!r}; supported: {', '.join(SUPPORTED_FORMATS)}"
+            )
         result: tuple[str, bool] = method(node, end, depth + 1)
         return result
 
@@ -92,7 +94,7 @@ class _Writer:
     def f_json_schema(self, node: Mapping[str, Any], end: str | None, depth: int) -> tuple[str, bool]:
         style = node.get("style", "json")
         if style != "json":
-            raise GrammarError(f"structural tag: json_schema style {str(style)[:40]!r} is not supported (only \"json\")")
+            raise GrammarError(f"structural tag: json_schema style {str(style)[:40]!r} is not supported (only json)")
         if node.get("any_order"):
             raise GrammarError("structural tag: json_schema any_order is not supported")
         schema = node.get("json_schema")
@@ -182,7 +184,8 @@ class _Writer:
     def f_repeat(self, node: Mapping[str, Any], end: str | None, depth: int) -> tuple[str, bool]:
         low, high = self.need(node, "min", int), self.need(node, "max", int)
         if low < 0 or (high != -1 and high < low) or max(low, high) > self.limits.max_repeat:
-            raise GrammarError(f"structural tag: repeat needs 0 <= min <= max <= {self.limits.max_repeat} (max -1: unbounded)")
+            bound = self.limits.max_repeat
+            raise GrammarError(f"structural tag: repeat needs 0 <= min <= max <= {bound} (max -1: unbounded)")
         return f"({self._inner(node, depth)}){{{low},{'' if high == -1 else high}}}", False
 
     def f_tag(self, node: Mapping[str, Any], end: str | None, depth: int) -> tuple[str, bool]:

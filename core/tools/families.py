@@ -197,7 +197,7 @@ _FORMATS = (
     ),
     ToolFormat(
         "glm4", "GLM-4.6.jinja",
-        ("<tool_call>", "</tool_call>", "<arg_key>", "</arg_key>", "<arg_value>", "</arg_value>", "<think>", "</think>"),
+        (*_HERMES_SPECIALS, "<arg_key>", "</arg_key>", "<arg_value>", "</arg_value>", "<think>", "</think>"),
         call_open=("<tool_call>",),
         name_close=(),
         call_close=(Opt(("\n",)), "</tool_call>"),

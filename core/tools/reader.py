@@ -93,7 +93,8 @@ class ToolReader:
         fmt = request.format
         self.fmt = fmt
         names = "|".join(re.escape(t.name) for t in sorted(request.tools, key=lambda t: -len(t.name)))
-        self._open = re.compile(python_pattern(fmt.call_open) + f"(?P<name>{names or '(?!)'})" + python_pattern(fmt.name_close))
+        name = f"(?P<name>{names or '(?!)'})"
+        self._open = re.compile(python_pattern(fmt.call_open) + name + python_pattern(fmt.name_close))
         self._close = re.compile(python_pattern(fmt.call_close))
         self._sep = re.compile(python_pattern(fmt.separator))
         self._section_open = re.compile(python_pattern(fmt.section_open))
@@ -187,15 +188,14 @@ class ToolReader:
         style = self.fmt.arguments
         if style == "json":
             try:
-                value, end = _DECODER.raw_decode(text, pos)
-                return value, end
+                return _DECODER.raw_decode(text, pos)
             except ValueError:
                 return parse_partial_json(text[pos:])[0], None
         if style == "gemma":
-            js, end = _gemma_to_json(text, pos)
-            if end is not None:
+            js, stop = _gemma_to_json(text, pos)
+            if stop is not None:
                 try:
-                    return json.loads(js), end
+                    return json.loads(js), stop
                 except ValueError:
                     return None, None
             return parse_partial_json(js)[0], None

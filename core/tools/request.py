@@ -44,7 +44,7 @@ class ToolRequest:
     Attributes:
         tools: the functions a call may name (only the named one with a named choice).
         choice: ``none``: never call; ``auto``: text or calls; ``required``: at least one call;
-            ``named``: one call of ``tools[0]`` (then at most one more of it with parallel calls).
+            ``named``: exactly one call of ``tools[0]``.
         parallel: several calls in one turn (when the family writes them).
         format: the family's format.
     """
@@ -73,7 +73,8 @@ def _function(entry: Any, index: int) -> Tool:
         raise GrammarError(f"{where} must be an object")
     if "function" in entry or "type" in entry:
         if entry.get("type", "function") != "function":
-            raise GrammarError(f"{where}: only tools of type \"function\" are supported (got {str(entry.get('type'))[:40]!r})")
+            got = str(entry.get("type"))[:40]
+            raise GrammarError(f'{where}: only tools of type "function" are supported (got {got!r})')
         entry = entry.get("function")
         where += ".function"
         if not isinstance(entry, Mapping):
@@ -124,7 +125,9 @@ def tool_request(tools: Any, options: Mapping[str, Any], limits: Limits) -> Tool
     choice: Choice
     if raw in ("none", "auto", "required"):
         choice = raw
-    elif isinstance(raw, Mapping) and isinstance(raw.get("function"), Mapping) and raw.get("type", "function") == "function":
+    elif isinstance(raw, Mapping) and isinstance(raw.get("function"), Mapping) and raw.get("type", "function") in (
+        "function",
+    ):
         name = raw["function"].get("name")
         named = [t for t in parsed if t.name == name]
         if not named:

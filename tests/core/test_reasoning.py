@@ -10,7 +10,8 @@ from core.errors import GrammarError
 
 def test_a_think_block_comes_before_a_json_schema(tekken_backend: GuidanceBackend) -> None:
     tok = tekken_backend.tokenizer
-    program = tekken_backend._compile_kind("json_schema", {"type": "integer"}, reasoning={"start": "<t>", "end": "</t>"})
+    block = {"start": "<t>", "end": "</t>"}
+    program = tekken_backend._compile_kind("json_schema", {"type": "integer"}, reasoning=block)
     state = program.create_state()
     assert state.accept_tokens(tok.encode("<t>let me think {about} it</t>\n42") + [tok.eos_token_id])
     assert state.variables == {"reasoning": "let me think {about} it"}
@@ -38,7 +39,8 @@ def test_reasoning_text_streams_and_then_the_template_values(tekken_backend: Gui
 
 def test_max_tokens_bounds_the_block(tekken_backend: GuidanceBackend) -> None:
     tok = tekken_backend.tokenizer
-    program = tekken_backend._compile_kind("choice", ["yes"], reasoning={"start": "<t>", "end": "</t>", "max_tokens": 3})
+    block = {"start": "<t>", "end": "</t>", "max_tokens": 3}
+    program = tekken_backend._compile_kind("choice", ["yes"], reasoning=block)
     words = tok.encode(" a b c d e f")
     assert not program.create_state().accept_tokens(tok.encode("<t>") + words)
 

@@ -28,8 +28,8 @@ def _tag(inner: dict[str, Any]) -> dict[str, Any]:
 TRIGGERED = _tag({
     "type": "triggered_tags",
     "triggers": ["<function="],
-    "tags": [{"type": "tag", "begin": "<function=get_weather>", "content": {"type": "json_schema", "json_schema": WEATHER},
-              "end": "</function>"}],
+    "tags": [{"type": "tag", "begin": "<function=get_weather>", "end": "</function>",
+              "content": {"type": "json_schema", "json_schema": WEATHER}}],
 })
 
 
@@ -65,8 +65,9 @@ def test_the_json_text_of_a_tag_compiles_too(tekken_backend: GuidanceBackend) ->
         ({"type": "const_string", "value": "hi"}, "hi", "ho"),
         ({"type": "regex", "pattern": "[0-9]{3}"}, "123", "12a"),
         ({"type": "grammar", "grammar": 'root ::= "yes" | "no"'}, "no", "maybe"),
-        ({"type": "sequence", "elements": [{"type": "const_string", "value": "A: "},
-                                           {"type": "json_schema", "json_schema": {"type": "integer"}}]}, "A: 12", "A: x"),
+        ({"type": "sequence", "elements": [
+            {"type": "const_string", "value": "A: "}, {"type": "json_schema", "json_schema": {"type": "integer"}},
+        ]}, "A: 12", "A: x"),
         ({"type": "or", "elements": [{"type": "const_string", "value": "a"}, {"type": "const_string", "value": "b"}]},
          "b", "c"),
         ({"type": "repeat", "min": 2, "max": 3, "content": {"type": "const_string", "value": "x"}}, "xxx", "x"),
@@ -119,6 +120,7 @@ def test_unsupported_options_are_refused_with_their_name(tekken_backend: Guidanc
 def test_a_special_token_trigger_is_matched_as_the_token(tekken_backend: GuidanceBackend) -> None:
     tok = tekken_backend.tokenizer
     tag = _tag({"type": "triggered_tags", "triggers": ["[TOOL_CALLS]"], "at_least_one": True, "tags": [
-        {"type": "tag", "begin": "[TOOL_CALLS]", "content": {"type": "json_schema", "json_schema": WEATHER}, "end": ""}]})
+        {"type": "tag", "begin": "[TOOL_CALLS]", "end": "", "content": {"type": "json_schema", "json_schema": WEATHER}},
+    ]})
     program = tekken_backend.compile_structural_tag(tag)
     assert program.create_state().get_allowed_tokens() == tok.encode("[TOOL_CALLS]", special=True)

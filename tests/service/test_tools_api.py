@@ -16,7 +16,9 @@ from tests.service.test_events import Events
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 # An OpenAI chat-completions request's own fields, unchanged.
 OPENAI_TOOLS = {
-    "tools": [{"type": "function", "function": {"name": "get_weather", "description": "Weather", "parameters": WEATHER}}],
+    "tools": [
+        {"type": "function", "function": {"name": "get_weather", "description": "Weather", "parameters": WEATHER}}
+    ],
     "tool_choice": "auto",
     "parallel_tool_calls": True,
 }

@@ -57,7 +57,9 @@ CALLS = [
 def _environment() -> Any:
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
 
-    def tojson(x: Any, indent: Any = None, separators: Any = None, sort_keys: bool = False, ensure_ascii: bool = False) -> str:
+    def tojson(
+        x: Any, indent: Any = None, separators: Any = None, sort_keys: bool = False, ensure_ascii: bool = False
+    ) -> str:
         return json.dumps(x, indent=indent, separators=separators, sort_keys=sort_keys, ensure_ascii=ensure_ascii)
 
     def raise_exception(message: str) -> None:

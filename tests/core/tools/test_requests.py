@@ -63,7 +63,8 @@ def test_arguments_outside_the_schema_are_refused(backend: GuidanceBackend) -> N
 def test_partial_arguments_only_grow_while_a_call_is_written(backend: GuidanceBackend) -> None:
     program = backend.compile_tools(TOOLS, "qwen2.5")
     tok = backend.tokenizer
-    text = 'Let me check.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Saint-Rémy-de-Provence", "days": 3}}\n</tool_call>'
+    call = '{"name": "get_weather", "arguments": {"city": "Saint-Rémy-de-Provence", "days": 3}}'
+    text = f"Let me check.\n<tool_call>\n{call}\n</tool_call>"
     state = program.create_state()
     seen: list[Any] = []
     for token in tok.encode(text):

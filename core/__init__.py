@@ -30,7 +30,6 @@ from core.errors import (
     UnknownProgram,
     UnknownSession,
     UnknownTokenizer,
-    UnsupportedForm,
 )
 from core.limits import Limits
 from core.program import CompiledGuidanceProgram
@@ -67,7 +66,6 @@ __all__ = [
     "UnknownProgram",
     "UnknownSession",
     "UnknownTokenizer",
-    "UnsupportedForm",
     "allocate_bitmask",
     "allowed_tokens",
     "load_default_tokenizer",

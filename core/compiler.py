@@ -1,9 +1,9 @@
 """Compilation entry points: a constraint in, a validated llguidance grammar and capture layout out.
 
 One function per kind of constraint (template, JSON schema, regex, Lark grammar, GBNF grammar,
-choice, llguidance grammar object) and :func:`compile_spec` for a whole
-:class:`~core.spec.ProgramSpec`; other engines' request forms are first lowered to one of those
-(:mod:`core.forms`). Each gives a
+choice, llguidance grammar object, structural tag, tools);
+:func:`core.kinds.compile_spec` compiles a whole :class:`~core.spec.ProgramSpec` through the kinds'
+registry, other engines' request forms first lowered to one of those (:mod:`core.forms`). Each gives a
 :class:`CompiledSpec`: plain data that can cross a process (:mod:`core.workers`), from which a
 program builds its tokenizer-bound matchers. The template language is written as Lark by
 :mod:`core.template.lark`, JSON schemas are prepared by :mod:`core.jsonschema.prepare`, and every
@@ -14,28 +14,25 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import llguidance
 
 from core.captures import CaptureLayout, passthrough_layout
 from core.errors import GrammarError, LimitExceeded, SchemaError, TemplateError, classify_engine_error
-from core.expansion import expansion
-from core.forms import lower_form
 from core.gbnf import convert_gbnf, dialect_hint
 from core.lark_text import lark_capture_names, lark_string
 from core.limits import Limits
-from core.jsonschema import DEFAULT_FORMAT_MODE, FORMAT_MODES, FormatMode, format_hint, prepare_json_schema
+from core.jsonschema import DEFAULT_FORMAT_MODE, FormatMode, format_hint, prepare_json_schema
 from core.jsonschema.locate import locate_schema_error
 from core.llgrammar import llguidance_grammar
 from core.regex_errors import regex_message
 from core.template import GuidanceTemplate
+from core.structural_tag import structural_tag_grammar
 from core.template.lark import template_grammar
+from core.tools import tool_request, tools_lark
 from core.validation import check_size, require_valid, trimmed, validate
-
-if TYPE_CHECKING:
-    from core.spec import ProgramSpec
 
 __all__ = [
     "CompiledSpec",
@@ -45,12 +42,10 @@ __all__ = [
     "compile_lark",
     "compile_llguidance",
     "compile_regex",
-    "compile_spec",
+    "compile_structural_tag",
     "compile_template",
+    "compile_tools",
 ]
-
-# The bounded whitespace a direct JSON schema's ``whitespace`` option may allow (openapi.yaml).
-_MAX_WHITESPACE = 64
 
 
 @dataclass(frozen=True)
@@ -200,60 +195,30 @@ def compile_choice(options: Sequence[str], tokenizer: llguidance.LLTokenizer | N
     return _checked(llguidance.LLMatcher.grammar_from_lark(lark), tokenizer, limits, GrammarError)
 
 
-def compile_spec(spec: ProgramSpec, tokenizer: llguidance.LLTokenizer | None, limits: Limits) -> CompiledSpec:
-    """The validated grammar of a program spec: every check of a compile short of the matcher.
-
-    Runs in the server or in a compile worker (:mod:`core.workers`) alike; either way on an engine
-    thread (:mod:`core.threads`), since llguidance's validation recurses natively.
-
-    Raises:
-        GuidanceError: the spec does not compile or breaks a limit.
-    """
-    try:
-        compiled = _compile_kind(spec, tokenizer, limits)
-    except RecursionError:
-        raise LimitExceeded("the constraint is nested too deeply", "max_nesting_depth") from None
-    grown = expansion(compiled.grammar)
-    if grown > limits.max_expansion:
-        raise LimitExceeded(
-            f"the constraint expands to a literal or repeat of about {grown} characters, above the limit "
-            f"of {limits.max_expansion} (every mask would cost time quadratic in it)",
-            "max_expansion",
-        )
-    return compiled
+def compile_tools(
+    tools: Any, options: Mapping[str, Any], tokenizer: llguidance.LLTokenizer | None, limits: Limits
+) -> CompiledSpec:
+    """OpenAI-style tools in a model family's format (``options``: ``tool_format``, ``tool_choice``,
+    ``parallel_tool_calls``); variables ``tool_calls`` and ``content`` (see :mod:`core.tools`)."""
+    request = tool_request(tools, options, limits)
+    lark = tools_lark(request, tokenizer, limits)
+    check_size(lark, "tools grammar", limits)
+    layout = CaptureLayout(scope={"content": (), "tool_calls": ()})
+    return _checked(llguidance.LLMatcher.grammar_from_lark(lark), tokenizer, limits, GrammarError, layout)
 
 
-def _compile_kind(spec: ProgramSpec, ll: llguidance.LLTokenizer | None, limits: Limits) -> CompiledSpec:
-    lowered = lower_form(spec)
-    if lowered is not spec:
-        if spec.variables:
-            raise GrammarError("variables apply to templates only")
-        return _compile_kind(lowered, ll, limits)
-    if spec.kind == "template":
-        if not isinstance(spec.source, str):
-            raise GrammarError("template must be a string")
-        return compile_template(GuidanceTemplate(spec.source, spec.variables, limits), ll, limits)
-    if spec.variables:
-        raise GrammarError("variables apply to templates only")
-    if spec.kind == "json_schema":
-        ws = spec.options.get("whitespace")
-        if ws is not None and (not isinstance(ws, int) or isinstance(ws, bool) or not 0 <= ws <= _MAX_WHITESPACE):
-            raise GrammarError(f"option whitespace must be an integer from 0 to {_MAX_WHITESPACE}")
-        formats = spec.options.get("formats", DEFAULT_FORMAT_MODE)
-        if formats not in FORMAT_MODES:
-            raise GrammarError(f"option formats must be one of {', '.join(FORMAT_MODES)}")
-        pattern = spec.options.get("whitespace_pattern")
-        if pattern is not None:
-            check_size(pattern, "whitespace_pattern", limits)
-        return compile_json_schema(spec.source, ll, limits, ws, formats, pattern)
-    if spec.kind == "regex":
-        return compile_regex(spec.source, ll, limits)
-    if spec.kind == "grammar":
-        return compile_lark(spec.source, ll, limits)
-    if spec.kind == "gbnf":
-        return compile_gbnf(spec.source, ll, limits)
-    if spec.kind == "llguidance":
-        return compile_llguidance(spec.source, ll, limits)
-    if spec.kind == "choice":
-        return compile_choice(spec.source, ll, limits)
-    raise ValueError(f"no compiler for kind {spec.kind!r}")  # a kind registered without one: our bug
+def compile_structural_tag(
+    tag: Mapping[str, Any] | str, tokenizer: llguidance.LLTokenizer | None, limits: Limits
+) -> CompiledSpec:
+    """xgrammar's / vLLM's structural tag, older (``structures`` + ``triggers``) or newer (``format``)."""
+    if isinstance(tag, str):
+        check_size(tag, "structural tag", limits)
+        try:
+            tag = json.loads(tag)
+        except json.JSONDecodeError as e:
+            raise GrammarError(f"structural tag is not valid JSON: {e.msg} at {e.pos}") from None
+    if not isinstance(tag, Mapping):
+        raise GrammarError("a structural tag must be an object")
+    grammar = structural_tag_grammar(tag, tokenizer, limits)
+    check_size(grammar, "structural tag grammar", limits)
+    return _checked(grammar, tokenizer, limits, GrammarError)

@@ -11,7 +11,6 @@ those are bugs, not client errors.
     ├── GrammarError                 grammar-invalid      400   regex, Lark, GBNF, choice, compile failures
     │   ├── SchemaError              schema-invalid       400   JSON schema refused (names the keyword, pointer)
     │   └── FormError                form-invalid         400   an engine's request form that is malformed
-    ├── UnsupportedForm              form-unsupported     400   a request form not supported yet (names it)
     ├── TokenizerError               tokenizer-invalid    400   a tokenizer that cannot be loaded
     ├── CompileCrashed               compile-crashed      422   the compile worker died compiling it
     ├── LimitExceeded                limit-exceeded       413   a configured limit (names it)
@@ -46,7 +45,6 @@ __all__ = [
     "UnknownProgram",
     "UnknownSession",
     "UnknownTokenizer",
-    "UnsupportedForm",
     "classify_engine_error",
     "excerpt",
 ]
@@ -110,18 +108,6 @@ class FormError(GrammarError):
 
     code = "form-invalid"
     title = "Invalid request form"
-
-
-class UnsupportedForm(GuidanceError):
-    """A request form this server does not support yet; ``form`` names it (e.g.
-    ``structured_outputs.structural_tag``)."""
-
-    code = "form-unsupported"
-    title = "Request form not supported"
-
-    def __init__(self, detail: str, form: str) -> None:
-        super().__init__(detail, form=form)
-        self.form = form
 
 
 class TokenizerError(GuidanceError):

@@ -238,9 +238,9 @@ def install_problem_handlers(app: FastAPI) -> None:
 # -- OpenAPI ------------------------------------------------------------------------------------
 
 _STATUS_DOCS = {
-    400: "Invalid template, schema, regex, grammar or tokenizer (`template-invalid` has `line`, `column`; "
-    "`schema-invalid` a `pointer` where known), a malformed request form (`form-invalid`), or one not supported "
-    "yet (`form-unsupported`, names the `form`).",
+    400: "Invalid template, schema, regex, grammar, structural tag, tools or tokenizer (`template-invalid` has "
+    "`line`, `column`; `schema-invalid` a `pointer` where known), or a malformed request form (`form-invalid`, "
+    "with the `pointer` of the fault in it).",
     401: "`unauthorized`: the server has API keys and the request has none, or not one of them "
     "(`Authorization: Bearer <key>`).",
     403: "`forbidden`: a server-wide change (or the list of sessions) by a key that is not an admin key.",

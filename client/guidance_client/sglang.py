@@ -15,8 +15,8 @@ builds SGLang's ``Engine`` itself, call :func:`register` first. Where the server
 Requests keep SGLang's own fields, with SGLang's meaning: ``json_schema`` (``"$$ANY$$"``,
 SGLang's any-JSON, is the schema ``{}``), ``regex``, and ``ebnf``: a GBNF grammar (the EBNF of
 SGLang's default backend) or a Lark one, sent as the server's ``ebnf`` kind, which tells them apart.
-``structural_tag`` is sent as vLLM's ``structured_outputs.structural_tag`` (the same xgrammar
-format); the server does not support structural tags yet and says so, and SGLang refuses the request.
+``structural_tag`` (its JSON text, the older ``structures`` + ``triggers`` form or the newer
+``format``) is sent as the server's ``structural_tag`` kind and compiled as such.
 A constraint the server refuses becomes SGLang's invalid grammar, with the server's detail, and
 SGLang aborts the request before it runs. SGLang caches invalid grammars too, so a server that
 cannot be reached at that moment gives a grammar compiled at its first step instead.
@@ -222,8 +222,8 @@ class GuidanceBackend(BaseGrammarBackend):
         return self._compile({"ebnf": key_string})
 
     def dispatch_structural_tag(self, key_string: str) -> BaseGrammarObject:
-        """A structural tag (xgrammar's format, JSON text): the server's verdict (not supported yet)."""
-        return self._compile({"structured_outputs": {"structural_tag": key_string}})
+        """A structural tag (its JSON text), in either of xgrammar's forms."""
+        return self._compile({"structural_tag": key_string})
 
     def _compile(self, spec: dict[str, Any]) -> BaseGrammarObject:
         spec = self.config.spec(spec)

@@ -86,7 +86,8 @@ def constraint_of(params: SamplingParams) -> dict[str, Any] | None:
 
     Raises:
         ValueError: the value is not a compile body (a dict, or its JSON text, with exactly one kind
-            and only the fields of ``POST /compile``).
+            of :data:`guidance_client.specs.KINDS` and only the fields of ``POST /compile``,
+            ``reasoning`` included).
     """
     value = (params.extra_args or {}).get(EXTRA_ARGS_KEY)
     if value is None:

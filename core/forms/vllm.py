@@ -3,15 +3,16 @@
 Exactly one of ``json`` (a schema, or its JSON text), ``regex``, ``choice`` (a list of strings;
 ``choices``, as vLLM's own guide spells it, is taken too), ``grammar`` (GBNF/EBNF, or Lark, told
 apart as vLLM's guidance backend does), ``json_object: true`` (any JSON object) or
-``structural_tag``; with ``json``, ``disable_additional_properties`` (objects that do not say
-otherwise get ``additionalProperties: false``), ``whitespace_pattern`` (the regex of the
-whitespace JSON may have) and ``disable_any_whitespace``. ``disable_fallback`` is accepted and
+``structural_tag`` (xgrammar's, in either form: :mod:`core.forms.structural_tag`); with ``json``,
+``disable_additional_properties`` (objects that do not say otherwise get ``additionalProperties:
+false``), ``whitespace_pattern`` (the regex of the whitespace JSON may have) and
+``disable_any_whitespace``. ``disable_fallback`` is accepted and
 has no effect (there is no other backend to fall back to).
 
 Where this differs from vLLM: JSON is compact unless ``whitespace_pattern`` (or the request's
 ``options.whitespace``) allows whitespace; vLLM's backends allow any whitespace unless
 ``disable_any_whitespace`` is set. Output valid here is valid there; the reverse holds once
-whitespace is allowed. Structural tags are not supported yet (:mod:`core.forms.structural_tag`).
+whitespace is allowed.
 """
 
 from __future__ import annotations
@@ -62,7 +63,6 @@ def lower_structured_outputs(source: Any, options: Mapping[str, Any]) -> Program
 
     Raises:
         FormError: not exactly one constraint, or a member of the wrong type (named by its pointer).
-        UnsupportedForm: a structural tag.
     """
     body = form_object(source, "structured_outputs", _MEMBERS)
     given = [k for k in _CONSTRAINTS if body.get(k) is not None]
@@ -78,7 +78,9 @@ def lower_structured_outputs(source: Any, options: Mapping[str, Any]) -> Program
             raise FormError(f"structured_outputs.{flag} must be a boolean", pointer="/" + flag)
     pattern = body.get("whitespace_pattern")
     if pattern is not None and not isinstance(pattern, str):
-        raise FormError("structured_outputs.whitespace_pattern must be a regex (a string)", pointer="/whitespace_pattern")
+        raise FormError(
+            "structured_outputs.whitespace_pattern must be a regex (a string)", pointer="/whitespace_pattern"
+        )
     value = body[kind]
     if kind not in ("json", "json_object"):
         for key in ("whitespace_pattern", "disable_additional_properties"):
@@ -86,7 +88,7 @@ def lower_structured_outputs(source: Any, options: Mapping[str, Any]) -> Program
                 raise FormError(f"structured_outputs.{key} applies to json and json_object only", pointer="/" + key)
         only_json_options(options, "structured_outputs." + kind)
     if kind == "structural_tag":
-        lower_structural_tag(value, "structured_outputs.structural_tag")
+        return lower_structural_tag(value, "structured_outputs.structural_tag", "/structural_tag")
     if kind == "regex":
         if not isinstance(value, str):
             raise FormError("structured_outputs.regex must be a string", pointer="/regex")

@@ -48,9 +48,11 @@ class FakeGuidanceGrammar:
 
 
 def test_every_server_kind_is_a_keyword() -> None:
+    from core.kinds import KINDS as SERVER_KINDS
     from core.spec import PROGRAM_KINDS
 
     assert set(KINDS) == set(PROGRAM_KINDS)
+    assert {k: set(own) for k, own in KINDS.items()} == {k: set(kind.fields) for k, kind in SERVER_KINDS.items()}
     assert program_spec(gbnf='root ::= "a"') == {"gbnf": 'root ::= "a"'}
     assert program_spec(structured_outputs={"regex": "a"}, tokenizer="t") == {
         "structured_outputs": {"regex": "a"}, "tokenizer": "t"}
@@ -62,7 +64,8 @@ def test_every_server_kind_is_a_keyword() -> None:
 
 def test_python_types_become_schemas_and_choices() -> None:
     assert program_spec(json_schema=Person)["json_schema"] == Person.model_json_schema()
-    assert program_spec(json_schema=TypeAdapter(list[int]))["json_schema"] == {"type": "array", "items": {"type": "integer"}}
+    adapted = program_spec(json_schema=TypeAdapter(list[int]))["json_schema"]
+    assert adapted == {"type": "array", "items": {"type": "integer"}}
     point = program_spec(json_schema=Point)["json_schema"]
     assert point["required"] == ["x", "y"] and point["properties"]["x"] == {"title": "X", "type": "integer"}
     assert program_spec(choice=Literal["a", "b"]) == {"choice": ["a", "b"]}

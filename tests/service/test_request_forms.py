@@ -228,6 +228,7 @@ async def test_forms_share_programs_with_nothing_else(client: httpx.AsyncClient)
         ({"structured_outputs": {"jsn": {}}}, "/jsn"),
         ({"structured_outputs": {"regex": "a", "whitespace_pattern": " "}}, "/whitespace_pattern"),
         ({"structured_outputs": {"json_object": False}}, "/json_object"),
+        ({"structured_outputs": {"structural_tag": 42}}, "/structural_tag"),
         ({"llguidance": {"grammars": [{"lark_grammar": "start: /a/", "nodes": []}]}}, "/grammars/0/nodes"),
         ({"llguidance": {"grammars": []}}, ""),
     ],
@@ -237,13 +238,66 @@ async def test_a_malformed_form_names_its_fault(client: httpx.AsyncClient, body:
     assert problem["pointer"] == pointer
 
 
-async def test_structural_tags_are_refused_naming_the_form(client: httpx.AsyncClient) -> None:
-    tag = json.dumps({"type": "structural_tag", "structures": [], "triggers": []})
+# vLLM's structured-outputs guide: a structural tag in the older form, as JSON text (vLLM's field is a string).
+WEATHER: dict[str, Any] = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+WEATHER_TAG: dict[str, Any] = {
+    "type": "structural_tag",
+    "structures": [{"begin": "<function=get_weather>", "schema": WEATHER, "end": "</function>"}],
+    "triggers": ["<function="],
+}
+# The newer form: one call first (at_least_one), nothing after it (stop_after_first).
+ONE_CALL_TAG: dict[str, Any] = {"type": "structural_tag", "format": {
+    "type": "triggered_tags", "triggers": ["<function="], "at_least_one": True, "stop_after_first": True,
+    "tags": [{"type": "tag", "begin": "<function=get_weather>", "end": "</function>",
+              "content": {"type": "json_schema", "json_schema": WEATHER}}],
+}}
+
+
+def _weather_calls(text: str) -> int:
+    """The calls in ``text``, each read with ``json`` and judged by ``jsonschema``; no trigger outside them."""
+    begin, end, decoder = "<function=get_weather>", "</function>", json.JSONDecoder()
+    calls, at = 0, 0
+    while (start := text.find("<function=", at)) >= 0:
+        assert text.startswith(begin, start), text
+        value, stop = decoder.raw_decode(text, start + len(begin))
+        jsonschema.validate(value, WEATHER)
+        assert text.startswith(end, stop), text
+        calls, at = calls + 1, stop + len(end)
+    return calls
+
+
+@pytest.mark.parametrize(("tag", "calls"), [(json.dumps(WEATHER_TAG), None), (ONE_CALL_TAG, 1)],
+                         ids=["structures-triggers-text", "format-one-call"])
+async def test_a_structured_outputs_structural_tag_compiles_and_its_walks_validate(
+    client: httpx.AsyncClient, default_tokenizer: Tokenizer, tag: Any, calls: int | None
+) -> None:
+    body = {"structured_outputs": {"structural_tag": tag}}
+    finished = 0
+    for seed in SEEDS:
+        result = await walk(client, body, default_tokenizer, seed)
+        if result.terminated:
+            found = _weather_calls(result.text)
+            assert calls is None or found == calls, result.text
+            finished += 1
+    assert finished >= 2, f"only {finished} of {len(SEEDS)} walks reached EOS"
+
+
+async def test_a_structured_outputs_structural_tag_accepts_a_call_and_refuses_a_wrong_one(
+    client: httpx.AsyncClient, default_tokenizer: Tokenizer
+) -> None:
+    body = {"structured_outputs": {"structural_tag": json.dumps(WEATHER_TAG)}, "open_session": True}
+    eos = default_tokenizer.eos_token_id
+    good = default_tokenizer.encode('Sure. <function=get_weather>{"city":"Oslo"}</function>') + [eos]
+    sid = (await client.post("/compile", json=body)).json()["session_id"]
+    assert (await client.post(f"/sessions/{sid}/accept", json={"tokens": good})).json()["terminated"]
+    bad = default_tokenizer.encode('<function=get_weather>{"town":"Oslo"}</function>') + [eos]
+    sid = (await client.post("/compile", json=body)).json()["session_id"]
+    assert_problem(await client.post(f"/sessions/{sid}/accept", json={"tokens": bad}), 409, "token-rejected")
+    empty = json.dumps({"type": "structural_tag", "structures": [], "triggers": []})
     problem = assert_problem(
-        await client.post("/compile", json={"structured_outputs": {"structural_tag": tag}}), 400, "form-unsupported"
+        await client.post("/compile", json={"structured_outputs": {"structural_tag": empty}}), 400, "grammar-invalid"
     )
-    assert problem["form"] == "structured_outputs.structural_tag"
-    assert "not supported yet" in problem["detail"]
+    assert "structures must be a non-empty list" in problem["detail"]
 
 
 async def test_json_options_apply_to_json_forms_only(client: httpx.AsyncClient) -> None:

@@ -16,6 +16,7 @@ from core.bitmask import allocate_bitmask, allowed_tokens, mask_words
 from core.errors import (
     CompileCrashed,
     EngineLimitReached,
+    FormError,
     GrammarError,
     GuidanceError,
     InvalidTokens,
@@ -42,6 +43,7 @@ __all__ = [
     "CompileCrashed",
     "CompiledGuidanceProgram",
     "EngineLimitReached",
+    "FormError",
     "GrammarError",
     "GuidanceBackend",
     "GuidanceError",

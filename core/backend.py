@@ -19,7 +19,8 @@ from numpy.typing import NDArray
 
 from core.bitmask import allocate_bitmask
 from core.cache import Flight, ProgramCache
-from core.compiler import CompiledSpec, compile_spec
+from core.compiler import CompiledSpec
+from core.kinds import KINDS, compile_spec
 from core.errors import GrammarError, GuidanceError, LimitExceeded
 from core.limits import Limits
 from core.program import CompiledGuidanceProgram
@@ -31,14 +32,6 @@ from core.tokenizers import Tokenizer, load_default_tokenizer, load_tokenizer
 from core.workers import CompileWorkers
 
 __all__ = ["AsyncGuidanceBackend", "GuidanceBackend"]
-
-_OPTIONS: dict[str, set[str]] = {
-    "template": set(),
-    "json_schema": {"whitespace", "formats"},
-    "regex": set(),
-    "grammar": set(),
-    "choice": set(),
-}
 
 
 _EMPTY_LANGUAGE = "the constraint matches no text at all (a rule without a base case, or a cyclic $ref?)"
@@ -140,7 +133,7 @@ class GuidanceBackend:
         return self.cache.get_or_compile(key, lambda: self._compile_now(key, spec, tok))
 
     def _checked_key(self, spec: ProgramSpec, tok: Tokenizer) -> str:
-        unknown = set(spec.options) - _OPTIONS[spec.kind]
+        unknown = set(spec.options) - KINDS[spec.kind].options
         if unknown:
             raise GrammarError(f"unknown option(s) for {spec.kind}: {', '.join(sorted(unknown))}")
         return self.program_id(spec, tok)
@@ -229,8 +222,9 @@ class GuidanceBackend:
         variables: Mapping[str, Any] | None = None,
         options: Mapping[str, Any] | None = None,
         tokenizer: Tokenizer | None = None,
+        reasoning: str | Mapping[str, Any] | None = None,
     ) -> CompiledGuidanceProgram:
-        return self.compile(spec_from_kwargs(kind, source, variables, options), tokenizer)[0]
+        return self.compile(spec_from_kwargs(kind, source, variables, options, reasoning), tokenizer)[0]
 
     def compile_template(
         self, template_str: str, variables: Mapping[str, Any] | None = None, *, tokenizer: Tokenizer | None = None
@@ -266,6 +260,22 @@ class GuidanceBackend:
     def compile_choice(self, options: Sequence[str], *, tokenizer: Tokenizer | None = None) -> CompiledGuidanceProgram:
         """Compile a choice of exactly one of ``options``."""
         return self._compile_kind("choice", list(options), tokenizer=tokenizer)
+
+    def compile_structural_tag(
+        self, tag: Mapping[str, Any] | str, *, reasoning: str | Mapping[str, Any] | None = None,
+        tokenizer: Tokenizer | None = None,
+    ) -> CompiledGuidanceProgram:
+        """Compile an xgrammar/vLLM structural tag (``structures`` + ``triggers``, or ``format``)."""
+        return self._compile_kind("structural_tag", tag, tokenizer=tokenizer, reasoning=reasoning)
+
+    def compile_tools(
+        self, tools: Sequence[Mapping[str, Any]], tool_format: str, *, tool_choice: str | Mapping[str, Any] = "auto",
+        parallel_tool_calls: bool = True, reasoning: str | Mapping[str, Any] | None = None,
+        tokenizer: Tokenizer | None = None,
+    ) -> CompiledGuidanceProgram:
+        """Compile OpenAI-style ``tools`` in a model family's format (variables ``tool_calls``, ``content``)."""
+        options = {"tool_format": tool_format, "tool_choice": tool_choice, "parallel_tool_calls": parallel_tool_calls}
+        return self._compile_kind("tools", list(tools), None, options, tokenizer, reasoning)
 
     def get_program(self, program_id: str) -> CompiledGuidanceProgram | None:
         """A cached program by id, or None if it was never compiled here or was evicted."""
@@ -436,8 +446,9 @@ class AsyncGuidanceBackend:
     async def _compile_kind(
         self, kind: ProgramKind, source: Any, variables: Mapping[str, Any] | None = None,
         options: Mapping[str, Any] | None = None, tokenizer: Tokenizer | None = None,
+        reasoning: str | Mapping[str, Any] | None = None,
     ) -> CompiledGuidanceProgram:
-        return (await self.compile(spec_from_kwargs(kind, source, variables, options), tokenizer))[0]
+        return (await self.compile(spec_from_kwargs(kind, source, variables, options, reasoning), tokenizer))[0]
 
     async def compile_template(
         self, template_str: str, variables: Mapping[str, Any] | None = None, *, tokenizer: Tokenizer | None = None
@@ -464,6 +475,22 @@ class AsyncGuidanceBackend:
     async def compile_choice(self, options: Sequence[str], *, tokenizer: Tokenizer | None = None) -> CompiledGuidanceProgram:
         """Async :meth:`GuidanceBackend.compile_choice`."""
         return await self._compile_kind("choice", list(options), tokenizer=tokenizer)
+
+    async def compile_structural_tag(
+        self, tag: Mapping[str, Any] | str, *, reasoning: str | Mapping[str, Any] | None = None,
+        tokenizer: Tokenizer | None = None,
+    ) -> CompiledGuidanceProgram:
+        """Async :meth:`GuidanceBackend.compile_structural_tag`."""
+        return await self._compile_kind("structural_tag", tag, tokenizer=tokenizer, reasoning=reasoning)
+
+    async def compile_tools(
+        self, tools: Sequence[Mapping[str, Any]], tool_format: str, *, tool_choice: str | Mapping[str, Any] = "auto",
+        parallel_tool_calls: bool = True, reasoning: str | Mapping[str, Any] | None = None,
+        tokenizer: Tokenizer | None = None,
+    ) -> CompiledGuidanceProgram:
+        """Async :meth:`GuidanceBackend.compile_tools`."""
+        options = {"tool_format": tool_format, "tool_choice": tool_choice, "parallel_tool_calls": parallel_tool_calls}
+        return await self._compile_kind("tools", list(tools), None, options, tokenizer, reasoning)
 
     def start_workers(self, tokenizers: Sequence[Tokenizer] = ()) -> None:
         """See :meth:`GuidanceBackend.start_workers`."""

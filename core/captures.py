@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["CaptureLayout", "LIST_APPEND", "RepeatInfo", "capture_name", "utf8_prefix"]
+__all__ = ["CaptureLayout", "LIST_APPEND", "RepeatInfo", "capture_name", "passthrough_layout", "utf8_prefix"]
 
 #: The prefix that makes llguidance append a capture's values instead of keeping the last one.
 LIST_APPEND = "__LIST_APPEND:"
@@ -69,7 +69,9 @@ class CaptureLayout:
         repeats: repeat id -> its :class:`RepeatInfo`.
         markers: separator marker name -> the id of its repeat.
         passthrough: a user's own Lark grammar: report its ``name[capture]`` rules as they are
-            (the last value of a name wins).
+            (the last value of a name wins; a ``__LIST_APPEND:name`` capture, as ``guidance``
+            writes ``list_append=True``, gives the list of every value). ``scope`` then only
+            lists the names, each at the top level.
     """
 
     scope: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
@@ -83,6 +85,12 @@ class CaptureLayout:
         for recorded, raw in records:
             name = capture_name(recorded)
             value = utf8_prefix(raw)
+            if self.passthrough:
+                if recorded.startswith(LIST_APPEND):  # guidance's list_append: every value, in order
+                    root.setdefault(name, []).append(value)
+                else:
+                    root[name] = value
+                continue
             k = self.markers.get(name)
             if k is not None:
                 ctx = self._context(root, self.scope[self.repeats[k].item][:-1], None, None)
@@ -93,8 +101,6 @@ class CaptureLayout:
                 continue
             chain = self.scope.get(name)
             if chain is None:
-                if self.passthrough:
-                    root[name] = value
                 continue
             ctx = self._context(root, chain, name, value)
             ctx[name] = value
@@ -134,3 +140,8 @@ class CaptureLayout:
                     if inner != info.name:
                         out.setdefault(inner, []).append(v)
         return out
+
+
+def passthrough_layout(names: Sequence[str]) -> CaptureLayout:
+    """The layout of a user's own grammar declaring the captures ``names`` (as llguidance records them)."""
+    return CaptureLayout(scope={capture_name(n): () for n in names}, passthrough=True)

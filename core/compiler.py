@@ -1,7 +1,9 @@
 """Compilation entry points: a constraint in, a validated llguidance grammar and capture layout out.
 
-One function per kind of constraint (template, JSON schema, regex, Lark grammar, choice) and
-:func:`compile_spec` for a whole :class:`~core.spec.ProgramSpec`. Each gives a
+One function per kind of constraint (template, JSON schema, regex, Lark grammar, GBNF grammar,
+choice, llguidance grammar object, structural tag, tools);
+:func:`core.kinds.compile_spec` compiles a whole :class:`~core.spec.ProgramSpec` through the kinds'
+registry, other engines' request forms first lowered to one of those (:mod:`core.forms`). Each gives a
 :class:`CompiledSpec`: plain data that can cross a process (:mod:`core.workers`), from which a
 program builds its tokenizer-bound matchers. The template language is written as Lark by
 :mod:`core.template.lark`, JSON schemas are prepared by :mod:`core.jsonschema.prepare`, and every
@@ -12,36 +14,38 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import llguidance
 
-from core.captures import CaptureLayout
-from core.errors import GrammarError, LimitExceeded, SchemaError, TemplateError
-from core.expansion import expansion
-from core.lark_text import lark_string
+from core.captures import CaptureLayout, passthrough_layout
+from core.errors import GrammarError, LimitExceeded, SchemaError, TemplateError, classify_engine_error
+from core.gbnf import convert_gbnf, dialect_hint
+from core.lark_text import lark_capture_names, lark_string
 from core.limits import Limits
-from core.jsonschema import DEFAULT_FORMAT_MODE, FORMAT_MODES, FormatMode, format_hint, prepare_json_schema
+from core.jsonschema import DEFAULT_FORMAT_MODE, FormatMode, format_hint, prepare_json_schema
+from core.jsonschema.locate import locate_schema_error
+from core.llgrammar import llguidance_grammar
+from core.regex_errors import regex_message
 from core.template import GuidanceTemplate
+from core.structural_tag import structural_tag_grammar
 from core.template.lark import template_grammar
-from core.validation import check_size, require_valid, trimmed
-
-if TYPE_CHECKING:
-    from core.spec import ProgramSpec
+from core.tools import tool_request, tools_lark
+from core.validation import check_size, require_valid, trimmed, validate
 
 __all__ = [
     "CompiledSpec",
     "compile_choice",
+    "compile_gbnf",
     "compile_json_schema",
     "compile_lark",
+    "compile_llguidance",
     "compile_regex",
-    "compile_spec",
+    "compile_structural_tag",
     "compile_template",
+    "compile_tools",
 ]
-
-# The bounded whitespace a direct JSON schema's ``whitespace`` option may allow (openapi.yaml).
-_MAX_WHITESPACE = 64
 
 
 @dataclass(frozen=True)
@@ -88,17 +92,53 @@ def compile_regex(pattern: str, tokenizer: llguidance.LLTokenizer | None, limits
     if not isinstance(pattern, str):
         raise GrammarError("regex must be a string")
     check_size(pattern, "regex", limits)
-    return _checked(llguidance.LLMatcher.grammar_from_regex(pattern), tokenizer, limits, GrammarError)
+
+    def invalid(message: str) -> GrammarError:
+        detail, column = regex_message(pattern, message)
+        return GrammarError(detail, column=column)
+
+    grammar = llguidance.LLMatcher.grammar_from_regex(pattern)
+    require_valid(grammar, tokenizer, limits, invalid)
+    return CompiledSpec(grammar, CaptureLayout())
 
 
 def compile_lark(lark: str, tokenizer: llguidance.LLTokenizer | None, limits: Limits) -> CompiledSpec:
-    """A Lark grammar in llguidance's dialect (``start`` rule, ``%json``, lexeme options)."""
+    """A Lark grammar in llguidance's dialect (``start`` rule, ``%json``, lexeme options), as
+    ``guidance``'s ``ll_grammar()`` writes a program too; its ``name[capture]`` rules are variables.
+
+    An error on text that looks like GBNF says so.
+    """
     if not isinstance(lark, str) or not lark.strip():
         raise GrammarError("grammar must be a non-empty Lark string")
     check_size(lark, "grammar", limits)
-    return _checked(
-        llguidance.LLMatcher.grammar_from_lark(lark), tokenizer, limits, GrammarError, CaptureLayout(passthrough=True)
-    )
+
+    def invalid(message: str) -> GrammarError:
+        hint = dialect_hint(lark, "grammar")
+        return GrammarError(f"{hint}\n{message}" if hint else message)
+
+    grammar = llguidance.LLMatcher.grammar_from_lark(lark)
+    require_valid(grammar, tokenizer, limits, invalid)
+    return CompiledSpec(grammar, passthrough_layout(lark_capture_names(lark)))
+
+
+def compile_gbnf(gbnf: str, tokenizer: llguidance.LLTokenizer | None, limits: Limits) -> CompiledSpec:
+    """A GBNF grammar (llama.cpp's), converted to Lark by llguidance's converter.
+
+    Errors name the line of the GBNF text (and its column, for syntax errors).
+    """
+    converted = convert_gbnf(gbnf, limits)
+    require_valid(converted.lark, tokenizer, limits, converted.error)
+    return CompiledSpec(converted.lark, CaptureLayout())
+
+
+def compile_llguidance(
+    grammar: Mapping[str, Any] | str, tokenizer: llguidance.LLTokenizer | None, limits: Limits
+) -> CompiledSpec:
+    """llguidance's top-level grammar object (``{"grammars": [...]}``), with llguidance's semantics."""
+    text, names = llguidance_grammar(grammar)
+    check_size(text, "llguidance grammar", limits)
+    require_valid(text, tokenizer, limits, GrammarError)
+    return CompiledSpec(text, passthrough_layout(names))
 
 
 def compile_json_schema(
@@ -107,8 +147,11 @@ def compile_json_schema(
     limits: Limits,
     whitespace: int | None = None,
     formats: FormatMode = DEFAULT_FORMAT_MODE,
+    whitespace_pattern: str | None = None,
 ) -> CompiledSpec:
-    """A JSON schema, compact unless ``whitespace`` allows bounded whitespace; ``format`` per ``formats``."""
+    """A JSON schema, compact unless ``whitespace`` allows bounded whitespace (or
+    ``whitespace_pattern`` gives its regex); ``format`` per ``formats``. An error names the place
+    in the schema by its JSON pointer where it can tell (``pointer``)."""
     if isinstance(schema, str):
         check_size(schema, "JSON schema", limits)
         try:
@@ -117,16 +160,26 @@ def compile_json_schema(
             raise SchemaError(f"JSON schema is not valid JSON: {e.msg} at {e.pos}") from None
     if not isinstance(schema, (Mapping, bool)):
         raise SchemaError("a JSON schema must be an object or a boolean")
-    prepared, ignored = prepare_json_schema(schema, whitespace, limits, formats)
+    prepared, ignored = prepare_json_schema(schema, whitespace, limits, formats, whitespace_pattern)
     try:
         grammar = llguidance.LLMatcher.grammar_from_json_schema(prepared)
     except ValueError as e:
-        raise SchemaError(trimmed(str(e))) from None
-    try:
-        compiled = _checked(grammar, tokenizer, limits, SchemaError)
-    except SchemaError as e:
-        raise SchemaError(format_hint(e.detail)) from None
-    return replace(compiled, ignored=tuple(ignored))
+        raise _located(schema, trimmed(str(e))) from None
+    message = validate(grammar, tokenizer, limits)
+    if message:
+        limit = classify_engine_error(message)
+        if limit is not None:
+            raise LimitExceeded(f"constraint too complex: {trimmed(message)}", limit)
+        raise _located(schema, format_hint(trimmed(message)))
+    return CompiledSpec(grammar, CaptureLayout(), tuple(ignored))
+
+
+def _located(schema: Any, detail: str) -> SchemaError:
+    """The error llguidance reports, with the JSON pointer of the place in ``schema`` it is about."""
+    pointer = locate_schema_error(schema, detail)
+    if pointer is None:
+        return SchemaError(detail)
+    return SchemaError(f"{detail} (at #{pointer})", pointer=pointer)
 
 
 def compile_choice(options: Sequence[str], tokenizer: llguidance.LLTokenizer | None, limits: Limits) -> CompiledSpec:
@@ -142,46 +195,30 @@ def compile_choice(options: Sequence[str], tokenizer: llguidance.LLTokenizer | N
     return _checked(llguidance.LLMatcher.grammar_from_lark(lark), tokenizer, limits, GrammarError)
 
 
-def compile_spec(spec: ProgramSpec, tokenizer: llguidance.LLTokenizer | None, limits: Limits) -> CompiledSpec:
-    """The validated grammar of a program spec: every check of a compile short of the matcher.
-
-    Runs in the server or in a compile worker (:mod:`core.workers`) alike; either way on an engine
-    thread (:mod:`core.threads`), since llguidance's validation recurses natively.
-
-    Raises:
-        GuidanceError: the spec does not compile or breaks a limit.
-    """
-    try:
-        compiled = _compile_kind(spec, tokenizer, limits)
-    except RecursionError:
-        raise LimitExceeded("the constraint is nested too deeply", "max_nesting_depth") from None
-    grown = expansion(compiled.grammar)
-    if grown > limits.max_expansion:
-        raise LimitExceeded(
-            f"the constraint expands to a literal or repeat of about {grown} characters, above the limit "
-            f"of {limits.max_expansion} (every mask would cost time quadratic in it)",
-            "max_expansion",
-        )
-    return compiled
+def compile_tools(
+    tools: Any, options: Mapping[str, Any], tokenizer: llguidance.LLTokenizer | None, limits: Limits
+) -> CompiledSpec:
+    """OpenAI-style tools in a model family's format (``options``: ``tool_format``, ``tool_choice``,
+    ``parallel_tool_calls``); variables ``tool_calls`` and ``content`` (see :mod:`core.tools`)."""
+    request = tool_request(tools, options, limits)
+    lark = tools_lark(request, tokenizer, limits)
+    check_size(lark, "tools grammar", limits)
+    layout = CaptureLayout(scope={"content": (), "tool_calls": ()})
+    return _checked(llguidance.LLMatcher.grammar_from_lark(lark), tokenizer, limits, GrammarError, layout)
 
 
-def _compile_kind(spec: ProgramSpec, ll: llguidance.LLTokenizer | None, limits: Limits) -> CompiledSpec:
-    if spec.kind == "template":
-        if not isinstance(spec.source, str):
-            raise GrammarError("template must be a string")
-        return compile_template(GuidanceTemplate(spec.source, spec.variables, limits), ll, limits)
-    if spec.variables:
-        raise GrammarError("variables apply to templates only")
-    if spec.kind == "json_schema":
-        ws = spec.options.get("whitespace")
-        if ws is not None and (not isinstance(ws, int) or isinstance(ws, bool) or not 0 <= ws <= _MAX_WHITESPACE):
-            raise GrammarError(f"option whitespace must be an integer from 0 to {_MAX_WHITESPACE}")
-        formats = spec.options.get("formats", DEFAULT_FORMAT_MODE)
-        if formats not in FORMAT_MODES:
-            raise GrammarError(f"option formats must be one of {', '.join(FORMAT_MODES)}")
-        return compile_json_schema(spec.source, ll, limits, ws, formats)
-    if spec.kind == "regex":
-        return compile_regex(spec.source, ll, limits)
-    if spec.kind == "grammar":
-        return compile_lark(spec.source, ll, limits)
-    return compile_choice(spec.source, ll, limits)
+def compile_structural_tag(
+    tag: Mapping[str, Any] | str, tokenizer: llguidance.LLTokenizer | None, limits: Limits
+) -> CompiledSpec:
+    """xgrammar's / vLLM's structural tag, older (``structures`` + ``triggers``) or newer (``format``)."""
+    if isinstance(tag, str):
+        check_size(tag, "structural tag", limits)
+        try:
+            tag = json.loads(tag)
+        except json.JSONDecodeError as e:
+            raise GrammarError(f"structural tag is not valid JSON: {e.msg} at {e.pos}") from None
+    if not isinstance(tag, Mapping):
+        raise GrammarError("a structural tag must be an object")
+    grammar = structural_tag_grammar(tag, tokenizer, limits)
+    check_size(grammar, "structural tag grammar", limits)
+    return _checked(grammar, tokenizer, limits, GrammarError)

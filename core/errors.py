@@ -8,8 +8,9 @@ those are bugs, not client errors.
 
     GuidanceError                    code                 status
     ├── TemplateError                template-invalid     400   (line, column)
-    ├── GrammarError                 grammar-invalid      400   regex, Lark, choice, compile failures
-    │   └── SchemaError              schema-invalid       400   JSON schema refused (names the keyword)
+    ├── GrammarError                 grammar-invalid      400   regex, Lark, GBNF, choice, compile failures
+    │   ├── SchemaError              schema-invalid       400   JSON schema refused (names the keyword, pointer)
+    │   └── FormError                form-invalid         400   an engine's request form that is malformed
     ├── TokenizerError               tokenizer-invalid    400   a tokenizer that cannot be loaded
     ├── CompileCrashed               compile-crashed      422   the compile worker died compiling it
     ├── LimitExceeded                limit-exceeded       413   a configured limit (names it)
@@ -30,6 +31,7 @@ from typing import Any
 __all__ = [
     "CompileCrashed",
     "EngineLimitReached",
+    "FormError",
     "GrammarError",
     "GuidanceError",
     "InvalidTokens",
@@ -98,6 +100,14 @@ class SchemaError(GrammarError):
 
     code = "schema-invalid"
     title = "Invalid JSON schema"
+
+
+class FormError(GrammarError):
+    """An engine's request form (``response_format``, ``structured_outputs``, ``llguidance``) that is
+    malformed; its ``pointer`` extra is the JSON pointer of the fault inside the form."""
+
+    code = "form-invalid"
+    title = "Invalid request form"
 
 
 class TokenizerError(GuidanceError):

@@ -16,7 +16,15 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["LARK_HEADER", "LARK_TOKEN", "lark_regex", "lark_statements", "lark_string", "lark_tokens"]
+__all__ = [
+    "LARK_HEADER",
+    "LARK_TOKEN",
+    "lark_capture_names",
+    "lark_regex",
+    "lark_statements",
+    "lark_string",
+    "lark_tokens",
+]
 
 LARK_TOKEN = re.compile(
     r"""
@@ -57,6 +65,33 @@ def lark_statements(text: str) -> Iterator[tuple[str | None, str]]:
         current = [line[header.end() :] if header else line]
     if current:
         yield name, "\n".join(current)
+
+
+# ``capture`` or ``capture="name"`` among a rule's attributes (``name[capture, stop="\n"]:``).
+_CAPTURE_ATTR = re.compile(r'(?:^|,)\s*capture\s*(?:=\s*(?P<name>"(?:[^"\\]|\\.)*"))?\s*(?=,|$)')
+
+
+def lark_capture_names(text: str) -> list[str]:
+    """The capture names a Lark grammar declares (``rule[capture]``, ``rule[capture="name"]``), in order.
+
+    Names are as llguidance records them (a ``__LIST_APPEND:`` prefix included); each appears once.
+    """
+    names: dict[str, None] = {}
+    for line in text.splitlines():
+        header = LARK_HEADER.match(line)
+        if header is None or "[" not in header.group(0):
+            continue
+        head = header.group(0).strip().rstrip(":").strip().lstrip("?!")
+        rule, _, attrs = head.partition("[")
+        for m in _CAPTURE_ATTR.finditer(attrs.rstrip().removesuffix("]")):
+            quoted = m.group("name")
+            try:
+                name = json.loads(quoted) if quoted else rule.strip()
+            except ValueError:
+                name = rule.strip()
+            if isinstance(name, str) and name:
+                names.setdefault(name)
+    return list(names)
 
 
 def _defined_name(header: str) -> str | None:

@@ -28,7 +28,8 @@ from core.session import GuidanceState
 from core.shards import MatcherShards
 from core.spec import ProgramKind, ProgramSpec
 from core.stats import ProgramStats
-from core.template import GuidanceTemplate, Node
+from core.template import Node
+from core.variables import VariableReader
 
 if TYPE_CHECKING:
     from core.tokenizers import Tokenizer
@@ -126,16 +127,18 @@ class CompiledGuidanceProgram:
         self.shards.build()
 
     @functools.cached_property
-    def _template_nodes(self) -> list[Node] | None:
-        # Parsed again on first use: only partial values need them, and a compile (perhaps in a
-        # worker process) hands back the grammar, not the nodes.
-        if self.kind != "template":
-            return None
-        return GuidanceTemplate(self.spec.source, self.spec.variables, self.limits).nodes
+    def _variable_reader(self) -> VariableReader:
+        # Built on first use: a compile (perhaps in a worker process) hands back the grammar, not
+        # the parsed template or tools.
+        return VariableReader(self.spec, self.layout, self.limits)
+
+    def variable_reader(self) -> VariableReader:
+        """How its sessions' variables are read (see :mod:`core.variables`)."""
+        return self._variable_reader
 
     def template_nodes(self) -> list[Node] | None:
         """The template's parsed nodes (templates only), for partial values."""
-        return self._template_nodes
+        return self._variable_reader.nodes
 
     # -- sessions
     def create_state(self) -> GuidanceState:

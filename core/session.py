@@ -28,7 +28,7 @@ from core.errors import (
     TokenRejected,
     classify_engine_error,
 )
-from core.partial import partial_values
+
 
 if TYPE_CHECKING:
     import llguidance
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from core.limits import Limits
     from core.shards import MatcherShards
     from core.stats import ProgramStats
-    from core.template import Node
+    from core.variables import VariableReader
     from core.tokenizers import Tokenizer
 
 __all__ = ["GuidanceGrammar", "GuidanceState", "SessionProgram"]
@@ -102,8 +102,8 @@ class SessionProgram(Protocol):
     def stats(self) -> ProgramStats:
         """Where a state reports the engine limits it meets and the shards it renews."""
 
-    def template_nodes(self) -> list[Node] | None:
-        """The template's parsed nodes (templates only), for partial values."""
+    def variable_reader(self) -> VariableReader:
+        """How the variables are read from captures and text."""
 
     def create_state(self) -> GuidanceState:
         """A new state at the start of the program."""
@@ -418,7 +418,13 @@ class GuidanceState:
         # computing the forced tokens does: without it the answer would depend on whether a mask
         # happened to be computed since the last token.
         self.forced_tokens()
-        return self.program.layout.values(self._matcher.get_captures())
+        reader = self.program.variable_reader()
+        data = self._data() if reader.needs_text else b""
+        return reader.values(self._matcher.get_captures(), data)
+
+    def _data(self) -> bytes:
+        body = self.tokens[:-1] if self._terminated else self.tokens
+        return self.program.tokenizer.decode_bytes(body)
 
     def partial_variables(self, *, parse_json: bool = False) -> dict[str, dict[str, Any]]:
         """Every capture so far, the ones being generated with their text so far.
@@ -428,11 +434,8 @@ class GuidanceState:
         json slot's ``parsed`` value so far and ``final`` JSON pointers); see :mod:`core.partial`.
         """
         complete = self.variables  # the complete values, read the one way (forced tokens first)
-        records = self._matcher.get_captures()
-        body = self.tokens[:-1] if self._terminated else self.tokens
-        data = self.program.tokenizer.decode_bytes(body)
-        return partial_values(
-            self.program.template_nodes(), self.program.layout, data, records,
+        return self.program.variable_reader().partial(
+            self._matcher.get_captures(), self._data(),
             parse_json=parse_json, complete=complete, terminated=self._terminated,
         )
 

@@ -9,17 +9,31 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from core.hashing import content_hash
 
 __all__ = ["PROGRAM_KINDS", "ProgramKind", "ProgramSpec", "spec_from_kwargs"]
 
-ProgramKind = Literal["template", "json_schema", "regex", "grammar", "choice"]
-PROGRAM_KINDS: tuple[ProgramKind, ...] = ("template", "json_schema", "regex", "grammar", "choice")
+# The kinds' names; each kind's entry (compile function, options, fields) is in core.kinds.
+ProgramKind = Literal[
+    "template",
+    "json_schema",
+    "regex",
+    "grammar",
+    "gbnf",
+    "choice",
+    "llguidance",
+    "response_format",
+    "structured_outputs",
+    "ebnf",
+    "structural_tag",
+    "tools",
+]
+PROGRAM_KINDS: tuple[ProgramKind, ...] = get_args(ProgramKind)
 
 # Bumped whenever compilation changes meaning, so stale ids never alias new programs.
-_COMPILER_VERSION = 2
+_COMPILER_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -27,29 +41,46 @@ class ProgramSpec:
     """What a program is compiled from: everything that determines its masks.
 
     Attributes:
-        kind: one of ``template``, ``json_schema``, ``regex``, ``grammar``, ``choice``.
-        source: the template text, schema (object or JSON text), regex, Lark text, or list of choices.
+        kind: one of :data:`PROGRAM_KINDS` (see :mod:`core.kinds`): the server's own
+            (``template``, ``json_schema``, ``regex``, ``grammar`` (Lark), ``gbnf``, ``choice``,
+            ``llguidance``, ``structural_tag``, ``tools``) and other engines' request forms
+            (``response_format``, ``structured_outputs``, ``ebnf``; :mod:`core.forms`).
+        source: the template text, schema (object or JSON text), regex, Lark or GBNF text, list of
+            choices, llguidance grammar object, structural tag (object or JSON text), list of
+            tools, or the form's object.
         variables: compile-time variables (templates only).
-        options: kind-specific options: ``whitespace`` (int) for JSON schemas.
+        options: kind-specific options: ``whitespace`` (int) and ``formats`` for JSON schemas
+            (and the forms that lower to one); ``tool_format``, ``tool_choice``,
+            ``parallel_tool_calls`` for tools.
+        reasoning: a think block before the constraint: a family name, or ``{"start", "end",
+            "max_tokens"?}`` (see :mod:`core.reasoning`); None: none.
     """
 
     kind: ProgramKind
     source: Any
     variables: Mapping[str, Any] = field(default_factory=dict)
     options: Mapping[str, Any] = field(default_factory=dict)
+    reasoning: str | Mapping[str, Any] | None = None
 
     def cache_key(self, tokenizer_digest: str) -> str:
         """A content hash: equal on every machine for the same spec and vocabulary."""
         # Key order is kept (core.hashing): schemas differing only in order are different programs.
-        return content_hash(
-            [_COMPILER_VERSION, self.kind, self.source, dict(self.variables), dict(self.options), tokenizer_digest]
-        )
+        parts = [_COMPILER_VERSION, self.kind, self.source, dict(self.variables), dict(self.options), tokenizer_digest]
+        if self.reasoning is not None:  # absent from the key when unused
+            parts.append({"reasoning": self.reasoning})
+        return content_hash(parts)
 
 
-def spec_from_kwargs(kind: ProgramKind, source: Any, variables: Mapping[str, Any] | None, options: Mapping[str, Any] | None) -> ProgramSpec:
-    """Build a :class:`ProgramSpec`, normalising a few shapes (list choices, options dict)."""
+def spec_from_kwargs(
+    kind: ProgramKind,
+    source: Any,
+    variables: Mapping[str, Any] | None,
+    options: Mapping[str, Any] | None,
+    reasoning: str | Mapping[str, Any] | None = None,
+) -> ProgramSpec:
+    """Build a :class:`ProgramSpec`, normalising a few shapes (list choices and tools, options dict)."""
     if kind not in PROGRAM_KINDS:
         raise ValueError(f"unknown program kind {kind!r}")
-    if kind == "choice" and isinstance(source, Sequence) and not isinstance(source, str):
+    if kind in ("choice", "tools") and isinstance(source, Sequence) and not isinstance(source, str):
         source = list(source)
-    return ProgramSpec(kind, source, dict(variables or {}), dict(options or {}))
+    return ProgramSpec(kind, source, dict(variables or {}), dict(options or {}), reasoning)

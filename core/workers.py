@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import llguidance
 
-from core.compiler import CompiledSpec, compile_spec
+from core.compiler import CompiledSpec
+from core.kinds import compile_spec
 from core.errors import CompileCrashed, GuidanceError
 from core.limits import Limits
 from core.threads import lower_priority, run_on_engine_thread
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 __all__ = ["CompileTask", "CompileWorkers"]
 
 CompileTask = Callable[["ProgramSpec", llguidance.LLTokenizer, Limits], CompiledSpec]
-"""What a worker runs for one compile (:func:`core.compiler.compile_spec`; tests pass their own)."""
+"""What a worker runs for one compile (:func:`core.kinds.compile_spec`; tests pass their own)."""
 
 
 def _pack(exc: GuidanceError) -> tuple[type[GuidanceError], tuple[Any, ...], dict[str, Any]]:

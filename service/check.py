@@ -5,7 +5,7 @@
     guidance-server check answer.regex --text 42 --json        # one JSON object per text
 
 The constraint's kind comes from its file name (``.hbs``/``.txt`` template, ``.json`` JSON schema,
-``.regex``, ``.lark`` grammar, ``.choices`` one option per line) or from ``--kind``. One final
+``.regex``, ``.lark`` grammar, ``.gbnf`` GBNF grammar, ``.choices`` one option per line) or from ``--kind``. One final
 newline of a template, regex or choice file is not part of the constraint (editors add one).
 
 A text is accepted when all its tokens are accepted and EOS is allowed after them. A rejected
@@ -45,6 +45,7 @@ KIND_BY_SUFFIX: dict[str, ProgramKind] = {
     ".regex": "regex",
     ".re": "regex",
     ".lark": "grammar",
+    ".gbnf": "gbnf",
     ".choices": "choice",
 }
 
@@ -55,6 +56,7 @@ _KIND_NAMES: dict[str, ProgramKind] = {
     "regex": "regex",
     "grammar": "grammar",
     "lark": "grammar",
+    "gbnf": "gbnf",
     "choice": "choice",
     "choices": "choice",
 }
@@ -137,7 +139,7 @@ def read_constraint(path: Path, kind: ProgramKind | None = None) -> tuple[Progra
     if kind == "choice":
         options = [line.rstrip("\r") for line in text.split("\n")]
         return kind, [o for o in options if o]
-    if kind == "grammar":
+    if kind in ("grammar", "gbnf"):
         return kind, text
     return kind, _strip_final_newline(text)
 
@@ -369,6 +371,10 @@ def _constraint_error(path: Path, kind: ProgramKind | None, e: GuidanceError) ->
     at = re.match(r"at (\d+)\((\d+)\): ", detail)
     if at and kind == "grammar":
         return f"{path}:{at[1]}:{at[2]}: {e.code}: {detail[at.end():]}"
+    line = e.extra.get("line")
+    if line is not None and kind == "gbnf":
+        column = e.extra.get("column")
+        return f"{path}:{line}:{column}: {e.code}: {detail}" if column else f"{path}:{line}: {e.code}: {detail}"
     return f"{path}: {e.code}: {detail}"
 
 

@@ -32,7 +32,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from core.backend import GuidanceBackend
-from core.spec import PROGRAM_KINDS
+from core.kinds import KINDS
 from service.scheduling import SlowLane
 from service.sessions import SessionStore
 
@@ -116,7 +116,7 @@ class Metrics:
         self.compiles = Counter(
             "guidance_compiles", "Compile requests by program kind and result.", ["kind", "result"], registry=r
         )
-        for kind in PROGRAM_KINDS:
+        for kind in KINDS:
             for result in COMPILE_RESULTS:
                 self.compiles.labels(kind, result)
         self.compile_seconds = Histogram(

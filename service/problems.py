@@ -7,7 +7,8 @@ failure, ``retry_after``); :func:`problem` builds every one. Sources, most speci
 
     core.errors.GuidanceError            its .status / .code: core's errors and the service's
                                          (``service/errors.py``), one tree, one handler
-    fastapi RequestValidationError       422  validation-error (json-invalid: body is not JSON)
+    fastapi RequestValidationError       422  validation-error (json-invalid: body is not JSON;
+                                              content-type-invalid: sent without application/json)
     fastapi's body-parsing HTTPException 422  json-invalid (e.g. JSON nested too deeply to parse)
     starlette HTTPException              404 not-found, 405 method-not-allowed
     any other exception                  500  internal-error (logged; nothing of it is sent)
@@ -157,10 +158,27 @@ def _clean_errors(errors: Any) -> list[dict[str, Any]]:
     ]
 
 
+def _not_json(request: Request, errors: list[dict[str, Any]]) -> str | None:
+    """The request's content type when a JSON body was expected and the body was not read as JSON."""
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if not media or media == "application/json" or media.endswith("+json"):
+        return None
+    if any(e["loc"] == ["body"] for e in errors):
+        return media
+    return None
+
+
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     errors = _clean_errors(exc.errors())
-    if any(e["type"] == "json_invalid" for e in errors):
+    media = _not_json(request, errors)
+    if media is not None:
+        code, title = "content-type-invalid", "Body is not JSON"
+        detail = (
+            f"the body must be JSON sent with content-type: application/json; this request has content-type: "
+            f"{excerpt(media, 64)}"
+        )
+    elif any(e["type"] == "json_invalid" for e in errors):
         code, title, detail = "json-invalid", "Malformed JSON", "the request body is not valid JSON"
     else:
         code, title = "validation-error", "Invalid request"
@@ -220,7 +238,9 @@ def install_problem_handlers(app: FastAPI) -> None:
 # -- OpenAPI ------------------------------------------------------------------------------------
 
 _STATUS_DOCS = {
-    400: "Invalid template, schema, regex, grammar or tokenizer (`template-invalid` has `line`, `column`).",
+    400: "Invalid template, schema, regex, grammar, structural tag, tools or tokenizer (`template-invalid` has "
+    "`line`, `column`; `schema-invalid` a `pointer` where known), or a malformed request form (`form-invalid`, "
+    "with the `pointer` of the fault in it).",
     401: "`unauthorized`: the server has API keys and the request has none, or not one of them "
     "(`Authorization: Bearer <key>`).",
     403: "`forbidden`: a server-wide change (or the list of sessions) by a key that is not an admin key.",
@@ -229,7 +249,8 @@ _STATUS_DOCS = {
     410: "`session-expired`: closed after its idle TTL.",
     413: "`body-too-large`, or `limit-exceeded` (names the `limit`).",
     422: (
-        "Malformed request (`validation-error`, `json-invalid`, `token-out-of-range`, `rollback-out-of-range`, "
+        "Malformed request (`validation-error`, `json-invalid`, `content-type-invalid` (a JSON body sent without "
+        "`content-type: application/json`), `token-out-of-range`, `rollback-out-of-range`, "
         "`unicode-invalid`: a string UTF-8 cannot encode, with `location` and `field`), or "
         "`compile-crashed`: the compile worker died compiling this constraint (that compile only)."
     ),

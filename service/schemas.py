@@ -13,7 +13,10 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
-from core.spec import PROGRAM_KINDS, ProgramKind
+from core.reasoning import REASONING_FAMILIES
+from core.kinds import KINDS
+from core.spec import ProgramKind
+from core.tools import TOOL_FORMATS
 
 __all__ = [
     "AcceptRequest",
@@ -64,7 +67,61 @@ class ProgramFields(BaseModel):
     )
     regex: str | None = Field(default=None, description="A regex the whole output must match.")
     grammar: str | None = Field(default=None, description="A Lark grammar (llguidance dialect).")
+    gbnf: str | None = Field(
+        default=None, description="A GBNF grammar (llama.cpp's `root ::= ...`), converted by llguidance."
+    )
     choice: list[str] | None = Field(default=None, description="Exactly one of these strings.")
+    llguidance: dict[str, Any] | str | None = Field(
+        default=None,
+        description='llguidance\'s top-level grammar object (or its JSON text), as llguidance and the `guidance` '
+        'library write it: `{"grammars": [{"lark_grammar": "..."}, {"json_schema": {...}}]}`, with llguidance\'s '
+        "semantics (a JSON schema's whitespace is what its `x-guidance` says).",
+    )
+    response_format: dict[str, Any] | None = Field(
+        default=None,
+        description='OpenAI\'s `response_format`: `{"type": "text"}`, `{"type": "json_object"}` or '
+        '`{"type": "json_schema", "json_schema": {"name", "schema", "strict"?, "description"?}}` (the Responses '
+        "API's flat `text.format` too). The schema is enforced whatever `strict` says; JSON is compact unless "
+        "`options.whitespace` allows some.",
+    )
+    structured_outputs: dict[str, Any] | None = Field(
+        default=None,
+        description="vLLM's `structured_outputs`: exactly one of `json`, `regex`, `choice`, `grammar` (GBNF or "
+        "Lark), `json_object`, `structural_tag` (either form, as the `structural_tag` kind takes it); with "
+        "`whitespace_pattern`, `disable_any_whitespace`, `disable_additional_properties`. JSON is compact unless "
+        "`whitespace_pattern` allows whitespace (vLLM allows any by default).",
+    )
+    ebnf: str | None = Field(
+        default=None,
+        description="SGLang's `ebnf`: a GBNF grammar (the EBNF of SGLang's default backend), or Lark. SGLang's "
+        "`json_schema` and `regex` are the kinds of those names.",
+    )
+    structural_tag: dict[str, Any] | str | None = Field(
+        default=None,
+        description="xgrammar's / vLLM's structural tag (object or JSON text): the older `structures` + `triggers` "
+        "form, or `{\"type\": \"structural_tag\", \"format\": {...}}` (docs/tools.md lists the formats).",
+    )
+    tools: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="OpenAI's tools list, written in `tool_format`'s format; variables `tool_calls` "
+        "(`[{name, arguments}]`) and `content`.",
+    )
+    tool_choice: str | dict[str, Any] | None = Field(
+        default=None,
+        description='With `tools`: `"none"`, `"auto"` (default), `"required"`, or '
+        '`{"type": "function", "function": {"name": ...}}`.',
+    )
+    parallel_tool_calls: bool | None = Field(
+        default=None, description="With `tools`: several calls in one turn (default true, where the family has them)."
+    )
+    tool_format: str | None = Field(
+        default=None, description="With `tools` (required): the model family, one of " + ", ".join(TOOL_FORMATS) + "."
+    )
+    reasoning: str | dict[str, Any] | None = Field(
+        default=None,
+        description="A think block of free text before the constraint, captured as `reasoning`: a family ("
+        + ", ".join(REASONING_FAMILIES) + ') or `{"start", "end", "max_tokens"?}`.',
+    )
     variables: dict[str, Any] = Field(default_factory=dict, description="Compile-time variables (templates only).")
     tokenizer: str = Field(default="default", description="Name of the vocabulary to compile for.")
     options: dict[str, Any] = Field(
@@ -75,15 +132,36 @@ class ProgramFields(BaseModel):
     )
 
     def kinds_given(self) -> list[ProgramKind]:
-        return [k for k in PROGRAM_KINDS if getattr(self, k) is not None]
+        return [k for k in KINDS if getattr(self, k) is not None]
 
     def kind_and_source(self) -> tuple[ProgramKind, Any]:
         (kind,) = self.kinds_given()
         return kind, getattr(self, kind)
 
+    def kind_options(self) -> dict[str, Any]:
+        """The kind's options: ``options``, and the fields only its kind takes (``tools``' ``tool_format`` ...)."""
+        options = dict(self.options)
+        options.update({k: getattr(self, k) for k in _OWN_FIELDS if getattr(self, k) is not None})
+        return options
+
+    @model_validator(mode="after")
+    def _own_fields_with_their_kind(self) -> ProgramFields:
+        for kind in dict.fromkeys(_OWN_FIELDS.values()):
+            stray = [k for k, owner in _OWN_FIELDS.items() if owner == kind and getattr(self, k) is not None]
+            if stray and getattr(self, kind) is None:
+                raise ValueError(f"{', '.join(stray)} apply to {kind} only")
+        return self
+
+
+# The body fields only one kind takes (core.kinds), each with its kind.
+_OWN_FIELDS: dict[str, ProgramKind] = {f: name for name, kind in KINDS.items() for f in sorted(kind.fields)}
+assert set(_OWN_FIELDS) <= set(ProgramFields.model_fields), "a kind's own field has no field in ProgramFields"
+_KIND_LIST = ", ".join(KINDS)
+
 
 class CompileRequest(ProgramFields):
-    """Exactly one of `template`, `json_schema`, `regex`, `grammar`, `choice`."""
+    """Exactly one kind: `template`, `json_schema`, `regex`, `grammar`, `gbnf`, `choice`, `llguidance`,
+    `response_format`, `structured_outputs`, `ebnf`, `structural_tag` or `tools`."""
 
     open_session: bool = Field(default=False, description="Also open a session on the program.")
 
@@ -92,8 +170,7 @@ class CompileRequest(ProgramFields):
         given = self.kinds_given()
         if len(given) != 1:
             raise ValueError(
-                "exactly one of template, json_schema, regex, grammar, choice is required"
-                + (f" (got {', '.join(given)})" if given else "")
+                f"exactly one of {_KIND_LIST} is required" + (f" (got {', '.join(given)})" if given else "")
             )
         return self
 
@@ -119,7 +196,9 @@ class CompileResponse(BaseModel):
     cached: bool = Field(description="The program came from the cache (or a concurrent compile).")
     vocab_size: int
     mask_words: int = Field(description="int32 words per mask: ceil(vocab_size / 32).")
-    variables: list[str] = Field(description="Names the program captures (template slots).")
+    variables: list[str] = Field(
+        description="Names the program captures (template slots; `tool_calls` and `content` for tools; `reasoning`)."
+    )
     compile_ms: float = Field(description="Time this request spent compiling or waiting for the program.")
     session_id: str | None = Field(default=None, description="With `open_session`: the new session.")
     ignored: list[str] = Field(
@@ -142,7 +221,7 @@ class SessionCreateRequest(ProgramFields):
             if given:
                 raise ValueError("give either program_id or a program, not both")
         elif len(given) != 1:
-            raise ValueError("give program_id, or exactly one of template, json_schema, regex, grammar, choice")
+            raise ValueError(f"give program_id, or exactly one of {_KIND_LIST}")
         return self
 
 
@@ -207,7 +286,7 @@ class SessionState(BaseModel):
 class SessionSummary(BaseModel):
     session_id: str
     program_id: str
-    kind: str = Field(description="The program's kind: template, json_schema, regex, grammar, choice.")
+    kind: str = Field(description="The program's kind (the field of its compile body): " + _KIND_LIST + ".")
     tokens: int
     age_seconds: float
     idle_seconds: float
@@ -322,8 +401,15 @@ class Problem(BaseModel):
     code: str = Field(description="Stable machine-readable code, e.g. `token-rejected`.")
     index: int | None = Field(default=None, description="token-rejected, token-out-of-range: position in the request.")
     token: int | None = Field(default=None, description="token-rejected: the refused token.")
-    line: int | None = Field(default=None, description="template-invalid: 1-based line.")
-    column: int | None = Field(default=None, description="template-invalid: 1-based column.")
+    line: int | None = Field(default=None, description="template-invalid, grammar-invalid (GBNF): 1-based line.")
+    column: int | None = Field(
+        default=None, description="template-invalid, grammar-invalid (regex, GBNF): 1-based column."
+    )
+    pointer: str | None = Field(
+        default=None,
+        description="schema-invalid, form-invalid: RFC 6901 pointer into the schema (or the form's object) "
+        "where the fault is, when known.",
+    )
     limit: str | None = Field(default=None, description="limit-exceeded: the limit's name.")
     location: str | None = Field(default=None, description="unicode-invalid: `body`, `path` or `query`.")
     field: str | None = Field(

@@ -50,13 +50,19 @@ class Server:
 
 
 def start(
-    args: Sequence[str] = (), env: dict[str, str] | None = None, timeout: float = 90, port: int | None = None
+    args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    timeout: float = 90,
+    port: int | None = None,
+    python: str | None = None,
 ) -> Server:
     """Start ``python -m service`` on ``port`` (default: a free one; give the port of a server
-    that died to restart it in its place) and wait until ``/readyz`` answers 200."""
+    that died to restart it in its place) and wait until ``/readyz`` answers 200. ``python``: the
+    interpreter to run it with (default: this one; another venv's, for tests whose own packages
+    cannot share the server's venv)."""
     port = free_port() if port is None else port
     proc = subprocess.Popen(
-        [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", *args],
+        [python or sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -92,8 +98,10 @@ def stop(server: Server, timeout: float = 30) -> tuple[int, str]:
 
 
 @contextlib.contextmanager
-def running(args: Sequence[str] = (), env: dict[str, str] | None = None) -> Iterator[Server]:
-    server = start(args, env)
+def running(
+    args: Sequence[str] = (), env: dict[str, str] | None = None, python: str | None = None
+) -> Iterator[Server]:
+    server = start(args, env, python=python)
     try:
         yield server
     finally:

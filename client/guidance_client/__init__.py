@@ -12,13 +12,17 @@ Two clients with the same methods, :class:`GuidanceClient` (sync) and
         grammar.fill_next_token_bitmask(bitmask, 0)      # row 0: the allowed next tokens
         grammar.accept_tokens([token])                   # False if the constraint forbids it
 
-A whole decoding batch steps in one round trip with :class:`GrammarBatch`. Masks fit one
-vocabulary: ``client.align_vocabulary(ModelVocabulary.from_hf(tokenizer, ...))`` registers the
-model's tokenizer by content, has the server compare it with the model, and answers the tokenizer
-to compile against, or raises :class:`VocabularyMismatch` naming what differs. The wire format is
-in :mod:`guidance_client.wire`; requests and answers without I/O in :mod:`guidance_client.protocol`
-(and :mod:`guidance_client.alignment`, :mod:`guidance_client.events`); the model's side of an
-alignment in :mod:`guidance_client.vocabulary`; the errors in :mod:`guidance_client.errors`.
+A whole decoding batch steps in one round trip with :class:`GrammarBatch`. A constraint is any of the
+server's kinds, other engines' request forms (``response_format=``, ``structured_outputs=``, ``gbnf=``...),
+or a Python value that says the same (:mod:`guidance_client.specs`): a ``guidance`` grammar object, a
+Pydantic model (``grammar.parse(Model)`` gives the validated instance back), ``Literal``, ``Enum``.
+Masks fit one vocabulary: ``client.align_vocabulary(ModelVocabulary.from_hf(tokenizer, ...))``
+registers the model's tokenizer by content, has the server compare it with the model, and answers
+the tokenizer to compile against, or raises :class:`VocabularyMismatch` naming what differs. The
+wire format is in :mod:`guidance_client.wire`; requests and answers without I/O in
+:mod:`guidance_client.protocol` (and :mod:`guidance_client.alignment`, :mod:`guidance_client.events`);
+the model's side of an alignment in :mod:`guidance_client.vocabulary`; the errors in
+:mod:`guidance_client.errors`.
 """
 
 from __future__ import annotations
@@ -46,8 +50,8 @@ if TYPE_CHECKING:
         SessionInfo,
         StepResult,
         StepStatus,
-        program_spec,
     )
+    from guidance_client.specs import program_spec
     from guidance_client.vocabulary import ModelVocabulary
     from guidance_client.wire import MaskEncoding
 
@@ -105,12 +109,12 @@ _HOMES = {
             "SessionInfo",
             "StepResult",
             "StepStatus",
-            "program_spec",
         ),
         "guidance_client.protocol",
     ),
     **dict.fromkeys(("TokenizerInfo", "VocabularyCheck"), "guidance_client.alignment"),
     "ModelVocabulary": "guidance_client.vocabulary",
+    "program_spec": "guidance_client.specs",
     "MaskEncoding": "guidance_client.wire",
 }
 

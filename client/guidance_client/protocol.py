@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 from guidance_client import wire
 from guidance_client.errors import GuidanceClientError, ProtocolError, RemoteError, TransportError
 from guidance_client.events import EventReader, SessionEvent, watch_headers, watch_path
+from guidance_client.specs import program_spec
 
 __all__ = [
     "AUTHORIZATION_HEADER",
@@ -70,7 +71,6 @@ WORKER_HEADER = "X-Worker-Id"
 AUTHORIZATION_HEADER = "Authorization"
 """Carries ``Bearer <api_key>`` on every request when the client has a key."""
 
-_KINDS = ("template", "json_schema", "regex", "grammar", "choice")
 # Codes for which accept_tokens answers False (like core's GuidanceGrammar) rather than raising.
 REFUSED = ("token-rejected", "token-out-of-range")
 # Codes meaning the server does not hold the session (a restarted or different replica): replay.
@@ -325,35 +325,6 @@ def _write_mask(content: bytes, out: NDArray[np.int32] | None, row: int) -> NDAr
 
 
 # -- requests ----------------------------------------------------------------------------------
-
-
-def program_spec(
-    template: str | None = None,
-    *,
-    json_schema: Mapping[str, Any] | bool | str | None = None,
-    regex: str | None = None,
-    grammar: str | None = None,
-    choice: Sequence[str] | None = None,
-    variables: Mapping[str, Any] | None = None,
-    options: Mapping[str, Any] | None = None,
-    tokenizer: str | None = None,
-) -> dict[str, Any]:
-    """A compile body: exactly one of the five kinds, plus the optional fields given."""
-    given = {
-        k: v
-        for k, v in zip(_KINDS, (template, json_schema, regex, grammar, list(choice) if choice is not None else None))
-        if v is not None
-    }
-    if len(given) != 1:
-        raise ValueError("give exactly one of template, json_schema, regex, grammar, choice")
-    spec: dict[str, Any] = dict(given)
-    if variables:
-        spec["variables"] = dict(variables)
-    if options:
-        spec["options"] = dict(options)
-    if tokenizer is not None:
-        spec["tokenizer"] = tokenizer
-    return spec
 
 
 def _sid(session_id: str) -> str:

@@ -12,9 +12,11 @@ arguments, and its scheduler processes load them too). It registers the backend 
 builds SGLang's ``Engine`` itself, call :func:`register` first. Where the server is:
 :mod:`guidance_client.serving` (``GUIDANCE_CLIENT_URL`` ...).
 
-Requests keep SGLang's own fields: ``json_schema`` (``"$$ANY$$"``, SGLang's any-JSON, is the
-schema ``{}``), ``regex``, and ``ebnf``, which with this backend holds a Lark grammar
-(llguidance's dialect, the server's ``grammar``), not GBNF. Structural tags are not supported.
+Requests keep SGLang's own fields, with SGLang's meaning: ``json_schema`` (``"$$ANY$$"``,
+SGLang's any-JSON, is the schema ``{}``), ``regex``, and ``ebnf``: a GBNF grammar (the EBNF of
+SGLang's default backend) or a Lark one, sent as the server's ``ebnf`` kind, which tells them apart.
+``structural_tag`` (its JSON text, the older ``structures`` + ``triggers`` form or the newer
+``format``) is sent as the server's ``structural_tag`` kind and compiled as such.
 A constraint the server refuses becomes SGLang's invalid grammar, with the server's detail, and
 SGLang aborts the request before it runs. SGLang caches invalid grammars too, so a server that
 cannot be reached at that moment gives a grammar compiled at its first step instead.
@@ -241,12 +243,12 @@ class GuidanceBackend(BaseGrammarBackend):
         return self._compile({"regex": key_string})
 
     def dispatch_ebnf(self, key_string: str) -> BaseGrammarObject:
-        """A Lark grammar (llguidance's dialect), carried in SGLang's ``ebnf`` field."""
-        return self._compile({"grammar": key_string})
+        """SGLang's ``ebnf``: GBNF or Lark (the server's ``ebnf`` kind tells them apart)."""
+        return self._compile({"ebnf": key_string})
 
     def dispatch_structural_tag(self, key_string: str) -> BaseGrammarObject:
-        """Not supported."""
-        return InvalidGrammarObject(f"the {BACKEND_NAME} grammar backend does not support structural tags")
+        """A structural tag (its JSON text), in either of xgrammar's forms."""
+        return self._compile({"structural_tag": key_string})
 
     def _compile(self, spec: dict[str, Any]) -> BaseGrammarObject:
         program = None

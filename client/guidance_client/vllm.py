@@ -10,6 +10,12 @@ values are strings, numbers or lists)::
     SamplingParams(extra_args={"guidance": {"regex": "[0-9]+"}})
     {"vllm_xargs": {"guidance": "{\\"json_schema\\": {\\"type\\": \\"object\\"}}"}}   # HTTP
 
+Any kind of the server goes there, vLLM's own ``structured_outputs`` object and OpenAI's
+``response_format`` included (``{"guidance": {"structured_outputs": {"choice": ["yes", "no"]}}}``).
+vLLM's own ``SamplingParams.structured_outputs`` (and ``response_format``) is not read: vLLM applies
+it with its own backend whatever a logits processor does, so the same object under ``guidance``
+is how a request is served from here instead.
+
 Where the server is: :mod:`guidance_client.serving` (``GUIDANCE_CLIENT_URL`` ...).
 
 **Alignment.** When vLLM builds the processor it aligns with the engine's own tokenizer (the one
@@ -92,9 +98,9 @@ def constraint_of(params: SamplingParams) -> dict[str, Any] | None:
     """The compile body in ``params.extra_args[EXTRA_ARGS_KEY]``, or None if the request has none.
 
     Raises:
-        ValueError: the value is not a compile body (a dict, or its JSON text, with exactly one of
-            ``template``, ``json_schema``, ``regex``, ``grammar``, ``choice`` and only the fields
-            of ``POST /compile``).
+        ValueError: the value is not a compile body (a dict, or its JSON text, with exactly one kind
+            of :data:`guidance_client.specs.KINDS` and only the fields of ``POST /compile``,
+            ``reasoning`` included).
     """
     value = (params.extra_args or {}).get(EXTRA_ARGS_KEY)
     if value is None:

@@ -57,8 +57,12 @@ def prepare_json_schema(
     whitespace: int | None,
     limits: Limits,
     formats: FormatMode = DEFAULT_FORMAT_MODE,
+    whitespace_pattern: str | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """:func:`json_schema_with_options` with the ``formats`` mode, also returning what was ignored.
+
+    ``whitespace_pattern`` (without ``whitespace``) is the regex of the whitespace allowed where
+    JSON allows some (vLLM's option of that name).
 
     Returns:
         ``(schema, ignored)``: the schema for llguidance, and the annotations it does not assert
@@ -89,6 +93,9 @@ def prepare_json_schema(
     if whitespace:
         options.pop("whitespace_flexible", None)
         options["whitespace_pattern"] = "[\\x20\\x0A\\x0D\\x09]{0,%d}" % whitespace
+    elif whitespace_pattern is not None:
+        options.pop("whitespace_flexible", None)
+        options["whitespace_pattern"] = whitespace_pattern
     out = dict(schema)
     out["x-guidance"] = options
     return out, report.ignored

@@ -28,6 +28,7 @@ from core.captures import LIST_APPEND, CaptureLayout, RepeatInfo
 from core.errors import SchemaError, TemplateError
 from core.jsonschema import json_schema_with_options
 from core.lark_text import lark_regex, lark_string
+from core.regex_errors import regex_message
 from core.limits import Limits
 from core.template.nodes import GenNode, GrammarNode, JsonNode, Node, RepeatNode, SelectNode, TextNode
 from core.validation import check_size, trimmed, validate
@@ -75,9 +76,11 @@ class _Writer:
         if name is not None:
             self.scope[name] = chain
 
-    def check_slot(self, grammar: str, line: int, column: int, what: str) -> None:
+    def check_slot(self, grammar: str, line: int, column: int, what: str, regex: str | None = None) -> None:
         message = validate(grammar, self.tokenizer, self.limits)
         if message:
+            if regex is not None:  # about the slot's pattern, not the grammar wrapping it
+                raise TemplateError(regex_message(regex, trimmed(message))[0].split("\n", 1)[0], line, column)
             raise TemplateError(f"invalid {what}: {trimmed(message)}", line, column)
 
     # sequences
@@ -140,7 +143,9 @@ class _Writer:
         regex = node.regex if node.regex is not None else _ANY_TEXT
         if node.regex is not None:
             check_size(node.regex, "regex", self.limits)
-            self.check_slot(llguidance.LLMatcher.grammar_from_regex(node.regex), node.line, node.column, "regex")
+            self.check_slot(
+                llguidance.LLMatcher.grammar_from_regex(node.regex), node.line, node.column, "regex", node.regex
+            )
         extra: list[str] = []
         stops, rest = node.ending(follow)
         if len(stops) == 1:

@@ -74,7 +74,7 @@ async def compile_program(body: ProgramFields, state: ServiceState) -> Compiled:
     tok = state.tokenizers.get(body.tokenizer)
     check_variables(body.variables, state.settings.max_variables, state.settings.max_variables_bytes)
     kind, source = body.kind_and_source()
-    spec = spec_from_kwargs(kind, source, body.variables, body.options)
+    spec = spec_from_kwargs(kind, source, body.variables, body.kind_options(), body.reasoning)
     backend, metrics = state.backend, state.metrics
     start = time.perf_counter()
     pending, limit = state.compiles_pending, state.settings.max_pending_compiles
@@ -112,7 +112,10 @@ async def compile_program(body: ProgramFields, state: ServiceState) -> Compiled:
 async def compile_endpoint(body: CompileRequest, state: StateDep, owner: OwnerDep) -> CompileResponse:
     """Compile a constraint for a vocabulary (or take it from the shared cache).
 
-    Give exactly one of `template`, `json_schema`, `regex`, `grammar` (Lark) or `choice`.
+    Give exactly one kind: `template`, `json_schema`, `regex`, `grammar` (Lark), `gbnf`, `choice`,
+    `llguidance`, `structural_tag`, `tools` (with `tool_format`), or another engine's request form
+    as its users write it: `response_format` (OpenAI), `structured_outputs` (vLLM), `ebnf` (SGLang).
+    Any of them may take `reasoning`.
     The `program_id` is a content hash, equal on every replica: keep it to open sessions later
     (`POST /sessions {program_id}`), and keep the spec to re-send if that answers 404.
     """

@@ -14,7 +14,8 @@ import pytest
 
 from core import AsyncGuidanceBackend, CompileCrashed, GuidanceBackend, LimitExceeded, Limits, TemplateError, Tokenizer
 from core.captures import CaptureLayout
-from core.compiler import CompiledSpec, compile_spec
+from core.compiler import CompiledSpec
+from core.kinds import compile_spec
 from core.spec import ProgramSpec
 from core.threads import on_engine_thread
 from core.workers import CompileWorkers

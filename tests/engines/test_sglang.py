@@ -200,12 +200,34 @@ def test_rollback_local_and_remote(backend: GuidanceBackend, client: GuidanceCli
 
 
 def test_refused_constraints_are_sglang_invalid_grammars(backend: GuidanceBackend) -> None:
-    for key in (("regex", "("), ("json", '{"type": "nope"}'), ("ebnf", 'root ::= "a"')):
+    for key in (("regex", "("), ("json", '{"type": "nope"}'), ("ebnf", 'root ::= ( "a"')):
         g = grammar_for(backend, key)
         assert isinstance(g, InvalidGrammarObject), key
         assert g.error_message
     tag = backend.dispatch_structural_tag("{}")
-    assert isinstance(tag, InvalidGrammarObject) and "structural tags" in tag.error_message
+    assert isinstance(tag, InvalidGrammarObject) and "structural tag" in tag.error_message
+
+
+def test_structural_tags_compile_in_both_forms(backend: GuidanceBackend) -> None:
+    """xgrammar's structural tag as SGLang passes it (JSON text), older and newer form alike."""
+    call = {"begin": "<function=get_weather>", "end": "</function>"}
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}}
+    older = {"type": "structural_tag", "structures": [{**call, "schema": schema}], "triggers": ["<function="]}
+    newer = {"type": "structural_tag", "format": {"type": "triggered_tags", "triggers": ["<function="], "tags": [
+        {"type": "tag", **call, "content": {"type": "json_schema", "json_schema": schema}}]}}
+    for tag in (older, newer):
+        assert isinstance(backend.dispatch_structural_tag(json.dumps(tag)), GuidanceGrammar), tag
+
+
+def test_ebnf_is_gbnf_or_lark_as_sglang_has_it(backend: GuidanceBackend) -> None:
+    """SGLang's documented EBNF (GBNF, its default backend's dialect) and a Lark grammar both compile."""
+    capitals = (
+        'root ::= city | description\ncity ::= "London" | "Paris" | "Berlin" | "Rome"\n'
+        'description ::= city " is " status\nstatus ::= "the capital of " country\n'
+        'country ::= "England" | "France" | "Germany" | "Italy"\n'
+    )
+    for text in (capitals, LARK):
+        assert isinstance(grammar_for(backend, ("ebnf", text)), GuidanceGrammar), text
 
 
 def test_any_json(backend: GuidanceBackend, client: GuidanceClient) -> None:

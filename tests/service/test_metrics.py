@@ -7,6 +7,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from core import Tokenizer
+from core.spec import PROGRAM_KINDS
 from service.metrics import COMPILE_RESULTS, MASK_FORMATS
 from tests.service.helpers import TEMPLATE, AppFactory, serve
 
@@ -90,7 +91,7 @@ async def test_metric_labels_come_from_closed_sets(client: httpx.AsyncClient) ->
     await client.get("/sessions/some-id-that-must-not-become-a-label/mask")
     samples, _ = await _scrape(client)
     allowed = {
-        "kind": {"template", "json_schema", "regex", "grammar", "choice"},
+        "kind": set(PROGRAM_KINDS),
         "result": set(COMPILE_RESULTS),
         "format": set(MASK_FORMATS),
     }

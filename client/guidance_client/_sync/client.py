@@ -28,9 +28,10 @@ from guidance_client.protocol import (
     SessionInfo,
     StepResult,
     StepStatus,
-    program_spec,
 )
+from guidance_client.pytypes import parse_as
 from guidance_client.replay import GrammarState, StepPlan
+from guidance_client.specs import program_spec
 from guidance_client.transports import SyncTransport
 from guidance_client.vocabulary import ModelVocabulary
 from guidance_client.wire import MaskEncoding
@@ -116,7 +117,9 @@ class GuidanceClient:
         return self.send(protocol.compile_program(spec, open_session))
 
     def compile(self, template: str | None = None, *, open_session: bool = False, **kwargs: Any) -> ProgramInfo:
-        """Compile one of ``template``, ``json_schema``, ``regex``, ``grammar``, ``choice``."""
+        """Compile one kind: ``template``, or a keyword of :func:`~guidance_client.program_spec`
+        (``json_schema`` a schema or a Pydantic model, ``grammar`` Lark or a ``guidance`` grammar object,
+        ``gbnf``, ``choice``, ``response_format``, ``structured_outputs``...)."""
         return self.compile_spec(program_spec(template, **kwargs), open_session=open_session)
 
     # -- sessions
@@ -266,7 +269,11 @@ class GuidanceClient:
             return False
 
     def grammar(self, template: str | None = None, **kwargs: Any) -> RemoteGrammar:
-        """Compile a program and open a session on it: a drop-in ``GuidanceGrammar``."""
+        """Compile a program and open a session on it: a drop-in ``GuidanceGrammar``.
+
+        Takes what :meth:`compile` takes: ``client.grammar(json_schema=Model)`` with a Pydantic model,
+        then ``grammar.parse(Model)`` once it is done; ``client.grammar(grammar=guidance_program)``.
+        """
         return RemoteGrammar.open(self, program_spec(template, **kwargs))
 
 
@@ -376,6 +383,19 @@ class RemoteGrammar(GrammarState):
         return RemoteGrammar(
             self.client, self.spec, self.program, sid, self.tokens, self._terminated, self._variables
         )
+
+    def text(self) -> str:
+        """The text accepted so far (the end token excluded), as the server's tokenizer decodes it."""
+        return (self._call(lambda: self.client.get(self.session_id))).text
+
+    def parse(self, target: Any = None) -> Any:
+        """The text as ``target``: a Pydantic model validated, a ``TypeAdapter``'s or dataclass's value,
+        or (no target) the parsed JSON (see :func:`guidance_client.pytypes.parse_as`).
+
+        Raises:
+            ValueError: the text is not valid for ``target`` (Pydantic's ``ValidationError`` is one).
+        """
+        return parse_as(self.text(), target)
 
     def close(self) -> None:
         """Close the server-side session (already gone, or unreachable, is fine)."""

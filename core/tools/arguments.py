@@ -72,7 +72,8 @@ class ArgumentWriter:
         self.rule = rule
         self.specials = specials
         self.limits = limits
-        self._gemma: dict[str, str] = {}
+        self._gemma: dict[str, str] = {}  # one tool's $refs, by reference
+        self._gemma_any_rule = ""  # any value, shared by every tool
 
     def pieces(self, *pieces: Piece) -> str:
         return lark_pieces(pieces, self.fmt.specials, self.specials)
@@ -232,10 +233,10 @@ class ArgumentWriter:
         return name
 
     def _gemma_any(self) -> str:
-        if "gany" in self._gemma:
-            return self._gemma["gany"]
+        if self._gemma_any_rule:
+            return self._gemma_any_rule
         name = self.rule("gany", '""')
-        self._gemma["gany"] = name
+        self._gemma_any_rule = name
         text = self.pieces(_QUOTE) + " " + self.text_until(_QUOTE)
         pair = f'{lark_regex("[A-Za-z0-9_]+")} ":" {name}'
         body = " | ".join([

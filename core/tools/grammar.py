@@ -26,18 +26,27 @@ _ANY = "(?s:.*)"
 
 
 class _Rules:
-    """The grammar's rules, named in order."""
+    """The grammar's rules, named in order; a rule whose body, kind and laziness repeat an earlier
+    one's is that rule (identical sub-grammars, across tools too, are written and compiled once).
+    A ``""`` body is never shared: it reserves a name whose body is set later (``replace``)."""
 
     def __init__(self) -> None:
         self.rules: dict[str, tuple[str, bool]] = {}
+        self._known: dict[tuple[bool, str, bool], str] = {}
 
     def __call__(self, prefix: str, body: str, *, lazy: bool = False, replace: bool = False) -> str:
         if replace:
             self.rules[prefix] = (body, self.rules[prefix][1])
             return prefix
+        key = (prefix.isupper(), body, lazy)
+        known = self._known.get(key)
+        if known is not None:
+            return known
         name = f"{prefix}_{len(self.rules)}"
         name = name.upper() if prefix.isupper() else name.lower()
         self.rules[name] = (body, lazy)
+        if body != '""':
+            self._known[key] = name
         return name
 
     def text(self, start: str) -> str:

@@ -165,8 +165,8 @@ def hf_parts(
         ll=ll,
         encoder=encode,
         tokenize=tokenize,
-        # The library's own serialisation: normaliser, pre-tokeniser, merges, added tokens.
-        tokenization=b"tokenizers\0" + hashlib.sha256(model.to_str().encode("utf-8")).digest(),
+        # The file itself: its normaliser, pre-tokeniser, merges and added tokens are the rules.
+        tokenization=b"tokenizer.json\0" + hashlib.sha256(text.encode("utf-8")).digest(),
     )
 
 

@@ -92,10 +92,6 @@ class Tokenizer:
         :func:`validation_tokenizer` needs to rebuild this vocabulary in another process."""
         return self._tokens, list(self.eos_token_ids), self.bos_token_id, sorted(self.special_token_ids)
 
-    def is_end_token(self, token_id: int) -> bool:
-        """Whether ``token_id`` is one of the end tokens."""
-        return token_id in self.eos_token_ids
-
     def encode(self, text: str) -> list[int]:
         """Encode text as a continuation: no BOS/EOS, no space prefix, no special id.
 

@@ -99,7 +99,7 @@ async def upload_tokenizer(
     """
     ends = None if eos_token_ids is None else [int(t) for t in eos_token_ids.split(",")]
     data = await request.body()
-    key = upload_key(data, ends)
+    key = await asyncio.to_thread(upload_key, data, ends)  # up to tens of MB: off the event loop
     async with tokenizers.upload_lock:
         tok = tokenizers.uploaded(key)
         if tok is None:

@@ -33,20 +33,15 @@ TEKKEN_VOCAB = 131_072
 TEKKEN_EOS = 2
 
 
+# Sizes of the random-weight models: small enough for CI (vocab_size decides the embedding).
+TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "num_key_value_heads": 4, "bos_token_id": None}
+
+
 def tiny_llama(vocab_size: int, eos: int, pad: int, seed: int = 0) -> Any:
-    """A random-weight Llama small enough for CI (vocab_size decides the embedding, nothing else)."""
+    """A random-weight Llama small enough for CI."""
     torch.manual_seed(seed)
-    config = transformers.LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        eos_token_id=eos,
-        pad_token_id=pad,
-        bos_token_id=None,
-    )
+    config = transformers.LlamaConfig(vocab_size=vocab_size, eos_token_id=eos, pad_token_id=pad, **TINY)
     return transformers.LlamaForCausalLM(config).eval()
 
 
@@ -203,17 +198,7 @@ def test_a_pipelined_processor_asks_for_the_first_masks_before_generate(server: 
 def tiny_qwen(vocab_size: int, ends: Sequence[int], seed: int = 0) -> Any:
     """A random-weight Qwen 2 small enough for CI."""
     torch.manual_seed(seed)
-    config = transformers.Qwen2Config(
-        vocab_size=vocab_size,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        eos_token_id=list(ends),
-        pad_token_id=ends[0],
-        bos_token_id=None,
-    )
+    config = transformers.Qwen2Config(vocab_size=vocab_size, eos_token_id=list(ends), pad_token_id=ends[0], **TINY)
     return transformers.Qwen2ForCausalLM(config).eval()
 
 

@@ -1,24 +1,27 @@
 """The backend: compiles constraints into cached programs and fills batches of masks.
 
-:class:`GuidanceBackend` is synchronous and thread-safe; :class:`AsyncGuidanceBackend` runs
-compiles in a bounded thread pool (llguidance drops the GIL while it builds a grammar) so an event
-loop never blocks, and merges concurrent compiles of the same program into one.
+:class:`GuidanceBackend` is synchronous and thread-safe; its :meth:`~GuidanceBackend.compile_async`
+runs a compile on an executor the caller owns (the server's, as vLLM's structured-output manager
+owns its compile executor over plain backends), so an event loop never blocks.
+:class:`AsyncGuidanceBackend` binds a backend to an executor of its own for library users. Both
+share the per-kind ``compile_*`` methods (:class:`KindCompilers`); single flight is the cache's
+(:mod:`core.cache`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
 from core.bitmask import allocate_bitmask
-from core.cache import Flight, ProgramCache
+from core.cache import ProgramCache
 from core.compiler import CompiledSpec
 from core.kinds import KINDS, compile_spec
 from core.errors import GrammarError, GuidanceError, LimitExceeded
@@ -31,7 +34,7 @@ from core.threads import EngineThreadPool, run_on_engine_thread
 from core.tokenizers import Tokenizer, load_default_tokenizer, load_tokenizer
 from core.workers import CompileWorkers
 
-__all__ = ["AsyncGuidanceBackend", "GuidanceBackend"]
+__all__ = ["AsyncGuidanceBackend", "CompileJob", "GuidanceBackend", "KindCompilers"]
 
 
 _EMPTY_LANGUAGE = "the constraint matches no text at all (a rule without a base case, or a cyclic $ref?)"
@@ -57,7 +60,98 @@ def _allows_more_than(row: NDArray[np.int32], tokens: Iterable[int]) -> bool:
     return bool(words.any())
 
 
-class GuidanceBackend:
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class CompileJob:
+    """A compile, checked and keyed, not run yet (:meth:`GuidanceBackend.job`).
+
+    Attributes:
+        key: the program id it will have (its cache key).
+        spec: what to compile.
+        tokenizer: the vocabulary.
+    """
+
+    key: str
+    spec: ProgramSpec
+    tokenizer: Tokenizer
+
+
+class KindCompilers(Generic[R]):
+    """The per-kind ``compile_*`` methods, written once over :meth:`_compile_spec`.
+
+    :class:`GuidanceBackend` returns programs (``R`` is the program), :class:`AsyncGuidanceBackend`
+    awaitables of them.
+    """
+
+    def _compile_spec(self, spec: ProgramSpec, tokenizer: Tokenizer | None) -> R:
+        raise NotImplementedError
+
+    def _compile_kind(
+        self,
+        kind: ProgramKind,
+        source: Any,
+        variables: Mapping[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+        tokenizer: Tokenizer | None = None,
+        reasoning: str | Mapping[str, Any] | None = None,
+    ) -> R:
+        return self._compile_spec(spec_from_kwargs(kind, source, variables, options, reasoning), tokenizer)
+
+    def compile_template(
+        self, template_str: str, variables: Mapping[str, Any] | None = None, *, tokenizer: Tokenizer | None = None
+    ) -> R:
+        """Compile a template with its compile-time variables.
+
+        Args:
+            template_str: the template text (see the README's template language).
+            variables: values for its interpolations and named options.
+            tokenizer: the vocabulary (default: the backend's).
+        """
+        return self._compile_kind("template", template_str, variables, None, tokenizer)
+
+    def compile_json_schema(
+        self,
+        schema: Mapping[str, Any] | bool | str,
+        *,
+        whitespace: int | None = None,
+        tokenizer: Tokenizer | None = None,
+    ) -> R:
+        """Compile a JSON schema (compact output unless ``whitespace`` allows up to N spaces)."""
+        options = {"whitespace": whitespace} if whitespace else None
+        return self._compile_kind("json_schema", schema, None, options, tokenizer)
+
+    def compile_regex(self, pattern: str, *, tokenizer: Tokenizer | None = None) -> R:
+        """Compile a regex that the whole output must match."""
+        return self._compile_kind("regex", pattern, tokenizer=tokenizer)
+
+    def compile_grammar(self, lark: str, *, tokenizer: Tokenizer | None = None) -> R:
+        """Compile a Lark grammar (llguidance dialect)."""
+        return self._compile_kind("grammar", lark, tokenizer=tokenizer)
+
+    def compile_choice(self, options: Sequence[str], *, tokenizer: Tokenizer | None = None) -> R:
+        """Compile a choice of exactly one of ``options``."""
+        return self._compile_kind("choice", list(options), tokenizer=tokenizer)
+
+    def compile_structural_tag(
+        self, tag: Mapping[str, Any] | str, *, reasoning: str | Mapping[str, Any] | None = None,
+        tokenizer: Tokenizer | None = None,
+    ) -> R:
+        """Compile an xgrammar/vLLM structural tag (``structures`` + ``triggers``, or ``format``)."""
+        return self._compile_kind("structural_tag", tag, tokenizer=tokenizer, reasoning=reasoning)
+
+    def compile_tools(
+        self, tools: Sequence[Mapping[str, Any]], tool_format: str, *, tool_choice: str | Mapping[str, Any] = "auto",
+        parallel_tool_calls: bool = True, reasoning: str | Mapping[str, Any] | None = None,
+        tokenizer: Tokenizer | None = None,
+    ) -> R:
+        """Compile OpenAI-style ``tools`` in a model family's format (variables ``tool_calls``, ``content``)."""
+        options = {"tool_format": tool_format, "tool_choice": tool_choice, "parallel_tool_calls": parallel_tool_calls}
+        return self._compile_kind("tools", list(tools), None, options, tokenizer, reasoning)
+
+
+class GuidanceBackend(KindCompilers[CompiledGuidanceProgram]):
     """Compiles templates, JSON schemas, regexes, Lark grammars and choices into programs.
 
     Args:
@@ -126,21 +220,42 @@ class GuidanceBackend:
         self._workers = CompileWorkers(compile_processes, self.limits, nice=compile_nice) if compile_processes else None
 
     # -- compiling
-    def compile(self, spec: ProgramSpec, tokenizer: Tokenizer | None = None) -> tuple[CompiledGuidanceProgram, bool]:
-        """Compile ``spec`` (or take it from the cache); returns ``(program, cached)``."""
-        tok = tokenizer or self.tokenizer
-        key = self._checked_key(spec, tok)
-        return self.cache.get_or_compile(key, lambda: self._compile_now(key, spec, tok))
+    def job(self, spec: ProgramSpec, tokenizer: Tokenizer | None = None) -> CompileJob:
+        """Check ``spec``'s option names and give it its program id, without compiling.
 
-    def _checked_key(self, spec: ProgramSpec, tok: Tokenizer) -> str:
+        Raises:
+            GrammarError: an option the kind does not take.
+        """
+        tok = tokenizer or self.tokenizer
         unknown = set(spec.options) - KINDS[spec.kind].options
         if unknown:
             raise GrammarError(f"unknown option(s) for {spec.kind}: {', '.join(sorted(unknown))}")
-        return self.program_id(spec, tok)
+        return CompileJob(self.program_id(spec, tok), spec, tok)
 
-    def _compile_now(self, key: str, spec: ProgramSpec, tok: Tokenizer) -> CompiledGuidanceProgram:
+    def compile(self, spec: ProgramSpec | CompileJob, tokenizer: Tokenizer | None = None) -> tuple[CompiledGuidanceProgram, bool]:
+        """Compile ``spec`` (or take it from the cache); returns ``(program, cached)``."""
+        job = spec if isinstance(spec, CompileJob) else self.job(spec, tokenizer)
+        return self.cache.get_or_compile(job.key, lambda: self._compile_now(job, None))
+
+    async def compile_async(
+        self, spec: ProgramSpec | CompileJob, executor: Executor, tokenizer: Tokenizer | None = None
+    ) -> tuple[CompiledGuidanceProgram, bool]:
+        """:meth:`compile` on ``executor`` (its threads need the engine stack, see :mod:`core.threads`),
+        awaited: concurrent calls for one program share one compile, with threads' calls too.
+
+        A caller that is cancelled stops waiting; when every caller of a compile has gone, the
+        compile is stopped (in a worker process) or never started, and ends with
+        :class:`~core.errors.CompileCancelled`.
+        """
+        job = spec if isinstance(spec, CompileJob) else self.job(spec, tokenizer)
+        return await self.cache.get_or_compile_async(job.key, lambda cancel: self._compile_now(job, cancel), executor)
+
+    def _compile_spec(self, spec: ProgramSpec, tokenizer: Tokenizer | None) -> CompiledGuidanceProgram:
+        return self.compile(spec, tokenizer)[0]
+
+    def _compile_now(self, job: CompileJob, cancel: threading.Event | None) -> CompiledGuidanceProgram:
         # llguidance builds grammars recursively: on a thread whose stack fits the limits (core.threads)
-        return run_on_engine_thread(self.limits.engine_stack_bytes, self._build, key, spec, tok)
+        return run_on_engine_thread(self.limits.engine_stack_bytes, self._build, job, cancel)
 
     def start_workers(self, tokenizers: Sequence[Tokenizer] = ()) -> None:
         """Start the compile workers in the background and teach them ``tokenizers`` (and this
@@ -159,9 +274,10 @@ class GuidanceBackend:
         vocab = max(self.vocab_size, tok.vocab_size) if tok is self.tokenizer else tok.vocab_size
         return spec.cache_key(f"{tok.digest}:{vocab}")
 
-    def _build(self, key: str, spec: ProgramSpec, tok: Tokenizer) -> CompiledGuidanceProgram:
+    def _build(self, job: CompileJob, cancel: threading.Event | None) -> CompiledGuidanceProgram:
+        key, spec, tok = job.key, job.spec, job.tokenizer
         limits = self.limits
-        compiled = self._compile_grammar(spec, tok)
+        compiled = self._compile_grammar(spec, tok, cancel)
         vocab = self.vocab_size if tok is self.tokenizer else None
         stats = ProgramStats()
         # The other shards are built when the program gets its second session (its third state,
@@ -202,80 +318,18 @@ class GuidanceBackend:
     def _build_in_background(self, build: Callable[[], None]) -> None:
         self._pool_for_fills().submit(build)
 
-    def _compile_grammar(self, spec: ProgramSpec, tok: Tokenizer) -> CompiledSpec:
+    def _compile_grammar(self, spec: ProgramSpec, tok: Tokenizer, cancel: threading.Event | None = None) -> CompiledSpec:
         # In a worker process when there are some (its Python holds another GIL); the matcher and
         # the first mask are built by the caller either way: an LLMatcher cannot cross processes.
         # Until the workers are up (a few seconds after launch), here rather than wait for them.
         workers = self._workers
         if workers is not None and not workers.warming:
-            return workers.compile(spec, tok)
+            return workers.compile(spec, tok, cancel)
         return compile_spec(spec, tok.ll, self.limits)
 
     def first_mask_seconds(self, program: CompiledGuidanceProgram) -> float | None:
         """CPU seconds ``program``'s first mask took at its compile (None: not measured)."""
         return program.stats.first_mask_seconds
-
-    def _compile_kind(
-        self,
-        kind: ProgramKind,
-        source: Any,
-        variables: Mapping[str, Any] | None = None,
-        options: Mapping[str, Any] | None = None,
-        tokenizer: Tokenizer | None = None,
-        reasoning: str | Mapping[str, Any] | None = None,
-    ) -> CompiledGuidanceProgram:
-        return self.compile(spec_from_kwargs(kind, source, variables, options, reasoning), tokenizer)[0]
-
-    def compile_template(
-        self, template_str: str, variables: Mapping[str, Any] | None = None, *, tokenizer: Tokenizer | None = None
-    ) -> CompiledGuidanceProgram:
-        """Compile a template with its compile-time variables.
-
-        Args:
-            template_str: the template text (see the README's template language).
-            variables: values for its interpolations and named options.
-            tokenizer: the vocabulary (default: the backend's).
-        """
-        return self._compile_kind("template", template_str, variables, None, tokenizer)
-
-    def compile_json_schema(
-        self,
-        schema: Mapping[str, Any] | bool | str,
-        *,
-        whitespace: int | None = None,
-        tokenizer: Tokenizer | None = None,
-    ) -> CompiledGuidanceProgram:
-        """Compile a JSON schema (compact output unless ``whitespace`` allows up to N spaces)."""
-        options = {"whitespace": whitespace} if whitespace else None
-        return self._compile_kind("json_schema", schema, None, options, tokenizer)
-
-    def compile_regex(self, pattern: str, *, tokenizer: Tokenizer | None = None) -> CompiledGuidanceProgram:
-        """Compile a regex that the whole output must match."""
-        return self._compile_kind("regex", pattern, tokenizer=tokenizer)
-
-    def compile_grammar(self, lark: str, *, tokenizer: Tokenizer | None = None) -> CompiledGuidanceProgram:
-        """Compile a Lark grammar (llguidance dialect)."""
-        return self._compile_kind("grammar", lark, tokenizer=tokenizer)
-
-    def compile_choice(self, options: Sequence[str], *, tokenizer: Tokenizer | None = None) -> CompiledGuidanceProgram:
-        """Compile a choice of exactly one of ``options``."""
-        return self._compile_kind("choice", list(options), tokenizer=tokenizer)
-
-    def compile_structural_tag(
-        self, tag: Mapping[str, Any] | str, *, reasoning: str | Mapping[str, Any] | None = None,
-        tokenizer: Tokenizer | None = None,
-    ) -> CompiledGuidanceProgram:
-        """Compile an xgrammar/vLLM structural tag (``structures`` + ``triggers``, or ``format``)."""
-        return self._compile_kind("structural_tag", tag, tokenizer=tokenizer, reasoning=reasoning)
-
-    def compile_tools(
-        self, tools: Sequence[Mapping[str, Any]], tool_format: str, *, tool_choice: str | Mapping[str, Any] = "auto",
-        parallel_tool_calls: bool = True, reasoning: str | Mapping[str, Any] | None = None,
-        tokenizer: Tokenizer | None = None,
-    ) -> CompiledGuidanceProgram:
-        """Compile OpenAI-style ``tools`` in a model family's format (variables ``tool_calls``, ``content``)."""
-        options = {"tool_format": tool_format, "tool_choice": tool_choice, "parallel_tool_calls": parallel_tool_calls}
-        return self._compile_kind("tools", list(tools), None, options, tokenizer, reasoning)
 
     def get_program(self, program_id: str) -> CompiledGuidanceProgram | None:
         """A cached program by id, or None if it was never compiled here or was evicted."""
@@ -385,26 +439,37 @@ class GuidanceBackend:
             self._workers.close()
 
 
-class AsyncGuidanceBackend:
-    """:class:`GuidanceBackend` for event loops: compiles run in a bounded pool, single flight.
+class AsyncGuidanceBackend(KindCompilers[Awaitable[CompiledGuidanceProgram]]):
+    """A :class:`GuidanceBackend` bound to a compile executor, for event loops.
+
+    Compiles run off the loop on the executor; concurrent compiles of one program are one
+    (the cache's single flight). Everything else is the backend's own: use :attr:`backend`.
 
     Args:
         backend: the synchronous backend to wrap (or None to build one from ``kwargs``).
-        max_workers: compile threads (bounded: extra compiles queue).
+        max_workers: compile threads (bounded: extra compiles queue), when no ``executor`` is given.
         nice: how much lower the compile threads' OS priority is than the event loop's (Linux
             sets it per thread; elsewhere it is ignored). They build matchers and first masks
             without the GIL: the scheduler then gives the cores to the event loop first.
+        executor: compile threads owned by the caller (with the engine stack, see
+            :class:`~core.threads.EngineThreadPool`); :meth:`close` then leaves them running.
         kwargs: passed to :class:`GuidanceBackend` when ``backend`` is None.
     """
 
     def __init__(
-        self, backend: GuidanceBackend | None = None, *, max_workers: int = 2, nice: int = 0, **kwargs: Any
+        self,
+        backend: GuidanceBackend | None = None,
+        *,
+        max_workers: int = 2,
+        nice: int = 0,
+        executor: Executor | None = None,
+        **kwargs: Any,
     ) -> None:
         self.backend = backend or GuidanceBackend(**kwargs)
-        self._pool = EngineThreadPool(
+        self._owned = executor is None
+        self.executor: Executor = executor or EngineThreadPool(
             max_workers, "guidance-compile", self.backend.limits.engine_stack_bytes, nice=nice
         )
-        self.max_workers = max_workers
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -415,101 +480,18 @@ class AsyncGuidanceBackend:
         return self.backend.limits
 
     async def compile(self, spec: ProgramSpec, tokenizer: Tokenizer | None = None) -> tuple[CompiledGuidanceProgram, bool]:
-        """Compile off the event loop; concurrent calls for one program share one compile.
+        """Compile off the event loop (see :meth:`GuidanceBackend.compile_async`)."""
+        return await self.backend.compile_async(spec, self.executor, tokenizer)
 
-        The flight is the cache's own (:meth:`~core.cache.ProgramCache.join`): callers on threads
-        and on event loops wait for the same compile.
-        """
-        backend = self.backend
-        tok = tokenizer or backend.tokenizer
-        key = backend._checked_key(spec, tok)
-        got = backend.cache.join(key)
-        if not isinstance(got, Flight):
-            return got, True
-        if not got.leader:
-            return await asyncio.shield(asyncio.wrap_future(got.future)), True
-        loop = asyncio.get_running_loop()
-        compile_now = functools.partial(backend._compile_now, key, spec, tok)
-        try:
-            run = loop.run_in_executor(self._pool, backend.cache.fly, got, compile_now)
-        except RuntimeError as e:  # the pool is closed
-            backend.cache.abort(got, e)
-            raise
-        try:
-            # Shielded: a caller that gives up does not stop the compile others may be waiting for.
-            return await asyncio.shield(run), False
-        except asyncio.CancelledError:
-            if run.cancelled():  # the pool dropped the compile before it ran (it is closing)
-                backend.cache.abort(got, RuntimeError("the compile pool was closed"))
-            raise
-
-    async def _compile_kind(
-        self, kind: ProgramKind, source: Any, variables: Mapping[str, Any] | None = None,
-        options: Mapping[str, Any] | None = None, tokenizer: Tokenizer | None = None,
-        reasoning: str | Mapping[str, Any] | None = None,
-    ) -> CompiledGuidanceProgram:
-        return (await self.compile(spec_from_kwargs(kind, source, variables, options, reasoning), tokenizer))[0]
-
-    async def compile_template(
-        self, template_str: str, variables: Mapping[str, Any] | None = None, *, tokenizer: Tokenizer | None = None
-    ) -> CompiledGuidanceProgram:
-        """Async :meth:`GuidanceBackend.compile_template`."""
-        return await self._compile_kind("template", template_str, variables, None, tokenizer)
-
-    async def compile_json_schema(
-        self, schema: Mapping[str, Any] | bool | str, *, whitespace: int | None = None,
-        tokenizer: Tokenizer | None = None,
-    ) -> CompiledGuidanceProgram:
-        """Async :meth:`GuidanceBackend.compile_json_schema`."""
-        options = {"whitespace": whitespace} if whitespace else None
-        return await self._compile_kind("json_schema", schema, None, options, tokenizer)
-
-    async def compile_regex(self, pattern: str, *, tokenizer: Tokenizer | None = None) -> CompiledGuidanceProgram:
-        """Async :meth:`GuidanceBackend.compile_regex`."""
-        return await self._compile_kind("regex", pattern, tokenizer=tokenizer)
-
-    async def compile_grammar(self, lark: str, *, tokenizer: Tokenizer | None = None) -> CompiledGuidanceProgram:
-        """Async :meth:`GuidanceBackend.compile_grammar`."""
-        return await self._compile_kind("grammar", lark, tokenizer=tokenizer)
-
-    async def compile_choice(self, options: Sequence[str], *, tokenizer: Tokenizer | None = None) -> CompiledGuidanceProgram:
-        """Async :meth:`GuidanceBackend.compile_choice`."""
-        return await self._compile_kind("choice", list(options), tokenizer=tokenizer)
-
-    async def compile_structural_tag(
-        self, tag: Mapping[str, Any] | str, *, reasoning: str | Mapping[str, Any] | None = None,
-        tokenizer: Tokenizer | None = None,
-    ) -> CompiledGuidanceProgram:
-        """Async :meth:`GuidanceBackend.compile_structural_tag`."""
-        return await self._compile_kind("structural_tag", tag, tokenizer=tokenizer, reasoning=reasoning)
-
-    async def compile_tools(
-        self, tools: Sequence[Mapping[str, Any]], tool_format: str, *, tool_choice: str | Mapping[str, Any] = "auto",
-        parallel_tool_calls: bool = True, reasoning: str | Mapping[str, Any] | None = None,
-        tokenizer: Tokenizer | None = None,
-    ) -> CompiledGuidanceProgram:
-        """Async :meth:`GuidanceBackend.compile_tools`."""
-        options = {"tool_format": tool_format, "tool_choice": tool_choice, "parallel_tool_calls": parallel_tool_calls}
-        return await self._compile_kind("tools", list(tools), None, options, tokenizer, reasoning)
-
-    def start_workers(self, tokenizers: Sequence[Tokenizer] = ()) -> None:
-        """See :meth:`GuidanceBackend.start_workers`."""
-        self.backend.start_workers(tokenizers)
+    async def _compile_spec(self, spec: ProgramSpec, tokenizer: Tokenizer | None) -> CompiledGuidanceProgram:
+        return (await self.compile(spec, tokenizer))[0]
 
     def get_program(self, program_id: str) -> CompiledGuidanceProgram | None:
         """A cached program by id, or None."""
         return self.backend.get_program(program_id)
 
-    def first_mask_seconds(self, program: CompiledGuidanceProgram) -> float | None:
-        """See :meth:`GuidanceBackend.first_mask_seconds`."""
-        return self.backend.first_mask_seconds(program)
-
     def allocate_bitmask(self, batch_size: int) -> NDArray[np.int32]:
         """See :meth:`GuidanceBackend.allocate_bitmask`."""
-        return self.backend.allocate_bitmask(batch_size)
-
-    def allocate_token_bitmask(self, batch_size: int) -> NDArray[np.int32]:
-        """See :meth:`GuidanceBackend.allocate_token_bitmask`."""
         return self.backend.allocate_bitmask(batch_size)
 
     def get_stats(self) -> dict[str, Any]:
@@ -521,6 +503,7 @@ class AsyncGuidanceBackend:
         self.backend.clear_cache()
 
     def close(self) -> None:
-        """Stop the compile pool (running compiles finish) and the fill threads."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Stop the compile threads if they are this object's (running compiles finish) and the backend."""
+        if self._owned:
+            self.executor.shutdown(wait=False, cancel_futures=True)
         self.backend.close()

@@ -7,10 +7,12 @@ stream of one-off schemas) only churns probation and cannot push out the program
 When protected is full, its least recently used program drops back to probation's front, where
 one more use saves it. (Segmented LRU, Karedla et al. 1994; the main region of W-TinyLFU.)
 
-Concurrent compiles of one key are done once (single flight): the first caller compiles, the
-others wait for its result. :meth:`ProgramCache.join` is the one implementation: a thread waits
-on the flight's future (:meth:`ProgramCache.get_or_compile`), an event loop awaits the same
-future (:class:`~core.backend.AsyncGuidanceBackend`). Failed compiles (a
+Concurrent compiles of one key are done once (single flight), here and nowhere else: the first
+caller compiles, the others wait for its result. A thread waits on the flight's future
+(:meth:`ProgramCache.get_or_compile`), an event loop awaits the same future
+(:meth:`ProgramCache.get_or_compile_async`). A flight whose callers have all gone (cancelled
+requests) sets its ``cancel`` event, which the compile watches (:mod:`core.workers` stops its
+worker); a thread's wait is never given up. Failed compiles (a
 :class:`~core.errors.GuidanceError`: the input's fault) are remembered briefly in a small
 negative cache keyed by the same content hash, so repeating a bad input costs a dictionary
 lookup, not another compile.
@@ -18,15 +20,16 @@ lookup, not another compile.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import Future
-from dataclasses import dataclass
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass, field
 from typing import Any
 
-from core.errors import GuidanceError
+from core.errors import CompileCancelled, GuidanceError
 from core.program import CompiledGuidanceProgram
 
 __all__ = ["Flight", "ProgramCache"]
@@ -54,6 +57,34 @@ class Flight:
     key: str
     future: Future[CompiledGuidanceProgram]
     leader: bool
+    waiting: _Waiting = field(compare=False)
+
+    @property
+    def cancel(self) -> threading.Event:
+        """Set when every caller of the flight has gone: the compile may stop."""
+        return self.waiting.cancel
+
+
+class _Waiting:
+    """How many callers wait for one flight; the last to leave sets ``cancel``."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.cancel = threading.Event()
+        self.lock = threading.Lock()
+
+    def come(self) -> None:
+        with self.lock:
+            self.count += 1
+
+    def leave(self) -> bool:
+        """One caller gives up; True (and ``cancel`` set) when it was the last."""
+        with self.lock:
+            self.count -= 1
+            if self.count:
+                return False
+        self.cancel.set()
+        return True
 
 
 class ProgramCache:
@@ -99,7 +130,7 @@ class ProgramCache:
         self._protected: OrderedDict[str, CompiledGuidanceProgram] = OrderedDict()
         self.promotions = 0
         self.demotions = 0
-        self._inflight: dict[str, Future[CompiledGuidanceProgram]] = {}
+        self._inflight: dict[str, Flight] = {}
         self._lock = threading.Lock()
         self.bytes = 0
         self.hits = 0
@@ -107,6 +138,7 @@ class ProgramCache:
         self.evictions = 0
         self.compiles = 0
         self.compile_errors = 0
+        self.compiles_cancelled = 0
         self.compile_seconds = 0.0
 
     def get(self, key: str) -> CompiledGuidanceProgram | None:
@@ -187,15 +219,18 @@ class ProgramCache:
             failed = self._failure(key)
             if failed is not None:
                 raise failed
-            waiting = self._inflight.get(key)
-            if waiting is not None:
-                return Flight(key, waiting, leader=False)
+            flying = self._inflight.get(key)
+            if flying is not None:
+                flying.waiting.come()
+                return Flight(key, flying.future, False, flying.waiting)
             self.misses += 1
             future: Future[CompiledGuidanceProgram] = Future()
-            # Running from the start: a waiter giving up (a cancelled request) cannot cancel it.
+            # Running from the start: a waiter giving up cannot cancel the future others share.
             future.set_running_or_notify_cancel()
-            self._inflight[key] = future
-            return Flight(key, future, leader=True)
+            flight = Flight(key, future, True, _Waiting())
+            flight.waiting.come()
+            self._inflight[key] = flight
+            return flight
 
     def fly(self, flight: Flight, compile_fn: Callable[[], CompiledGuidanceProgram]) -> CompiledGuidanceProgram:
         """Run a flight this caller leads: compile, keep the program, and land the flight.
@@ -211,7 +246,10 @@ class ProgramCache:
             program = compile_fn()
         except BaseException as e:
             with self._lock:
-                self.compile_errors += 1
+                if isinstance(e, CompileCancelled):
+                    self.compiles_cancelled += 1
+                else:
+                    self.compile_errors += 1
                 del self._inflight[key]
                 if isinstance(e, GuidanceError):
                     self._remember_failure(key, e)
@@ -232,6 +270,8 @@ class ProgramCache:
         """
         with self._lock:
             self._inflight.pop(flight.key, None)
+            if isinstance(exc, CompileCancelled):
+                self.compiles_cancelled += 1
         flight.future.set_exception(exc)
 
     def get_or_compile(
@@ -239,7 +279,8 @@ class ProgramCache:
     ) -> tuple[CompiledGuidanceProgram, bool]:
         """The program for ``key``, compiling it once if needed; returns ``(program, cached)``.
 
-        ``cached`` is true for a hit and for a flight joined (someone else compiled it).
+        ``cached`` is true for a hit and for a flight joined (someone else compiled it). A
+        thread's wait is never given up: its flight is not cancelled while it waits.
         """
         got = self.join(key)
         if not isinstance(got, Flight):
@@ -247,6 +288,39 @@ class ProgramCache:
         if not got.leader:
             return got.future.result(), True
         return self.fly(got, compile_fn), False
+
+    async def get_or_compile_async(
+        self,
+        key: str,
+        compile_fn: Callable[[threading.Event], CompiledGuidanceProgram],
+        executor: Executor,
+    ) -> tuple[CompiledGuidanceProgram, bool]:
+        """:meth:`get_or_compile` for an event loop: the compile runs on ``executor``.
+
+        ``compile_fn`` gets the flight's ``cancel`` event. A caller that is cancelled leaves the
+        flight; when the last one leaves, the event is set (a compile not started yet never runs)
+        and the compile ends with :class:`~core.errors.CompileCancelled`, remembered by nobody.
+
+        Raises:
+            RuntimeError: ``executor`` is shut down.
+        """
+        got = self.join(key)
+        if not isinstance(got, Flight):
+            return got, True
+        run: Future[CompiledGuidanceProgram] | None = None
+        if got.leader:
+            try:
+                run = executor.submit(self.fly, got, lambda: compile_fn(got.cancel))
+            except RuntimeError as e:  # the executor is shut down
+                self.abort(got, e)
+                raise
+        try:
+            # Shielded: one caller giving up does not cancel the future the others await.
+            return await asyncio.shield(asyncio.wrap_future(got.future)), not got.leader
+        except asyncio.CancelledError:
+            if got.waiting.leave() and run is not None and run.cancel():
+                self.abort(got, CompileCancelled("every caller of this compile has gone"))
+            raise
 
     def _put(self, key: str, program: CompiledGuidanceProgram) -> None:
         self._probation[key] = program
@@ -289,6 +363,7 @@ class ProgramCache:
                 "evictions": self.evictions,
                 "compiles": self.compiles,
                 "compile_errors": self.compile_errors,
+                "compiles_cancelled": self.compiles_cancelled,
                 "compile_seconds_total": round(self.compile_seconds, 6),
                 "negative_entries": len(self._failed),
                 "negative_hits": self.negative_hits,

@@ -26,9 +26,11 @@ those are bugs, not client errors.
 
 from __future__ import annotations
 
+from concurrent.futures import CancelledError
 from typing import Any
 
 __all__ = [
+    "CompileCancelled",
     "CompileCrashed",
     "EngineLimitReached",
     "FormError",
@@ -127,6 +129,13 @@ class CompileCrashed(GuidanceError):
     code = "compile-crashed"
     status = 422
     title = "Compile crashed"
+
+
+class CompileCancelled(CancelledError):
+    """Every caller waiting for a compile has gone, and it was stopped (nobody is told: not a problem).
+
+    Not a :class:`GuidanceError`: the input was not found at fault, so it is not remembered.
+    """
 
 
 class LimitExceeded(GuidanceError):

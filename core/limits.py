@@ -40,6 +40,10 @@ class Limits:
         max_first_mask_ms: a compile computes the program's first mask (warming its caches); a
             program whose first mask takes longer than this, in milliseconds of the compile
             thread's CPU time (so that load from elsewhere does not count), is refused.
+        max_compile_ms: CPU time a compile worker process may spend on one compile (schema
+            rewrites, template compilation, validation), in milliseconds; past it the worker is
+            stopped and the compile refused. Enforced where compiles run in worker processes
+            (:mod:`core.workers`).
         max_items_in_row: llguidance: branching factor of one Earley row.
         initial_lexer_fuel: llguidance: fuel to build the lexer's regex ASTs (about 50k per ms).
         step_lexer_fuel: llguidance: lexer fuel for one mask (about 14k per ms).
@@ -78,6 +82,7 @@ class Limits:
     max_tokens_per_accept: int = 4096
     max_expansion: int = 32_768
     max_first_mask_ms: int = 1000
+    max_compile_ms: int = 10_000
     max_items_in_row: int = 2000
     initial_lexer_fuel: int = 1_000_000
     step_lexer_fuel: int = 200_000

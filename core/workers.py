@@ -13,6 +13,14 @@ ask for, as the server would. A worker that dies mid-compile (a native crash, th
 fails that compile alone with :class:`~core.errors.CompileCrashed`; the next compile starts a
 fresh worker. Workers are started on first use with ``spawn`` (the server has threads: ``fork``
 would copy their locks) and learn each vocabulary once, from its tokens.
+
+A worker is the one place a compile can be stopped from outside: a compile past
+``Limits.max_compile_ms`` of the worker's CPU time fails with
+:class:`~core.errors.LimitExceeded`, and one whose callers have all gone (its ``cancel`` event
+set) with :class:`CompileCancelled`; either way the worker is killed and the next compile starts
+a fresh one. When every worker has been busy longer than ``heavy_after_seconds`` (a few heavy
+compiles), a new compile gets a spare worker (up to as many again), so that a cheap compile does
+not wait behind them.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import os
 import queue
 import signal
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
@@ -31,7 +40,7 @@ import llguidance
 
 from core.compiler import CompiledSpec
 from core.kinds import compile_spec
-from core.errors import CompileCrashed, GuidanceError
+from core.errors import CompileCancelled, CompileCrashed, GuidanceError, LimitExceeded
 from core.limits import Limits
 from core.threads import lower_priority, run_on_engine_thread
 from core.tokenizers import Tokenizer, validation_tokenizer
@@ -40,6 +49,9 @@ if TYPE_CHECKING:
     from core.spec import ProgramSpec
 
 __all__ = ["CompileTask", "CompileWorkers"]
+
+# How often a waiting caller looks at its compile's CPU time and cancel event, in seconds.
+_POLL_SECONDS = 0.02
 
 CompileTask = Callable[["ProgramSpec", llguidance.LLTokenizer, Limits], CompiledSpec]
 """What a worker runs for one compile (:func:`core.kinds.compile_spec`; tests pass their own)."""
@@ -96,6 +108,15 @@ class _WorkerBug(RuntimeError):
     """An unexpected exception in a worker (our bug, not the input's): a 500, as in the server."""
 
 
+class _Stopped(Exception):
+    """A compile stopped from this side (its budget spent or its callers gone): ``reason`` says which."""
+
+    def __init__(self, reason: str, cpu_seconds: float) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.cpu_seconds = cpu_seconds
+
+
 class _Worker:
     """One worker process, its pipe and the vocabularies it knows."""
 
@@ -117,11 +138,26 @@ class _Worker:
             self.known.add(tokenizer.digest)
             self.conn.recv()
 
-    def compile(self, spec: ProgramSpec, tokenizer: Tokenizer) -> CompiledSpec:
-        digest = tokenizer.digest
-        vocabulary = None if digest in self.known else tokenizer.vocabulary()
-        self.conn.send((digest, vocabulary, spec))
-        self.known.add(digest)
+    def cpu_seconds(self) -> float:
+        """CPU time the worker process has used (the clock where /proc is missing)."""
+        try:
+            with open(f"/proc/{self.process.pid}/schedstat", "rb") as f:
+                return int(f.read().split()[0]) / 1e9
+        except (OSError, ValueError, IndexError):  # pragma: no cover - not Linux
+            return time.monotonic()
+
+    def compile(
+        self, spec: ProgramSpec, tokenizer: Tokenizer, budget: float, cancel: threading.Event | None
+    ) -> CompiledSpec:
+        self.learn(tokenizer)  # seconds for a large vocabulary, and not the input's doing: not in its budget
+        start = self.cpu_seconds()
+        self.conn.send((tokenizer.digest, None, spec))
+        while not self.conn.poll(_POLL_SECONDS):
+            if cancel is not None and cancel.is_set():
+                raise _Stopped("cancelled", self.cpu_seconds() - start)
+            spent = self.cpu_seconds() - start
+            if spent > budget:
+                raise _Stopped("budget", spent)
         status, value = self.conn.recv()
         if status == "ok":
             assert isinstance(value, CompiledSpec)
@@ -129,6 +165,12 @@ class _Worker:
         if status == "error":
             raise _unpack(value)
         raise _WorkerBug(f"compile worker failed: {value}")
+
+    def kill(self) -> None:
+        """Stop the worker now, mid-compile."""
+        self.process.kill()
+        self.process.join()
+        self.conn.close()
 
     def stop(self) -> None:
         self.conn.close()
@@ -148,10 +190,22 @@ class CompileWorkers:
         task: what a worker runs for one compile (a module-level function: it is pickled by name).
     """
 
-    def __init__(self, processes: int, limits: Limits, *, nice: int = 10, task: CompileTask = compile_spec) -> None:
+    def __init__(
+        self,
+        processes: int,
+        limits: Limits,
+        *,
+        nice: int = 10,
+        task: CompileTask = compile_spec,
+        spare: int | None = None,
+        heavy_after_seconds: float = 1.0,
+    ) -> None:
         if processes < 1:
             raise ValueError("processes must be at least 1")
         self.processes = processes
+        self.spare = processes if spare is None else spare
+        self.heavy_after_seconds = heavy_after_seconds
+        self._busy: dict[int, float] = {}  # id of a busy worker -> when its compile started
         self.limits = limits
         self.nice = nice
         self._task = task
@@ -167,31 +221,47 @@ class CompileWorkers:
         self._warming = 0
         self.crashes = 0
         self.restarts = 0
+        self.stopped = 0  # compiles stopped from outside: their budget spent, or their callers gone
 
     def _new_worker(self) -> _Worker:
         return self._launcher.submit(_Worker, self._context, self.limits, self.nice, self._task).result()
 
-    def _acquire(self) -> _Worker:
-        start = False
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("compile workers are closed")
-            try:
-                worker: _Worker | None = self._idle.get_nowait()
-            except queue.Empty:
-                worker = None
-                if self._started < self.processes:
-                    self._started += 1  # the slot is ours; the process starts outside the lock
-                    start = True
-        if start:
-            try:
-                return self._new_worker()
-            except BaseException:
-                with self._lock:
-                    self._started -= 1
-                raise
-        if worker is None:
-            worker = self._idle.get()
+    def _heavy(self) -> bool:
+        """Whether every worker is busy, each with a compile older than ``heavy_after_seconds``."""
+        old = time.monotonic() - self.heavy_after_seconds
+        return len(self._busy) >= self._started and all(t < old for t in self._busy.values())
+
+    def _acquire(self, cancel: threading.Event | None = None) -> _Worker:
+        worker: _Worker | None = None
+        while True:
+            if cancel is not None and cancel.is_set():
+                raise CompileCancelled("every caller of this compile has gone")
+            start = False
+            with self._lock:
+                if self._closed:
+                    raise RuntimeError("compile workers are closed")
+                try:
+                    worker = self._idle.get_nowait()
+                except queue.Empty:
+                    worker = None
+                    if self._started < self.processes or (
+                        self._started < self.processes + self.spare and self._heavy()
+                    ):
+                        self._started += 1  # the slot is ours; the process starts outside the lock
+                        start = True
+            if start:
+                try:
+                    return self._new_worker()
+                except BaseException:
+                    with self._lock:
+                        self._started -= 1
+                    raise
+            if worker is None:
+                try:  # a while, then look again: the busy workers may have turned heavy meanwhile
+                    worker = self._idle.get(timeout=self.heavy_after_seconds / 4)
+                except queue.Empty:
+                    continue
+            break
         # An idle worker has nothing to say: a readable pipe is the EOF of one that died (killed
         # from outside) while idle. Replace it rather than fail a compile it never saw.
         if worker.conn.poll(0) or not worker.process.is_alive():
@@ -200,16 +270,37 @@ class CompileWorkers:
             worker = self._new_worker()
         return worker
 
-    def compile(self, spec: ProgramSpec, tokenizer: Tokenizer) -> CompiledSpec:
+    def compile(self, spec: ProgramSpec, tokenizer: Tokenizer, cancel: threading.Event | None = None) -> CompiledSpec:
         """Everything of a compile up to the validated grammar, in a worker.
+
+        Args:
+            spec: what to compile.
+            tokenizer: the vocabulary.
+            cancel: set when nobody waits for this compile any more: the worker is stopped.
 
         Raises:
             GuidanceError: the constraint does not compile or breaks a limit (as in the server).
+            LimitExceeded: the compile used more than ``max_compile_ms`` of the worker's CPU time.
+            CompileCancelled: ``cancel`` was set before the compile ended.
             CompileCrashed: the worker died during this compile (a fresh one serves the next).
         """
-        worker = self._acquire()
+        worker = self._acquire(cancel)
+        with self._lock:
+            self._busy[id(worker)] = time.monotonic()
         try:
-            result = worker.compile(spec, tokenizer)
+            result = worker.compile(spec, tokenizer, self.limits.max_compile_ms / 1000, cancel)
+        except _Stopped as e:
+            worker.kill()
+            self._discard(worker)
+            with self._lock:
+                self.stopped += 1
+            if e.reason == "cancelled":
+                raise CompileCancelled("every caller of this compile has gone") from None
+            limit = self.limits.max_compile_ms
+            raise LimitExceeded(
+                f"the compile took more than {limit} ms of CPU time (stopped at {e.cpu_seconds * 1000:.0f} ms)",
+                "max_compile_ms",
+            ) from None
         except (EOFError, OSError):
             self._discard(worker)
             with self._lock:
@@ -231,6 +322,7 @@ class CompileWorkers:
     def _discard(self, worker: _Worker) -> None:
         worker.stop()
         with self._lock:
+            self._busy.pop(id(worker), None)
             self._started -= 1
 
     def warm(self, tokenizers: Sequence[Tokenizer]) -> None:
@@ -272,8 +364,12 @@ class CompileWorkers:
 
     def _release(self, worker: _Worker) -> None:
         with self._lock:
+            self._busy.pop(id(worker), None)
             closed = self._closed
-        if closed:
+            surplus = self._started > self.processes  # a spare, started for heavy compiles
+            if surplus and not closed:
+                self._started -= 1
+        if closed or surplus:
             worker.stop()
         else:
             self._idle.put(worker)
@@ -303,4 +399,5 @@ class CompileWorkers:
                 "running": self._started,
                 "warming": int(self._warming > 0),
                 "crashes": self.crashes,
+                "stopped": self.stopped,
             }

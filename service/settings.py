@@ -173,6 +173,7 @@ class Settings(BaseSettings):
     max_tokens_per_accept: int = Field(default=Limits.max_tokens_per_accept, ge=1)
     max_expansion: int = Field(default=Limits.max_expansion, ge=1)
     max_first_mask_ms: int = Field(default=Limits.max_first_mask_ms, ge=1)
+    max_compile_ms: int = Field(default=Limits.max_compile_ms, ge=1)
     max_items_in_row: int = Field(default=Limits.max_items_in_row, ge=1)
     initial_lexer_fuel: int = Field(default=Limits.initial_lexer_fuel, ge=1)
     step_lexer_fuel: int = Field(default=Limits.step_lexer_fuel, ge=1)

@@ -101,10 +101,10 @@ def test_concurrent_compiles_of_one_program_run_once(tiny_tokenizer: Tokenizer) 
     calls = []
     real = backend._compile_grammar
 
-    def slow(spec: ProgramSpec, tok: Tokenizer) -> object:
+    def slow(spec: ProgramSpec, tok: Tokenizer, cancel: Any = None) -> object:
         calls.append(spec)
         time.sleep(0.1)
-        return real(spec, tok)
+        return real(spec, tok, cancel)
 
     backend._compile_grammar = slow  # type: ignore[assignment,method-assign]
     results = []
@@ -121,10 +121,10 @@ async def test_async_backend_single_flight_off_the_loop(tiny_tokenizer: Tokenize
     real = abackend.backend._compile_grammar
     calls = []
 
-    def slow(spec: ProgramSpec, tok: Tokenizer) -> object:
+    def slow(spec: ProgramSpec, tok: Tokenizer, cancel: Any = None) -> object:
         calls.append(spec)
         time.sleep(0.2)
-        return real(spec, tok)
+        return real(spec, tok, cancel)
 
     abackend.backend._compile_grammar = slow  # type: ignore[assignment,method-assign]
     ticks = 0
@@ -227,11 +227,11 @@ def _gated_compiles(backend: GuidanceBackend) -> tuple[list[ProgramSpec], thread
     calls: list[ProgramSpec] = []
     started, release = threading.Event(), threading.Event()
 
-    def gated(spec: ProgramSpec, tok: Tokenizer) -> Any:
+    def gated(spec: ProgramSpec, tok: Tokenizer, cancel: Any = None) -> Any:
         calls.append(spec)
         started.set()
         assert release.wait(30)
-        return real(spec, tok)
+        return real(spec, tok, cancel)
 
     backend._compile_grammar = gated  # type: ignore[method-assign]
     return calls, started, release
@@ -339,7 +339,7 @@ async def test_compile_template_takes_the_seed_keyword_names(tiny_tokenizer: Tok
 def test_allocate_token_bitmask_is_allocate_bitmask(tiny_tokenizer: Tokenizer) -> None:
     backend = GuidanceBackend(tiny_tokenizer, vocab_size=1000)
     abackend = AsyncGuidanceBackend(backend)
-    for allocate in (backend.allocate_token_bitmask, abackend.allocate_token_bitmask):
+    for allocate in (backend.allocate_token_bitmask, abackend.allocate_bitmask):
         bitmask = allocate(3)
         expected = backend.allocate_bitmask(3)
         assert bitmask.dtype == np.int32 and bitmask.shape == expected.shape == (3, 32)

@@ -74,7 +74,7 @@ def test_workers_compile_what_the_server_compiles(tiny_tokenizer: Tokenizer) -> 
             a.create_state().fill_bitmask(rows, 0)
             b.create_state().fill_bitmask(rows, 1)
             assert np.array_equal(rows[0], rows[1])
-        assert remote.get_stats()["compile_workers"] == {"processes": 1, "running": 1, "warming": 0, "crashes": 0}
+        assert remote.get_stats()["compile_workers"] == {"processes": 1, "running": 1, "warming": 0, "crashes": 0, "stopped": 0}
     finally:
         remote.close()
 
@@ -162,9 +162,9 @@ def test_single_flight_across_the_worker_path(tiny_tokenizer: Tokenizer) -> None
     sent: list[ProgramSpec] = []
     real = backend._workers.compile  # type: ignore[union-attr]
 
-    def counting(spec: ProgramSpec, tok: Tokenizer) -> CompiledSpec:
+    def counting(spec: ProgramSpec, tok: Tokenizer, cancel: threading.Event | None = None) -> CompiledSpec:
         sent.append(spec)
-        return real(spec, tok)
+        return real(spec, tok, cancel)
 
     backend._workers.compile = counting  # type: ignore[union-attr,method-assign]
     try:
@@ -181,7 +181,7 @@ def test_single_flight_across_the_worker_path(tiny_tokenizer: Tokenizer) -> None
             try:
                 return list(await asyncio.gather(*(abackend.compile_regex("[a-z]{2}") for _ in range(10))))
             finally:
-                abackend._pool.shutdown(wait=True)
+                abackend.executor.shutdown(wait=True)
 
         programs = asyncio.run(many())
         assert len(sent) == 2 and len({id(p) for p in programs}) == 1
@@ -223,9 +223,9 @@ def test_compiles_do_not_wait_for_workers_still_starting(tiny_tokenizer: Tokeniz
     assert workers is not None
     real = workers.compile
 
-    def counting(spec: ProgramSpec, tok: Tokenizer) -> CompiledSpec:
+    def counting(spec: ProgramSpec, tok: Tokenizer, cancel: threading.Event | None = None) -> CompiledSpec:
         sent.append(spec)
-        return real(spec, tok)
+        return real(spec, tok, cancel)
 
     workers.compile = counting  # type: ignore[method-assign]
     try:

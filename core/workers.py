@@ -52,6 +52,7 @@ __all__ = ["CompileTask", "CompileWorkers"]
 
 # How often a waiting caller looks at its compile's CPU time and cancel event, in seconds.
 _POLL_SECONDS = 0.02
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 CompileTask = Callable[["ProgramSpec", llguidance.LLTokenizer, Limits], CompiledSpec]
 """What a worker runs for one compile (:func:`core.kinds.compile_spec`; tests pass their own)."""
@@ -140,9 +141,10 @@ class _Worker:
 
     def cpu_seconds(self) -> float:
         """CPU time the worker process has used (the clock where /proc is missing)."""
-        try:
-            with open(f"/proc/{self.process.pid}/schedstat", "rb") as f:
-                return int(f.read().split()[0]) / 1e9
+        try:  # every thread's user and system time (fields 14 and 15), in clock ticks
+            with open(f"/proc/{self.process.pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / _TICKS
         except (OSError, ValueError, IndexError):  # pragma: no cover - not Linux
             return time.monotonic()
 

@@ -1,7 +1,8 @@
 """The app factory: ``create_app(settings)`` builds a FastAPI app whose lifespan owns everything.
 
-The lifespan loads the tokenizers, builds one :class:`~core.backend.AsyncGuidanceBackend` (its
-program cache is shared by every tokenizer: program ids include the vocabulary), the session
+The lifespan loads the tokenizers, builds one :class:`~core.backend.GuidanceBackend` (its
+program cache is shared by every tokenizer: program ids include the vocabulary) and the compile
+executor the service owns, the memory budget, the session
 store, the scheduler of engine work (with its slow lane), the metrics registry and a task closing
 idle sessions; and tears them down
 on shutdown (after uvicorn has drained the connections, see ``docs/reliability.md``).
@@ -21,11 +22,13 @@ from typing import Any
 from fastapi import FastAPI
 
 from core.backend import AsyncGuidanceBackend, GuidanceBackend
+from core.threads import EngineThreadPool
 from core.tokenizers import Tokenizer
+from service.admission import AdmissionMiddleware, admin_routes
 from service.auth import AuthMiddleware, KeyRing, is_open
 from service.events import EventHub
 from service.dependencies import ServiceState
-from service.memory import release_memory
+from service.memory import RELEASED_TOKENS_TRIM, MemoryBudget, release_memory
 from service.metrics import Metrics
 from service.middleware import (
     BodySizeLimitMiddleware,
@@ -78,13 +81,15 @@ def _version() -> str:
 
 
 async def _sweep(state: ServiceState, interval: float) -> None:
-    """Close idle sessions and event streams; give back the memory of large answers served since."""
+    """Close idle sessions and event streams; give back the memory of large answers served and of
+    long sessions closed since."""
     while True:
         await asyncio.sleep(interval)
         state.sessions.sweep()
         state.events.sweep()
-        if state.large_answers:
+        if state.large_answers or state.sessions.tokens_released >= RELEASED_TOKENS_TRIM:
             state.large_answers = 0
+            state.sessions.tokens_released = 0
             await asyncio.to_thread(release_memory)
 
 
@@ -127,9 +132,16 @@ def create_app(
             compile_processes=settings.compile_workers if settings.compile_processes else 0,
             compile_nice=settings.compile_nice,
         )
-        backend = AsyncGuidanceBackend(engine, max_workers=settings.compile_workers, nice=settings.compile_nice)
+        # The service's compile executor. With worker processes, each compile thread mostly
+        # waits on its worker's pipe: twice as many threads as workers, so that a compile can
+        # reach a spare worker while heavy ones hold the others (core/workers.py).
+        threads = settings.compile_workers * (2 if settings.compile_processes else 1)
+        executor = EngineThreadPool(
+            threads, "guidance-compile", engine.limits.engine_stack_bytes, nice=settings.compile_nice
+        )
+        backend = AsyncGuidanceBackend(engine, executor=executor)
         # Workers start now, in the background: the first compiles need not wait for them.
-        backend.start_workers([tok for _, tok in registry.items()])
+        engine.start_workers([tok for _, tok in registry.items()])
         sessions = SessionStore(
             max_sessions=settings.max_sessions,
             ttl_seconds=settings.session_ttl_seconds,
@@ -150,7 +162,8 @@ def create_app(
             admin_restricted=keys.admin_restricted,
         )
         metrics = Metrics(engine, sessions, scheduler.lane)
-        state = ServiceState(settings, registry, backend, sessions, metrics, scheduler, events)
+        memory = MemoryBudget(settings.max_memory_bytes, settings.retry_after_seconds)
+        state = ServiceState(settings, registry, backend, sessions, metrics, scheduler, executor, memory, events)
         app.state.service = state
         interval = min(max(settings.session_ttl_seconds / 4, 0.05), 30.0)
         sweeper = asyncio.create_task(_sweep(state, interval), name="guidance-session-sweeper")
@@ -172,6 +185,7 @@ def create_app(
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
+            executor.shutdown(wait=False, cancel_futures=True)
             backend.close()
             scheduler.close()
             sessions.clear()
@@ -198,6 +212,8 @@ def create_app(
         path_limits={"/tokenizers": settings.max_tokenizer_body_bytes},
     )
     app.add_middleware(MaskFastPathMiddleware, endpoint=get_mask)
+    # Inside the key check (it reads the principal), outside the body limit and the text guard.
+    app.add_middleware(AdmissionMiddleware, admin_only=admin_routes(app.routes))
     if len(keys):  # no keys: no check at all (the loopback quick start)
         app.add_middleware(AuthMiddleware, keys=keys, probes_open=settings.public_health_and_metrics)
     app.add_middleware(ErrorGuardMiddleware)

@@ -5,6 +5,7 @@ Tests override any of ``get_*`` through ``app.dependency_overrides``.
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -14,6 +15,7 @@ from core.backend import AsyncGuidanceBackend, GuidanceBackend
 from service.auth import owner_of, require_admin
 from service.errors import NotReady
 from service.events import EventHub
+from service.memory import MemoryBudget
 from service.metrics import Metrics
 from service.scheduling import Scheduler
 from service.sessions import SessionStore
@@ -43,7 +45,11 @@ __all__ = [
 
 @dataclass
 class ServiceState:
-    """Everything one running app owns (built by the lifespan, torn down with it)."""
+    """Everything one running app owns (built by the lifespan, torn down with it).
+
+    ``compile_executor`` is the service's: compiles run there (``service/operations/compile.py``),
+    the backend only compiles what it is handed. ``memory`` is the server-wide memory budget.
+    """
 
     settings: Settings
     tokenizers: TokenizerRegistry
@@ -51,6 +57,8 @@ class ServiceState:
     sessions: SessionStore
     metrics: Metrics
     scheduler: Scheduler
+    compile_executor: Executor
+    memory: MemoryBudget
     events: EventHub = field(default_factory=EventHub)
     ready: bool = False
     draining: bool = False

@@ -16,6 +16,7 @@ are the service's::
     ├── TooManySessions              too-many-sessions      429   Retry-After
     ├── TooManyWatchers              too-many-watchers      429   Retry-After
     ├── CompileQueueFull             compile-queue-full     503   Retry-After
+    ├── MemoryExhausted              memory-exhausted       503   Retry-After
     └── NotReady                     not-ready              503   Retry-After
 
 An error with a ``retry_after`` extra is answered with a ``Retry-After`` header; one with a
@@ -31,6 +32,7 @@ __all__ = [
     "CompileQueueFull",
     "Forbidden",
     "InvalidText",
+    "MemoryExhausted",
     "NotReady",
     "RollbackOutOfRange",
     "TokenizerExists",
@@ -71,6 +73,14 @@ class CompileQueueFull(_RetryLater):
     code = "compile-queue-full"
     status = 503
     title = "Compile queue full"
+
+
+class MemoryExhausted(_RetryLater):
+    """The server holds its memory budget (``max_memory_bytes``): new work waits (503)."""
+
+    code = "memory-exhausted"
+    status = 503
+    title = "Memory exhausted"
 
 
 class NotReady(_RetryLater):

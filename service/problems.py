@@ -256,7 +256,7 @@ _STATUS_DOCS = {
     ),
     429: "`too-many-sessions`: the session cap is reached, or `too-many-watchers`: a bound on event "
     "streams is (`Retry-After`).",
-    503: "`compile-queue-full` or `not-ready` (`Retry-After`).",
+    503: "`compile-queue-full`, `memory-exhausted` or `not-ready` (`Retry-After`).",
 }
 
 

@@ -133,6 +133,8 @@ class SessionStore:
         self._clock = clock
         self._sessions: dict[str, Session] = {}
         self._expired: OrderedDict[str, int | None] = OrderedDict()  # expired id -> its owner
+        # Tokens of the sessions closed since the sweep last gave memory back (see service/memory.py).
+        self.tokens_released = 0
         self.created = 0
         self.expired = 0
         self.deleted = 0
@@ -197,6 +199,7 @@ class SessionStore:
             raise self._missing(session_id, owner)
         del self._sessions[session_id]
         self.deleted += 1
+        self.tokens_released += len(session.state.tokens)
         session.end_events("deleted")
 
     def sweep(self) -> int:
@@ -240,6 +243,7 @@ class SessionStore:
     def _expire(self, session: Session) -> None:
         del self._sessions[session.id]
         self.expired += 1
+        self.tokens_released += len(session.state.tokens)
         session.end_events("expired")
         if self.expired_ids_remembered:
             self._expired[session.id] = session.owner

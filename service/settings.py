@@ -86,6 +86,12 @@ class Settings(BaseSettings):
         compile_nice: how much lower the compile threads' and workers' OS priority is than the
             event loop's (0 to 19): the cores go to ``/step`` first during a storm of compiles.
         max_pending_compiles: compiles running or queued before new ones get 503.
+        max_memory_bytes: the server-wide memory budget, in bytes of the process's resident set:
+            above it new work (compiles, sessions, forks, tokenizer uploads) gets 503
+            ``memory-exhausted`` with ``Retry-After``. 0, the default: 80 % of the memory the
+            process may use (its cgroup's limit, else the machine's RAM).
+        max_compile_ms: CPU time one compile may take in a compile worker process, in ms (413 past
+            it, and the worker is stopped); see :class:`core.limits.Limits`.
         slow_mask_ms: a program whose first mask (measured by its compile), or any mask or accept
             served inline, takes longer than this, in milliseconds, is "slow": its sessions' work
             then runs in the slow lane, a small thread pool, instead of on the event loop.
@@ -154,6 +160,7 @@ class Settings(BaseSettings):
     compile_processes: bool = True
     compile_nice: int = Field(default=10, ge=0, le=19)
     max_pending_compiles: int = Field(default=64, ge=1)
+    max_memory_bytes: int = Field(default=0, ge=0)
     mask_threads: int = Field(default=2, ge=1)
     slow_mask_ms: float = Field(default=5.0, gt=0)
     slow_lane_workers: int = Field(default=1, ge=1)

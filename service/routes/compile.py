@@ -2,104 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import time
-from dataclasses import dataclass
-from typing import Any
+from fastapi import APIRouter, Request
 
-import orjson
-
-from fastapi import APIRouter
-
-from core.errors import GuidanceError, LimitExceeded
-from core.program import CompiledGuidanceProgram
-from core.spec import spec_from_kwargs
-from service.dependencies import OwnerDep, ServiceState, StateDep
-from service.errors import CompileQueueFull, NotReady
+from service.dependencies import OwnerDep, StateDep
+from service.operations.compile import compile_and_open, compile_program, program_variables
 from service.problems import problem_responses
-from service.schemas import CompileRequest, CompileResponse, EngineLimitNote, ProgramFields
+from service.schemas import CompileRequest, CompileResponse, EngineLimitNote
 
-__all__ = ["Compiled", "check_variables", "compile_program", "program_variables", "router"]
+__all__ = ["router"]
 
 router = APIRouter(tags=["programs"])
-
-
-@dataclass(frozen=True)
-class Compiled:
-    """A compile request's outcome."""
-
-    program: CompiledGuidanceProgram
-    cached: bool
-    compile_ms: float
-    tokenizer_name: str
-
-
-def program_variables(program: CompiledGuidanceProgram) -> list[str]:
-    """The names a program captures, in template order (internal names start with ``#``)."""
-    return [name for name in program.layout.scope if not name.startswith("#")]
-
-
-def check_variables(variables: dict[str, Any], max_count: int, max_bytes: int) -> None:
-    """Refuse compile-time variables past ``max_variables`` or ``max_variables_bytes`` (413).
-
-    Raises:
-        LimitExceeded: too many variables, too many bytes of them, or nested too deeply to measure.
-    """
-    if len(variables) > max_count:
-        raise LimitExceeded(f"{len(variables)} variables, above the limit of {max_count}", "max_variables")
-    if not variables:
-        return
-    try:
-        size = len(orjson.dumps(variables))
-    except orjson.JSONEncodeError:  # an integer past 64 bits, or nested past orjson's 254 levels
-        try:
-            size = len(json.dumps(variables, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
-        except RecursionError:
-            raise LimitExceeded("the variables are nested too deeply", "max_nesting_depth") from None
-    if size > max_bytes:
-        raise LimitExceeded(f"{size} bytes of variables, above the limit of {max_bytes}", "max_variables_bytes")
-
-
-async def compile_program(body: ProgramFields, state: ServiceState) -> Compiled:
-    """Compile (or fetch from the cache) the program a request describes, counting it.
-
-    Raises:
-        UnknownTokenizer: ``body.tokenizer`` is not loaded.
-        CompileQueueFull: too many compiles are already pending (and this one is not cached).
-        NotReady: the server is draining (SIGTERM): compile on another replica.
-        GuidanceError: the constraint does not compile (400) or breaks a limit.
-    """
-    if state.draining:
-        raise NotReady("the server is shutting down: compile on another replica", state.settings.retry_after_seconds)
-    tok = state.tokenizers.get(body.tokenizer)
-    check_variables(body.variables, state.settings.max_variables, state.settings.max_variables_bytes)
-    kind, source = body.kind_and_source()
-    spec = spec_from_kwargs(kind, source, body.variables, body.kind_options(), body.reasoning)
-    backend, metrics = state.backend, state.metrics
-    start = time.perf_counter()
-    pending, limit = state.compiles_pending, state.settings.max_pending_compiles
-    if pending >= limit and backend.get_program(state.engine.program_id(spec, tok)) is None:
-        raise CompileQueueFull(
-            f"{pending} compiles are pending, the limit is {limit}", state.settings.retry_after_seconds
-        )
-    state.compiles_pending += 1
-    metrics.compiles_pending.inc()
-    try:
-        program, cached = await backend.compile(spec, tok)
-    except GuidanceError:
-        metrics.compiles.labels(kind, "error").inc()
-        raise
-    except RecursionError:
-        metrics.compiles.labels(kind, "error").inc()
-        raise LimitExceeded("the constraint is nested too deeply", "max_nesting_depth") from None
-    finally:
-        state.compiles_pending -= 1
-        metrics.compiles_pending.dec()
-    elapsed = time.perf_counter() - start
-    metrics.compiles.labels(kind, "cached" if cached else "compiled").inc()
-    if not cached:
-        metrics.compile_seconds.labels(kind).observe(elapsed)
-    return Compiled(program, cached, elapsed * 1000, state.tokenizers.name_of(tok))
 
 
 @router.post(
@@ -109,7 +21,7 @@ async def compile_program(body: ProgramFields, state: ServiceState) -> Compiled:
     response_model_exclude_none=True,
     responses=problem_responses(400, 404, 413, 422, 429, 503),
 )
-async def compile_endpoint(body: CompileRequest, state: StateDep, owner: OwnerDep) -> CompileResponse:
+async def compile_endpoint(body: CompileRequest, state: StateDep, owner: OwnerDep, request: Request) -> CompileResponse:
     """Compile a constraint for a vocabulary (or take it from the shared cache).
 
     Give exactly one kind: `template`, `json_schema`, `regex`, `grammar` (Lark), `gbnf`, `choice`,
@@ -118,12 +30,16 @@ async def compile_endpoint(body: CompileRequest, state: StateDep, owner: OwnerDe
     Any of them may take `reasoning`.
     The `program_id` is a content hash, equal on every replica: keep it to open sessions later
     (`POST /sessions {program_id}`), and keep the spec to re-send if that answers 404.
+    A compile past `max_compile_ms` of CPU time answers 413 `limit-exceeded`; one whose client
+    goes away is stopped.
     """
-    compiled = await compile_program(body, state)
-    program = compiled.program
     session_id = None
     if body.open_session:
-        session_id = state.sessions.create(program, compiled.tokenizer_name, owner=owner).id
+        compiled, session = await compile_and_open(body, state, owner, request)
+        session_id = session.id
+    else:
+        compiled = await compile_program(body, state, request)
+    program = compiled.program
     return CompileResponse(
         program_id=program.program_id,
         cached=compiled.cached,

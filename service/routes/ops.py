@@ -48,6 +48,7 @@ async def stats(state: StateDep) -> dict[str, Any]:
     out["sessions"] = state.sessions.stats()
     out["events"] = state.events.stats()
     out["compiles_pending"] = state.compiles_pending
+    out["memory"] = state.memory.stats()
     out["tokenizers"] = sorted(name for name, _ in state.tokenizers.items())
     out["gc"] = {"frozen_objects": gc.get_freeze_count(), "collections": [g["collections"] for g in gc.get_stats()]}
     return out

@@ -25,7 +25,7 @@ from service.auth import owner_of
 from service.dependencies import MetricsDep, OwnerDep, SessionsDep, StateDep, state_of
 from service.errors import NotReady, RollbackOutOfRange
 from service.problems import problem_responses
-from service.routes.compile import compile_program
+from service.operations.compile import compile_program
 from service.schemas import (
     AcceptRequest,
     AcceptResponse,

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
-from core.errors import LimitExceeded
-from core.tokenizers import Tokenizer, vocabulary_differences
+from core.tokenizers import vocabulary_differences
 from service.dependencies import AdminDep, SettingsDep, TokenizersDep
+from service.operations import tokenizers as operations
 from service.problems import problem_responses
 from service.schemas import (
     DetokenizeRequest,
@@ -21,14 +20,11 @@ from service.schemas import (
     VocabularyCheck,
     VocabularyCheckRequest,
 )
-from service.tokenizers import TOKENIZER_NAME_PATTERN, upload_key
+from service.tokenizers import TOKENIZER_NAME_PATTERN
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["tokenizers"])
-
-# Texts longer than this are encoded in a thread rather than on the event loop.
-_INLINE_CHARS = 16_384
 
 _UPLOAD_BODY: dict[str, Any] = {
     "requestBody": {
@@ -46,20 +42,10 @@ _UPLOAD_BODY: dict[str, Any] = {
 _EOS_PATTERN = r"^[0-9]{1,10}(,[0-9]{1,10}){0,31}$"
 
 
-def _info(name: str, tok: Tokenizer) -> TokenizerInfo:
-    return TokenizerInfo(
-        tokenizer=name,
-        digest=tok.digest,
-        vocab_size=tok.vocab_size,
-        eos_token_ids=list(tok.eos_token_ids),
-        bos_token_id=tok.bos_token_id,
-    )
-
-
 @router.get("/tokenizers", summary="List tokenizers", response_model=TokenizerList)
 async def list_tokenizers(tokenizers: TokenizersDep) -> TokenizerList:
     """Every tokenizer name this server compiles for (aliases such as `default` included)."""
-    return TokenizerList(tokenizers=[_info(name, tok) for name, tok in tokenizers.items()])
+    return operations.list_tokenizers(tokenizers)
 
 
 @router.post(
@@ -98,19 +84,10 @@ async def upload_tokenizer(
     them. A server-wide change: where admin keys are configured, other keys get 403 `forbidden`.
     """
     ends = None if eos_token_ids is None else [int(t) for t in eos_token_ids.split(",")]
-    data = await request.body()
-    key = await asyncio.to_thread(upload_key, data, ends)  # up to tens of MB: off the event loop
-    async with tokenizers.upload_lock:
-        tok = tokenizers.uploaded(key)
-        if tok is None:
-            tokenizers.check_room()  # before building: that costs seconds and tens of MB
-            tok = await asyncio.to_thread(
-                Tokenizer.from_bytes, name, data, eos_token_ids=ends, max_vocab_size=settings.max_vocab_size
-            )
-        tok, new = tokenizers.add(name, tok, upload=key)
+    info, new = await operations.register_tokenizer(tokenizers, settings, name, await request.body(), ends)
     if not new:
         response.status_code = 200
-    return _info(name, tok)
+    return info
 
 
 @router.post(
@@ -148,15 +125,9 @@ async def tokenize(body: TokenizeRequest, tokenizers: TokenizersDep, settings: S
 
     Texts longer than `max_tokenize_chars` answer 413 `limit-exceeded`.
     """
-    tok = tokenizers.get(body.tokenizer)
-    limit = settings.max_tokenize_chars
-    if len(body.text) > limit:
-        raise LimitExceeded(f"a text of {len(body.text)} characters, above the limit of {limit}", "max_tokenize_chars")
-    if len(body.text) > _INLINE_CHARS:
-        ids = await asyncio.to_thread(tok.tokenize, body.text, special=body.special)
-    else:
-        ids = tok.tokenize(body.text, special=body.special)
-    return TokenizeResponse(tokens=ids)
+    return TokenizeResponse(
+        tokens=await operations.tokenize(tokenizers, settings, body.tokenizer, body.text, body.special)
+    )
 
 
 @router.post(
@@ -170,8 +141,4 @@ async def detokenize(body: DetokenizeRequest, tokenizers: TokenizersDep, setting
 
     More ids than a session may hold (`max_session_tokens`) answer 413 `limit-exceeded`.
     """
-    tok = tokenizers.get(body.tokenizer)
-    limit = settings.max_session_tokens
-    if len(body.tokens) > limit:
-        raise LimitExceeded(f"{len(body.tokens)} ids, above the limit of {limit}", "max_session_tokens")
-    return DetokenizeResponse(text=tok.decode(body.tokens))
+    return DetokenizeResponse(text=operations.detokenize(tokenizers, settings, body.tokenizer, body.tokens))

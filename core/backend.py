@@ -25,6 +25,7 @@ from core.cache import ProgramCache
 from core.compiler import CompiledSpec
 from core.kinds import KINDS, compile_spec
 from core.errors import GrammarError, GuidanceError, LimitExceeded
+from core.heap import heap_bytes
 from core.limits import Limits
 from core.program import CompiledGuidanceProgram
 from core.session import GuidanceState
@@ -277,6 +278,7 @@ class GuidanceBackend(KindCompilers[CompiledGuidanceProgram]):
     def _build(self, job: CompileJob, cancel: threading.Event | None) -> CompiledGuidanceProgram:
         key, spec, tok = job.key, job.spec, job.tokenizer
         limits = self.limits
+        heap_before = heap_bytes()
         compiled = self._compile_grammar(spec, tok, cancel)
         vocab = self.vocab_size if tok is self.tokenizer else None
         stats = ProgramStats()
@@ -313,6 +315,11 @@ class GuidanceBackend(KindCompilers[CompiledGuidanceProgram]):
             # only recurses, a cyclic $ref). Every session would be stuck at its first step.
             raise GrammarError(_EMPTY_LANGUAGE)
         stats.first_mask_seconds = first_mask  # before anyone else can see the program
+        heap_after = heap_bytes()
+        if heap_before is not None and heap_after is not None:
+            # What the matcher, its lexer after the first mask, and the grammar hold: the cache's
+            # charge for the program (core.heap; other threads' traffic meanwhile is counted too).
+            stats.heap_bytes = max(0, heap_after - heap_before)
         return program
 
     def _build_in_background(self, build: Callable[[], None]) -> None:

@@ -96,7 +96,7 @@ class CompiledGuidanceProgram:
         self.eos_token_ids = frozenset(tokenizer.eos_token_ids)
         # llguidance writes the tokenizer's words; wider model vocabularies get zero words after.
         self.ll_mask_words = mask_words(tokenizer.ll.vocab_size)
-        self.size_bytes = len(self.grammar.encode("utf-8")) + _OVERHEAD_BYTES
+        self._text_bytes = len(self.grammar.encode("utf-8")) + _OVERHEAD_BYTES
         # llguidance's validate_tokens does not count max_tokens past the first token: programs
         # that use it validate by consuming on a copy instead.
         self.exact_validation = "max_tokens=" in self.grammar
@@ -115,6 +115,13 @@ class CompiledGuidanceProgram:
         if "_built" in self.__dict__:
             raise AttributeError(f"a compiled program is immutable: cannot set {name!r}")
         object.__setattr__(self, name, value)
+
+    @property
+    def size_bytes(self) -> int:
+        """What the program holds, for the cache's byte bound: the C heap its compile left
+        allocated (measured, :attr:`~core.stats.ProgramStats.heap_bytes`), at least its grammar
+        text and a fixed overhead. Set before the cache sees the program; fixed from then on."""
+        return max(self._text_bytes, self.stats.heap_bytes)
 
     def __repr__(self) -> str:
         return f"<CompiledGuidanceProgram {self.program_id} kind={self.kind} vocab={self.vocab_size}>"

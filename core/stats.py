@@ -21,16 +21,23 @@ class ProgramStats:
             not measured).
         newest_weight: the weight of the newest batch in the moving average of seconds per mask
             (1.0: the last batch only).
+
+    Attributes:
+        first_mask_seconds: as above.
+        heap_bytes: what the compile left allocated in the C heap (its matcher, lexer, grammar;
+            0: not measured), see :mod:`core.heap`.
     """
 
     __slots__ = (
         "_engine_limit", "_lock", "_mask_seconds", "_newest_weight", "_shard_renewals", "first_mask_seconds",
+        "heap_bytes",
     )
 
     def __init__(self, first_mask_seconds: float | None = None, *, newest_weight: float = 0.2) -> None:
         if not 0 < newest_weight <= 1:
             raise ValueError("newest_weight must be in (0, 1]")
         self.first_mask_seconds = first_mask_seconds
+        self.heap_bytes = 0
         self._newest_weight = newest_weight
         self._lock = threading.Lock()
         self._mask_seconds = 0.0

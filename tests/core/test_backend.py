@@ -62,11 +62,13 @@ def test_evicted_program_keeps_serving_live_sessions(tiny_tokenizer: Tokenizer) 
 
 
 def test_cache_is_bounded_in_bytes(tiny_tokenizer: Tokenizer) -> None:
-    backend = GuidanceBackend(tiny_tokenizer, max_cache_size=100, max_cache_bytes=10_000)
+    one = GuidanceBackend(tiny_tokenizer).compile_choice(["option-x-" + "x" * 2000]).size_bytes
+    bound = 3 * one
+    backend = GuidanceBackend(tiny_tokenizer, max_cache_size=100, max_cache_bytes=bound)
     for i in range(5):
         backend.compile_choice([f"option-{i}-" + "x" * 2000])
     stats = backend.get_stats()["cache"]
-    assert stats["bytes"] <= 10_000 and stats["entries"] < 5 and stats["evictions"] > 0
+    assert stats["bytes"] <= bound and stats["entries"] < 5 and stats["evictions"] > 0
 
 
 def test_failed_compiles_raise_domain_errors_and_count(tiny_backend: GuidanceBackend) -> None:

@@ -152,3 +152,19 @@ async def test_a_compile_not_started_when_its_callers_leave_never_runs(tiny_toke
     finally:
         executor.shutdown(wait=True)
         backend.close()
+
+
+def test_the_cache_charges_a_program_what_its_compile_left_in_the_heap(tekken: Tokenizer) -> None:
+    from core.heap import heap_bytes
+
+    backend = GuidanceBackend(tekken)
+    backend.compile_regex("[a-z]+")  # the first compile warms what every program shares
+    before = heap_bytes()
+    assert before is not None
+    program = backend.compile_json_schema({"enum": list(range(60_000))})
+    held = heap_bytes() - before  # type: ignore[operator]
+    text = len(program.grammar.encode("utf-8"))
+    # Its grammar text is about 0.35 MB; its matcher and lexer several MB more, all counted.
+    assert program.size_bytes > 10 * text
+    assert 0.5 * held <= program.size_bytes <= 1.5 * held
+    assert backend.get_stats()["cache"]["bytes"] >= program.size_bytes

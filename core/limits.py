@@ -16,7 +16,11 @@ from dataclasses import dataclass
 
 import llguidance
 
-__all__ = ["Limits"]
+__all__ = ["LEXER_STATE_BYTES", "Limits"]
+
+LEXER_STATE_BYTES = 1024
+"""What a lexer state is counted as: measured 560-590 bytes of C heap per state (tekken, regexes
+whose states grow with every token walked); the docs' 1-2 kB for wide classes. 1 kB between."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,10 @@ class Limits:
         step_lexer_fuel: llguidance: lexer fuel for one mask (about 14k per ms).
         step_max_items: llguidance: Earley items for one mask (about 20k per ms).
         max_lexer_states: llguidance: lexer states per matcher (1 to 2 kB each).
+        max_lexer_bytes: the most bytes one matcher's shared lexer may grow to while sessions
+            walk, counted at :data:`LEXER_STATE_BYTES` a state: llguidance gets the smaller of
+            ``max_lexer_states`` and this over that (see :attr:`lexer_states`). Met, the shared
+            lexer is rebuilt (:mod:`core.shards`) and the old one freed with its last session.
         max_grammar_size: llguidance: symbols in the grammar's productions.
         max_rewrite_depth: deepest schema nesting the rewrites descend into, in subschema
             levels (deeper parts are compiled as written).
@@ -88,6 +96,7 @@ class Limits:
     step_lexer_fuel: int = 200_000
     step_max_items: int = 50_000
     max_lexer_states: int = 250_000
+    max_lexer_bytes: int = 64 * 1024 * 1024
     max_grammar_size: int = 500_000
     max_rewrite_depth: int = 100
     max_rewrite_ref_hops: int = 16
@@ -116,6 +125,12 @@ class Limits:
         """
         return max(32 * 1024 * 1024, self.max_derivation_depth * 32 * 1024)
 
+    @property
+    def lexer_states(self) -> int:
+        """The lexer states llguidance may build per matcher: ``max_lexer_states``, or fewer
+        where ``max_lexer_bytes`` says so."""
+        return max(1, min(self.max_lexer_states, self.max_lexer_bytes // LEXER_STATE_BYTES))
+
     def parser_limits(self) -> llguidance.LLParserLimits:
         """The llguidance view of these limits (errors stay terse: no parser dumps)."""
         return llguidance.LLParserLimits(
@@ -123,7 +138,7 @@ class Limits:
             initial_lexer_fuel=self.initial_lexer_fuel,
             step_lexer_fuel=self.step_lexer_fuel,
             step_max_items=self.step_max_items,
-            max_lexer_states=self.max_lexer_states,
+            max_lexer_states=self.lexer_states,
             max_grammar_size=self.max_grammar_size,
             verbose_errors=False,
         )

@@ -186,6 +186,7 @@ class Settings(BaseSettings):
     step_lexer_fuel: int = Field(default=Limits.step_lexer_fuel, ge=1)
     step_max_items: int = Field(default=Limits.step_max_items, ge=1)
     max_lexer_states: int = Field(default=Limits.max_lexer_states, ge=1)
+    max_lexer_bytes: int = Field(default=Limits.max_lexer_bytes, ge=1)
     max_grammar_size: int = Field(default=Limits.max_grammar_size, ge=1)
 
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)

@@ -168,3 +168,37 @@ def test_the_cache_charges_a_program_what_its_compile_left_in_the_heap(tekken: T
     assert program.size_bytes > 10 * text
     assert 0.5 * held <= program.size_bytes <= 1.5 * held
     assert backend.get_stats()["cache"]["bytes"] >= program.size_bytes
+
+
+def test_shared_lexers_grow_no_further_than_their_byte_bound(tekken: Tokenizer) -> None:
+    import random
+
+    import numpy as np
+
+    from core.heap import heap_bytes
+
+    bound = 2 * 1024 * 1024
+    backend = GuidanceBackend(tekken, limits=Limits(max_lexer_bytes=bound))
+    # Each token walked can add lexer states that every session of the program then shares.
+    programs = [backend.compile_regex("[ab]*a[ab]{14}"), backend.compile_regex("[ab]*b[ab]{14}")]
+    rng = random.Random(7)
+    row = backend.allocate_bitmask(1)
+    before = heap_bytes()
+    assert before is not None
+    peak = 0
+    for program in programs:
+        states = [program.create_state() for _ in range(4)]
+        for _ in range(1500):
+            for state in states:
+                state.fill_bitmask(row, 0)
+                allowed = np.flatnonzero(np.unpackbits(row[0].view(np.uint8), bitorder="little"))
+                choices = [int(t) for t in allowed if t < tekken.vocab_size and t not in program.eos_token_ids]
+                state.advance([rng.choice(choices)])  # no session ever sees the limit
+            peak = max(peak, heap_bytes() - before)  # type: ignore[operator]
+            if program.stats.shard_renewals >= 2:
+                break
+        assert program.stats.shard_renewals >= 2  # the bound was met, and the lexer rebuilt
+        del states
+    # Two programs, each with at most its live lexer and the one its sessions were leaving, plus
+    # the sessions' own histories: far below an unbounded walk (+838 MB for two such regexes).
+    assert peak <= 2 * 2 * bound * 1.5 + 8 * 1024 * 1024, peak

@@ -220,7 +220,8 @@ class ProgramCache:
             if failed is not None:
                 raise failed
             flying = self._inflight.get(key)
-            if flying is not None:
+            # A flight every caller left is ending with CompileCancelled: a newcomer starts afresh.
+            if flying is not None and not flying.cancel.is_set():
                 flying.waiting.come()
                 return Flight(key, flying.future, False, flying.waiting)
             self.misses += 1
@@ -250,7 +251,7 @@ class ProgramCache:
                     self.compiles_cancelled += 1
                 else:
                     self.compile_errors += 1
-                del self._inflight[key]
+                self._land(flight)
                 if isinstance(e, GuidanceError):
                     self._remember_failure(key, e)
             flight.future.set_exception(e)
@@ -258,10 +259,15 @@ class ProgramCache:
         with self._lock:
             self.compiles += 1
             self.compile_seconds += time.perf_counter() - start
-            del self._inflight[key]
+            self._land(flight)
             self._put(key, program)
         flight.future.set_result(program)
         return program
+
+    def _land(self, flight: Flight) -> None:
+        """Forget ``flight`` (under the lock), unless a newer flight of its key replaced it."""
+        if self._inflight.get(flight.key) is flight:
+            del self._inflight[flight.key]
 
     def abort(self, flight: Flight, exc: BaseException) -> None:
         """Land a flight whose compile never ran (its pool was closed): its waiters get ``exc``.
@@ -269,7 +275,7 @@ class ProgramCache:
         Nothing is counted or remembered: the input was never tried.
         """
         with self._lock:
-            self._inflight.pop(flight.key, None)
+            self._land(flight)
             if isinstance(exc, CompileCancelled):
                 self.compiles_cancelled += 1
         flight.future.set_exception(exc)

@@ -213,7 +213,7 @@ def create_app(
     )
     app.add_middleware(MaskFastPathMiddleware, endpoint=get_mask)
     # Inside the key check (it reads the principal), outside the body limit and the text guard.
-    app.add_middleware(AdmissionMiddleware, admin_only=admin_routes(app.routes))
+    app.add_middleware(AdmissionMiddleware, admin_only=admin_routes(r for router in ROUTERS for r in router.routes))
     if len(keys):  # no keys: no check at all (the loopback quick start)
         app.add_middleware(AuthMiddleware, keys=keys, probes_open=settings.public_health_and_metrics)
     app.add_middleware(ErrorGuardMiddleware)

@@ -232,6 +232,8 @@ class SessionStore:
         """Session figures for ``/stats``."""
         return {
             "active": len(self._sessions),
+            # what the sessions hold grows with their histories (a fork holds its own copy)
+            "tokens_held": sum(len(s.state.tokens) for s in self._sessions.values()),
             "created": self.created,
             "expired": self.expired,
             "deleted": self.deleted,

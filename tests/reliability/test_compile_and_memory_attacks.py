@@ -103,6 +103,9 @@ def server() -> Iterator[Server]:
         "GUIDANCE_SERVER_SESSION_TTL_SECONDS": "8",  # the sweep every 2 s
         "GUIDANCE_SERVER_MAX_COMPILE_MS": "120000",
         "GUIDANCE_SERVER_NEGATIVE_CACHE_TTL_SECONDS": "0",
+        # Every program in the slow lane: forks are made on its threads, whose malloc arenas glibc
+        # does not trim by itself when their blocks are freed.
+        "GUIDANCE_SERVER_SLOW_MASK_MS": "0.001",
     }
     with running(env=env) as s:
         with httpx.Client(base_url=s.url, timeout=120) as http:

@@ -233,7 +233,9 @@ class GuidanceBackend(KindCompilers[CompiledGuidanceProgram]):
             raise GrammarError(f"unknown option(s) for {spec.kind}: {', '.join(sorted(unknown))}")
         return CompileJob(self.program_id(spec, tok), spec, tok)
 
-    def compile(self, spec: ProgramSpec | CompileJob, tokenizer: Tokenizer | None = None) -> tuple[CompiledGuidanceProgram, bool]:
+    def compile(
+        self, spec: ProgramSpec | CompileJob, tokenizer: Tokenizer | None = None
+    ) -> tuple[CompiledGuidanceProgram, bool]:
         """Compile ``spec`` (or take it from the cache); returns ``(program, cached)``."""
         job = spec if isinstance(spec, CompileJob) else self.job(spec, tokenizer)
         return self.cache.get_or_compile(job.key, lambda: self._compile_now(job, None))
@@ -325,7 +327,9 @@ class GuidanceBackend(KindCompilers[CompiledGuidanceProgram]):
     def _build_in_background(self, build: Callable[[], None]) -> None:
         self._pool_for_fills().submit(build)
 
-    def _compile_grammar(self, spec: ProgramSpec, tok: Tokenizer, cancel: threading.Event | None = None) -> CompiledSpec:
+    def _compile_grammar(
+        self, spec: ProgramSpec, tok: Tokenizer, cancel: threading.Event | None = None
+    ) -> CompiledSpec:
         # In a worker process when there are some (its Python holds another GIL); the matcher and
         # the first mask are built by the caller either way: an LLMatcher cannot cross processes.
         # Until the workers are up (a few seconds after launch), here rather than wait for them.

@@ -13,6 +13,8 @@ error codes), never an id, a hash or client text.
     guidance_cache_protected_entries            programs used more than once (not evicted by one-offs)
     guidance_cache_promotions_total             programs moved to the protected segment on reuse
     guidance_compile_worker_crashes_total       compile workers that died mid-compile (422 compile-crashed)
+    guidance_compiles_cancelled_total           compiles stopped or never started: every caller had gone
+    guidance_compile_workers_stopped_total      workers killed mid-compile (its CPU budget spent, or its callers gone)
     guidance_slow_lane_programs                 live programs served off the event loop
     guidance_slow_lane_calls_total              requests whose engine work ran in the slow lane
     guidance_sessions_active, guidance_sessions_{created,expired,deleted,refused}_total
@@ -80,12 +82,22 @@ class _StateCollector(Collector):
         yield CounterMetricFamily(
             "guidance_cache_promotions", "Programs moved to the protected segment on reuse.", value=cache["promotions"]
         )
+        yield CounterMetricFamily(
+            "guidance_compiles_cancelled",
+            "Compiles stopped or never started because every caller had gone.",
+            value=cache["compiles_cancelled"],
+        )
         workers = stats.get("compile_workers")
         if workers is not None:
             yield CounterMetricFamily(
                 "guidance_compile_worker_crashes",
                 "Compile workers that died mid-compile (that compile failed alone).",
                 value=workers["crashes"],
+            )
+            yield CounterMetricFamily(
+                "guidance_compile_workers_stopped",
+                "Compile workers killed mid-compile: its CPU budget spent, or its callers gone.",
+                value=workers["stopped"],
             )
         if self.slow_lane is not None:
             lane = self.slow_lane

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
+from starlette.requests import ClientDisconnect
 
 from service.dependencies import OwnerDep, StateDep
 from service.operations.compile import compile_and_open, compile_program, program_variables
@@ -13,6 +14,9 @@ __all__ = ["router"]
 
 router = APIRouter(tags=["programs"])
 
+# What servers log for a request whose client closed the connection first (nginx's convention).
+_CLIENT_GONE = 499
+
 
 @router.post(
     "/compile",
@@ -21,7 +25,9 @@ router = APIRouter(tags=["programs"])
     response_model_exclude_none=True,
     responses=problem_responses(400, 404, 413, 422, 429, 503),
 )
-async def compile_endpoint(body: CompileRequest, state: StateDep, owner: OwnerDep, request: Request) -> CompileResponse:
+async def compile_endpoint(
+    body: CompileRequest, state: StateDep, owner: OwnerDep, request: Request
+) -> CompileResponse | Response:
     """Compile a constraint for a vocabulary (or take it from the shared cache).
 
     Give exactly one kind: `template`, `json_schema`, `regex`, `grammar` (Lark), `gbnf`, `choice`,
@@ -34,11 +40,14 @@ async def compile_endpoint(body: CompileRequest, state: StateDep, owner: OwnerDe
     goes away is stopped.
     """
     session_id = None
-    if body.open_session:
-        compiled, session = await compile_and_open(body, state, owner, request)
-        session_id = session.id
-    else:
-        compiled = await compile_program(body, state, request)
+    try:
+        if body.open_session:
+            compiled, session = await compile_and_open(body, state, owner, request)
+            session_id = session.id
+        else:
+            compiled = await compile_program(body, state, request)
+    except ClientDisconnect:
+        return Response(status_code=_CLIENT_GONE)  # nobody reads it: nothing to log or count
     program = compiled.program
     return CompileResponse(
         program_id=program.program_id,

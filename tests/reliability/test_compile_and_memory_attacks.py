@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.server import Server, running
+from tests.server import Server, start, stop
 from tests.service.helpers import AppFactory, assert_problem, serve
 
 KEY = "key-a-0123456789abcdefghij"
@@ -53,6 +53,7 @@ async def test_a_compile_past_its_cpu_budget_answers_413_and_others_compile(make
         assert_problem(again, 413, "limit-exceeded")  # from the failed-compile cache: no worker spent
         stats = (await http.get("/stats")).json()
         assert stats["compile_workers"]["stopped"] == 1 and stats["cache"]["negative_hits"] == 1
+        assert "guidance_compile_workers_stopped_total 1.0" in (await http.get("/metrics")).text
 
 
 async def test_a_non_admin_upload_is_refused_before_its_body_is_read(make_app: AppFactory) -> None:
@@ -107,12 +108,16 @@ def server() -> Iterator[Server]:
         # does not trim by itself when their blocks are freed.
         "GUIDANCE_SERVER_SLOW_MASK_MS": "0.001",
     }
-    with running(env=env) as s:
+    s = start(env=env)
+    try:
         with httpx.Client(base_url=s.url, timeout=120) as http:
             deadline = time.monotonic() + 120
             while http.get("/stats").json()["compile_workers"]["warming"] and time.monotonic() < deadline:
                 time.sleep(0.2)
         yield s
+    finally:
+        _, err = stop(s)
+    assert "Traceback" not in err, err[-2000:]  # departed clients are not errors
 
 
 def _stats(server: Server) -> dict[str, Any]:

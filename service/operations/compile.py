@@ -123,12 +123,15 @@ async def compile_program(body: ProgramFields, state: ServiceState, request: Req
     job = engine.job(spec_from_kwargs(kind, source, body.variables, body.kind_options(), body.reasoning), tok)
     start = time.perf_counter()
     pending, limit = state.compiles_pending, settings.max_pending_compiles
-    if pending >= limit and engine.get_program(job.key) is None:
+    hit = engine.get_program(job.key) is not None
+    if pending >= limit and not hit:
         raise CompileQueueFull(f"{pending} compiles are pending, the limit is {limit}", settings.retry_after_seconds)
     state.compiles_pending += 1
     metrics.compiles_pending.inc()
     try:
-        program, cached = await _unless_gone(engine.compile_async(job, state.compile_executor), request)
+        # A cached program is answered at once: nothing to watch the client for.
+        compiling = engine.compile_async(job, state.compile_executor)
+        program, cached = await _unless_gone(compiling, None if hit else request)
     except GuidanceError:
         metrics.compiles.labels(kind, "error").inc()
         raise

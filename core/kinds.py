@@ -43,7 +43,7 @@ from core.validation import check_size, require_valid
 if TYPE_CHECKING:
     from core.spec import ProgramSpec
 
-__all__ = ["KINDS", "Kind", "compile_spec"]
+__all__ = ["KINDS", "Kind", "check_option_names", "compile_spec"]
 
 # The bounded whitespace a direct JSON schema's ``whitespace`` option may allow (openapi.yaml).
 _MAX_WHITESPACE = 64
@@ -126,6 +126,19 @@ _ENTRIES = (
 #: Every kind by name, in :data:`~core.spec.PROGRAM_KINDS` order.
 KINDS: Mapping[ProgramKind, Kind] = {k.name: k for k in _ENTRIES}
 assert tuple(KINDS) == PROGRAM_KINDS, "core.spec.PROGRAM_KINDS and core.kinds.KINDS disagree"
+
+
+def check_option_names(spec: ProgramSpec) -> None:
+    """Refuse options the spec's kind does not take, before anything is compiled or keyed.
+
+    Their values are checked here too, by the kind's compile (``_json_schema``, the tools' own).
+
+    Raises:
+        GrammarError: an option the kind does not take.
+    """
+    unknown = set(spec.options) - KINDS[spec.kind].options
+    if unknown:
+        raise GrammarError(f"unknown option(s) for {spec.kind}: {', '.join(sorted(unknown))}")
 
 
 def compile_spec(spec: ProgramSpec, tokenizer: llguidance.LLTokenizer | None, limits: Limits) -> CompiledSpec:

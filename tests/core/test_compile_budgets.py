@@ -202,3 +202,15 @@ def test_shared_lexers_grow_no_further_than_their_byte_bound(tekken: Tokenizer) 
     # Two programs, each with at most its live lexer and the one its sessions were leaving, plus
     # the sessions' own histories: far below an unbounded walk (+838 MB for two such regexes).
     assert peak <= 2 * 2 * bound * 1.5 + 8 * 1024 * 1024, peak
+
+
+def test_option_names_are_refused_before_the_program_is_keyed(tiny_tokenizer: Tokenizer) -> None:
+    from core.errors import GrammarError
+
+    backend = GuidanceBackend(tiny_tokenizer)
+    with pytest.raises(GrammarError, match="unknown option"):
+        backend.job(ProgramSpec("regex", "[a-z]", options={"whitespace": 2}))
+    job = backend.job(ProgramSpec("json_schema", {"type": "integer"}, options={"whitespace": 2}))
+    assert job.key == backend.program_id(job.spec)  # keyed once; the compile takes the job as it is
+    program, cached = backend.compile(job)
+    assert program.program_id == job.key and not cached

@@ -136,6 +136,7 @@ def create_app(
             expired_ids_remembered=settings.expired_ids_remembered,
             retry_after=settings.retry_after_seconds,
             max_tokens=settings.max_session_tokens,
+            max_per_owner=settings.sessions_per_key(len(keys)),
         )
         scheduler = Scheduler(
             engine, SlowLane(settings.slow_mask_ms / 1000, settings.slow_lane_workers, engine.first_mask_seconds)

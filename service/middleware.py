@@ -9,7 +9,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -179,29 +179,29 @@ class TextGuardMiddleware(_HTTPMiddleware):
         error = url_text_error(raw_path, scope["query_string"])
         if error is None and any(name in (b"content-length", b"transfer-encoding") for name, _ in scope["headers"]):
             chunks: list[bytes] = []
-            messages: list[Message] = []
             complete = False
             try:
                 while not complete:
                     message = await receive()
-                    messages.append(message)
                     if message["type"] != "http.request":
-                        break  # the client went away: hand on what came, as it came
+                        break
                     chunks.append(message.get("body", b""))
                     complete = not message.get("more_body", False)
             except BodyTooLarge as exc:  # the body limit, raised while reading
                 await guidance_error_response(scope.get("app"), exc)(scope, receive, send)
                 return
-            if complete:
-                body = b"".join(chunks)
-                if scope["path"] in self.binary_paths and body.startswith(GGUF_MAGIC):
-                    error = None
-                elif len(body) > _THREAD_CHECK_BYTES:
-                    error = await asyncio.to_thread(body_text_error, body)
-                else:
-                    error = body_text_error(body)
-                messages = [{"type": "http.request", "body": body, "more_body": False}]
-            receive = _replay(messages, receive)
+            if not complete:
+                # The client went away before its body was whole: nobody to answer, and not our
+                # error (no route runs, nothing is logged or counted).
+                return
+            body = b"".join(chunks)
+            if scope["path"] in self.binary_paths and body.startswith(GGUF_MAGIC):
+                error = None
+            elif len(body) > _THREAD_CHECK_BYTES:
+                error = await asyncio.to_thread(body_text_error, body)
+            else:
+                error = body_text_error(body)
+            receive = _replay([{"type": "http.request", "body": body, "more_body": False}], receive)
         if error is not None:
             await guidance_error_response(scope.get("app"), error)(scope, receive, send)
             return
@@ -241,6 +241,9 @@ class ErrorGuardMiddleware(_HTTPMiddleware):
 
         try:
             await self.app(scope, receive, tracking_send)
+        except ClientDisconnect:
+            # A client that went away mid-request (a route reading its own body): nobody to answer.
+            log.debug("client went away during %s %s", scope.get("method"), scope.get("path"))
         except Exception:
             log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
             if started:

@@ -67,6 +67,10 @@ class Settings(BaseSettings):
             id plus one); 413 before anything is built for it.
         max_sessions: most open sessions; at the cap new sessions are refused with 429 (a live
             request's state is never evicted to make room).
+        max_sessions_per_key: most open sessions of one API key (429 past it, for that key only),
+            so that one tenant cannot fill ``max_sessions`` for the others. None (the default): a
+            quarter of ``max_sessions`` where two or more keys are configured, no quota but
+            ``max_sessions`` with one key or none (see :meth:`sessions_per_key`).
         session_ttl_seconds: a session unused this long is closed; its id then answers 410.
         expired_ids_remembered: how many closed-by-expiry session ids still answer 410 (not 404).
         retry_after_seconds: ``Retry-After`` sent with 429 and 503 answers.
@@ -133,6 +137,7 @@ class Settings(BaseSettings):
     max_tokenizer_body_bytes: int = Field(default=64 * _MIB, ge=1)
 
     max_sessions: int = Field(default=10_000, ge=1)
+    max_sessions_per_key: int | None = Field(default=None, ge=1)
     max_batch_size: int = Field(default=1024, ge=1)
     max_draft_tokens: int = Field(default=16, ge=0)
     max_step_answer_bytes: int = Field(default=64 * _MIB, ge=1)
@@ -205,6 +210,12 @@ class Settings(BaseSettings):
             if not API_KEY_PATTERN.fullmatch(key.get_secret_value()):
                 raise ValueError(f"key {i} is not a valid API key: use {API_KEY_RULE}")
         return keys
+
+    def sessions_per_key(self, keys: int) -> int | None:
+        """The quota of open sessions per key on a server with ``keys`` keys configured (None: none)."""
+        if self.max_sessions_per_key is not None:
+            return self.max_sessions_per_key
+        return max(self.max_sessions // 4, 1) if keys >= 2 else None
 
     def limits(self) -> Limits:
         """The engine limits these settings describe."""

@@ -121,16 +121,18 @@ async def compile_endpoint(body: CompileRequest, state: StateDep, owner: OwnerDe
     """
     compiled = await compile_program(body, state)
     program = compiled.program
+    # per key: never whether another key compiled it (service/tenants.py)
+    cached, compile_ms = await state.key_programs.answer(owner, program.program_id, compiled.cached, compiled.compile_ms)
     session_id = None
     if body.open_session:
         session_id = state.sessions.create(program, compiled.tokenizer_name, owner=owner).id
     return CompileResponse(
         program_id=program.program_id,
-        cached=compiled.cached,
+        cached=cached,
         vocab_size=program.vocab_size,
         mask_words=program.mask_words,
         variables=program_variables(program),
-        compile_ms=round(compiled.compile_ms, 3),
+        compile_ms=round(compile_ms, 3),
         session_id=session_id,
         ignored=list(program.ignored),
         engine_limit=EngineLimitNote.of(program.stats.engine_limit),

@@ -29,6 +29,7 @@ from service.memory import release_memory
 from service.metrics import Metrics
 from service.middleware import (
     BodySizeLimitMiddleware,
+    BodyTimeoutMiddleware,
     ErrorGuardMiddleware,
     MaskFastPathMiddleware,
     TextGuardMiddleware,
@@ -190,14 +191,15 @@ def create_app(
     install_problem_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
-    # Outermost last: guard > mask fast path > body limit > text guard > FastAPI's exception
-    # handling > routes. The text guard reads bodies the limit has already bounded.
+    # Outermost last: guard > mask fast path > body time > body size > text guard > FastAPI's
+    # exception handling > routes. The text guard reads bodies the limits have already bounded.
     app.add_middleware(TextGuardMiddleware, binary_paths=frozenset({"/tokenizers"}))
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_bytes=settings.max_body_bytes,
         path_limits={"/tokenizers": settings.max_tokenizer_body_bytes},
     )
+    app.add_middleware(BodyTimeoutMiddleware, timeout=settings.body_timeout_seconds)
     app.add_middleware(MaskFastPathMiddleware, endpoint=get_mask)
     if len(keys):  # no keys: no check at all (the loopback quick start)
         app.add_middleware(AuthMiddleware, keys=keys, probes_open=settings.public_health_and_metrics)

@@ -94,6 +94,16 @@ class Settings(BaseSettings):
             served inline, takes longer than this, in milliseconds, is "slow": its sessions' work
             then runs in the slow lane, a small thread pool, instead of on the event loop.
         slow_lane_workers: threads of the slow lane.
+        max_connections: most client connections open at once (``service/connections.py``). At
+            the cap a new connection takes the place of the oldest one waiting for a request head;
+            when every one has a request in flight, it is refused (503). The process's descriptor
+            limit is raised to fit it at start (or the cap lowered to fit the limit, with a warning).
+        header_timeout_seconds: seconds a request head (request line and headers) may take to
+            arrive whole, from the connection's first byte (or its opening); then it is closed.
+        body_timeout_seconds: seconds a request body may take to arrive whole after its head
+            (408 ``request-timeout`` and the connection closed after).
+        keep_alive_seconds: seconds an idle kept-alive connection stays open (uvicorn's
+            ``timeout_keep_alive``).
         shutdown_timeout_seconds: on SIGTERM, how long in-flight requests may run before they are
             cancelled and the process exits (uvicorn's ``timeout_graceful_shutdown``).
         mask_threads: threads filling the masks of one ``POST /step``. A batch of 8 or more
@@ -163,6 +173,10 @@ class Settings(BaseSettings):
     slow_mask_ms: float = Field(default=5.0, gt=0)
     slow_lane_workers: int = Field(default=1, ge=1)
     shutdown_timeout_seconds: int = Field(default=10, ge=1)
+    max_connections: int = Field(default=2048, ge=1)
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    body_timeout_seconds: float = Field(default=60.0, gt=0)
+    keep_alive_seconds: int = Field(default=5, ge=1)
     max_watchers: int = Field(default=256, ge=0)
     max_watchers_per_session: int = Field(default=8, ge=0)
     events_buffer: int = Field(default=256, ge=1)

@@ -30,7 +30,7 @@ __all__ = ["RESERVED_DESCRIPTORS", "ConnectionGuard", "fit_descriptor_limit", "g
 
 RESERVED_DESCRIPTORS = 128
 """Descriptors kept for everything but client connections: the listening socket, the event loop,
-compile workers' pipes, tokenizer files being read, logs (an idle server holds about 30)."""
+compile workers' pipes, tokenizer files being read, logs (an idle server holds about 20)."""
 
 _REFUSAL_BODY = json.dumps(
     {

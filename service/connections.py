@@ -142,7 +142,7 @@ def guarded_protocol(base: type[asyncio.Protocol], guard: ConnectionGuard) -> ty
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
-            if not self.pipeline:
+            if self.cycle is None or self.cycle.response_complete:  # not a pipelined request next
                 guard.await_head(self, self.loop, deadline=False)
 
         def connection_lost(self, exc: Exception | None) -> None:

@@ -13,13 +13,19 @@ import resource
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from tests.server import ROOT, Server, start, stop
+from service.connections import ConnectionGuard, guarded_protocol
+from tests.server import ROOT, Server, free_port, start, stop
 
 GUARD = 30.0  # seconds a socket read may block before the test fails (a hang guard)
 HEAD = b"POST /compile HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -187,3 +193,51 @@ def test_the_descriptor_limit_is_raised_to_fit_the_cap() -> None:
 
 def test_the_cap_is_lowered_to_fit_a_hard_descriptor_limit() -> None:
     assert _fit_in_child(soft=512, hard=1024, max_connections=2048) == (1024 - 128, 1024)
+
+
+@contextlib.contextmanager
+def _uvicorn_with(base: type, guard: ConnectionGuard) -> Iterator[tuple[str, int]]:
+    """A bare uvicorn server, on its own thread, with ``base`` guarded (a trivial app)."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, http=guarded_protocol(base, guard), ws="none",
+                            lifespan="off", log_level="warning")  # fmt: skip
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + GUARD
+    while not srv.started:
+        assert time.monotonic() < deadline and thread.is_alive()
+        time.sleep(0.02)
+    try:
+        yield "127.0.0.1", port
+    finally:
+        srv.should_exit = True
+        thread.join(GUARD)
+
+
+@pytest.mark.parametrize("base", [H11Protocol, HttpToolsProtocol], ids=["h11", "httptools"])
+def test_both_of_uvicorns_protocols_are_guarded(base: type) -> None:
+    guard = ConnectionGuard(max_connections=4, header_timeout=0.5)
+    with _uvicorn_with(base, guard) as address:
+        with socket.create_connection(address, timeout=GUARD) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert s.recv(65536).startswith(b"HTTP/1.1 200")
+            s.sendall(b"GET / HTTP/1.1\r\n")
+            assert _read_all(s) == b""
+        silent = [socket.create_connection(address, timeout=GUARD) for _ in range(12)]
+        try:
+            with socket.create_connection(address, timeout=GUARD) as s:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                assert _read_all(s).startswith(b"HTTP/1.1 200")
+            assert guard.evicted >= 9 and len(guard.open) <= 4
+        finally:
+            for s in silent:
+                s.close()
+    assert guard.timed_out >= 1

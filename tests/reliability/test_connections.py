@@ -131,8 +131,10 @@ def test_at_the_cap_with_every_request_in_flight_a_new_connection_is_refused(ser
     busy = [_connect(server) for _ in range(16)]
     try:
         for s in busy:  # each holds a request in flight: its body is coming (slowly)
-            s.sendall(HEAD + b"Content-Length: 100\r\n\r\n{")
-        time.sleep(0.5)  # let the server read every head (not a timing assertion)
+            s.sendall(HEAD + b"Content-Length: 100\r\nExpect: 100-continue\r\n\r\n")
+        for s in busy:  # the server asks for the body once it has read the head
+            assert s.recv(65536).startswith(b"HTTP/1.1 100")
+            s.sendall(b"{")
         with _connect(server) as s:
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -142,7 +144,7 @@ def test_at_the_cap_with_every_request_in_flight_a_new_connection_is_refused(ser
             assert b"too-many-connections" in answer and b"retry-after" in answer.lower()
         # the slow bodies meet their deadline (408, closed): the server serves again
         answers = [_read_all(s) for s in busy]
-        assert all(a.startswith(b"HTTP/1.1 408") for a in answers)
+        assert all(a.startswith(b"HTTP/1.1 408") for a in answers), answers
         with httpx.Client(base_url=server.url, timeout=GUARD) as http:
             assert http.get("/healthz").status_code == 200
     finally:

@@ -26,7 +26,7 @@ import json
 import resource
 from typing import Any
 
-__all__ = ["RESERVED_DESCRIPTORS", "ConnectionGuard", "fit_descriptor_limit", "guarded_protocol"]
+__all__ = ["ConnectionGuard", "RESERVED_DESCRIPTORS", "fit_descriptor_limit", "guarded_protocol"]
 
 RESERVED_DESCRIPTORS = 128
 """Descriptors kept for everything but client connections: the listening socket, the event loop,

@@ -49,6 +49,10 @@ class Server:
         return len(os.listdir(f"/proc/{self.pid}/task"))
 
 
+def _limit_descriptors(n: int) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+
+
 def start(
     args: Sequence[str] = (),
     env: dict[str, str] | None = None,
@@ -69,7 +73,7 @@ def start(
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, **(env or {})},
-        preexec_fn=None if descriptors is None else lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (descriptors, descriptors)),
+        preexec_fn=None if descriptors is None else lambda: _limit_descriptors(descriptors),
     )
     # A server a test kills with SIGSEGV leaves no core file behind (in the checkout, or anywhere).
     with contextlib.suppress(ProcessLookupError):  # gone already: the readiness wait says why

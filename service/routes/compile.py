@@ -122,7 +122,9 @@ async def compile_endpoint(body: CompileRequest, state: StateDep, owner: OwnerDe
     compiled = await compile_program(body, state)
     program = compiled.program
     # per key: never whether another key compiled it (service/tenants.py)
-    cached, compile_ms = await state.key_programs.answer(owner, program.program_id, compiled.cached, compiled.compile_ms)
+    cached, compile_ms = await state.key_programs.answer(
+        owner, program.program_id, compiled.cached, compiled.compile_ms
+    )
     session_id = None
     if body.open_session:
         session_id = state.sessions.create(program, compiled.tokenizer_name, owner=owner).id

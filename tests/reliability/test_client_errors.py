@@ -30,7 +30,9 @@ async def test_a_client_leaving_mid_body_is_not_our_error(
         assert "guidance_errors_total{" not in (await c.get("/metrics")).text
 
 
-@pytest.mark.parametrize("grammar", ["start: <[999999]>", 'start: "a" <[5-131072]>', "start: <[99999999999999999999999]>"])
+@pytest.mark.parametrize(
+    "grammar", ["start: <[999999]>", 'start: "a" <[5-131072]>', "start: <[99999999999999999999999]>"]
+)
 async def test_a_token_id_past_the_vocabulary_in_lark_is_a_bad_grammar(client: httpx.AsyncClient, grammar: str) -> None:
     assert_problem(await client.post("/compile", json={"grammar": grammar}), 400, "grammar-invalid")
 

@@ -17,7 +17,10 @@ KEY_B = "tenant-b-key-bbbbbbbbbbbb"
 A = {"Authorization": f"Bearer {KEY_A}"}
 B = {"Authorization": f"Bearer {KEY_B}"}
 # A's template, holding a value B might guess (a compile-time variable).
-SECRET = {"template": "To: {{recipient}}\nBody: {{gen 'body' regex='[a-z ]{1,40}'}}", "variables": {"recipient": "alice@example.com"}}
+SECRET = {
+    "template": "To: {{recipient}}\nBody: {{gen 'body' regex='[a-z ]{1,40}'}}",
+    "variables": {"recipient": "alice@example.com"},
+}
 
 
 async def test_one_key_at_its_quota_leaves_room_for_another(make_app: AppFactory) -> None:

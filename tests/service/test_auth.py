@@ -222,7 +222,8 @@ async def test_sessions_belong_to_the_key_that_opened_them_however_opened(make_a
         spec = {"json_schema": PERSON_SCHEMA}
         theirs = (await http.post("/sessions", json=spec, headers=bearer(KEY_B))).json()
         assert theirs["program_id"] == compiled["program_id"]
-        assert_problem(await http.get(f"/sessions/{theirs['session_id']}", headers=bearer(KEY_A)), 404, "session-not-found")
+        resp = await http.get(f"/sessions/{theirs['session_id']}", headers=bearer(KEY_A))
+        assert_problem(resp, 404, "session-not-found")
 
 
 def test_an_expired_session_is_gone_for_its_owner_and_unknown_for_others(default_tokenizer: Tokenizer) -> None:

@@ -23,10 +23,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import resource
+import time
 from typing import Any
 
 __all__ = ["ConnectionGuard", "RESERVED_DESCRIPTORS", "fit_descriptor_limit", "guarded_protocol"]
+
+log = logging.getLogger("service")
+
+_REPORT_SECONDS = 60.0  # at most one warning a minute about connections closed at the cap
 
 RESERVED_DESCRIPTORS = 128
 """Descriptors kept for everything but client connections: the listening socket, the event loop,
@@ -67,6 +73,7 @@ class ConnectionGuard:
         self.refused = 0
         self.evicted = 0
         self.timed_out = 0
+        self._reported_at = float("-inf")
 
     def admit(self, protocol: Any) -> bool:
         """A connection opened: True when it may stay (the oldest waiting one may be closed for it)."""
@@ -74,8 +81,10 @@ class ConnectionGuard:
             oldest = next(iter(self.waiting), None)
             if oldest is None:
                 self.refused += 1
+                self._report()
                 return False
             self.evicted += 1
+            self._report()
             self._close(oldest)
         self.open.add(protocol)
         return True
@@ -102,6 +111,18 @@ class ConnectionGuard:
         """The connection is gone."""
         self.head_received(protocol)
         self.open.discard(protocol)
+
+    def _report(self) -> None:
+        now = time.monotonic()
+        if now - self._reported_at >= _REPORT_SECONDS:
+            self._reported_at = now
+            log.warning(
+                "at max_connections=%d: %d connections closed for newer ones, %d refused, %d heads timed out so far",
+                self.max_connections,
+                self.evicted,
+                self.refused,
+                self.timed_out,
+            )
 
     def _expire(self, protocol: Any) -> None:
         self.timed_out += 1

@@ -169,6 +169,7 @@ def test_more_slow_clients_than_descriptors_leave_the_server_serving() -> None:
             s.close()
         code, err = stop(srv)
     assert "descriptor limit holds 272 connections" in err
+    assert "at max_connections=272: " in err  # the operator hears of it (once a minute at most)
     assert "Traceback" not in err and "Too many open files" not in err, err[-2000:]
 
 

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from service import Settings
+from service.tenants import KeyPrograms
 from tests.reliability import asgi
 from tests.service.helpers import AppFactory, assert_problem, serve
 
@@ -144,3 +145,14 @@ async def test_a_malformed_last_event_id_gets_a_fresh_snapshot(make_app: AppFact
         await asgi.finish([resumed])
         assert b"event: snapshot" in resumed.body
         assert "internal-error" not in (await c.get("/metrics")).text
+
+
+async def test_what_each_key_compiled_is_remembered_within_a_bound() -> None:
+    programs = KeyPrograms(capacity=2)
+    assert await programs.answer(1, "p1", cached=False, compile_ms=5.0) == (False, 5.0)
+    assert await programs.answer(2, "p1", cached=True, compile_ms=0.1) == (False, 5.0)  # another key's
+    assert programs.knows(1, "p1") and programs.knows(2, "p1") and not programs.knows(3, "p1")
+    programs.note(3, "p2")  # past the capacity: the least recently used pair is forgotten
+    assert not programs.knows(1, "p1") and programs.knows(3, "p2")
+    assert programs.knows(None, "anything")  # without keys, one tenant
+    assert await programs.answer(None, "p1", cached=True, compile_ms=0.1) == (True, 0.1)

@@ -181,6 +181,11 @@ _ENGINE_LIMITS: tuple[tuple[str, str], ...] = (
 )
 
 
+# Messages that match a limit's words above but are plain errors in the input (400): a token id
+# past the vocabulary (``<[999999]>``), a number that does not fit the engine's integers.
+_NOT_LIMITS: tuple[str, ...] = ("token range", "number too large to fit", "number too small to fit")
+
+
 def classify_engine_error(message: str) -> str | None:
     """The limit an llguidance error message reports, or None when it is not about a limit.
 
@@ -188,6 +193,8 @@ def classify_engine_error(message: str) -> str | None:
     through it.
     """
     lowered = message.lower()
+    if any(words in lowered for words in _NOT_LIMITS):
+        return None
     for words, limit in _ENGINE_LIMITS:
         if words in lowered:
             return limit

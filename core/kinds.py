@@ -32,7 +32,7 @@ from core.compiler import (
 from core.errors import GrammarError, LimitExceeded
 from core.expansion import expansion
 from core.forms import Lowering, lower_ebnf, lower_response_format, lower_structured_outputs
-from core.jsonschema import DEFAULT_FORMAT_MODE, FORMAT_MODES
+from core.jsonschema import DEFAULT_FORMAT_MODE, FORMAT_MODES, MAX_WHITESPACE
 from core.limits import Limits
 from core.reasoning import with_reasoning
 from core.spec import PROGRAM_KINDS, ProgramKind
@@ -45,8 +45,6 @@ if TYPE_CHECKING:
 
 __all__ = ["KINDS", "Kind", "check_option_names", "compile_spec"]
 
-# The bounded whitespace a direct JSON schema's ``whitespace`` option may allow (openapi.yaml).
-_MAX_WHITESPACE = 64
 
 Compile = Callable[["ProgramSpec", "llguidance.LLTokenizer | None", Limits], CompiledSpec]
 
@@ -78,8 +76,8 @@ def _template(spec: ProgramSpec, ll: llguidance.LLTokenizer | None, limits: Limi
 
 def _json_schema(spec: ProgramSpec, ll: llguidance.LLTokenizer | None, limits: Limits) -> CompiledSpec:
     ws = spec.options.get("whitespace")
-    if ws is not None and (not isinstance(ws, int) or isinstance(ws, bool) or not 0 <= ws <= _MAX_WHITESPACE):
-        raise GrammarError(f"option whitespace must be an integer from 0 to {_MAX_WHITESPACE}")
+    if ws is not None and (not isinstance(ws, int) or isinstance(ws, bool) or not 0 <= ws <= MAX_WHITESPACE):
+        raise GrammarError(f"option whitespace must be an integer from 0 to {MAX_WHITESPACE}")
     formats = spec.options.get("formats", DEFAULT_FORMAT_MODE)
     if formats not in FORMAT_MODES:
         raise GrammarError(f"option formats must be one of {', '.join(FORMAT_MODES)}")

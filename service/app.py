@@ -32,6 +32,7 @@ from service.memory import RELEASED_TOKENS_TRIM, MemoryBudget, release_memory
 from service.metrics import Metrics
 from service.middleware import (
     BodySizeLimitMiddleware,
+    BodyTimeoutMiddleware,
     ErrorGuardMiddleware,
     MaskFastPathMiddleware,
     TextGuardMiddleware,
@@ -148,6 +149,7 @@ def create_app(
             expired_ids_remembered=settings.expired_ids_remembered,
             retry_after=settings.retry_after_seconds,
             max_tokens=settings.max_session_tokens,
+            max_per_owner=settings.sessions_per_key(len(keys)),
         )
         scheduler = Scheduler(
             engine, SlowLane(settings.slow_mask_ms / 1000, settings.slow_lane_workers, engine.first_mask_seconds)
@@ -203,14 +205,15 @@ def create_app(
     install_problem_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
-    # Outermost last: guard > mask fast path > body limit > text guard > FastAPI's exception
-    # handling > routes. The text guard reads bodies the limit has already bounded.
+    # Outermost last: guard > mask fast path > body time > body size > text guard > FastAPI's
+    # exception handling > routes. The text guard reads bodies the limits have already bounded.
     app.add_middleware(TextGuardMiddleware, binary_paths=frozenset({"/tokenizers"}))
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_bytes=settings.max_body_bytes,
         path_limits={"/tokenizers": settings.max_tokenizer_body_bytes},
     )
+    app.add_middleware(BodyTimeoutMiddleware, timeout=settings.body_timeout_seconds)
     app.add_middleware(MaskFastPathMiddleware, endpoint=get_mask)
     # Inside the key check (it reads the principal), outside the body limit and the text guard.
     app.add_middleware(AdmissionMiddleware, admin_only=admin_routes(r for router in ROUTERS for r in router.routes))

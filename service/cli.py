@@ -69,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
         "--session-ttl", type=float, dest="session_ttl_seconds", help="seconds an idle session lives (default 600)"
     )
     p.add_argument("--max-body-bytes", type=int, help="largest request body (default 8 MiB)")
+    p.add_argument(
+        "--max-connections", type=int, help="most client connections open at once; more are refused (default 2048)"
+    )
     p.add_argument("--compile-workers", type=int, help="compile threads (default 2)")
     p.add_argument(
         "--cache-entries", type=int, dest="cache_max_entries", help="programs kept in the cache (default 256)"
@@ -91,6 +94,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "max_sessions",
         "session_ttl_seconds",
         "max_body_bytes",
+        "max_connections",
         "compile_workers",
         "cache_max_entries",
         "shutdown_timeout_seconds",
@@ -142,8 +146,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from pydantic import ValidationError
 
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
     from service.app import create_app
     from service.auth import KeyConfigError
+    from service.connections import ConnectionGuard, fit_descriptor_limit, guarded_protocol
     from service.settings import Settings
 
     try:
@@ -157,6 +164,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyConfigError as exc:
         print(f"guidance-server: invalid settings: {exc}", file=sys.stderr)
         return 2
+    max_connections = fit_descriptor_limit(settings.max_connections)
+    if max_connections < settings.max_connections:
+        logging.getLogger("service").warning(
+            "the descriptor limit holds %d connections, not max_connections=%d: raise LimitNOFILE (ulimit -n)",
+            max_connections,
+            settings.max_connections,
+        )
+    guard = ConnectionGuard(max_connections, settings.header_timeout_seconds)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -164,6 +179,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_level=settings.log_level,
         access_log=settings.access_log,
         lifespan="on",
+        # Connections: a cap and a deadline on request heads (service/connections.py); bodies
+        # have theirs in the app. No WebSocket route: an upgrade is an ordinary (404) request.
+        http=guarded_protocol(AutoHTTPProtocol, guard),
+        ws="none",
+        timeout_keep_alive=settings.keep_alive_seconds,
         # SIGTERM: /readyz answers 503 at once (_DrainingServer), new connections are refused,
         # in-flight requests get this long, then are cancelled and the process exits.
         timeout_graceful_shutdown=settings.shutdown_timeout_seconds,

@@ -20,6 +20,7 @@ from service.metrics import Metrics
 from service.scheduling import Scheduler
 from service.sessions import SessionStore
 from service.settings import Settings
+from service.tenants import KeyPrograms
 from service.tokenizers import TokenizerRegistry
 
 __all__ = [
@@ -64,6 +65,7 @@ class ServiceState:
     draining: bool = False
     compiles_pending: int = 0
     large_answers: int = 0  # answers of LARGE_ANSWER_BYTES or more since the last memory release
+    key_programs: KeyPrograms = field(default_factory=KeyPrograms)  # what each key compiled (service/tenants.py)
 
     @property
     def engine(self) -> GuidanceBackend:

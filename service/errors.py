@@ -8,6 +8,7 @@ are the service's::
     GuidanceError                    code                   status
     ├── (core's errors)
     ├── BodyTooLarge                 body-too-large         413
+    ├── BodyTimeout                  request-timeout        408   Connection: close
     ├── InvalidText                  unicode-invalid        422   (location, field)
     ├── RollbackOutOfRange           rollback-out-of-range  422
     ├── TokenizerExists              tokenizer-exists       409
@@ -28,6 +29,7 @@ from __future__ import annotations
 from core.errors import GuidanceError
 
 __all__ = [
+    "BodyTimeout",
     "BodyTooLarge",
     "CompileQueueFull",
     "Forbidden",
@@ -103,6 +105,18 @@ class BodyTooLarge(GuidanceError):
 
     def __init__(self, limit: int) -> None:
         super().__init__(f"request body larger than {limit} bytes")
+
+
+class BodyTimeout(GuidanceError):
+    """A request body that did not arrive whole in time (408); the connection is closed after the answer."""
+
+    code = "request-timeout"
+    status = 408
+    title = "Request Timeout"
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"the request body did not arrive within {seconds:g} s")
+        self.headers = {"Connection": "close"}
 
 
 class RollbackOutOfRange(GuidanceError):

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from core.session import GuidanceState
     from service.sessions import Session
 
-__all__ = ["EndReason", "EventHub", "SessionChannel", "format_event"]
+__all__ = ["EndReason", "EventHub", "SessionChannel", "Watcher", "format_event"]
 
 EndReason = str  # "terminated" | "deleted" | "expired" | "shutdown"
 
@@ -63,11 +63,15 @@ def _utf8_whole(data: bytes) -> int:
     return len(data)  # not UTF-8 at all: pass it on (decoded with replacement)
 
 
-class _Watcher:
-    __slots__ = ("next_seq", "wake")
+class Watcher:
+    """One admitted watcher of a channel: counted from its admission until :meth:`EventHub.release`."""
 
-    def __init__(self, next_seq: int) -> None:
+    __slots__ = ("channel", "next_seq", "released", "wake")
+
+    def __init__(self, channel: SessionChannel, next_seq: int = 0) -> None:
+        self.channel = channel
         self.next_seq = next_seq
+        self.released = False
         self.wake = asyncio.Event()
 
 
@@ -85,7 +89,7 @@ class SessionChannel:
         self.epoch = secrets.token_hex(4)  # ids of another channel of the same session never match
         self.seq = 0
         self.events: deque[tuple[int, str, bytes]] = deque(maxlen=hub.buffer)
-        self.watchers: set[_Watcher] = set()
+        self.watchers: set[Watcher] = set()
         self.ended: EndReason | None = None
         self.idle_since: float | None = None
         self._lock = threading.Lock()
@@ -182,12 +186,12 @@ class SessionChannel:
             self.hub.wake(w)
 
     # -- watchers (event loop); the lock because publishing may run in another thread
-    def attach(self, watcher: _Watcher) -> None:
+    def attach(self, watcher: Watcher) -> None:
         with self._lock:
             self.watchers.add(watcher)
             self.idle_since = None
 
-    def detach(self, watcher: _Watcher) -> None:
+    def detach(self, watcher: Watcher) -> None:
         with self._lock:
             self.watchers.discard(watcher)
             if not self.watchers:
@@ -254,7 +258,7 @@ class EventHub:
             "max_watchers_per_session": self.max_watchers_per_session,
         }
 
-    def wake(self, watcher: _Watcher) -> None:
+    def wake(self, watcher: Watcher) -> None:
         loop = self._loop
         if loop is None:
             return
@@ -312,26 +316,42 @@ class EventHub:
         if channel.session.channel is channel:
             channel.session.channel = None
 
-    def admit(self, channel: SessionChannel | None) -> None:
-        """Check the bounds before a new watcher of ``channel`` (None: a session not yet watched).
+    def admit(self, session: Session) -> Watcher:
+        """Admit a new watcher of ``session``: check the bounds and count it, in one step.
+
+        Counted from here, not from when its stream starts: concurrent requests cannot all pass the
+        check before any is counted. The caller hands the watcher to :meth:`stream`, or gives it
+        back with :meth:`release` when no stream follows.
 
         Raises:
             TooManyWatchers: a bound is reached (429).
         """
         if self.watchers >= self.max_watchers:
             raise TooManyWatchers(f"{self.watchers} event streams are open, the limit is {self.max_watchers}", self.retry_after)
-        if channel is not None and len(channel.watchers) >= self.max_watchers_per_session:
+        live = self.live_channel(session)
+        if live is not None and len(live.watchers) >= self.max_watchers_per_session:
             raise TooManyWatchers(
-                f"this session has {len(channel.watchers)} watchers, the limit is {self.max_watchers_per_session}",
+                f"this session has {len(live.watchers)} watchers, the limit is {self.max_watchers_per_session}",
                 self.retry_after,
             )
-
-    async def stream(self, channel: SessionChannel, first: list[bytes], next_seq: int) -> AsyncIterator[bytes]:
-        """The bytes of one watcher's stream: ``first``, then the channel's events from ``next_seq``."""
         self._loop = asyncio.get_running_loop()
-        watcher = _Watcher(next_seq)
-        channel.attach(watcher)
+        watcher = Watcher(self.channel(session))
+        watcher.channel.attach(watcher)
         self.watchers += 1
+        return watcher
+
+    def release(self, watcher: Watcher) -> None:
+        """Stop counting ``watcher`` (its stream ended, or never started); idempotent."""
+        if watcher.released:
+            return
+        watcher.released = True
+        watcher.channel.detach(watcher)
+        self.watchers -= 1
+
+    async def stream(self, watcher: Watcher, first: list[bytes], next_seq: int) -> AsyncIterator[bytes]:
+        """The bytes of one watcher's stream: ``first``, then the channel's events from ``next_seq``."""
+        channel = watcher.channel
+        watcher.next_seq = next_seq
         try:
             for chunk in first:
                 yield chunk
@@ -352,5 +372,4 @@ class EventHub:
                 except TimeoutError:
                     yield b": ping\n\n"
         finally:
-            channel.detach(watcher)
-            self.watchers -= 1
+            self.release(watcher)

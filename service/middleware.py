@@ -1,4 +1,4 @@
-"""Small pure-ASGI middlewares: the mask fast path, the body-size limit, the text guard, the error guard.
+"""Small pure-ASGI middlewares: the mask fast path, the body's size and time limits, the text guard, the error guard.
 
 Pure ASGI (not ``BaseHTTPMiddleware``) so that the mask path pays a function call, not a task.
 """
@@ -9,18 +9,19 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.errors import GuidanceError
 from core.tokenizers import GGUF_MAGIC
-from service.errors import BodyTooLarge
+from service.errors import BodyTimeout, BodyTooLarge
 from service.problems import count_error, guidance_error_response, internal_error_response
 from service.text import body_text_error, url_text_error
 
 __all__ = [
     "BodySizeLimitMiddleware",
+    "BodyTimeoutMiddleware",
     "ErrorGuardMiddleware",
     "MaskFastPathMiddleware",
     "TextGuardMiddleware",
@@ -156,6 +157,51 @@ class BodySizeLimitMiddleware(_HTTPMiddleware):
         await self.app(scope, counting_receive, send)
 
 
+def _has_body(scope: Scope) -> bool:
+    return any(name in (b"content-length", b"transfer-encoding") for name, _ in scope["headers"])
+
+
+class BodyTimeoutMiddleware(_HTTPMiddleware):
+    """Refuse a request body that does not arrive whole within ``timeout`` seconds of its head (408).
+
+    The deadline is for the whole body, however it trickles in: a client sending a byte now and
+    then holds a connection (and a file descriptor) no longer than this. Raised inside the body
+    read (the text guard, inside this middleware, reads every body) and answered there with 408
+    ``request-timeout`` and ``Connection: close``. Once the body is whole, later reads (a wait for
+    the client's disconnect) pass through untouched. The request head has its own deadline
+    (``service/connections.py``).
+
+    Args:
+        app: the wrapped application.
+        timeout: seconds the whole body may take.
+    """
+
+    def __init__(self, app: ASGIApp, timeout: float) -> None:
+        super().__init__(app)
+        self.timeout = timeout
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not _has_body(scope):
+            await self.app(scope, receive, send)
+            return
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        whole = False
+
+        async def timed_receive() -> Message:
+            nonlocal whole
+            if whole:
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise BodyTimeout(self.timeout) from None
+            whole = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        await self.app(scope, timed_receive, send)
+
+
 class TextGuardMiddleware(_HTTPMiddleware):
     """Refuse a request whose text UTF-8 cannot hold with 422 ``unicode-invalid``, before routing.
 
@@ -177,31 +223,31 @@ class TextGuardMiddleware(_HTTPMiddleware):
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw_path = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogatepass")
         error = url_text_error(raw_path, scope["query_string"])
-        if error is None and any(name in (b"content-length", b"transfer-encoding") for name, _ in scope["headers"]):
+        if error is None and _has_body(scope):
             chunks: list[bytes] = []
-            messages: list[Message] = []
             complete = False
             try:
                 while not complete:
                     message = await receive()
-                    messages.append(message)
                     if message["type"] != "http.request":
-                        break  # the client went away: hand on what came, as it came
+                        break
                     chunks.append(message.get("body", b""))
                     complete = not message.get("more_body", False)
-            except BodyTooLarge as exc:  # the body limit, raised while reading
+            except (BodyTooLarge, BodyTimeout) as exc:  # the body's limits, raised while reading
                 await guidance_error_response(scope.get("app"), exc)(scope, receive, send)
                 return
-            if complete:
-                body = b"".join(chunks)
-                if scope["path"] in self.binary_paths and body.startswith(GGUF_MAGIC):
-                    error = None
-                elif len(body) > _THREAD_CHECK_BYTES:
-                    error = await asyncio.to_thread(body_text_error, body)
-                else:
-                    error = body_text_error(body)
-                messages = [{"type": "http.request", "body": body, "more_body": False}]
-            receive = _replay(messages, receive)
+            if not complete:
+                # The client went away before its body was whole: nobody to answer, and not our
+                # error (no route runs, nothing is logged or counted).
+                return
+            body = b"".join(chunks)
+            if scope["path"] in self.binary_paths and body.startswith(GGUF_MAGIC):
+                error = None
+            elif len(body) > _THREAD_CHECK_BYTES:
+                error = await asyncio.to_thread(body_text_error, body)
+            else:
+                error = body_text_error(body)
+            receive = _replay([{"type": "http.request", "body": body, "more_body": False}], receive)
         if error is not None:
             await guidance_error_response(scope.get("app"), error)(scope, receive, send)
             return
@@ -241,6 +287,9 @@ class ErrorGuardMiddleware(_HTTPMiddleware):
 
         try:
             await self.app(scope, receive, tracking_send)
+        except ClientDisconnect:
+            # A client that went away mid-request (a route reading its own body): nobody to answer.
+            log.debug("client went away during %s %s", scope.get("method"), scope.get("path"))
         except Exception:
             log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
             if started:

@@ -254,8 +254,8 @@ _STATUS_DOCS = {
         "`unicode-invalid`: a string UTF-8 cannot encode, with `location` and `field`), or "
         "`compile-crashed`: the compile worker died compiling this constraint (that compile only)."
     ),
-    429: "`too-many-sessions`: the session cap is reached, or `too-many-watchers`: a bound on event "
-    "streams is (`Retry-After`).",
+    429: "`too-many-sessions`: the session cap (or the key's session quota) is reached, or "
+    "`too-many-watchers`: a bound on event streams is (`Retry-After`).",
     503: "`compile-queue-full`, `memory-exhausted` or `not-ready` (`Retry-After`).",
 }
 

@@ -193,7 +193,10 @@ _ENGINE_LIMIT = (
 
 class CompileResponse(BaseModel):
     program_id: str = Field(description="Content hash of the program: equal on every replica.")
-    cached: bool = Field(description="The program came from the cache (or a concurrent compile).")
+    cached: bool = Field(
+        description="The program came from the cache (or a concurrent compile) and, with API keys, this key "
+        "compiled it before: another key's compiles are never revealed (answered as a compile)."
+    )
     vocab_size: int
     mask_words: int = Field(description="int32 words per mask: ceil(vocab_size / 32).")
     variables: list[str] = Field(
@@ -212,7 +215,10 @@ class CompileResponse(BaseModel):
 class SessionCreateRequest(ProgramFields):
     """Either `program_id` (of a cached program) or a compile body."""
 
-    program_id: str | None = Field(default=None, description="A program compiled before (404 if not cached).")
+    program_id: str | None = Field(
+        default=None,
+        description="A program compiled before (404 if not cached or, with API keys, compiled by another key only).",
+    )
 
     @model_validator(mode="after")
     def _program_or_spec(self) -> SessionCreateRequest:

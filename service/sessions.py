@@ -9,6 +9,8 @@ Policy (documented in the README):
 * **Cap, refuse, never evict.** At ``max_sessions`` open sessions a new one is refused with
   429 ``too-many-sessions`` and ``Retry-After``; evicting a live request's state would make a
   worker's next mask wrong, a refusal is visible and retryable.
+* **A quota per key.** Where keys are on, one key holds at most ``max_per_owner`` sessions (429
+  past it, for that key only): one tenant cannot fill the cap and lock the others out.
 * **Idle TTL.** A session unused for ``ttl_seconds`` is closed (lazily on access, and by a
   periodic sweep). Its id is remembered in a bounded set so it answers 410 ``session-expired``
   rather than 404 ``session-not-found``: the client then replays the session elsewhere.
@@ -27,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from typing import Protocol
 
@@ -113,6 +115,8 @@ class SessionStore:
         expired_ids_remembered: how many expired ids still answer ``SessionExpired``.
         retry_after: seconds to suggest in a 429.
         max_tokens: most tokens one session may accept (see :func:`check_history`).
+        max_per_owner: most open sessions of one owner (one API key); None: no quota but the
+            cap. Sessions without an owner (no keys configured) only meet the cap.
         clock: a monotonic clock (tests may pass their own).
     """
 
@@ -124,8 +128,11 @@ class SessionStore:
         retry_after: int = 1,
         clock: Callable[[], float] = time.monotonic,
         max_tokens: int = 131_072,
+        max_per_owner: int | None = None,
     ) -> None:
         self.max_sessions = max_sessions
+        self.max_per_owner = max_per_owner
+        self._owned: Counter[int] = Counter()
         self.max_tokens = max_tokens
         self.ttl_seconds = ttl_seconds
         self.expired_ids_remembered = expired_ids_remembered
@@ -156,9 +163,11 @@ class SessionStore:
         """Open a session on ``program`` (from its start, or at ``state``), belonging to ``owner``.
 
         Raises:
-            TooManySessions: the cap is reached (expired sessions are swept first).
+            TooManySessions: the cap, or ``owner``'s quota, is reached (expired sessions are swept first).
         """
-        if len(self._sessions) >= self.max_sessions:
+        quota = self.max_per_owner if owner is not None else None
+        held = 0 if owner is None else self._owned[owner]
+        if len(self._sessions) >= self.max_sessions or (quota is not None and held >= quota):
             self.sweep()
             if len(self._sessions) >= self.max_sessions:
                 self.refused += 1
@@ -167,11 +176,21 @@ class SessionStore:
                     "close finished sessions (DELETE) or retry later",
                     self.retry_after,
                 )
+            held = 0 if owner is None else self._owned[owner]
+            if quota is not None and held >= quota:
+                self.refused += 1
+                raise TooManySessions(
+                    f"this key holds {held} open sessions, its limit is {quota}; "
+                    "close finished sessions (DELETE) or retry later",
+                    self.retry_after,
+                )
         session_id = secrets.token_urlsafe(_ID_BYTES)
         while session_id in self._sessions:  # pragma: no cover - 128 random bits
             session_id = secrets.token_urlsafe(_ID_BYTES)
         session = Session(session_id, program, state or program.create_state(), tokenizer_name, self._clock(), owner)
         self._sessions[session_id] = session
+        if owner is not None:
+            self._owned[owner] += 1
         self.created += 1
         return session
 
@@ -197,7 +216,7 @@ class SessionStore:
         session = self._sessions.get(session_id)
         if session is None or session.owner != owner:
             raise self._missing(session_id, owner)
-        del self._sessions[session_id]
+        self._remove(session)
         self.deleted += 1
         self.tokens_released += len(session.state.tokens)
         session.end_events("deleted")
@@ -215,6 +234,7 @@ class SessionStore:
         for session in self._sessions.values():
             session.end_events("shutdown")
         self._sessions.clear()
+        self._owned.clear()
 
     def peek(self, session_id: str) -> Session | None:
         """The live session ``session_id`` of any owner, not marked used (watching is not use)."""
@@ -242,8 +262,15 @@ class SessionStore:
             "ttl_seconds": self.ttl_seconds,
         }
 
-    def _expire(self, session: Session) -> None:
+    def _remove(self, session: Session) -> None:
         del self._sessions[session.id]
+        if session.owner is not None:
+            self._owned[session.owner] -= 1
+            if not self._owned[session.owner]:
+                del self._owned[session.owner]
+
+    def _expire(self, session: Session) -> None:
+        self._remove(session)
         self.expired += 1
         self.tokens_released += len(session.state.tokens)
         session.end_events("expired")

@@ -67,6 +67,10 @@ class Settings(BaseSettings):
             id plus one); 413 before anything is built for it.
         max_sessions: most open sessions; at the cap new sessions are refused with 429 (a live
             request's state is never evicted to make room).
+        max_sessions_per_key: most open sessions of one API key (429 past it, for that key only),
+            so that one tenant cannot fill ``max_sessions`` for the others. None (the default): a
+            quarter of ``max_sessions`` where two or more keys are configured, no quota but
+            ``max_sessions`` with one key or none (see :meth:`sessions_per_key`).
         session_ttl_seconds: a session unused this long is closed; its id then answers 410.
         expired_ids_remembered: how many closed-by-expiry session ids still answer 410 (not 404).
         retry_after_seconds: ``Retry-After`` sent with 429 and 503 answers.
@@ -96,6 +100,16 @@ class Settings(BaseSettings):
             served inline, takes longer than this, in milliseconds, is "slow": its sessions' work
             then runs in the slow lane, a small thread pool, instead of on the event loop.
         slow_lane_workers: threads of the slow lane.
+        max_connections: most client connections open at once (``service/connections.py``). At
+            the cap a new connection takes the place of the oldest one waiting for a request head;
+            when every one has a request in flight, it is refused (503). The process's descriptor
+            limit is raised to fit it at start (or the cap lowered to fit the limit, with a warning).
+        header_timeout_seconds: seconds a request head (request line and headers) may take to
+            arrive whole, from the connection's first byte (or its opening); then it is closed.
+        body_timeout_seconds: seconds a request body may take to arrive whole after its head
+            (408 ``request-timeout`` and the connection closed after).
+        keep_alive_seconds: seconds an idle kept-alive connection stays open (uvicorn's
+            ``timeout_keep_alive``).
         shutdown_timeout_seconds: on SIGTERM, how long in-flight requests may run before they are
             cancelled and the process exits (uvicorn's ``timeout_graceful_shutdown``).
         mask_threads: threads filling the masks of one ``POST /step``. A batch of 8 or more
@@ -139,6 +153,7 @@ class Settings(BaseSettings):
     max_tokenizer_body_bytes: int = Field(default=64 * _MIB, ge=1)
 
     max_sessions: int = Field(default=10_000, ge=1)
+    max_sessions_per_key: int | None = Field(default=None, ge=1)
     max_batch_size: int = Field(default=1024, ge=1)
     max_draft_tokens: int = Field(default=16, ge=0)
     max_step_answer_bytes: int = Field(default=64 * _MIB, ge=1)
@@ -165,6 +180,10 @@ class Settings(BaseSettings):
     slow_mask_ms: float = Field(default=5.0, gt=0)
     slow_lane_workers: int = Field(default=1, ge=1)
     shutdown_timeout_seconds: int = Field(default=10, ge=1)
+    max_connections: int = Field(default=2048, ge=1)
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    body_timeout_seconds: float = Field(default=60.0, gt=0)
+    keep_alive_seconds: int = Field(default=5, ge=1)
     max_watchers: int = Field(default=256, ge=0)
     max_watchers_per_session: int = Field(default=8, ge=0)
     events_buffer: int = Field(default=256, ge=1)
@@ -214,6 +233,12 @@ class Settings(BaseSettings):
             if not API_KEY_PATTERN.fullmatch(key.get_secret_value()):
                 raise ValueError(f"key {i} is not a valid API key: use {API_KEY_RULE}")
         return keys
+
+    def sessions_per_key(self, keys: int) -> int | None:
+        """The quota of open sessions per key on a server with ``keys`` keys configured (None: none)."""
+        if self.max_sessions_per_key is not None:
+            return self.max_sessions_per_key
+        return max(self.max_sessions // 4, 1) if keys >= 2 else None
 
     def limits(self) -> Limits:
         """The engine limits these settings describe."""

@@ -5,7 +5,8 @@ is an alias of one. ``"default"`` always names the default tokenizer (also reach
 name, e.g. ``"tekken"``). Tokenizers come from the settings at start and from uploads at run time.
 Registering content already held is a no-op that may add a name; a name, once taken, keeps its
 vocabulary (an upload of another one under it is refused), so a ``program_id`` never changes
-meaning under a client.
+meaning under a client. Names are case-insensitive: ``Default`` is ``default``, and an upload
+as ``GPT2`` where ``gpt2`` is taken is the same name (listed as first spelled).
 """
 
 from __future__ import annotations
@@ -45,7 +46,11 @@ class TokenizerRegistry:
         self.max_tokenizers = max_tokenizers
         # Uploads build one tokenizer at a time (each takes seconds and tens of MB).
         self.upload_lock = asyncio.Lock()
-        self._by_name: dict[str, Tokenizer] = {DEFAULT: default, default.name: default}
+        # By folded name (names are case-insensitive); ``_spelled`` keeps each as first given.
+        self._by_name: dict[str, Tokenizer] = {}
+        self._spelled: dict[str, str] = {}
+        self._alias(DEFAULT, default)
+        self._alias(default.name, default)
         self._by_digest: dict[str, Tokenizer] = {default.digest: default}
         # An upload's bytes (and end tokens) -> the digest it gave: the same file again is
         # recognised without building it again (adapters register their model's file at start).
@@ -55,9 +60,20 @@ class TokenizerRegistry:
     def default(self) -> Tokenizer:
         return self._by_name[DEFAULT]
 
+    def _alias(self, name: str, tok: Tokenizer) -> None:
+        """Name ``tok`` (no-op when the name, in any case, is taken)."""
+        key = name.lower()
+        if key not in self._by_name:
+            self._by_name[key] = tok
+            self._spelled[key] = name
+
+    def holds(self, name: str) -> bool:
+        """Whether ``name`` (in any case) names a tokenizer."""
+        return name.lower() in self._by_name
+
     def get(self, name: str) -> Tokenizer:
         """The tokenizer called ``name``; raises :class:`UnknownTokenizer` (404)."""
-        tok = self._by_name.get(name)
+        tok = self._by_name.get(name.lower())
         if tok is None:
             raise UnknownTokenizer(f"no tokenizer named {excerpt(name, 64)!r}; GET /tokenizers lists them")
         return tok
@@ -66,7 +82,7 @@ class TokenizerRegistry:
         """The registered name of ``tok`` (``"default"`` for the default)."""
         if tok is self.default:
             return DEFAULT
-        return next((n for n, t in self._by_name.items() if t is tok), tok.name)
+        return next((self._spelled[n] for n, t in self._by_name.items() if t is tok), tok.name)
 
     def check_room(self) -> None:
         """Raise :class:`LimitExceeded` (413) when no further distinct tokenizer may be added."""
@@ -90,7 +106,7 @@ class TokenizerRegistry:
         """
         if not _NAME_RE.match(name):
             raise ValueError(f"invalid tokenizer name {name!r}")  # the route validates names
-        existing = self._by_name.get(name)
+        existing = self._by_name.get(name.lower())
         if existing is not None and existing.digest != tok.digest:
             raise TokenizerExists(
                 f"tokenizer name {name!r} is taken by a different vocabulary (digest {existing.digest[:16]})"
@@ -100,7 +116,7 @@ class TokenizerRegistry:
         if held is None:
             self.check_room()
             self._by_digest[tok.digest] = held = tok
-        self._by_name.setdefault(name, held)
+        self._alias(name, held)
         if upload is not None:
             self._uploads[upload] = held.digest
         return held, new
@@ -111,7 +127,7 @@ class TokenizerRegistry:
 
     def items(self) -> list[tuple[str, Tokenizer]]:
         """Every (name, tokenizer) pair, aliases included, sorted by name."""
-        return sorted(self._by_name.items(), key=lambda item: item[0])
+        return sorted(((self._spelled[n], t) for n, t in self._by_name.items()), key=lambda item: item[0])
 
 
 def load_configured(
@@ -124,24 +140,24 @@ def load_configured(
     The first entry is the default unless an entry is named ``default``.
     """
     loaded: list[tuple[str, Tokenizer]] = list((preloaded or {}).items())
-    names = {n for n, _ in loaded}
+    names = {n.lower() for n, _ in loaded}
     for spec in specs:
         name, sep, source = spec.partition("=")
         if not sep:
             name, source = "", spec
         name = name.strip()
-        if name in names or (not name and source in names):
+        if name.lower() in names or (not name and source.lower() in names):
             continue
         tok = load_tokenizer(source.strip())
         loaded.append((name or (DEFAULT if source == DEFAULT else tok.name), tok))
-        names.add(loaded[-1][0])
+        names.add(loaded[-1][0].lower())
     if not loaded:
         raise ValueError("no tokenizer configured")
-    default = dict(loaded).get(DEFAULT, loaded[0][1])
+    default = next((tok for name, tok in loaded if name.lower() == DEFAULT), loaded[0][1])
     registry = TokenizerRegistry(default, max_tokenizers=max_tokenizers)
     for name, tok in loaded:
-        if name != DEFAULT and name not in registry._by_name:
+        if not registry.holds(name):
             # configured ones may exceed max_tokenizers (uploads may not)
             registry._by_digest.setdefault(tok.digest, tok)
-            registry._by_name[name] = registry._by_digest[tok.digest]
+            registry._alias(name, registry._by_digest[tok.digest])
     return registry

@@ -49,17 +49,22 @@ class Server:
         return len(os.listdir(f"/proc/{self.pid}/task"))
 
 
+def _limit_descriptors(n: int) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+
+
 def start(
     args: Sequence[str] = (),
     env: dict[str, str] | None = None,
     timeout: float = 90,
     port: int | None = None,
     python: str | None = None,
+    descriptors: int | None = None,
 ) -> Server:
     """Start ``python -m service`` on ``port`` (default: a free one; give the port of a server
     that died to restart it in its place) and wait until ``/readyz`` answers 200. ``python``: the
     interpreter to run it with (default: this one; another venv's, for tests whose own packages
-    cannot share the server's venv)."""
+    cannot share the server's venv). ``descriptors``: the server's descriptor limit (soft and hard)."""
     port = free_port() if port is None else port
     proc = subprocess.Popen(
         [python or sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", *args],
@@ -68,6 +73,7 @@ def start(
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, **(env or {})},
+        preexec_fn=None if descriptors is None else lambda: _limit_descriptors(descriptors),
     )
     # A server a test kills with SIGSEGV leaves no core file behind (in the checkout, or anywhere).
     with contextlib.suppress(ProcessLookupError):  # gone already: the readiness wait says why

@@ -7,13 +7,14 @@ where each lives.
 """
 
 from core.jsonschema.formats import DEFAULT_FORMAT_MODE, FORMAT_MODES, FormatMode, format_hint
-from core.jsonschema.prepare import json_schema_with_options, prepare_json_schema
+from core.jsonschema.prepare import MAX_WHITESPACE, json_schema_with_options, prepare_json_schema
 from core.jsonschema.rewrite import RewriteReport, rewrite_schema, rewrite_schema_report
 
 __all__ = [
     "DEFAULT_FORMAT_MODE",
     "FORMAT_MODES",
     "FormatMode",
+    "MAX_WHITESPACE",
     "RewriteReport",
     "format_hint",
     "json_schema_with_options",

@@ -21,7 +21,11 @@ from core.jsonschema.formats import DEFAULT_FORMAT_MODE, FormatMode
 from core.jsonschema.rewrite import rewrite_schema_report
 from core.validation import too_deep
 
-__all__ = ["json_schema_with_options", "prepare_json_schema"]
+__all__ = ["MAX_WHITESPACE", "json_schema_with_options", "prepare_json_schema"]
+
+# The most whitespace characters ``whitespace=N`` may allow at one place: one bound for a direct
+# schema's ``options.whitespace`` and a template's ``{{json whitespace=N}}`` (openapi.yaml).
+MAX_WHITESPACE = 64
 
 # llguidance's options for compact JSON (its own default is flexible whitespace).
 _COMPACT = {"whitespace_flexible": False, "item_separator": ",", "key_separator": ":"}

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Union, cast
 
 from core.errors import TemplateError, excerpt
+from core.jsonschema.prepare import MAX_WHITESPACE
 from core.limits import Limits
 from core.template.nodes import (
     GenNode,
@@ -283,7 +284,7 @@ class _Parser:
             schema = options.get("schema")
             ws = None
             if "whitespace" in options:
-                ws = self.int_option(options, "whitespace", 0, tag_start)
+                ws = self.int_option(options, "whitespace", 0, tag_start, MAX_WHITESPACE)
             if schema is None:
                 raise self.error("json needs schema={...} or schema=varname", tag_start)
             if isinstance(schema, _Ref):
@@ -434,10 +435,14 @@ class _Parser:
                     f"unknown option '{excerpt(key, 40)}' for {tag} (allowed: {hint})", self.option_pos.get(key)
                 )
 
-    def int_option(self, options: Mapping[str, Any], key: str, minimum: int, pos: int) -> int:
+    def int_option(
+        self, options: Mapping[str, Any], key: str, minimum: int, pos: int, maximum: int | None = None
+    ) -> int:
         value = options.get(key)
         if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
             raise self.error(f"option {key}= must be an integer >= {minimum}", pos)
+        if maximum is not None and value > maximum:
+            raise self.error(f"option {key}= must be an integer from {minimum} to {maximum}", pos)
         return value
 
     def str_option(self, options: Mapping[str, Any], key: str, pos: int) -> str | None:

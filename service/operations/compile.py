@@ -97,12 +97,16 @@ async def _unless_gone(work: Awaitable[T], request: Request | None) -> T:
     return task.result()
 
 
-async def compile_program(body: ProgramFields, state: ServiceState, request: Request | None = None) -> Compiled:
+async def compile_program(
+    body: ProgramFields, state: ServiceState, owner: int | None, request: Request | None = None
+) -> Compiled:
     """Compile (or fetch from the cache) the program a request describes, counting it.
 
     Args:
         body: the request's constraint fields.
         state: the running app.
+        owner: the asking key: ``cached`` and ``compile_ms`` are answered as this key alone sees
+            them, never telling whether another key compiled the program (:mod:`service.tenants`).
         request: the HTTP request: when its client goes, the compile stops waiting (and stops,
             when nobody else waits for the same program).
 
@@ -145,7 +149,8 @@ async def compile_program(body: ProgramFields, state: ServiceState, request: Req
     metrics.compiles.labels(kind, "cached" if cached else "compiled").inc()
     if not cached:
         metrics.compile_seconds.labels(kind).observe(elapsed)
-    return Compiled(program, cached, elapsed * 1000, state.tokenizers.name_of(tok))
+    seen_cached, compile_ms = await state.key_programs.answer(owner, program.program_id, cached, elapsed * 1000)
+    return Compiled(program, seen_cached, compile_ms, state.tokenizers.name_of(tok))
 
 
 async def compile_and_open(
@@ -157,5 +162,5 @@ async def compile_and_open(
         TooManySessions: the open-session cap is reached.
         GuidanceError: as :func:`compile_program`.
     """
-    compiled = await compile_program(body, state, request)
+    compiled = await compile_program(body, state, owner, request)
     return compiled, state.sessions.create(compiled.program, compiled.tokenizer_name, owner=owner)

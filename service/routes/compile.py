@@ -45,7 +45,7 @@ async def compile_endpoint(
             compiled, session = await compile_and_open(body, state, owner, request)
             session_id = session.id
         else:
-            compiled = await compile_program(body, state, request)
+            compiled = await compile_program(body, state, owner, request)
     except ClientDisconnect:
         return Response(status_code=_CLIENT_GONE)  # nobody reads it: nothing to log or count
     program = compiled.program

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from core.errors import UnknownSession, excerpt
 from service.auth import may_watch, principal_of, require_admin
@@ -42,11 +47,17 @@ def _watchable(request: Request, state: ServiceState, session_id: str) -> Sessio
     return session
 
 
+# An event's number: ASCII digits only (``str.isdigit`` also passes "²" and "١", which ``int``
+# refuses or reads), and short enough for ``int`` (which refuses past 4,300 digits).
+_SEQ = re.compile(r"[0-9]{1,18}")
+
+
 def _resume_seq(last_event_id: str | None, epoch: str) -> int | None:
+    """The event number a ``Last-Event-ID`` of this channel names; None for anything else."""
     if not last_event_id:
         return None
     head, _, seq = last_event_id.strip().partition("-")
-    if head != epoch or not seq.isdigit():
+    if head != epoch or not _SEQ.fullmatch(seq):
         return None
     return int(seq)
 
@@ -69,22 +80,42 @@ async def watch_session(session_id: str, request: Request, state: StateDep) -> S
     """
     session = _watchable(request, state, session_id)
     hub = state.events
-    hub.admit(hub.live_channel(session))
-    channel = hub.channel(session)
-    first: list[bytes] = []
-    resume = _resume_seq(request.headers.get("last-event-id"), channel.epoch)
-    if resume is not None and channel.after(resume) is not None:
-        seq = resume
-    else:
-        seq, data = await state.scheduler.run(session, lambda: channel.snapshot(session))
-        first.append(format_event(channel.event_id(seq), "snapshot", data))
-        if session.state.is_terminated() and channel.ended is None:
-            channel.end("terminated")
-    return StreamingResponse(
-        hub.stream(channel, first, seq + 1),
-        media_type=EVENT_STREAM,
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    watcher = hub.admit(session)
+    try:
+        channel = watcher.channel
+        first: list[bytes] = []
+        resume = _resume_seq(request.headers.get("last-event-id"), channel.epoch)
+        if resume is not None and channel.after(resume) is not None:
+            seq = resume
+        else:
+            seq, data = await state.scheduler.run(session, lambda: channel.snapshot(session))
+            first.append(format_event(channel.event_id(seq), "snapshot", data))
+            if session.state.is_terminated() and channel.ended is None:
+                channel.end("terminated")
+        return _EventStream(
+            hub.stream(watcher, first, seq + 1),
+            release=lambda: hub.release(watcher),
+            media_type=EVENT_STREAM,
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    except BaseException:
+        hub.release(watcher)
+        raise
+
+
+class _EventStream(StreamingResponse):
+    """A stream that gives its watcher back however it ends: a stream whose client left before its
+    first byte never starts its generator, so the generator's own cleanup would not run."""
+
+    def __init__(self, content: AsyncIterator[bytes], release: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
 
 
 @router.get(

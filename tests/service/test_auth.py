@@ -216,9 +216,14 @@ async def test_sessions_belong_to_the_key_that_opened_them_however_opened(make_a
             assert_problem(await http.get(f"/sessions/{sid}", headers=bearer(KEY_B)), 404, "session-not-found")
             resp = await http.post(f"/sessions/{sid}/fork", headers=bearer(KEY_B))
             assert_problem(resp, 404, "session-not-found")
-        # a program is not owned: B opens its own session on A's compiled program
-        theirs = (await http.post("/sessions", json=program, headers=bearer(KEY_B))).json()["session_id"]
-        assert_problem(await http.get(f"/sessions/{theirs}", headers=bearer(KEY_A)), 404, "session-not-found")
+        # a program is shared, but never revealed: B opens A's program by id only once B has sent
+        # its spec (an id alone would tell B what A compiled); the session is B's own
+        assert_problem(await http.post("/sessions", json=program, headers=bearer(KEY_B)), 404, "program-not-found")
+        spec = {"json_schema": PERSON_SCHEMA}
+        theirs = (await http.post("/sessions", json=spec, headers=bearer(KEY_B))).json()
+        assert theirs["program_id"] == compiled["program_id"]
+        resp = await http.get(f"/sessions/{theirs['session_id']}", headers=bearer(KEY_A))
+        assert_problem(resp, 404, "session-not-found")
 
 
 def test_an_expired_session_is_gone_for_its_owner_and_unknown_for_others(default_tokenizer: Tokenizer) -> None:

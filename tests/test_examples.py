@@ -11,7 +11,13 @@ import re
 import shlex
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.server import start, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -40,6 +46,66 @@ def test_the_readmes_check_example_accepts_its_text() -> None:
     result = _run(lines[0], ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith('accepted: "Name: Ada\\nAge: 36\\nFruit: banana"'), result.stdout
+
+
+def _readme_python_examples() -> dict[str, str]:
+    """The README's Python examples that need only a server (not a model), by what they do."""
+    blocks = [b for b in _code_blocks((ROOT / "README.md").read_text(encoding="utf-8")) if "127.0.0.1:8000" in b]
+    runnable = [b for b in blocks if "import" in b and "transformers" not in b and "llama_cpp" not in b]
+    named = {
+        "decode": [b for b in runnable if "GrammarBatch(" in b],
+        "watch": [b for b in runnable if "client.watch(" in b],
+        "tokenizer": [b for b in runnable if "register_tokenizer(" in b],
+    }
+    assert all(len(found) == 1 for found in named.values()), named
+    return {name: found[0] for name, found in named.items()}
+
+
+@pytest.fixture(scope="module")
+def server_url() -> Iterator[str]:
+    server = start()
+    try:
+        yield server.url
+    finally:
+        stop(server)
+
+
+def _run_python(code: str, url: str, cwd: Path) -> str:
+    code = code.replace("http://127.0.0.1:8000", url)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def _open_sessions(url: str) -> int:
+    active: int = httpx.get(f"{url}/stats", timeout=10).json()["sessions"]["active"]
+    return active
+
+
+def test_the_readmes_decoding_loop_runs_and_closes_its_sessions(server_url: str, tmp_path: Path) -> None:
+    before = _open_sessions(server_url)
+    out = _run_python(_readme_python_examples()["decode"], server_url, tmp_path)
+    texts = eval(out.strip(), {})  # noqa: S307 - the example prints a list of strings
+    assert len(texts) == 4 and all(re.fullmatch(r'\{"n":\d{1,2},"ok":(true|false)\}', t) for t in texts), texts
+    assert _open_sessions(server_url) == before
+
+
+def test_the_readmes_watch_example_sees_the_fields_fill_in(server_url: str, tmp_path: Path) -> None:
+    before = _open_sessions(server_url)
+    lines = _run_python(_readme_python_examples()["watch"], server_url, tmp_path).splitlines()
+    assert lines[-1].startswith("end"), lines
+    assert any("'name': 'Ada'" in line for line in lines) and any("'age': '36'" in line for line in lines), lines
+    assert _open_sessions(server_url) == before
+
+
+def test_the_readmes_tokenizer_example_registers_and_compiles(server_url: str, tmp_path: Path) -> None:
+    from tests.service.test_api import _tiny_hf_tokenizer_json
+
+    (tmp_path / "tokenizer.json").write_text(_tiny_hf_tokenizer_json(), encoding="utf-8")
+    example = _readme_python_examples()["tokenizer"]
+    assert _run_python(example, server_url, tmp_path).splitlines() == ["my-model 259 [258] new", "259"]
+    assert _run_python(example, server_url, tmp_path).splitlines() == ["my-model 259 [258] already there", "259"]
 
 
 def _transcript() -> str:

@@ -119,3 +119,13 @@ def test_the_start_up_log_names_the_playground_and_the_api_docs() -> None:
     server = start(["--log-level", "info"])
     _, err = stop(server)
     assert f"playground: {server.url}/ui, API docs: {server.url}/docs" in err, err[-2000:]
+
+
+def test_the_distributions_carry_the_mit_licence() -> None:
+    from importlib import metadata
+
+    licence = (_ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert licence.startswith("MIT License\n")
+    assert (_ROOT / "client" / "LICENSE").read_text(encoding="utf-8") == licence
+    dist = metadata.distribution("guidance-server")
+    assert dist.metadata["License"] == "MIT" and "LICENSE" in (dist.metadata.get_all("License-File") or [])

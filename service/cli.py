@@ -62,7 +62,8 @@ def page_url(host: str, port: int) -> str:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="guidance-server",
-        description="A constraint server for LLM inference: token masks from templates, JSON schemas, regexes and grammars.",
+        description="A constraint server for LLM inference: token masks from templates, JSON schemas, regexes "
+        "and grammars.",
         epilog="guidance-server check --help: check texts against a constraint file, without a server.",
     )
     p.add_argument(

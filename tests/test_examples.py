@@ -110,7 +110,8 @@ def test_the_readmes_tokenizer_example_registers_and_compiles(server_url: str, t
 
 def _transcript() -> str:
     """The shell sessions of the check example in ``docs/playground.md`` (its files, then its runs)."""
-    blocks = [b for b in _code_blocks((ROOT / "docs" / "playground.md").read_text(encoding="utf-8")) if b.startswith("$ ")]
+    markdown = (ROOT / "docs" / "playground.md").read_text(encoding="utf-8")
+    blocks = [b for b in _code_blocks(markdown) if b.startswith("$ ")]
     assert len(blocks) == 2 and blocks[0].startswith("$ cat person.hbs"), blocks
     return "".join(blocks)
 

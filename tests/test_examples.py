@@ -35,6 +35,32 @@ def _code_blocks(markdown: str) -> list[str]:
     return re.findall(r"```[a-z]*\n(.*?)```", markdown, flags=re.DOTALL)
 
 
+def _setup_commands() -> tuple[str, str]:
+    """The README's two set-up commands: the server's, then the tests'."""
+    blocks = _code_blocks((ROOT / "README.md").read_text(encoding="utf-8"))
+    server = [b.strip() for b in blocks if b.strip().endswith("/bin/guidance-server")]
+    tests = [b.strip() for b in blocks if b.strip().endswith("/bin/python -m pytest")]
+    assert len(server) == 1 and len(tests) == 1, (server, tests)
+    return server[0], tests[0]
+
+
+def test_ci_runs_the_readmes_test_command_as_written() -> None:
+    _, tests = _setup_commands()
+    assert tests in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+
+
+def test_the_two_set_up_commands_use_separate_environments() -> None:
+    """The tests' editable install must never replace the files a running server serves."""
+    server, tests = _setup_commands()
+    venv = re.compile(r"python3 -m venv (\S+) ")
+    server_venv, tests_venv = venv.match(server), venv.match(tests)
+    assert server_venv and tests_venv
+    assert server_venv.group(1) != tests_venv.group(1)
+    assert f"{server_venv.group(1)}/bin/pip install . " in server and " -e " not in server
+    used = [set(re.findall(r"(?:^| )([\w.-]+)/bin/", command)) for command in (server, tests)]
+    assert used == [{server_venv.group(1)}, {tests_venv.group(1)}], used
+
+
 def test_the_readmes_check_example_accepts_its_text() -> None:
     lines = [
         line

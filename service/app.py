@@ -20,6 +20,7 @@ from importlib import metadata
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from core.backend import AsyncGuidanceBackend, GuidanceBackend
 from core.threads import EngineThreadPool
@@ -47,7 +48,10 @@ from service.sessions import SessionStore
 from service.settings import Settings
 from service.tokenizers import load_configured
 
-__all__ = ["create_app"]
+__all__ = ["DOCS_ASSETS", "create_app"]
+
+DOCS_ASSETS = "/docs/assets"
+"""Where the API description pages' scripts and styles are served."""
 
 log = logging.getLogger("service")
 
@@ -193,7 +197,10 @@ def create_app(
             sessions.clear()
             del app.state.service
 
-    app = FastAPI(
+    # /docs and /redoc with Swagger UI's and ReDoc's files from the fastapi-offline package, not a
+    # CDN: the API's page works on a machine without Internet access.
+    app = FastAPIOffline(
+        static_url=DOCS_ASSETS,
         **_NO_TELEMETRY,
         title="Guidance constraint server",
         version=_version(),

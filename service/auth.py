@@ -63,13 +63,13 @@ PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 # The page and the API's own description are static text for people: the page asks for the key
 # and sends it with every API call it makes.
-_DOC_PATHS = frozenset({"/ui", "/ui/", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
-_DOC_PREFIX = "/ui/"
+_DOC_PATHS = frozenset({"/", "/ui", "/ui/", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+_DOC_PREFIXES = ("/ui/", "/docs/")
 
 
 def is_open(path: str, probes_open: bool) -> bool:
     """Whether ``path`` (without any root path) answers without a key."""
-    if path in _DOC_PATHS or path.startswith(_DOC_PREFIX):
+    if path in _DOC_PATHS or path.startswith(_DOC_PREFIXES):
         return True
     return probes_open and path in PROBE_PATHS
 

@@ -15,13 +15,16 @@ import argparse
 import importlib
 import json
 import logging
+import socket
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 import uvicorn
 
-__all__ = ["main", "openapi_text"]
+__all__ = ["main", "openapi_text", "page_url"]
+
+log = logging.getLogger("service")
 
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
@@ -38,19 +41,38 @@ class _DrainingServer(uvicorn.Server):
             state.events.close_all("shutdown")
         super().handle_exit(sig, frame)
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and getattr(self, "servers", None):
+            # uvicorn names the address only: say where a person starts.
+            port = self.servers[0].sockets[0].getsockname()[1]
+            url = page_url(self.config.host, port)
+            log.info("playground: %s/ui, API docs: %s/docs", url, url)
+
+
+def page_url(host: str, port: int) -> str:
+    """The base URL a browser on this machine reaches a server bound to ``host``:``port`` at."""
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="guidance-server",
-        description="A constraint server for LLM inference: token masks from templates, JSON schemas, regexes and grammars.",
+        description="A constraint server for LLM inference: token masks from templates, JSON schemas, regexes "
+        "and grammars.",
         epilog="guidance-server check --help: check texts against a constraint file, without a server.",
     )
     p.add_argument(
         "command",
         nargs="?",
-        choices=("serve", "openapi"),
+        choices=("serve", "openapi", "check"),
         default="serve",
-        help="serve (default), or print the OpenAPI schema as YAML",
+        help="serve (default); openapi: print the OpenAPI schema as YAML; check: check texts against a "
+        "constraint file, without a server (guidance-server check --help)",
     )
     p.add_argument("--host", help="interface to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="TCP port (default 8000)")
@@ -139,7 +161,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from service.check import main as check_main
 
         return check_main(argv[1:])
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "check":
+        parser.error("check comes first and takes its own options: guidance-server check --help")
     if args.command == "openapi":
         sys.stdout.write(openapi_text())
         return 0

@@ -12,21 +12,29 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("core", "service")
+# Each importable package, by name, and where it lives.
+PACKAGE_DIRS = {
+    "core": ROOT / "core",
+    "service": ROOT / "service",
+    "guidance_client": ROOT / "client" / "guidance_client",
+    "bench": ROOT / "bench",
+    "tests": ROOT / "tests",
+}
+PACKAGES = tuple(PACKAGE_DIRS)
 MAX_LINES = 600
 # A longer file says why at its top, in its module docstring, on a line starting with this.
 LENGTH_REASON = "Length:"
 
 
-def _module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+def _module_name(path: Path, package: str) -> str:
+    parts = [package, *path.relative_to(PACKAGE_DIRS[package]).with_suffix("").parts]
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
 
 
 def _sources(package: str) -> dict[str, Path]:
-    return {_module_name(p): p for p in sorted((ROOT / package).rglob("*.py"))}
+    return {_module_name(p, package): p for p in sorted(PACKAGE_DIRS[package].rglob("*.py"))}
 
 
 def _imports(name: str, path: Path, known: set[str]) -> set[str]:
@@ -109,3 +117,24 @@ def test_long_files_say_why(package: str) -> None:
         if not any(line.startswith(LENGTH_REASON) for line in doc.splitlines()):
             unexplained.append(f"{name} ({text.count(chr(10))} lines)")
     assert not unexplained, f"over {MAX_LINES} lines with no '{LENGTH_REASON}' line in the docstring: {unexplained}"
+
+
+def test_every_test_directory_is_a_package() -> None:
+    """Test modules import each other by their full names (``tests.core.helpers``), never as
+    top-level modules that only resolve from one directory (``from conftest import``)."""
+    tests = PACKAGE_DIRS["tests"]
+    missing = sorted(
+        str(d.relative_to(ROOT))
+        for d in {p.parent for p in tests.rglob("*.py")}
+        if not (d / "__init__.py").is_file()
+    )
+    assert not missing, f"test directories without __init__.py: {missing}"
+    local = {p.stem for p in tests.rglob("*.py")} - {"__init__"}
+    bare = []
+    for name, path in _sources("tests").items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").split(".")[0] in local:
+                bare.append(f"{name}: from {node.module} import ...")
+            elif isinstance(node, ast.Import):
+                bare += [f"{name}: import {a.name}" for a in node.names if a.name.split(".")[0] in local]
+    assert not bare, f"imports of test modules by a bare name: {bare}"

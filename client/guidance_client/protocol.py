@@ -452,7 +452,7 @@ MAX_DELAY_SECONDS = 4.0
 def delay(backoff: float, attempt: int, e: GuidanceClientError) -> float:
     """Exponential backoff capped at 4 s, at least what a 429/503 ``Retry-After`` asked (capped at 5 s).
 
-    With the clients' defaults (10 retries from 0.05 s) a grammar waits out about 19 s: enough for
+    With the clients' defaults (10 retries from 0.05 s) a grammar waits out about 18 s: enough for
     a lone server that crashed to be restarted by its supervisor (2 to 6 s measured, more on a
     loaded machine).
     """

@@ -1,4 +1,4 @@
-"""``GET /ui``: the playground and status page, static files kept in ``service/ui/``.
+"""``GET /ui``: the playground and status page, static files kept in ``service/ui/``; ``GET /`` leads there.
 
 The page is plain HTML, CSS and JavaScript modules (no build step) and talks to the server only
 through the public HTTP API (see ``docs/playground.md``). It is not part of the workers' API, so
@@ -72,6 +72,12 @@ def _serve(name: str, request: Request) -> Response:
     if file.etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)
     return Response(file.body, media_type=file.media_type, headers=headers)
+
+
+@router.api_route("/", methods=["GET", "HEAD"])
+async def root() -> RedirectResponse:
+    """The server's root leads a person to the playground (relative, as ``/ui/``)."""
+    return RedirectResponse("ui", status_code=307)
 
 
 @router.api_route("/ui", methods=["GET", "HEAD"])

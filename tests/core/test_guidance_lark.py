@@ -10,7 +10,7 @@ import numpy as np
 
 from core import GuidanceBackend, GuidanceGrammar
 from core.lark_text import lark_capture_names
-from tests.core.conftest import random_walk
+from tests.core.helpers import random_walk
 
 GUIDANCE_LARK = """%llguidance {}
 

@@ -21,8 +21,7 @@ import numpy as np
 import pytest
 
 from core import CompiledGuidanceProgram, GuidanceBackend, Tokenizer
-
-from conftest import accepts_text, random_walk
+from tests.core.helpers import accepts_text, random_walk
 
 PERSON_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -163,7 +162,10 @@ CASES = [
         ),
         check_repeat,
         [
-            ("List: ab=1, ab=2, abc=3.", {"items": [" ab=1", " ab=2", " abc=3"], "item": ["ab", "ab", "abc"], "n": ["1", "2", "3"]}),
+            (
+                "List: ab=1, ab=2, abc=3.",
+                {"items": [" ab=1", " ab=2", " abc=3"], "item": ["ab", "ab", "abc"], "n": ["1", "2", "3"]},
+            ),
             ("List: x=0.", {"items": [" x=0"], "item": ["x"], "n": ["0"]}),
         ],
     ),

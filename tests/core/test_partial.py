@@ -18,8 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core import GuidanceBackend, GuidanceGrammar, GuidanceState, Tokenizer, allowed_tokens
-
-from test_properties import SEPARATORS, Tmpl, templates
+from tests.core.test_properties import SEPARATORS, Tmpl, templates
 
 _GRAMMARS = ['start: "<" /[abc]{1,4}/ ">"', "start: /[ab]{1,3}/ | /c+/"]
 
@@ -156,7 +155,9 @@ def test_partial_values_only_grow_on_tekken(tekken_backend: GuidanceBackend, t: 
 # examples
 
 
-def _feed(backend: GuidanceBackend, template: str, text: str, variables: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def _feed(
+    backend: GuidanceBackend, template: str, text: str, variables: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
     grammar = GuidanceGrammar(backend.compile_template(template, variables or {}))
     out = []
     for token in backend.tokenizer.encode(text):
@@ -166,7 +167,8 @@ def _feed(backend: GuidanceBackend, template: str, text: str, variables: dict[st
 
 
 def test_a_slot_being_generated_shows_its_text_so_far(tiny_backend: GuidanceBackend) -> None:
-    steps = _feed(tiny_backend, "Name: {{gen 'name' regex='[A-Z][a-z]+'}}\nAge: {{gen 'age' regex='[0-9]+'}}", "Name: Adalbert\nAge: 3")
+    template = "Name: {{gen 'name' regex='[A-Z][a-z]+'}}\nAge: {{gen 'age' regex='[0-9]+'}}"
+    steps = _feed(tiny_backend, template, "Name: Adalbert\nAge: 3")
     values = [s["name"]["value"] for s in steps if "name" in s]
     assert values[0] == "" or values[0].startswith("A")
     assert "Adal" in values and values[-1] == "Adalbert"
@@ -206,7 +208,11 @@ def test_repeats_grow_item_by_item(tiny_backend: GuidanceBackend) -> None:
 
 
 def test_a_json_slot_shows_its_partial_value_and_final_keys(tiny_backend: GuidanceBackend) -> None:
-    schema = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}}, "required": ["name", "age"]}
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+    }
     steps = _feed(tiny_backend, "{{json 'p' schema=s}}", '{"name":"Ada","age":3', {"s": schema})
     by_text = {s["p"]["value"]: s["p"] for s in steps if "p" in s}
     assert by_text['{"name":"Ad']["parsed"] == {"name": "Ad"} and by_text['{"name":"Ad']["final"] == []

@@ -36,8 +36,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core import GuidanceBackend, GuidanceState, Tokenizer
-
-from conftest import random_walk
+from tests.core.helpers import random_walk
 
 CONTENT = "abc01é"  # what slots produce
 SEPARATORS = " :;-\nxyz"  # what literal text after a slot starts with (never in CONTENT)
@@ -170,13 +169,17 @@ def js_strategy(string_alphabet: str) -> st.SearchStrategy[Js]:
                   st.integers(-20, 20), st.integers(0, 30)),
         st.builds(lambda n: Js({"type": "string", "maxLength": n, "pattern": pattern}, "str", (n, string_alphabet)),
                   st.integers(0, 3)),
-        st.builds(lambda vs: Js({"enum": vs}, "enum", (vs,)), st.lists(enum_values, min_size=1, max_size=4, unique_by=json.dumps)),
+        st.builds(
+            lambda vs: Js({"enum": vs}, "enum", (vs,)),
+            st.lists(enum_values, min_size=1, max_size=4, unique_by=json.dumps),
+        ),
         st.just(Js({"type": "boolean"}, "bool")),
         st.just(Js({"type": "null"}, "null")),
-        st.builds(lambda vs: Js({"type": "string", "maxLength": 2, "pattern": "^[abc]*$", "not": {"enum": vs}}, "notenum", (vs,)),
+        st.builds(lambda vs: Js({"type": "string", "maxLength": 2, "pattern": "^[abc]*$", "not": {"enum": vs}},
+                                "notenum", (vs,)),
                   st.lists(st.sampled_from(["", "a", "ab", "c"]), min_size=1, max_size=2, unique=True)),
-        st.just(Js({"type": "object", "properties": {"a": {"const": 1}, "b": {"const": 2}}, "additionalProperties": False,
-                    "dependentRequired": {"a": ["b"]}}, "dep")),
+        st.just(Js({"type": "object", "properties": {"a": {"const": 1}, "b": {"const": 2}},
+                    "additionalProperties": False, "dependentRequired": {"a": ["b"]}}, "dep")),
     )  # fmt: skip
 
     def extend(inner: st.SearchStrategy[Js]) -> st.SearchStrategy[Js]:
@@ -188,7 +191,8 @@ def js_strategy(string_alphabet: str) -> st.SearchStrategy[Js]:
             return Js(schema, "obj", (props, set(required)))
 
         def arr(item: Js, lo: int, extra: int) -> Js:
-            return Js({"type": "array", "items": item.schema, "minItems": lo, "maxItems": lo + extra}, "arr", (item, lo, lo + extra))
+            schema = {"type": "array", "items": item.schema, "minItems": lo, "maxItems": lo + extra}
+            return Js(schema, "arr", (item, lo, lo + extra))
 
         def one_of(branches: list[Js]) -> Js:
             return Js({"oneOf": [b.schema for b in branches]}, "oneof", (branches,))
@@ -203,7 +207,8 @@ def js_strategy(string_alphabet: str) -> st.SearchStrategy[Js]:
                 Js({"type": "integer", "minimum": 0, "maximum": 9}, "int", (0, 9)),
                 Js({"type": "string", "maxLength": 2, "pattern": pattern}, "str", (2, string_alphabet)),
                 Js({"type": "null"}, "null"),
-                Js({"type": "array", "items": {"type": "boolean"}, "maxItems": 2}, "arr", (Js({"type": "boolean"}, "bool"), 0, 2)),
+                Js({"type": "array", "items": {"type": "boolean"}, "maxItems": 2}, "arr",
+                   (Js({"type": "boolean"}, "bool"), 0, 2)),
             ]), min_size=2, max_size=3, unique_by=lambda j: j.kind)),
         )  # fmt: skip
 
@@ -459,8 +464,9 @@ def run_schema(backend: GuidanceBackend, js: Js, seed: int, walks: int) -> None:
         assert _accepts(program.create_state(), backend.tokenizer, compact(value)), (js.schema, value)
 
 
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-SLOW = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+_SUPPRESSED = [HealthCheck.too_slow, HealthCheck.data_too_large]
+FAST = settings(max_examples=150, deadline=None, suppress_health_check=_SUPPRESSED)
+SLOW = settings(max_examples=400, deadline=None, suppress_health_check=_SUPPRESSED)
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from core import GrammarError, GuidanceBackend, SchemaError, Tokenizer
 from core.jsonschema import rewrite_schema, rewrite_schema_report
 from core.jsonschema.formats import FORMAT_PATTERNS, INTEGER_FORMATS, rewrite_format
 from core.spec import spec_from_kwargs
-from tests.core.conftest import accepts_text, is_base64
+from tests.core.helpers import accepts_text, is_base64
 
 CHECKER = jsonschema.Draft202012Validator.FORMAT_CHECKER
 

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from core import GuidanceBackend, Limits, SchemaError, Tokenizer
 from core.jsonschema import rewrite_schema, rewrite_schema_report
-from tests.core.conftest import is_base64
+from tests.core.helpers import is_base64
 
 # -- instances: a small universe where the interesting edges live (1 vs 1.0 vs true, "" vs "a")
 SCALARS = [None, True, False, 0, 1, 1.0, 2, 2.5, -1, 2**31, "", "a", "ab", "b", "aab", "a b", "x\u00e9", "a.b", "ba",
@@ -377,7 +377,7 @@ def test_property_counts_of_a_closed_object_count_its_required_properties_too() 
     ],
 )  # fmt: skip
 def test_rewritten_branches_list_the_names_in_one_order(tiny_tokenizer: Tokenizer, schema: Any, text: list[str]) -> None:
-    from tests.core.conftest import accepts_text
+    from tests.core.helpers import accepts_text
 
     program = GuidanceBackend(tiny_tokenizer).compile_json_schema(schema)
     for t in text:

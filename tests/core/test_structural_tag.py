@@ -10,7 +10,7 @@ import pytest
 from core import GuidanceBackend
 from core.errors import GrammarError
 from core.structural_tag import UNSUPPORTED_FORMATS
-from tests.core.conftest import accepts_text
+from tests.core.helpers import accepts_text
 
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 # vLLM's documented older form (structures + triggers)

@@ -97,7 +97,7 @@ def test_a_server_killed_mid_decode_and_restarted_loses_nothing(default_tokenize
             assert client.replays == 0
 
         # As a supervisor would: the process dies, a new one starts on the same port. The client's
-        # default patience (about 19 s) covers a restart; more retries here for a loaded machine
+        # default patience (about 18 s) covers a restart; more retries here for a loaded machine
         # (delays of 0.05 s doubling, capped at 4 s: about 43 s).
         def crash() -> None:
             dead = servers[-1]

@@ -11,7 +11,8 @@ import yaml
 
 import service
 from service import Settings, create_app
-from service.cli import _overrides, _parser, main, openapi_text
+from service.cli import _overrides, _parser, main, openapi_text, page_url
+from tests.server import start, stop
 
 _ROOT = Path(__file__).resolve().parents[2]
 
@@ -84,3 +85,47 @@ def test_python_m_service_help() -> None:
         [sys.executable, "-m", "service", "--help"], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0 and "--tokenizer" in result.stdout
+
+
+def test_the_usage_line_names_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    usage = capsys.readouterr().out.split("\n\n")[0]
+    assert "{serve,openapi,check}" in usage, usage
+
+
+def test_check_after_other_options_says_it_comes_first(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--port", "9000", "check"])
+    assert exit_info.value.code == 2
+    assert "check comes first" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [
+        ("127.0.0.1", "http://127.0.0.1:8000"),
+        ("0.0.0.0", "http://127.0.0.1:8000"),
+        ("::", "http://[::1]:8000"),
+        ("fe80::1", "http://[fe80::1]:8000"),
+        ("example.org", "http://example.org:8000"),
+    ],
+)
+def test_page_url_is_where_a_local_browser_reaches_the_server(host: str, url: str) -> None:
+    assert page_url(host, 8000) == url
+
+
+def test_the_start_up_log_names_the_playground_and_the_api_docs() -> None:
+    server = start(["--log-level", "info"])
+    _, err = stop(server)
+    assert f"playground: {server.url}/ui, API docs: {server.url}/docs" in err, err[-2000:]
+
+
+def test_the_distributions_carry_the_mit_licence() -> None:
+    from importlib import metadata
+
+    licence = (_ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert licence.startswith("MIT License\n")
+    assert (_ROOT / "client" / "LICENSE").read_text(encoding="utf-8") == licence
+    dist = metadata.distribution("guidance-server")
+    assert dist.metadata["License"] == "MIT" and "LICENSE" in (dist.metadata.get_all("License-File") or [])

@@ -189,9 +189,13 @@ class Page:
             self.send("Input.dispatchKeyEvent", {"type": kind, "key": key, "code": code,
                                                  "windowsVirtualKeyCode": key_code, "modifiers": modifiers})
 
-    def screenshot(self, path: Path) -> bytes:
-        """Save a PNG of the viewport."""
-        data = base64.b64decode(self.send("Page.captureScreenshot", {"format": "png"})["data"])
+    def screenshot(self, path: Path, height: int | None = None) -> bytes:
+        """Save a PNG of the viewport (its top ``height`` pixels only, when given)."""
+        params: dict[str, Any] = {"format": "png"}
+        if height is not None:
+            width = self.eval("window.innerWidth")
+            params["clip"] = {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}
+        data = base64.b64decode(self.send("Page.captureScreenshot", params)["data"])
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         return data

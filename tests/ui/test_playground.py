@@ -1,19 +1,18 @@
 """The page at /ui, driven in headless Chromium against the real server on loopback.
 
-Screenshots go to ``test-artifacts/`` (git-ignored). ``UPDATE_DOCS_SCREENSHOTS=1`` also writes
-``docs/playground.png``, the picture in ``docs/playground.md``.
+Screenshots go to ``test-artifacts/`` (git-ignored); ``docs/playground.png`` comes from
+``test_sessions.py``.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import pytest
 
 from tests.ui.cdp import Page
-from tests.ui.conftest import ARTIFACTS, ROOT, http
+from tests.ui.conftest import ARTIFACTS, http
 
 TEMPLATE = (
     "Name: {{gen 'name' regex='[A-Z][a-z]+'}}\n"
@@ -77,8 +76,6 @@ def test_compile_a_template_step_through_a_text_and_see_the_variables(page: Page
             p.eval("document.activeElement.blur()")
             time.sleep(1.6)  # let the "new value" highlight fade
             p.screenshot(ARTIFACTS / "playground.png")
-            if os.environ.get("UPDATE_DOCS_SCREENSHOTS"):
-                p.screenshot(ROOT / "docs" / "playground.png")
         if "Accepted:" in p.text("#verdict") and "EOS accepted" in p.text("#verdict"):
             break
     else:

@@ -63,6 +63,41 @@ async def test_ui_with_a_slash_redirects_relatively(client: httpx.AsyncClient) -
     assert resp.headers["location"] == "../ui"
 
 
+async def test_the_root_leads_to_the_playground(client: httpx.AsyncClient) -> None:
+    resp = await client.get("/")
+    assert resp.status_code == 307
+    assert resp.headers["location"] == "ui"
+    followed = await client.get("/", follow_redirects=True)
+    assert followed.status_code == 200 and str(followed.url).endswith("/ui")
+    assert followed.content == (UI_DIR / "index.html").read_bytes()
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+async def test_api_description_pages_load_every_file_from_this_server(client: httpx.AsyncClient, page: str) -> None:
+    resp = await client.get(page)
+    assert resp.status_code == 200
+    urls = re.findall(r"""(?:src|href)=["']([^"']+)["']""", resp.text)
+    urls += re.findall(r"""url: ?["']([^"']+)["']""", resp.text)
+    assert urls and not [u for u in urls if not u.startswith("/")], urls
+    assert "https://" not in resp.text and "http://" not in resp.text
+    for url in urls:
+        asset = await client.get(url)
+        assert asset.status_code == 200 and len(asset.content) > 0, url
+    scripts = [u for u in urls if u.endswith(".js")]
+    assert scripts, "the page names no script"
+
+
+async def test_root_and_api_description_need_no_key(default_tokenizer: Tokenizer) -> None:
+    app = create_app(Settings(api_keys=["key-0123456789abcdefghij"]), tokenizers={"default": default_tokenizer})
+    async with serve(app) as keyed:
+        assert (await keyed.get("/")).status_code == 307
+        docs = await keyed.get("/docs")
+        assert docs.status_code == 200
+        for url in re.findall(r"""(?:src|href)=["']([^"']+)["']""", docs.text):
+            assert (await keyed.get(url)).status_code == 200, url
+        assert_problem(await keyed.get("/sessions/x/mask"), 401, "unauthorized")
+
+
 @pytest.mark.parametrize("path", ["/ui/nope.js", "/ui/index.html", "/ui/..%2Fapp.py", "/ui/%2e%2e/cli.py", "/ui/a/b"])
 async def test_anything_else_under_ui_is_a_404_problem(client: httpx.AsyncClient, path: str) -> None:
     assert_problem(await client.get(path), 404, "not-found")

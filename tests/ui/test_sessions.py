@@ -1,14 +1,19 @@
 """The Sessions tab (a live session watched over its event stream) and partial values in the
-step-through view, in headless Chromium against the real server on loopback."""
+step-through view, in headless Chromium against the real server on loopback.
+
+``UPDATE_DOCS_SCREENSHOTS=1`` also writes ``docs/playground.png`` (the Sessions tab watching a
+session whose second capture is being generated), the picture in the README and ``docs/playground.md``.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
 from tests.ui.cdp import Page
-from tests.ui.conftest import ARTIFACTS, http
+from tests.ui.conftest import ARTIFACTS, ROOT, http
 from tests.ui.test_playground import _compile_template, _settle
 
 TEMPLATE = "Name: {{gen 'name' regex='[A-Z][a-z]+'}}\nAge: {{gen 'age' regex='[0-9]{1,3}'}}"
@@ -42,6 +47,8 @@ def test_a_live_session_is_listed_and_watched_as_its_captures_fill_in(page: Page
         seen.append(_captures(p))
         if seen[-1].get("name", ("", ""))[0] == "partial":
             p.screenshot(ARTIFACTS / "sessions-watch.png")
+        if seen[-1].get("age", ("", ""))[0] == "partial" and os.environ.get("UPDATE_DOCS_SCREENSHOTS"):
+            p.screenshot(ROOT / "docs" / "playground.png", height=330)
     partial_names = [c["name"][1] for c in seen if c.get("name", ("", ""))[0] == "partial"]
     assert partial_names and all(n.startswith('"') and n.endswith("…") for n in partial_names)
     assert all("Adalbert".startswith(n[1:-2]) for n in partial_names), partial_names

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from core.tools import TOOL_FORMATS
-from tests.core.conftest import accepts_text
+from tests.core.helpers import accepts_text
 from tests.core.tools.chat_templates import CALLS, PARSERS, SCHEMAS, THINKS, TOOLS, VOCABULARY, assistant_turn
 from tests.core.tools.conftest import backend_for, template_path
 

@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 from core.bitmask import allocate_bitmask
 from core.cache import Flight, ProgramCache
 from core.compiler import CompiledSpec
-from core.kinds import KINDS, compile_spec
+from core.kinds import check_options, compile_spec
 from core.errors import GrammarError, GuidanceError, LimitExceeded
 from core.limits import Limits
 from core.program import CompiledGuidanceProgram
@@ -133,9 +133,7 @@ class GuidanceBackend:
         return self.cache.get_or_compile(key, lambda: self._compile_now(key, spec, tok))
 
     def _checked_key(self, spec: ProgramSpec, tok: Tokenizer) -> str:
-        unknown = set(spec.options) - KINDS[spec.kind].options
-        if unknown:
-            raise GrammarError(f"unknown option(s) for {spec.kind}: {', '.join(sorted(unknown))}")
+        check_options(spec)
         return self.program_id(spec, tok)
 
     def _compile_now(self, key: str, spec: ProgramSpec, tok: Tokenizer) -> CompiledGuidanceProgram:

@@ -99,7 +99,7 @@ class JsonSchemaOptions(KindOptions):
     """A JSON schema's options (and those of the request forms that lower to one)."""
 
     whitespace: int | None = option(
-        f"Bounded whitespace instead of compact output: at most this many whitespace characters "
+        f"bounded whitespace instead of compact output: at most this many whitespace characters "
         f"between JSON tokens, 0 to {MAX_WHITESPACE}.",
         None,
     )
@@ -109,7 +109,7 @@ class JsonSchemaOptions(KindOptions):
         DEFAULT_FORMAT_MODE,
     )
     # Set by a form that lowers to a JSON schema (vLLM's whitespace_pattern), not a request option.
-    whitespace_pattern: str | None = option("The regex of the whitespace between JSON tokens.", None, internal=True)
+    whitespace_pattern: str | None = option("the regex of the whitespace between JSON tokens.", None, internal=True)
 
     def __post_init__(self) -> None:
         ws: object = self.whitespace

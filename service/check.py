@@ -5,8 +5,10 @@
     guidance-server check answer.regex --text 42 --json        # one JSON object per text
 
 The constraint's kind comes from its file name (``.hbs``/``.txt`` template, ``.json`` JSON schema,
-``.regex``, ``.lark`` grammar, ``.gbnf`` GBNF grammar, ``.choices`` one option per line) or from ``--kind``. One final
-newline of a template, regex or choice file is not part of the constraint (editors add one).
+``.regex``, ``.lark`` grammar, ``.gbnf`` GBNF grammar, ``.choices`` one option per line: each kind's
+entry in :data:`core.kinds.KINDS` names its suffixes and how its file is read) or from ``--kind``
+(any kind, by its name or an alias). One final newline of a template or regex file is not part of
+the constraint (editors add one).
 
 A text is accepted when all its tokens are accepted and EOS is allowed after them. A rejected
 text is reported with where (character offset, line, column), the token refused there, how many
@@ -29,6 +31,7 @@ from typing import Any, Literal, TextIO
 from core.backend import GuidanceBackend
 from core.errors import GuidanceError, LimitExceeded, TemplateError, TokenRejected
 from core.program import CompiledGuidanceProgram
+from core.kinds import KINDS
 from core.spec import ProgramKind, spec_from_kwargs
 from core.session import GuidanceState
 from core.tokenizers import load_default_tokenizer, load_tokenizer
@@ -37,28 +40,12 @@ __all__ = ["KIND_BY_SUFFIX", "CheckResult", "check_text", "main", "read_constrai
 
 Verdict = Literal["accepted", "rejected", "incomplete", "error"]
 
-KIND_BY_SUFFIX: dict[str, ProgramKind] = {
-    ".hbs": "template",
-    ".handlebars": "template",
-    ".txt": "template",
-    ".json": "json_schema",
-    ".regex": "regex",
-    ".re": "regex",
-    ".lark": "grammar",
-    ".gbnf": "gbnf",
-    ".choices": "choice",
-}
+#: The kind each constraint-file suffix stands for (each kind's ``suffixes``).
+KIND_BY_SUFFIX: dict[str, ProgramKind] = {suffix: name for name, kind in KINDS.items() for suffix in kind.suffixes}
 
+# What --kind takes: each kind's name and its aliases (``json``, ``lark``, ``choices``).
 _KIND_NAMES: dict[str, ProgramKind] = {
-    "template": "template",
-    "json": "json_schema",
-    "json_schema": "json_schema",
-    "regex": "regex",
-    "grammar": "grammar",
-    "lark": "grammar",
-    "gbnf": "gbnf",
-    "choice": "choice",
-    "choices": "choice",
+    alias: name for name, kind in KINDS.items() for alias in (name, *kind.aliases)
 }
 
 EXIT_ACCEPTED, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
@@ -111,10 +98,6 @@ class CheckResult:
 # -- reading the constraint -----------------------------------------------------------------------
 
 
-def _strip_final_newline(text: str) -> str:
-    return text[:-2] if text.endswith("\r\n") else text.removesuffix("\n")
-
-
 def read_constraint(path: Path, kind: ProgramKind | None = None) -> tuple[ProgramKind, Any]:
     """The kind and source of a constraint file (``kind`` overrides the file name's suffix).
 
@@ -131,17 +114,11 @@ def read_constraint(path: Path, kind: ProgramKind | None = None) -> tuple[Progra
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise UsageError(f"{path}: cannot read: {e}") from None
-    if kind == "json_schema":
-        try:
-            return kind, json.loads(text)
-        except json.JSONDecodeError as e:
-            raise UsageError(f"{path}:{e.lineno}:{e.colno}: the JSON schema is not valid JSON: {e.msg}") from None
-    if kind == "choice":
-        options = [line.rstrip("\r") for line in text.split("\n")]
-        return kind, [o for o in options if o]
-    if kind in ("grammar", "gbnf"):
-        return kind, text
-    return kind, _strip_final_newline(text)
+    try:
+        return kind, KINDS[kind].read(text)
+    except json.JSONDecodeError as e:
+        label = KINDS[kind].label
+        raise UsageError(f"{path}:{e.lineno}:{e.colno}: the {label} is not valid JSON: {e.msg}") from None
 
 
 def _read_variables(path: Path | None) -> dict[str, Any]:
@@ -324,10 +301,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "constraint",
         type=Path,
-        help="a template (.hbs, .txt), JSON schema (.json), regex (.regex), Lark grammar (.lark) "
-        "or choice list (.choices, one per line)",
+        help="the constraint file: "
+        + ", ".join(f"{kind.label} ({' '.join(kind.suffixes)})" for kind in KINDS.values() if kind.suffixes)
+        + "; another kind with --kind",
     )
-    p.add_argument("--kind", choices=sorted(_KIND_NAMES), help="the constraint's kind, whatever its file name")
+    p.add_argument(
+        "--kind",
+        choices=sorted(_KIND_NAMES),
+        metavar="KIND",
+        help="the constraint's kind, whatever its file name: " + ", ".join(sorted(_KIND_NAMES)),
+    )
     texts = p.add_argument_group("texts (at least one)")
     texts.add_argument("--text", action="append", default=[], help="a text to check (repeatable)")
     texts.add_argument(
@@ -338,6 +321,13 @@ def _parser() -> argparse.ArgumentParser:
         "--tokenizer", default="default", help="a tokenizer.json path (default: the embedded tekken tokenizer)"
     )
     p.add_argument("--whitespace", type=int, metavar="N", help="JSON schemas: allow up to N whitespace characters")
+    p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an option of the kind, its value JSON or else a string (repeatable), e.g. tool_format=llama3",
+    )
     p.add_argument("--sample", type=int, default=8, metavar="N", help="allowed tokens shown at a rejection (8)")
     p.add_argument("--json", action="store_true", help="print one JSON object per text instead of prose")
     return p
@@ -346,11 +336,11 @@ def _parser() -> argparse.ArgumentParser:
 def _compile(args: argparse.Namespace) -> CompiledGuidanceProgram:
     kind, source = read_constraint(args.constraint, _KIND_NAMES[args.kind] if args.kind else None)
     variables = _read_variables(args.vars)
-    if variables and kind != "template":
+    if variables and not KINDS[kind].variables:
         raise UsageError("--vars applies to templates only")
-    options: dict[str, Any] = {}
+    options = _options(args.option)
     if args.whitespace is not None:
-        if kind != "json_schema":
+        if "whitespace" not in KINDS[kind].options.names():
             raise UsageError("--whitespace applies to JSON schemas only")
         options["whitespace"] = args.whitespace
     try:
@@ -360,6 +350,20 @@ def _compile(args: argparse.Namespace) -> CompiledGuidanceProgram:
     backend = GuidanceBackend(tokenizer, max_cache_size=1)
     program, _ = backend.compile(spec_from_kwargs(kind, source, variables, options))
     return program
+
+
+def _options(given: Sequence[str]) -> dict[str, Any]:
+    """``--option NAME=VALUE`` flags as options: a value that is JSON is that value, else the string."""
+    options: dict[str, Any] = {}
+    for item in given:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--option {item[:64]!r}: give NAME=VALUE")
+        try:
+            options[name] = json.loads(text)
+        except json.JSONDecodeError:
+            options[name] = text
+    return options
 
 
 def _constraint_error(path: Path, kind: ProgramKind | None, e: GuidanceError) -> str:

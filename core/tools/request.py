@@ -32,14 +32,14 @@ class ToolsOptions(KindOptions):
     """The options of a ``tools`` program (also fields of the compile body beside ``tools``)."""
 
     tool_choice: str | dict[str, Any] = option(
-        'With `tools`: `"none"`, `"auto"` (default), `"required"`, or `{"type": "function", "function": {"name": ...}}`.',
+        '`"none"`, `"auto"` (default), `"required"`, or `{"type": "function", "function": {"name": ...}}`.',
         "auto",
     )
     parallel_tool_calls: bool = option(
-        "With `tools`: several calls in one turn (default true, where the family has them).", True
+        "several calls in one turn (default true, where the family has them).", True
     )
     tool_format: str = option(
-        "With `tools` (required): the model family, one of " + ", ".join(TOOL_FORMATS) + ".",
+        "the model family (required), one of " + ", ".join(TOOL_FORMATS) + ".",
         missing=f"tools need a tool_format, one of: {', '.join(TOOL_FORMATS)}",
     )
 

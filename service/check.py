@@ -36,17 +36,20 @@ from core.spec import ProgramKind, spec_from_kwargs
 from core.session import GuidanceState
 from core.tokenizers import load_default_tokenizer, load_tokenizer
 
-__all__ = ["KIND_BY_SUFFIX", "CheckResult", "check_text", "main", "read_constraint"]
+__all__ = ["CheckResult", "check_text", "kind_by_name", "kind_by_suffix", "main", "read_constraint"]
 
 Verdict = Literal["accepted", "rejected", "incomplete", "error"]
 
-#: The kind each constraint-file suffix stands for (each kind's ``suffixes``).
-KIND_BY_SUFFIX: dict[str, ProgramKind] = {suffix: name for name, kind in KINDS.items() for suffix in kind.suffixes}
 
-# What --kind takes: each kind's name and its aliases (``json``, ``lark``, ``choices``).
-_KIND_NAMES: dict[str, ProgramKind] = {
-    alias: name for name, kind in KINDS.items() for alias in (name, *kind.aliases)
-}
+def kind_by_suffix() -> dict[str, ProgramKind]:
+    """The kind each constraint-file suffix stands for (the kinds' ``suffixes``, :data:`core.kinds.KINDS`)."""
+    return {suffix: name for name, kind in KINDS.items() for suffix in kind.suffixes}
+
+
+def kind_by_name() -> dict[str, ProgramKind]:
+    """What ``--kind`` takes: each kind's name and its aliases (``json``, ``lark``, ``choices``)."""
+    return {alias: name for name, kind in KINDS.items() for alias in (name, *kind.aliases)}
+
 
 EXIT_ACCEPTED, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
 
@@ -105,9 +108,10 @@ def read_constraint(path: Path, kind: ProgramKind | None = None) -> tuple[Progra
         UsageError: unreadable file, unknown suffix, or a schema that is not JSON.
     """
     if kind is None:
-        kind = KIND_BY_SUFFIX.get(path.suffix.lower())
+        suffixes = kind_by_suffix()
+        kind = suffixes.get(path.suffix.lower())
         if kind is None:
-            known = ", ".join(sorted(KIND_BY_SUFFIX))
+            known = ", ".join(sorted(suffixes))
             raise UsageError(f"{path}: cannot tell the constraint's kind from {path.suffix or 'no suffix'!r} "
                              f"(known: {known}); give --kind")
     try:
@@ -305,11 +309,9 @@ def _parser() -> argparse.ArgumentParser:
         + ", ".join(f"{kind.label} ({' '.join(kind.suffixes)})" for kind in KINDS.values() if kind.suffixes)
         + "; another kind with --kind",
     )
+    names = sorted(kind_by_name())
     p.add_argument(
-        "--kind",
-        choices=sorted(_KIND_NAMES),
-        metavar="KIND",
-        help="the constraint's kind, whatever its file name: " + ", ".join(sorted(_KIND_NAMES)),
+        "--kind", choices=names, metavar="KIND", help="the constraint's kind, whatever its file name: " + ", ".join(names)
     )
     texts = p.add_argument_group("texts (at least one)")
     texts.add_argument("--text", action="append", default=[], help="a text to check (repeatable)")
@@ -334,7 +336,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _compile(args: argparse.Namespace) -> CompiledGuidanceProgram:
-    kind, source = read_constraint(args.constraint, _KIND_NAMES[args.kind] if args.kind else None)
+    kind, source = read_constraint(args.constraint, kind_by_name()[args.kind] if args.kind else None)
     variables = _read_variables(args.vars)
     if variables and not KINDS[kind].variables:
         raise UsageError("--vars applies to templates only")
@@ -397,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (GuidanceError, RecursionError) as e:
         if isinstance(e, RecursionError):
             e = LimitExceeded("the constraint is nested too deeply", "max_nesting_depth")
-        kind = _KIND_NAMES[args.kind] if args.kind else KIND_BY_SUFFIX.get(args.constraint.suffix.lower())
+        kind = kind_by_name()[args.kind] if args.kind else kind_by_suffix().get(args.constraint.suffix.lower())
         err.write(f"guidance-server check: {_constraint_error(args.constraint, kind, e)}\n")
         return EXIT_USAGE
     labelled = len(args.text) > 1 or args.jsonl is not None

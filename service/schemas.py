@@ -60,7 +60,7 @@ class _ProgramBase(BaseModel):
     """The fields of a program that every kind takes; the kinds' own come from :data:`core.kinds.KINDS`."""
 
     model_config = _STRICT
-    kinds: ClassVar[Mapping[str, Kind]] = KINDS
+    kinds: ClassVar[Mapping[ProgramKind, Kind]] = KINDS
 
     if TYPE_CHECKING:  # the fields program_fields makes (after the kinds', as the schema lists them)
         reasoning: str | dict[str, Any] | None
@@ -93,7 +93,7 @@ class _ProgramBase(BaseModel):
         return self
 
 
-def options_schema(kinds: Mapping[str, Kind]) -> dict[str, Any]:
+def options_schema(kinds: Mapping[ProgramKind, Kind]) -> dict[str, Any]:
     """The JSON schema of the body's ``options``: each option a request may give (from the kinds' typed
     options models, :mod:`core.options`), saying which kinds take it."""
     takers: dict[str, list[str]] = {}
@@ -116,7 +116,7 @@ def options_schema(kinds: Mapping[str, Kind]) -> dict[str, Any]:
     }
 
 
-def program_fields(kinds: Mapping[str, Kind]) -> type[_ProgramBase]:
+def program_fields(kinds: Mapping[ProgramKind, Kind]) -> type[_ProgramBase]:
     """The fields describing a program (shared by compile and session bodies), derived from ``kinds``:
     one per kind (its source), the fields only a kind takes, and the kinds' ``options``.
 

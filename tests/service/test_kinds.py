@@ -107,7 +107,7 @@ _LITERAL = Kind(
 
 @pytest.fixture()
 def literal_kind(monkeypatch: pytest.MonkeyPatch) -> Kind:
-    monkeypatch.setitem(KINDS, "literal", _LITERAL)  # type: ignore[index]
+    monkeypatch.setitem(KINDS, "literal", _LITERAL)  # type: ignore[misc]
     monkeypatch.setattr(core.spec, "PROGRAM_KINDS", (*PROGRAM_KINDS, "literal"))
     return _LITERAL
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 
 from core import (
+    CompiledGuidanceProgram,
     GuidanceBackend,
     GuidanceGrammar,
     InvalidTokens,
@@ -315,10 +318,6 @@ def test_a_grammar_refuses_a_state_of_another_program(tiny_backend: GuidanceBack
 
 
 def test_the_original_public_names_keep_their_signatures() -> None:
-    import inspect
-
-    from core import CompiledGuidanceProgram
-
     assert list(inspect.signature(GuidanceGrammar).parameters) == ["program", "tokenizer", "state"]
     assert list(inspect.signature(CompiledGuidanceProgram.fill_bitmask).parameters) == [
         "self", "state", "bitmask", "index"

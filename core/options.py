@@ -28,9 +28,10 @@ __all__ = ["JsonSchemaOptions", "KindOptions", "MAX_WHITESPACE", "OptionField", 
 MAX_WHITESPACE = 64
 
 _O = TypeVar("_O", bound="KindOptions")
+_REQUIRED: Any = dataclasses.MISSING
 
 
-def option(doc: str, default: Any = dataclasses.MISSING, *, internal: bool = False, missing: str = "") -> Any:
+def option(doc: str, default: Any = _REQUIRED, *, internal: bool = False, missing: str = "") -> Any:
     """A field of an options model: its default (none: required), what it does, and for a required
     option the error when it is missing; ``internal``: set by a lowering, never by a request."""
     meta = {"doc": doc, "internal": internal, "missing": missing}
@@ -56,7 +57,7 @@ class KindOptions:
         """The options a request may give, in declaration order (the internal ones left out)."""
         hints = get_type_hints(cls)
         return tuple(
-            OptionField(f.name, hints[f.name], None if f.default is dataclasses.MISSING else f.default, f.metadata["doc"])
+            OptionField(f.name, hints[f.name], None if f.default is _REQUIRED else f.default, f.metadata["doc"])
             for f in dataclasses.fields(cls)
             if not f.metadata["internal"]
         )
@@ -89,7 +90,7 @@ class KindOptions:
         if unknown:
             raise GrammarError(f"unknown option(s) for {kind}: {', '.join(sorted(unknown))}")
         for f in dataclasses.fields(cls):
-            if f.default is dataclasses.MISSING and options.get(f.name) is None:
+            if f.default is _REQUIRED and options.get(f.name) is None:
                 raise GrammarError(f.metadata["missing"])
         return cls(**options)
 

@@ -311,7 +311,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     names = sorted(kind_by_name())
     p.add_argument(
-        "--kind", choices=names, metavar="KIND", help="the constraint's kind, whatever its file name: " + ", ".join(names)
+        "--kind",
+        choices=names,
+        metavar="KIND",
+        help="the constraint's kind, whatever its file name: " + ", ".join(names),
     )
     texts = p.add_argument_group("texts (at least one)")
     texts.add_argument("--text", action="append", default=[], help="a text to check (repeatable)")

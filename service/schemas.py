@@ -11,7 +11,17 @@ import binascii
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, TypeAdapter, WithJsonSchema, create_model, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    TypeAdapter,
+    WithJsonSchema,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from core.kinds import KINDS, Kind
 from core.options import OptionField

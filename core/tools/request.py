@@ -52,9 +52,11 @@ class ToolsOptions(KindOptions):
         if not isinstance(self.parallel_tool_calls, bool):
             raise GrammarError("parallel_tool_calls must be true or false")
         raw: object = self.tool_choice
-        if raw not in ("none", "auto", "required") and not (
-            isinstance(raw, Mapping) and isinstance(raw.get("function"), Mapping) and raw.get("type", "function") == "function"
-        ):
+        if isinstance(raw, Mapping):
+            valid = isinstance(raw.get("function"), Mapping) and raw.get("type", "function") == "function"
+        else:
+            valid = raw in ("none", "auto", "required")
+        if not valid:
             raise GrammarError(
                 'tool_choice must be "none", "auto", "required" or {"type": "function", "function": {"name": ...}}'
             )

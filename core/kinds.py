@@ -127,9 +127,7 @@ def _json_schema(spec: ProgramSpec, ll: llguidance.LLTokenizer | None, limits: L
     options = JsonSchemaOptions.parse(spec.options, spec.kind)
     if options.whitespace_pattern is not None:
         check_size(options.whitespace_pattern, "whitespace_pattern", limits)
-    return compile_json_schema(
-        spec.source, ll, limits, options.whitespace, options.formats, options.whitespace_pattern
-    )
+    return compile_json_schema(spec.source, ll, limits, options.whitespace, options.formats, options.whitespace_pattern)
 
 
 def _form(lower: Lowering) -> Compile:

@@ -17,25 +17,28 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, get_type_hints
+from typing import TYPE_CHECKING, Any, get_type_hints
 
 from core.errors import GrammarError
 from core.jsonschema import DEFAULT_FORMAT_MODE, FORMAT_MODES, FormatMode
 
-__all__ = ["JsonSchemaOptions", "KindOptions", "MAX_WHITESPACE", "OptionField", "option"]
+if TYPE_CHECKING:
+    from typing import Self  # annotations only: core also runs on Python 3.10
+
+__all__ = ["MAX_WHITESPACE", "JsonSchemaOptions", "KindOptions", "OptionField", "option"]
 
 #: The most whitespace a JSON schema's ``whitespace`` option may allow between tokens.
 MAX_WHITESPACE = 64
 
-_O = TypeVar("_O", bound="KindOptions")
 _REQUIRED: Any = dataclasses.MISSING
+_NAMES: dict[type[KindOptions], frozenset[str]] = {}
 
 
-def option(doc: str, default: Any = _REQUIRED, *, internal: bool = False, missing: str = "") -> Any:
-    """A field of an options model: its default (none: required), what it does, and for a required
-    option the error when it is missing; ``internal``: set by a lowering, never by a request."""
-    meta = {"doc": doc, "internal": internal, "missing": missing}
-    return field(default=default, metadata=meta)
+def option(doc: str, *, internal: bool = False, missing: str = "") -> dict[str, Any]:
+    """The metadata of an options model's field (``field(default=..., metadata=option(...))``): what
+    the option does, for a required one (no default) the error when it is missing, and whether it
+    is ``internal`` (set by a lowering, never by a request)."""
+    return {"doc": doc, "internal": internal, "missing": missing}
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,11 @@ class KindOptions:
     @classmethod
     def names(cls) -> frozenset[str]:
         """The names of the options a request may give."""
-        return frozenset(f.name for f in cls.request_fields())
+        # Read on every compile request: worked out once per model.
+        names = _NAMES.get(cls)
+        if names is None:
+            names = _NAMES[cls] = frozenset(f.name for f in dataclasses.fields(cls) if not f.metadata["internal"])
+        return names
 
     @classmethod
     def check_names(cls, options: Mapping[str, Any], kind: str) -> None:
@@ -79,7 +86,7 @@ class KindOptions:
             raise GrammarError(f"unknown option(s) for {kind}: {', '.join(sorted(unknown))}")
 
     @classmethod
-    def parse(cls: type[_O], options: Mapping[str, Any], kind: str) -> _O:
+    def parse(cls, options: Mapping[str, Any], kind: str) -> Self:
         """The typed options of a spec of ``kind`` (internal options allowed: a lowering set them).
 
         Raises:
@@ -99,18 +106,24 @@ class KindOptions:
 class JsonSchemaOptions(KindOptions):
     """A JSON schema's options (and those of the request forms that lower to one)."""
 
-    whitespace: int | None = option(
-        f"bounded whitespace instead of compact output: at most this many whitespace characters "
-        f"between JSON tokens, 0 to {MAX_WHITESPACE}.",
-        None,
+    whitespace: int | None = field(
+        default=None,
+        metadata=option(
+            f"bounded whitespace instead of compact output: at most this many whitespace characters "
+            f"between JSON tokens, 0 to {MAX_WHITESPACE}."
+        ),
     )
-    formats: FormatMode = option(
-        "`assert`, the default: formats with an exact definition are enforced; `annotate`: every `format` "
-        "is an annotation, as JSON Schema 2020-12 has it.",
-        DEFAULT_FORMAT_MODE,
+    formats: FormatMode = field(
+        default=DEFAULT_FORMAT_MODE,
+        metadata=option(
+            "`assert`, the default: formats with an exact definition are enforced; `annotate`: every `format` "
+            "is an annotation, as JSON Schema 2020-12 has it."
+        ),
     )
     # Set by a form that lowers to a JSON schema (vLLM's whitespace_pattern), not a request option.
-    whitespace_pattern: str | None = option("the regex of the whitespace between JSON tokens.", None, internal=True)
+    whitespace_pattern: str | None = field(
+        default=None, metadata=option("the regex of the whitespace between JSON tokens.", internal=True)
+    )
 
     def __post_init__(self) -> None:
         ws: object = self.whitespace

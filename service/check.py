@@ -30,10 +30,10 @@ from typing import Any, Literal, TextIO
 
 from core.backend import GuidanceBackend
 from core.errors import GuidanceError, LimitExceeded, TemplateError, TokenRejected
-from core.program import CompiledGuidanceProgram
 from core.kinds import KINDS
-from core.spec import ProgramKind, spec_from_kwargs
+from core.program import CompiledGuidanceProgram
 from core.session import GuidanceState
+from core.spec import ProgramKind, spec_from_kwargs
 from core.tokenizers import load_default_tokenizer, load_tokenizer
 
 __all__ = ["CheckResult", "check_text", "kind_by_name", "kind_by_suffix", "main", "read_constraint"]
@@ -112,8 +112,10 @@ def read_constraint(path: Path, kind: ProgramKind | None = None) -> tuple[Progra
         kind = suffixes.get(path.suffix.lower())
         if kind is None:
             known = ", ".join(sorted(suffixes))
-            raise UsageError(f"{path}: cannot tell the constraint's kind from {path.suffix or 'no suffix'!r} "
-                             f"(known: {known}); give --kind")
+            raise UsageError(
+                f"{path}: cannot tell the constraint's kind from {path.suffix or 'no suffix'!r} "
+                f"(known: {known}); give --kind"
+            )
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
@@ -379,7 +381,7 @@ def _constraint_error(path: Path, kind: ProgramKind | None, e: GuidanceError) ->
         return f"{path}:{e.line}:{e.column}: {e.code}: {detail}"
     at = re.match(r"at (\d+)\((\d+)\): ", detail)
     if at and kind == "grammar":
-        return f"{path}:{at[1]}:{at[2]}: {e.code}: {detail[at.end():]}"
+        return f"{path}:{at[1]}:{at[2]}: {e.code}: {detail[at.end() :]}"
     line = e.extra.get("line")
     if line is not None and kind == "gbnf":
         column = e.extra.get("column")

@@ -146,11 +146,13 @@ def program_fields(kinds: Mapping[ProgramKind, Kind]) -> type[_ProgramBase]:
         Field(
             default=None,
             description="A think block of free text before the constraint, captured as `reasoning`: a family ("
-            + ", ".join(REASONING_FAMILIES) + ') or `{"start", "end", "max_tokens"?}`.',
+            + ", ".join(REASONING_FAMILIES)
+            + ') or `{"start", "end", "max_tokens"?}`.',
         ),
     )
     fields["variables"] = (
-        dict[str, Any], Field(default_factory=dict, description="Compile-time variables (templates only).")
+        dict[str, Any],
+        Field(default_factory=dict, description="Compile-time variables (templates only)."),
     )
     fields["tokenizer"] = (str, Field(default="default", description="Name of the vocabulary to compile for."))
     fields["options"] = (Annotated[dict[str, Any], WithJsonSchema(options_schema(kinds))], Field(default_factory=dict))
@@ -163,12 +165,14 @@ def program_fields(kinds: Mapping[ProgramKind, Kind]) -> type[_ProgramBase]:
     model.kinds = kinds
     return model
 
+
 if TYPE_CHECKING:
     ProgramFields = _ProgramBase
 else:
     ProgramFields = program_fields(KINDS)
 
 _KIND_LIST = ", ".join(KINDS)
+
 
 class CompileRequest(ProgramFields):
     """Exactly one kind (one of the fields named for a kind)."""
@@ -270,7 +274,9 @@ class PartialValue(BaseModel):
     complete: bool = Field(description="The value is final (a list: no more items will come).")
     complete_items: int | None = Field(None, description="Lists: how many leading items are final.")
     parsed: Any = Field(None, description="json slots: the JSON value so far (`null` until something shows).")
-    final: list[Any] | None = Field(None, description="json slots: JSON pointers of the parts of `parsed` that are final.")
+    final: list[Any] | None = Field(
+        None, description="json slots: JSON pointers of the parts of `parsed` that are final."
+    )
 
 
 class AcceptResponse(BaseModel):
@@ -327,7 +333,8 @@ class TokenizeRequest(BaseModel):
     text: str
     tokenizer: str = "default"
     special: bool = Field(
-        False, description="Special-token text (`[TOOL_CALLS]`, `<|eot_id|>`) becomes the control token; else plain text."
+        False,
+        description="Special-token text (`[TOOL_CALLS]`, `<|eot_id|>`) becomes the control token; else plain text.",
     )
 
 
@@ -431,7 +438,7 @@ class Problem(BaseModel):
     field: str | None = Field(
         default=None,
         description=(
-            "unicode-invalid: an RFC 6901 pointer into the body (`\"\"`: the whole body), the query "
+            'unicode-invalid: an RFC 6901 pointer into the body (`""`: the whole body), the query '
             "parameter's name, or the path."
         ),
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 from core.errors import GrammarError, LimitExceeded
@@ -31,24 +31,26 @@ Choice = Literal["none", "auto", "required", "named"]
 class ToolsOptions(KindOptions):
     """The options of a ``tools`` program (also fields of the compile body beside ``tools``)."""
 
-    tool_choice: str | dict[str, Any] = option(
-        '`"none"`, `"auto"` (default), `"required"`, or `{"type": "function", "function": {"name": ...}}`.',
-        "auto",
+    tool_choice: str | dict[str, Any] = field(
+        default="auto",
+        metadata=option(
+            '`"none"`, `"auto"` (default), `"required"`, or `{"type": "function", "function": {"name": ...}}`.'
+        ),
     )
-    parallel_tool_calls: bool = option(
-        "several calls in one turn (default true, where the family has them).", True
+    parallel_tool_calls: bool = field(
+        default=True, metadata=option("several calls in one turn (default true, where the family has them).")
     )
-    tool_format: str = option(
-        "the model family (required), one of " + ", ".join(TOOL_FORMATS) + ".",
-        missing=f"tools need a tool_format, one of: {', '.join(TOOL_FORMATS)}",
+    tool_format: str = field(
+        metadata=option(
+            "the model family (required), one of " + ", ".join(TOOL_FORMATS) + ".",
+            missing=f"tools need a tool_format, one of: {', '.join(TOOL_FORMATS)}",
+        )
     )
 
     def __post_init__(self) -> None:
         family: object = self.tool_format
         if not isinstance(family, str) or family not in TOOL_FORMATS:
-            raise GrammarError(
-                f"unknown tool_format {str(family)[:40]!r}; the families are: {', '.join(TOOL_FORMATS)}"
-            )
+            raise GrammarError(f"unknown tool_format {str(family)[:40]!r}; the families are: {', '.join(TOOL_FORMATS)}")
         if not isinstance(self.parallel_tool_calls, bool):
             raise GrammarError("parallel_tool_calls must be true or false")
         raw: object = self.tool_choice
@@ -121,7 +123,7 @@ def _function(entry: Any, index: int) -> Tool:
     if not isinstance(parameters, Mapping):
         raise GrammarError(f"{where}.parameters must be a JSON schema object")
     if parameters.get("type", "object") != "object":
-        raise GrammarError(f"{where}.parameters must describe an object (\"type\": \"object\")")
+        raise GrammarError(f'{where}.parameters must describe an object ("type": "object")')
     return Tool(name, parameters)
 
 
@@ -155,5 +157,5 @@ def tool_request(tools: Any, options: Mapping[str, Any], limits: Limits) -> Tool
             raise GrammarError(f"tool_choice names {str(name)[:64]!r}, which is not among the tools")
         parsed, choice = named, "named"
     if not parsed and choice != "none":
-        raise GrammarError("tools is empty: give at least one function, or tool_choice \"none\"")
+        raise GrammarError('tools is empty: give at least one function, or tool_choice "none"')
     return ToolRequest(tuple(parsed), choice, checked.parallel_tool_calls, fmt)

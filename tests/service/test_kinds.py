@@ -7,13 +7,14 @@ A kind added to the registry gets its compile body field, its options in the HTT
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import yaml
+from guidance_client.specs import KINDS as CLIENT_KINDS
 
 import core.spec
 from bench.inprocess import spec_of
@@ -23,7 +24,6 @@ from core.kinds import KINDS, Kind
 from core.limits import Limits
 from core.options import KindOptions, option
 from core.spec import PROGRAM_KINDS, ProgramSpec, spec_from_kwargs
-from guidance_client.specs import KINDS as CLIENT_KINDS
 from service import check
 from service.schemas import CompileRequest, SessionCreateRequest, options_schema, program_fields
 
@@ -82,7 +82,7 @@ def test_the_playground_offers_only_registered_kinds() -> None:
 
 @dataclass(frozen=True)
 class _LiteralOptions(KindOptions):
-    repeat: int = option("how many times the text is written, 1 to 9.", 1)
+    repeat: int = field(default=1, metadata=option("how many times the text is written, 1 to 9."))
 
     def __post_init__(self) -> None:
         if not isinstance(self.repeat, int) or isinstance(self.repeat, bool) or not 1 <= self.repeat <= 9:
@@ -158,8 +158,10 @@ def test_a_new_kind_is_checked_from_its_file_suffix(
         ({"json_schema": {}, "options": {"whitespace": "2"}}, "option whitespace must be an integer from 0 to 64"),
         ({"json_schema": {}, "options": {"formats": None}}, "option formats must be one of assert, annotate"),
         ({"tools": [], "options": {"tool_format": ["hermes"]}}, "unknown tool_format"),
-        ({"tools": [], "tool_format": "hermes", "parallel_tool_calls": None, "options": {"parallel_tool_calls": 1}},
-         "parallel_tool_calls must be true or false"),
+        (
+            {"tools": [], "tool_format": "hermes", "parallel_tool_calls": None, "options": {"parallel_tool_calls": 1}},
+            "parallel_tool_calls must be true or false",
+        ),
         ({"tools": [], "tool_format": "hermes", "tool_choice": "some"}, "tool_choice must be"),
     ],
 )

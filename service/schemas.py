@@ -63,9 +63,6 @@ _STRICT = ConfigDict(extra="forbid", strict=True)
 TOKEN_ID_MIN, TOKEN_ID_MAX = -(2**31), 2**31 - 1
 TokenId = Annotated[StrictInt, Field(ge=TOKEN_ID_MIN, le=TOKEN_ID_MAX)]
 
-JsonSchema = dict[str, Any] | bool | str
-
-
 class _ProgramBase(BaseModel):
     """The fields of a program that every kind takes; the kinds' own come from :data:`core.kinds.KINDS`."""
 

@@ -23,12 +23,15 @@ import numpy as np
 from bench.cases import CASES, Case, texts
 from bench.reference import Engine, Prepared, load_engines
 from core import GuidanceBackend, GuidanceGrammar
-from core.spec import ProgramSpec
+from core.kinds import KINDS
+from core.spec import ProgramSpec, spec_from_kwargs
 
 
 def spec_of(body: dict[str, Any]) -> ProgramSpec:
-    (kind,) = [k for k in ("template", "json_schema", "regex", "grammar", "choice") if k in body]
-    return ProgramSpec(kind, body[kind], body.get("variables", {}), body.get("options", {}))  # type: ignore[arg-type,unused-ignore]
+    """The spec of a compile body (exactly one kind, as the server reads it)."""
+    (kind,) = [k for k in KINDS if k in body]
+    options = {**body.get("options", {}), **{f: body[f] for f in KINDS[kind].fields if f in body}}
+    return spec_from_kwargs(kind, body[kind], body.get("variables"), options, body.get("reasoning"))
 
 
 def _walk_core(program: Any, walk: list[int], bitmask: np.ndarray) -> None:

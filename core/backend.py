@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 from core.bitmask import allocate_bitmask
 from core.cache import ProgramCache
 from core.compiler import CompiledSpec
-from core.kinds import check_option_names, compile_spec
+from core.kinds import check_options, compile_spec
 from core.errors import GrammarError, GuidanceError, LimitExceeded
 from core.heap import heap_bytes
 from core.limits import Limits
@@ -228,7 +228,7 @@ class GuidanceBackend(KindCompilers[CompiledGuidanceProgram]):
             GrammarError: an option the kind does not take.
         """
         tok = tokenizer or self.tokenizer
-        check_option_names(spec)
+        check_options(spec)
         return CompileJob(self.program_id(spec, tok), spec, tok)
 
     def compile(

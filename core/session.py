@@ -451,13 +451,22 @@ class GuidanceGrammar:
     Args:
         program: the compiled program (:class:`~core.program.CompiledGuidanceProgram`).
         tokenizer: the tokenizer the engine uses; must be the program's vocabulary (optional).
+        state: a state of ``program`` to wrap, where it is (shared, not copied: the grammar and
+            whoever else holds the state move together); None: a fresh state at the start.
+
+    Raises:
+        ValueError: ``tokenizer`` is another vocabulary, or ``state`` belongs to another program.
     """
 
-    def __init__(self, program: SessionProgram, tokenizer: Tokenizer | None = None) -> None:
+    def __init__(
+        self, program: SessionProgram, tokenizer: Tokenizer | None = None, state: GuidanceState | None = None
+    ) -> None:
         if tokenizer is not None and tokenizer.digest != program.tokenizer.digest:
             raise ValueError("the program was compiled for another vocabulary")
+        if state is not None and state.program is not program:
+            raise ValueError("the state belongs to another program")
         self.program = program
-        self.state = program.create_state()
+        self.state = program.create_state() if state is None else state
 
     def create_state(self) -> GuidanceState:
         """A fresh :class:`GuidanceState` of the same program, at its start.
@@ -524,7 +533,4 @@ class GuidanceGrammar:
 
     def fork(self) -> GuidanceGrammar:
         """An independent copy at the same position."""
-        other = GuidanceGrammar.__new__(GuidanceGrammar)
-        other.program = self.program
-        other.state = self.state.fork()
-        return other
+        return GuidanceGrammar(self.program, state=self.state.fork())

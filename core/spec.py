@@ -15,7 +15,7 @@ from core.hashing import content_hash
 
 __all__ = ["PROGRAM_KINDS", "ProgramKind", "ProgramSpec", "spec_from_kwargs"]
 
-# The kinds' names; each kind's entry (compile function, options, fields) is in core.kinds.
+# The kinds' names; each kind's entry (compile function, field, options, file suffixes) is in core.kinds.
 ProgramKind = Literal[
     "template",
     "json_schema",
@@ -49,9 +49,10 @@ class ProgramSpec:
             choices, llguidance grammar object, structural tag (object or JSON text), list of
             tools, or the form's object.
         variables: compile-time variables (templates only).
-        options: kind-specific options: ``whitespace`` (int) and ``formats`` for JSON schemas
-            (and the forms that lower to one); ``tool_format``, ``tool_choice``,
-            ``parallel_tool_calls`` for tools.
+        options: the kind's options as the request gives them (the kind's entry has their typed
+            model, :mod:`core.options`): ``whitespace`` and ``formats`` for JSON schemas (and the
+            forms that lower to one); ``tool_format``, ``tool_choice``, ``parallel_tool_calls`` for
+            tools. Kept as given: the program id hashes them.
         reasoning: a think block before the constraint: a family name, or ``{"start", "end",
             "max_tokens"?}`` (see :mod:`core.reasoning`); None: none.
     """
@@ -78,9 +79,9 @@ def spec_from_kwargs(
     options: Mapping[str, Any] | None,
     reasoning: str | Mapping[str, Any] | None = None,
 ) -> ProgramSpec:
-    """Build a :class:`ProgramSpec`, normalising a few shapes (list choices and tools, options dict)."""
+    """Build a :class:`ProgramSpec`, normalising a few shapes (a sequence source as a list, options dict)."""
     if kind not in PROGRAM_KINDS:
         raise ValueError(f"unknown program kind {kind!r}")
-    if kind in ("choice", "tools") and isinstance(source, Sequence) and not isinstance(source, str):
+    if isinstance(source, Sequence) and not isinstance(source, (str, bytes, list)):
         source = list(source)
     return ProgramSpec(kind, source, dict(variables or {}), dict(options or {}), reasoning)

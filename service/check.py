@@ -5,8 +5,10 @@
     guidance-server check answer.regex --text 42 --json        # one JSON object per text
 
 The constraint's kind comes from its file name (``.hbs``/``.txt`` template, ``.json`` JSON schema,
-``.regex``, ``.lark`` grammar, ``.gbnf`` GBNF grammar, ``.choices`` one option per line) or from ``--kind``. One final
-newline of a template, regex or choice file is not part of the constraint (editors add one).
+``.regex``, ``.lark`` grammar, ``.gbnf`` GBNF grammar, ``.choices`` one option per line: each kind's
+entry in :data:`core.kinds.KINDS` names its suffixes and how its file is read) or from ``--kind``
+(any kind, by its name or an alias). One final newline of a template or regex file is not part of
+the constraint (editors add one).
 
 A text is accepted when all its tokens are accepted and EOS is allowed after them. A rejected
 text is reported with where (character offset, line, column), the token refused there, how many
@@ -28,38 +30,26 @@ from typing import Any, Literal, TextIO
 
 from core.backend import GuidanceBackend
 from core.errors import GuidanceError, LimitExceeded, TemplateError, TokenRejected
+from core.kinds import KINDS
 from core.program import CompiledGuidanceProgram
-from core.spec import ProgramKind, spec_from_kwargs
 from core.session import GuidanceState
+from core.spec import ProgramKind, spec_from_kwargs
 from core.tokenizers import load_default_tokenizer, load_tokenizer
 
-__all__ = ["KIND_BY_SUFFIX", "CheckResult", "check_text", "main", "read_constraint"]
+__all__ = ["CheckResult", "check_text", "kind_by_name", "kind_by_suffix", "main", "read_constraint"]
 
 Verdict = Literal["accepted", "rejected", "incomplete", "error"]
 
-KIND_BY_SUFFIX: dict[str, ProgramKind] = {
-    ".hbs": "template",
-    ".handlebars": "template",
-    ".txt": "template",
-    ".json": "json_schema",
-    ".regex": "regex",
-    ".re": "regex",
-    ".lark": "grammar",
-    ".gbnf": "gbnf",
-    ".choices": "choice",
-}
 
-_KIND_NAMES: dict[str, ProgramKind] = {
-    "template": "template",
-    "json": "json_schema",
-    "json_schema": "json_schema",
-    "regex": "regex",
-    "grammar": "grammar",
-    "lark": "grammar",
-    "gbnf": "gbnf",
-    "choice": "choice",
-    "choices": "choice",
-}
+def kind_by_suffix() -> dict[str, ProgramKind]:
+    """The kind each constraint-file suffix stands for (the kinds' ``suffixes``, :data:`core.kinds.KINDS`)."""
+    return {suffix: name for name, kind in KINDS.items() for suffix in kind.suffixes}
+
+
+def kind_by_name() -> dict[str, ProgramKind]:
+    """What ``--kind`` takes: each kind's name and its aliases (``json``, ``lark``, ``choices``)."""
+    return {alias: name for name, kind in KINDS.items() for alias in (name, *kind.aliases)}
+
 
 EXIT_ACCEPTED, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
 
@@ -111,10 +101,6 @@ class CheckResult:
 # -- reading the constraint -----------------------------------------------------------------------
 
 
-def _strip_final_newline(text: str) -> str:
-    return text[:-2] if text.endswith("\r\n") else text.removesuffix("\n")
-
-
 def read_constraint(path: Path, kind: ProgramKind | None = None) -> tuple[ProgramKind, Any]:
     """The kind and source of a constraint file (``kind`` overrides the file name's suffix).
 
@@ -122,26 +108,23 @@ def read_constraint(path: Path, kind: ProgramKind | None = None) -> tuple[Progra
         UsageError: unreadable file, unknown suffix, or a schema that is not JSON.
     """
     if kind is None:
-        kind = KIND_BY_SUFFIX.get(path.suffix.lower())
+        suffixes = kind_by_suffix()
+        kind = suffixes.get(path.suffix.lower())
         if kind is None:
-            known = ", ".join(sorted(KIND_BY_SUFFIX))
-            raise UsageError(f"{path}: cannot tell the constraint's kind from {path.suffix or 'no suffix'!r} "
-                             f"(known: {known}); give --kind")
+            known = ", ".join(sorted(suffixes))
+            raise UsageError(
+                f"{path}: cannot tell the constraint's kind from {path.suffix or 'no suffix'!r} "
+                f"(known: {known}); give --kind"
+            )
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise UsageError(f"{path}: cannot read: {e}") from None
-    if kind == "json_schema":
-        try:
-            return kind, json.loads(text)
-        except json.JSONDecodeError as e:
-            raise UsageError(f"{path}:{e.lineno}:{e.colno}: the JSON schema is not valid JSON: {e.msg}") from None
-    if kind == "choice":
-        options = [line.rstrip("\r") for line in text.split("\n")]
-        return kind, [o for o in options if o]
-    if kind in ("grammar", "gbnf"):
-        return kind, text
-    return kind, _strip_final_newline(text)
+    try:
+        return kind, KINDS[kind].read(text)
+    except json.JSONDecodeError as e:
+        label = KINDS[kind].label
+        raise UsageError(f"{path}:{e.lineno}:{e.colno}: the {label} is not valid JSON: {e.msg}") from None
 
 
 def _read_variables(path: Path | None) -> dict[str, Any]:
@@ -324,10 +307,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "constraint",
         type=Path,
-        help="a template (.hbs, .txt), JSON schema (.json), regex (.regex), Lark grammar (.lark) "
-        "or choice list (.choices, one per line)",
+        help="the constraint file: "
+        + ", ".join(f"{kind.label} ({' '.join(kind.suffixes)})" for kind in KINDS.values() if kind.suffixes)
+        + "; another kind with --kind",
     )
-    p.add_argument("--kind", choices=sorted(_KIND_NAMES), help="the constraint's kind, whatever its file name")
+    names = sorted(kind_by_name())
+    p.add_argument(
+        "--kind",
+        choices=names,
+        metavar="KIND",
+        help="the constraint's kind, whatever its file name: " + ", ".join(names),
+    )
     texts = p.add_argument_group("texts (at least one)")
     texts.add_argument("--text", action="append", default=[], help="a text to check (repeatable)")
     texts.add_argument(
@@ -338,19 +328,26 @@ def _parser() -> argparse.ArgumentParser:
         "--tokenizer", default="default", help="a tokenizer.json path (default: the embedded tekken tokenizer)"
     )
     p.add_argument("--whitespace", type=int, metavar="N", help="JSON schemas: allow up to N whitespace characters")
+    p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an option of the kind, its value JSON or else a string (repeatable), e.g. tool_format=llama3",
+    )
     p.add_argument("--sample", type=int, default=8, metavar="N", help="allowed tokens shown at a rejection (8)")
     p.add_argument("--json", action="store_true", help="print one JSON object per text instead of prose")
     return p
 
 
 def _compile(args: argparse.Namespace) -> CompiledGuidanceProgram:
-    kind, source = read_constraint(args.constraint, _KIND_NAMES[args.kind] if args.kind else None)
+    kind, source = read_constraint(args.constraint, kind_by_name()[args.kind] if args.kind else None)
     variables = _read_variables(args.vars)
-    if variables and kind != "template":
+    if variables and not KINDS[kind].variables:
         raise UsageError("--vars applies to templates only")
-    options: dict[str, Any] = {}
+    options = _options(args.option)
     if args.whitespace is not None:
-        if kind != "json_schema":
+        if "whitespace" not in KINDS[kind].options.names():
             raise UsageError("--whitespace applies to JSON schemas only")
         options["whitespace"] = args.whitespace
     try:
@@ -362,6 +359,20 @@ def _compile(args: argparse.Namespace) -> CompiledGuidanceProgram:
     return program
 
 
+def _options(given: Sequence[str]) -> dict[str, Any]:
+    """``--option NAME=VALUE`` flags as options: a value that is JSON is that value, else the string."""
+    options: dict[str, Any] = {}
+    for item in given:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--option {item[:64]!r}: give NAME=VALUE")
+        try:
+            options[name] = json.loads(text)
+        except json.JSONDecodeError:
+            options[name] = text
+    return options
+
+
 def _constraint_error(path: Path, kind: ProgramKind | None, e: GuidanceError) -> str:
     """``path:line:column: code: detail`` when the error says where (templates, Lark grammars)."""
     detail = e.detail
@@ -370,7 +381,7 @@ def _constraint_error(path: Path, kind: ProgramKind | None, e: GuidanceError) ->
         return f"{path}:{e.line}:{e.column}: {e.code}: {detail}"
     at = re.match(r"at (\d+)\((\d+)\): ", detail)
     if at and kind == "grammar":
-        return f"{path}:{at[1]}:{at[2]}: {e.code}: {detail[at.end():]}"
+        return f"{path}:{at[1]}:{at[2]}: {e.code}: {detail[at.end() :]}"
     line = e.extra.get("line")
     if line is not None and kind == "gbnf":
         column = e.extra.get("column")
@@ -393,7 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (GuidanceError, RecursionError) as e:
         if isinstance(e, RecursionError):
             e = LimitExceeded("the constraint is nested too deeply", "max_nesting_depth")
-        kind = _KIND_NAMES[args.kind] if args.kind else KIND_BY_SUFFIX.get(args.constraint.suffix.lower())
+        kind = kind_by_name()[args.kind] if args.kind else kind_by_suffix().get(args.constraint.suffix.lower())
         err.write(f"guidance-server check: {_constraint_error(args.constraint, kind, e)}\n")
         return EXIT_USAGE
     labelled = len(args.text) > 1 or args.jsonl is not None

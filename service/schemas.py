@@ -9,14 +9,24 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    TypeAdapter,
+    WithJsonSchema,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
+from core.kinds import KINDS, Kind
+from core.options import OptionField
 from core.reasoning import REASONING_FAMILIES
-from core.kinds import KINDS
 from core.spec import ProgramKind
-from core.tools import TOOL_FORMATS
 
 __all__ = [
     "AcceptRequest",
@@ -53,115 +63,122 @@ _STRICT = ConfigDict(extra="forbid", strict=True)
 TOKEN_ID_MIN, TOKEN_ID_MAX = -(2**31), 2**31 - 1
 TokenId = Annotated[StrictInt, Field(ge=TOKEN_ID_MIN, le=TOKEN_ID_MAX)]
 
-JsonSchema = dict[str, Any] | bool | str
-
-
-class ProgramFields(BaseModel):
-    """The fields describing a program (shared by compile and session bodies)."""
+class _ProgramBase(BaseModel):
+    """The fields of a program that every kind takes; the kinds' own come from :data:`core.kinds.KINDS`."""
 
     model_config = _STRICT
+    kinds: ClassVar[Mapping[ProgramKind, Kind]] = KINDS
 
-    template: str | None = Field(default=None, description="A template (see the template language).")
-    json_schema: JsonSchema | None = Field(
-        default=None, description="A JSON schema (object, boolean, or its JSON text)."
-    )
-    regex: str | None = Field(default=None, description="A regex the whole output must match.")
-    grammar: str | None = Field(default=None, description="A Lark grammar (llguidance dialect).")
-    gbnf: str | None = Field(
-        default=None, description="A GBNF grammar (llama.cpp's `root ::= ...`), converted by llguidance."
-    )
-    choice: list[str] | None = Field(default=None, description="Exactly one of these strings.")
-    llguidance: dict[str, Any] | str | None = Field(
-        default=None,
-        description='llguidance\'s top-level grammar object (or its JSON text), as llguidance and the `guidance` '
-        'library write it: `{"grammars": [{"lark_grammar": "..."}, {"json_schema": {...}}]}`, with llguidance\'s '
-        "semantics (a JSON schema's whitespace is what its `x-guidance` says).",
-    )
-    response_format: dict[str, Any] | None = Field(
-        default=None,
-        description='OpenAI\'s `response_format`: `{"type": "text"}`, `{"type": "json_object"}` or '
-        '`{"type": "json_schema", "json_schema": {"name", "schema", "strict"?, "description"?}}` (the Responses '
-        "API's flat `text.format` too). The schema is enforced whatever `strict` says; JSON is compact unless "
-        "`options.whitespace` allows some.",
-    )
-    structured_outputs: dict[str, Any] | None = Field(
-        default=None,
-        description="vLLM's `structured_outputs`: exactly one of `json`, `regex`, `choice`, `grammar` (GBNF or "
-        "Lark), `json_object`, `structural_tag` (either form, as the `structural_tag` kind takes it); with "
-        "`whitespace_pattern`, `disable_any_whitespace`, `disable_additional_properties`. JSON is compact unless "
-        "`whitespace_pattern` allows whitespace (vLLM allows any by default).",
-    )
-    ebnf: str | None = Field(
-        default=None,
-        description="SGLang's `ebnf`: a GBNF grammar (the EBNF of SGLang's default backend), or Lark. SGLang's "
-        "`json_schema` and `regex` are the kinds of those names.",
-    )
-    structural_tag: dict[str, Any] | str | None = Field(
-        default=None,
-        description="xgrammar's / vLLM's structural tag (object or JSON text): the older `structures` + `triggers` "
-        "form, or `{\"type\": \"structural_tag\", \"format\": {...}}` (docs/tools.md lists the formats).",
-    )
-    tools: list[dict[str, Any]] | None = Field(
-        default=None,
-        description="OpenAI's tools list, written in `tool_format`'s format; variables `tool_calls` "
-        "(`[{name, arguments}]`) and `content`.",
-    )
-    tool_choice: str | dict[str, Any] | None = Field(
-        default=None,
-        description='With `tools`: `"none"`, `"auto"` (default), `"required"`, or '
-        '`{"type": "function", "function": {"name": ...}}`.',
-    )
-    parallel_tool_calls: bool | None = Field(
-        default=None, description="With `tools`: several calls in one turn (default true, where the family has them)."
-    )
-    tool_format: str | None = Field(
-        default=None, description="With `tools` (required): the model family, one of " + ", ".join(TOOL_FORMATS) + "."
-    )
-    reasoning: str | dict[str, Any] | None = Field(
-        default=None,
-        description="A think block of free text before the constraint, captured as `reasoning`: a family ("
-        + ", ".join(REASONING_FAMILIES) + ') or `{"start", "end", "max_tokens"?}`.',
-    )
-    variables: dict[str, Any] = Field(default_factory=dict, description="Compile-time variables (templates only).")
-    tokenizer: str = Field(default="default", description="Name of the vocabulary to compile for.")
-    options: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Kind-specific options, for JSON schemas: `whitespace` (int, 0 to 64: bounded whitespace "
-        "instead of compact output) and `formats` (`assert`, the default: formats with an exact definition "
-        "are enforced; `annotate`: every `format` is an annotation, as JSON Schema 2020-12 has it).",
-    )
+    if TYPE_CHECKING:  # the fields program_fields makes (after the kinds', as the schema lists them)
+        reasoning: str | dict[str, Any] | None
+        variables: dict[str, Any]
+        tokenizer: str
+        options: dict[str, Any]
 
     def kinds_given(self) -> list[ProgramKind]:
-        return [k for k in KINDS if getattr(self, k) is not None]
+        """The kinds whose field the body gives."""
+        return [name for name in self.kinds if getattr(self, name) is not None]
 
     def kind_and_source(self) -> tuple[ProgramKind, Any]:
+        """The body's one kind and its source."""
         (kind,) = self.kinds_given()
         return kind, getattr(self, kind)
 
     def kind_options(self) -> dict[str, Any]:
         """The kind's options: ``options``, and the fields only its kind takes (``tools``' ``tool_format`` ...)."""
         options = dict(self.options)
-        options.update({k: getattr(self, k) for k in _OWN_FIELDS if getattr(self, k) is not None})
+        for kind in self.kinds.values():
+            options.update({k: getattr(self, k) for k in sorted(kind.fields) if getattr(self, k) is not None})
         return options
 
     @model_validator(mode="after")
-    def _own_fields_with_their_kind(self) -> ProgramFields:
-        for kind in dict.fromkeys(_OWN_FIELDS.values()):
-            stray = [k for k, owner in _OWN_FIELDS.items() if owner == kind and getattr(self, k) is not None]
-            if stray and getattr(self, kind) is None:
-                raise ValueError(f"{', '.join(stray)} apply to {kind} only")
+    def _own_fields_with_their_kind(self) -> _ProgramBase:
+        for name, kind in self.kinds.items():
+            stray = [k for k in sorted(kind.fields) if getattr(self, k) is not None]
+            if stray and getattr(self, name) is None:
+                raise ValueError(f"{', '.join(stray)} apply to {name} only")
         return self
 
 
-# The body fields only one kind takes (core.kinds), each with its kind.
-_OWN_FIELDS: dict[str, ProgramKind] = {f: name for name, kind in KINDS.items() for f in sorted(kind.fields)}
-assert set(_OWN_FIELDS) <= set(ProgramFields.model_fields), "a kind's own field has no field in ProgramFields"
+def options_schema(kinds: Mapping[ProgramKind, Kind]) -> dict[str, Any]:
+    """The JSON schema of the body's ``options``: each option a request may give (from the kinds' typed
+    options models, :mod:`core.options`), saying which kinds take it."""
+    takers: dict[str, list[str]] = {}
+    options: dict[str, OptionField] = {}
+    for kind in kinds.values():
+        for option in kind.options.request_fields():
+            options.setdefault(option.name, option)
+            takers.setdefault(option.name, []).append(kind.name)
+    properties: dict[str, dict[str, Any]] = {}
+    for name, option in options.items():
+        schema = TypeAdapter(option.type).json_schema()
+        if option.default is not None:
+            schema["default"] = option.default
+        properties[name] = {**schema, "description": f"{', '.join(takers[name])}: {option.doc}"}
+    return {
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": False,
+        "description": "The kind's options: each kind takes the ones that name it (another is 400 `grammar-invalid`).",
+    }
+
+
+def program_fields(kinds: Mapping[ProgramKind, Kind]) -> type[_ProgramBase]:
+    """The fields describing a program (shared by compile and session bodies), derived from ``kinds``:
+    one per kind (its source), the fields only a kind takes, and the kinds' ``options``.
+
+    The options are checked by their kind's model in ``core`` (a bad name or value is 400
+    ``grammar-invalid``, as for the constraint); the HTTP schema describes them from the same models.
+    """
+    fields: dict[str, Any] = {
+        name: (kind.source_type | None, Field(default=None, description=kind.doc)) for name, kind in kinds.items()
+    }
+    for kind in kinds.values():
+        if kind.body_fields:
+            for option in kind.options.request_fields():
+                description = f"With `{kind.name}`: {option.doc}"
+                fields[option.name] = (option.type | None, Field(default=None, description=description))
+    fields["reasoning"] = (
+        str | dict[str, Any] | None,
+        Field(
+            default=None,
+            description="A think block of free text before the constraint, captured as `reasoning`: a family ("
+            + ", ".join(REASONING_FAMILIES)
+            + ') or `{"start", "end", "max_tokens"?}`.',
+        ),
+    )
+    fields["variables"] = (
+        dict[str, Any],
+        Field(default_factory=dict, description="Compile-time variables (templates only)."),
+    )
+    fields["tokenizer"] = (str, Field(default="default", description="Name of the vocabulary to compile for."))
+    fields["options"] = (Annotated[dict[str, Any], WithJsonSchema(options_schema(kinds))], Field(default_factory=dict))
+    model = create_model(
+        "ProgramFields",
+        __base__=_ProgramBase,
+        __doc__="The fields describing a program (shared by compile and session bodies).",
+        **fields,
+    )
+    model.kinds = kinds
+    return model
+
+
+if TYPE_CHECKING:
+    ProgramFields = _ProgramBase
+else:
+    ProgramFields = program_fields(KINDS)
+
 _KIND_LIST = ", ".join(KINDS)
 
 
 class CompileRequest(ProgramFields):
-    """Exactly one kind: `template`, `json_schema`, `regex`, `grammar`, `gbnf`, `choice`, `llguidance`,
-    `response_format`, `structured_outputs`, `ebnf`, `structural_tag` or `tools`."""
+    """Exactly one kind (one of the fields named for a kind)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={"description": f"Exactly one kind: {', '.join(f'`{k}`' for k in KINDS)}."},
+    )
 
     open_session: bool = Field(default=False, description="Also open a session on the program.")
 
@@ -260,7 +277,9 @@ class PartialValue(BaseModel):
     complete: bool = Field(description="The value is final (a list: no more items will come).")
     complete_items: int | None = Field(None, description="Lists: how many leading items are final.")
     parsed: Any = Field(None, description="json slots: the JSON value so far (`null` until something shows).")
-    final: list[Any] | None = Field(None, description="json slots: JSON pointers of the parts of `parsed` that are final.")
+    final: list[Any] | None = Field(
+        None, description="json slots: JSON pointers of the parts of `parsed` that are final."
+    )
 
 
 class AcceptResponse(BaseModel):
@@ -317,7 +336,8 @@ class TokenizeRequest(BaseModel):
     text: str
     tokenizer: str = "default"
     special: bool = Field(
-        False, description="Special-token text (`[TOOL_CALLS]`, `<|eot_id|>`) becomes the control token; else plain text."
+        False,
+        description="Special-token text (`[TOOL_CALLS]`, `<|eot_id|>`) becomes the control token; else plain text.",
     )
 
 
@@ -421,7 +441,7 @@ class Problem(BaseModel):
     field: str | None = Field(
         default=None,
         description=(
-            "unicode-invalid: an RFC 6901 pointer into the body (`\"\"`: the whole body), the query "
+            'unicode-invalid: an RFC 6901 pointer into the body (`""`: the whole body), the query '
             "parameter's name, or the path."
         ),
     )

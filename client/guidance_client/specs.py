@@ -35,7 +35,8 @@ KINDS: Mapping[str, tuple[str, ...]] = {
     "tools": ("tool_choice", "parallel_tool_calls", "tool_format"),
 }
 """Each kind's field in a compile body, as the server names them (exactly one per body), with the
-fields only that kind takes."""
+fields only that kind takes: the server's registry of kinds (``core.kinds.KINDS``) as this package,
+which does not depend on the server, knows it; the server's tests hold the two equal."""
 
 # A kind's own field -> its kind.
 _OWNERS = {name: kind for kind, own in KINDS.items() for name in own}

@@ -7,11 +7,12 @@ from typing import Any
 
 from core.errors import FormError
 from core.jsonschema.locate import json_pointer
+from core.options import JsonSchemaOptions
 
 __all__ = ["form_object", "json_options", "only_json_options"]
 
 # The compile options that apply to a form's JSON schema (core.compiler, the json_schema kind).
-_JSON_OPTIONS = ("whitespace", "formats")
+_JSON_OPTIONS = JsonSchemaOptions.names()
 
 
 def form_object(source: Any, form: str, allowed: Iterable[str]) -> Mapping[str, Any]:

@@ -11,16 +11,16 @@ from __future__ import annotations
 from core.tools.families import TOOL_FORMATS, Reasoning, ToolFormat, tool_format
 from core.tools.grammar import tools_lark
 from core.tools.reader import ToolReader
-from core.tools.request import TOOL_OPTIONS, Tool, ToolRequest, tool_request
+from core.tools.request import Tool, ToolRequest, ToolsOptions, tool_request
 
 __all__ = [
     "Reasoning",
     "TOOL_FORMATS",
-    "TOOL_OPTIONS",
     "Tool",
     "ToolFormat",
     "ToolReader",
     "ToolRequest",
+    "ToolsOptions",
     "tool_format",
     "tool_request",
     "tools_lark",

@@ -11,22 +11,57 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast
 
 from core.errors import GrammarError, LimitExceeded
 from core.limits import Limits
+from core.options import KindOptions, option
 from core.tools.families import TOOL_FORMATS, ToolFormat
 
-__all__ = ["Tool", "ToolRequest", "TOOL_OPTIONS", "tool_request"]
-
-#: The options of a ``tools`` program (the request's fields beside ``tools``).
-TOOL_OPTIONS = frozenset({"tool_choice", "parallel_tool_calls", "tool_format"})
+__all__ = ["Tool", "ToolRequest", "ToolsOptions", "tool_request"]
 
 # OpenAI's rule for function names; it also keeps names safe inside every format's markers.
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 
 Choice = Literal["none", "auto", "required", "named"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolsOptions(KindOptions):
+    """The options of a ``tools`` program (also fields of the compile body beside ``tools``)."""
+
+    tool_choice: str | dict[str, Any] = field(
+        default="auto",
+        metadata=option(
+            '`"none"`, `"auto"` (default), `"required"`, or `{"type": "function", "function": {"name": ...}}`.'
+        ),
+    )
+    parallel_tool_calls: bool = field(
+        default=True, metadata=option("several calls in one turn (default true, where the family has them).")
+    )
+    tool_format: str = field(
+        metadata=option(
+            "the model family (required), one of " + ", ".join(TOOL_FORMATS) + ".",
+            missing=f"tools need a tool_format, one of: {', '.join(TOOL_FORMATS)}",
+        )
+    )
+
+    def __post_init__(self) -> None:
+        family: object = self.tool_format
+        if not isinstance(family, str) or family not in TOOL_FORMATS:
+            raise GrammarError(f"unknown tool_format {str(family)[:40]!r}; the families are: {', '.join(TOOL_FORMATS)}")
+        if not isinstance(self.parallel_tool_calls, bool):
+            raise GrammarError("parallel_tool_calls must be true or false")
+        raw: object = self.tool_choice
+        if isinstance(raw, Mapping):
+            valid = isinstance(raw.get("function"), Mapping) and raw.get("type", "function") == "function"
+        else:
+            valid = raw in ("none", "auto", "required")
+        if not valid:
+            raise GrammarError(
+                'tool_choice must be "none", "auto", "required" or {"type": "function", "function": {"name": ...}}'
+            )
 
 
 @dataclass(frozen=True)
@@ -88,7 +123,7 @@ def _function(entry: Any, index: int) -> Tool:
     if not isinstance(parameters, Mapping):
         raise GrammarError(f"{where}.parameters must be a JSON schema object")
     if parameters.get("type", "object") != "object":
-        raise GrammarError(f"{where}.parameters must describe an object (\"type\": \"object\")")
+        raise GrammarError(f'{where}.parameters must describe an object ("type": "object")')
     return Tool(name, parameters)
 
 
@@ -99,15 +134,8 @@ def tool_request(tools: Any, options: Mapping[str, Any], limits: Limits) -> Tool
         GrammarError: a malformed tool, a duplicate name, an unknown family or choice.
         LimitExceeded: more tools than ``limits.max_choices``.
     """
-    unknown = set(options) - TOOL_OPTIONS
-    if unknown:
-        raise GrammarError(f"unknown option(s) for tools: {', '.join(sorted(unknown))}")
-    family = options.get("tool_format")
-    if family is None:
-        raise GrammarError(f"tools need a tool_format, one of: {', '.join(TOOL_FORMATS)}")
-    if family not in TOOL_FORMATS:
-        raise GrammarError(f"unknown tool_format {str(family)[:40]!r}; the families are: {', '.join(TOOL_FORMATS)}")
-    fmt = TOOL_FORMATS[family]
+    checked = ToolsOptions.parse(options, "tools")
+    fmt = TOOL_FORMATS[checked.tool_format]
     if not isinstance(tools, Sequence) or isinstance(tools, (str, bytes)):
         raise GrammarError("tools must be a list of functions")
     if len(tools) > limits.max_choices:
@@ -118,25 +146,16 @@ def tool_request(tools: Any, options: Mapping[str, Any], limits: Limits) -> Tool
         if t.name in seen:
             raise GrammarError(f"two tools are named {t.name!r}")
         seen.add(t.name)
-    parallel = options.get("parallel_tool_calls", True)
-    if not isinstance(parallel, bool):
-        raise GrammarError("parallel_tool_calls must be true or false")
-    raw = options.get("tool_choice", "auto")
+    raw = checked.tool_choice
     choice: Choice
-    if raw in ("none", "auto", "required"):
-        choice = raw
-    elif isinstance(raw, Mapping) and isinstance(raw.get("function"), Mapping) and raw.get("type", "function") in (
-        "function",
-    ):
+    if isinstance(raw, str):
+        choice = cast(Choice, raw)  # one of the three (ToolsOptions)
+    else:
         name = raw["function"].get("name")
         named = [t for t in parsed if t.name == name]
         if not named:
             raise GrammarError(f"tool_choice names {str(name)[:64]!r}, which is not among the tools")
         parsed, choice = named, "named"
-    else:
-        raise GrammarError(
-            'tool_choice must be "none", "auto", "required" or {"type": "function", "function": {"name": ...}}'
-        )
     if not parsed and choice != "none":
-        raise GrammarError("tools is empty: give at least one function, or tool_choice \"none\"")
-    return ToolRequest(tuple(parsed), choice, parallel, fmt)
+        raise GrammarError('tools is empty: give at least one function, or tool_choice "none"')
+    return ToolRequest(tuple(parsed), choice, checked.parallel_tool_calls, fmt)

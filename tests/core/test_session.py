@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 
 from core import (
+    CompiledGuidanceProgram,
     GuidanceBackend,
     GuidanceGrammar,
     InvalidTokens,
@@ -290,3 +293,36 @@ def test_create_state_is_a_fresh_state_of_the_same_program(tiny_backend: Guidanc
     assert row.tobytes() == start  # at the program's start, whatever the grammar has accepted
     assert state.accept_tokens(tok.encode("Name: Cy\nAge: 1"))
     assert grammar.state.text() == "Name: Bo"  # independent of the grammar's own state
+
+
+def test_a_grammar_wraps_a_state_it_is_given_where_it_is(tiny_backend: GuidanceBackend) -> None:
+    tok = tiny_backend.tokenizer
+    program = tiny_backend.compile_template(TEMPLATE)
+    state = program.create_state()
+    assert state.accept_tokens(tok.encode("Name: A"))
+    grammar = GuidanceGrammar(program, tok, state)
+    assert grammar.state is state and grammar.state.tokens == tok.encode("Name: A")
+    fresh = GuidanceGrammar(program, tok)
+    assert fresh.accept_tokens(tok.encode("Name: A")) and mask_of(grammar) == mask_of(fresh)
+    assert grammar.accept_tokens(tok.encode("da\nAge: 3"))
+    assert state.tokens == tok.encode("Name: Ada\nAge: 3")  # one state, moved through the grammar
+    copy = grammar.fork()
+    assert copy.state is not state and copy.state.tokens == state.tokens
+
+
+def test_a_grammar_refuses_a_state_of_another_program(tiny_backend: GuidanceBackend) -> None:
+    program = tiny_backend.compile_template(TEMPLATE)
+    other = tiny_backend.compile_template("{{select 'x' options=['yes', 'no']}}")
+    with pytest.raises(ValueError, match="another program"):
+        GuidanceGrammar(program, state=other.create_state())
+
+
+def test_the_original_public_names_keep_their_signatures() -> None:
+    assert list(inspect.signature(GuidanceGrammar).parameters) == ["program", "tokenizer", "state"]
+    assert list(inspect.signature(CompiledGuidanceProgram.fill_bitmask).parameters) == [
+        "self", "state", "bitmask", "index"
+    ]
+    assert list(inspect.signature(CompiledGuidanceProgram.is_terminated).parameters) == ["self", "state"]
+    for name in ("accept_token", "accept_tokens", "validate_tokens", "rollback", "fill_next_token_bitmask",
+                 "is_terminated", "reset", "fork", "get_variable_values", "create_state"):
+        assert callable(getattr(GuidanceGrammar, name)), name

@@ -245,3 +245,19 @@ def test_the_console_command_runs_check_with_its_exit_statuses(tmp_path: Path) -
     assert mixed.returncode == 1
     assert mixed.stdout.splitlines()[-1] == "1 of 2 accepted"
     assert run(tmp_path / "missing.hbs", "--text", "x").returncode == 2
+
+
+def test_any_kind_is_checked_by_name_with_its_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
+    tools = _write(tmp_path, "tools.json", json.dumps([tool]))
+    call = '<tool_call>\n{"name": "f", "arguments": {}}\n</tool_call>'
+    options = ["--option", "tool_format=hermes", "--option", "tool_choice=required"]
+    status, out, err = _run(capsys, tools, "--kind", "tools", *options, "--text", call)
+    assert status == 0, err
+    assert '"tool_calls": [{"name": "f", "arguments": {}}]' in out
+    status, _, err = _run(capsys, tools, "--kind", "tools", *options, "--text", "no call")
+    assert status == 1
+    status, _, err = _run(capsys, tools, "--kind", "tools", "--text", call)
+    assert status == 2 and "grammar-invalid: tools need a tool_format" in err
+    status, _, err = _run(capsys, tools, "--kind", "tools", "--option", "tool_format", "--text", call)
+    assert status == 2 and "give NAME=VALUE" in err

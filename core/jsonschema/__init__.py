@@ -7,17 +7,26 @@ where each lives.
 """
 
 from core.jsonschema.formats import DEFAULT_FORMAT_MODE, FORMAT_MODES, FormatMode, format_hint
-from core.jsonschema.prepare import json_schema_with_options, prepare_json_schema
+from core.jsonschema.prepare import (
+    PreparedSchema,
+    json_schema_with_options,
+    prepare_json_schema,
+    prepare_schema,
+    schema_grammar,
+)
 from core.jsonschema.rewrite import RewriteReport, rewrite_schema, rewrite_schema_report
 
 __all__ = [
     "DEFAULT_FORMAT_MODE",
     "FORMAT_MODES",
     "FormatMode",
+    "PreparedSchema",
     "RewriteReport",
     "format_hint",
     "json_schema_with_options",
     "prepare_json_schema",
+    "prepare_schema",
     "rewrite_schema",
     "rewrite_schema_report",
+    "schema_grammar",
 ]

@@ -3,6 +3,7 @@ the ``format`` mode, and the notes of what was rewritten."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,7 @@ class RewriteContext:
         ignored: what was compiled as an annotation only (``format "path" at #/properties/p``).
         memo: rewritten nodes by location (a referenced location is rewritten once).
         active: locations being rewritten (a reference back to one of them is a cycle).
+        passes: the passes each node goes through, in order (:mod:`core.jsonschema.walk`).
     """
 
     refs: References
@@ -39,6 +41,7 @@ class RewriteContext:
     ignored: list[str] = field(default_factory=list)
     memo: dict[Path, Any] = field(default_factory=dict)
     active: set[Path] = field(default_factory=set)
+    passes: tuple[Callable[[RewriteContext, dict[str, Any], Path, int], Any], ...] = ()
 
     def note(self, kind: str, path: Path) -> None:
         """Record a rewrite of ``kind`` at ``path``."""

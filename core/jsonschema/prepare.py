@@ -26,9 +26,9 @@ from core.derivation import schema_derivation_depth
 from core.errors import LimitExceeded, SchemaError, classify_engine_error
 from core.limits import Limits
 from core.jsonschema.formats import DEFAULT_FORMAT_MODE, FormatMode, format_hint
-from core.jsonschema.keywords import COUNT_KEYS
 from core.jsonschema.locate import locate_schema_error
 from core.jsonschema.rewrite import RewriteReport, rewrite_schema_report
+from core.jsonschema.walk import PASS_KEYWORDS
 from core.validation import build, too_deep, trimmed
 
 __all__ = [
@@ -45,13 +45,7 @@ _COMPACT = {"whitespace_flexible": False, "item_separator": ",", "key_separator"
 
 #: The keywords some rewrite pass acts on (core.jsonschema.walk): a schema using none of them
 #: anywhere comes out of the rewrites as it went in. ``$ref`` is one (a reference to ``false``).
-REWRITTEN_KEYWORDS = frozenset(
-    {
-        "format", "if", "then", "else", "contains", "minContains", "maxContains", "uniqueItems",
-        "propertyNames", "dependentRequired", "dependentSchemas", "dependencies", "minProperties",
-        "maxProperties", "unevaluatedProperties", "unevaluatedItems", "not", "oneOf", "$ref", *COUNT_KEYS,
-    }
-)  # fmt: skip
+REWRITTEN_KEYWORDS = PASS_KEYWORDS
 
 
 @dataclass(frozen=True)
@@ -61,9 +55,9 @@ class PreparedSchema:
     Attributes:
         schema: the schema for llguidance, its ``x-guidance`` options set.
         ignored: the annotations it does not assert (see :mod:`core.jsonschema.formats`).
-        shallow: its derivations are known to be within ``max_derivation_depth`` (no ``$ref`` and
-            no rewrite: a chain is no longer than the nesting), so a grammar made of it need not
-            be walked again.
+        shallow: its derivations are known to be within ``max_derivation_depth`` (nothing was
+            rewritten: the schema checked is the one llguidance gets), so a grammar made of it
+            need not be walked again.
     """
 
     schema: dict[str, Any]
@@ -151,7 +145,7 @@ def prepare_schema(
     if keywords.isdisjoint(REWRITTEN_KEYWORDS):
         report = RewriteReport()
     else:
-        schema, report = rewrite_schema_report(schema, formats, limits=limits)
+        schema, report = rewrite_schema_report(schema, formats, limits=limits, keywords=keywords)
     user = schema.get("x-guidance")
     options: dict[str, Any] = dict(_COMPACT)
     if isinstance(user, Mapping):
@@ -164,7 +158,7 @@ def prepare_schema(
         options["whitespace_pattern"] = whitespace_pattern
     out = dict(schema)
     out["x-guidance"] = options
-    return PreparedSchema(out, report.ignored, shallow and not report.changed)
+    return PreparedSchema(out, report.ignored, not report.changed)
 
 
 def schema_grammar(

@@ -3,12 +3,14 @@
 Children are rewritten before their parent, so every pass sees rewritten subschemas; a location a
 ``$ref`` points to is rewritten once (memoised by its path) and a reference that leads back to a
 location being rewritten (a cycle) is not followed. Each node then goes through the passes, in
-the order :func:`_passes` calls them.
+the order of :data:`_PASSES`; a pass none of whose keywords the document uses is left out (a pass
+only ever adds keywords no pass acts on, so what a document uses decides once which passes can
+act anywhere in it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Set
 from typing import Any
 
 from core.jsonschema.analysis import Analysis
@@ -16,7 +18,7 @@ from core.jsonschema.cleanup import decimal_counts, formats, no_ops
 from core.jsonschema.context import RewriteContext
 from core.jsonschema.formats import FormatMode
 from core.jsonschema.items import unique_items
-from core.jsonschema.keywords import LISTS, MAPS, SINGLE
+from core.jsonschema.keywords import COUNT_KEYS, LISTS, MAPS, SINGLE
 from core.jsonschema.logic import conditional, false_ref, negation
 from core.jsonschema.one_of import one_of
 from core.jsonschema.properties import dependencies, property_counts, property_names
@@ -24,17 +26,49 @@ from core.jsonschema.refs import Path, References
 from core.jsonschema.unevaluated import unevaluated
 from core.limits import Limits
 
-__all__ = ["new_context", "rewrite_node"]
+__all__ = ["PASS_KEYWORDS", "new_context", "rewrite_node"]
+
+Pass = Callable[[RewriteContext, dict[str, Any], Path, int], Any]
+
+# Each pass, in the order it runs, with the keywords without which it leaves every node as it is.
+_PASSES: tuple[tuple[Pass, frozenset[str]], ...] = (
+    (formats, frozenset({"format"})),
+    (decimal_counts, frozenset(COUNT_KEYS)),
+    (no_ops, frozenset({"if", "then", "else", "contains", "minContains", "maxContains", "uniqueItems",
+                        "propertyNames", "dependentRequired"})),
+    (property_counts, frozenset({"minProperties", "maxProperties"})),
+    # before the passes that turn not/if/oneOf/dependentSchemas into allOf entries, which would
+    # read as evaluating properties
+    (unevaluated, frozenset({"unevaluatedProperties", "unevaluatedItems"})),
+    (property_names, frozenset({"propertyNames"})),
+    (unique_items, frozenset({"uniqueItems"})),
+    (dependencies, frozenset({"dependentRequired", "dependentSchemas", "dependencies"})),
+    (conditional, frozenset({"if"})),
+    (negation, frozenset({"not"})),
+    (one_of, frozenset({"oneOf"})),
+    (false_ref, frozenset({"$ref"})),  # last: on the result, and it may give ``false``
+)  # fmt: skip
+
+#: Every keyword some pass acts on: a document using none of them is not changed by the rewrites.
+PASS_KEYWORDS: frozenset[str] = frozenset().union(*(keys for _, keys in _PASSES))
 
 
-def new_context(root: Mapping[str, Any], limits: Limits, mode: FormatMode, formats_only: bool) -> RewriteContext:
-    """A context for rewriting ``root``, whose analysis reads referenced schemas rewritten."""
+def new_context(
+    root: Mapping[str, Any], limits: Limits, mode: FormatMode, formats_only: bool, keywords: Set[str] | None = None
+) -> RewriteContext:
+    """A context for rewriting ``root``, whose analysis reads referenced schemas rewritten.
+
+    ``keywords``: every object key in ``root``, when the caller has them (the passes that act on
+    none of them are left out); None: every pass runs.
+    """
     refs = References(root, limits.max_rewrite_depth)
 
     def read(node: Any, path: Path, depth: int) -> Any:
         return None if path in ctx.active else rewrite_node(ctx, node, path, depth)
 
-    ctx = RewriteContext(refs, Analysis(refs, limits, read), limits, mode, formats_only)
+    chosen = _PASSES[:1] if formats_only else _PASSES
+    passes = tuple(p for p, keys in chosen if keywords is None or not keys.isdisjoint(keywords))
+    ctx = RewriteContext(refs, Analysis(refs, limits, read), limits, mode, formats_only, passes=passes)
     return ctx
 
 
@@ -57,24 +91,12 @@ def rewrite_node(ctx: RewriteContext, node: Any, path: Path, depth: int) -> Any:
 
 
 def _passes(ctx: RewriteContext, s: dict[str, Any], path: Path, depth: int) -> Any:
-    """The passes over one node whose children are rewritten: each takes and returns a fresh dict."""
-    # Called one by one rather than from a table: a call site that sees one function stays fast.
-    s = formats(ctx, s, path, depth)
-    if ctx.formats_only:
-        return s
-    s = decimal_counts(ctx, s, path, depth)
-    s = no_ops(ctx, s, path, depth)
-    s = property_counts(ctx, s, path, depth)
-    # before the passes that turn not/if/oneOf/dependentSchemas into allOf entries, which would
-    # read as evaluating properties
-    s = unevaluated(ctx, s, path, depth)
-    s = property_names(ctx, s, path, depth)
-    s = unique_items(ctx, s, path, depth)
-    s = dependencies(ctx, s, path, depth)
-    s = conditional(ctx, s, path, depth)
-    s = negation(ctx, s, path, depth)
-    s = one_of(ctx, s, path, depth)
-    return false_ref(ctx, s, path, depth)  # last: on the result, and it may give ``false``
+    """The context's passes over one node whose children are rewritten: each takes and returns a
+    fresh dict (the last may give ``false``)."""
+    out: Any = s
+    for step in ctx.passes:
+        out = step(ctx, out, path, depth)
+    return out
 
 
 def _child(ctx: RewriteContext, key: str, value: Any, path: Path, depth: int) -> Any:

@@ -56,8 +56,8 @@ class PreparedSchema:
         schema: the schema for llguidance, its ``x-guidance`` options set.
         ignored: the annotations it does not assert (see :mod:`core.jsonschema.formats`).
         shallow: its derivations are known to be within ``max_derivation_depth`` (nothing was
-            rewritten: the schema checked is the one llguidance gets), so a grammar made of it
-            need not be walked again.
+            rewritten, so the schema checked is the one llguidance gets; or it has no ``$ref``
+            and nests no deeper than that), so a grammar made of it need not be walked again.
     """
 
     schema: dict[str, Any]
@@ -158,7 +158,9 @@ def prepare_schema(
         options["whitespace_pattern"] = whitespace_pattern
     out = dict(schema)
     out["x-guidance"] = options
-    return PreparedSchema(out, report.ignored, not report.changed)
+    # Rewrites add no $ref: without one, a chain of subschemas is no longer than the nesting.
+    checked = not report.changed or (shallow and _keywords(out, limits.max_derivation_depth) is not None)
+    return PreparedSchema(out, report.ignored, checked)
 
 
 def schema_grammar(

@@ -75,11 +75,11 @@ def compile_template(
     template: GuidanceTemplate, tokenizer: llguidance.LLTokenizer | None, limits: Limits
 ) -> CompiledSpec:
     """Compile a parsed template; errors carry line and column."""
-    grammar, layout = template_grammar(template.nodes, tokenizer, limits)
+    grammar, layout, ignored = template_grammar(template.nodes, tokenizer, limits)
     matcher = require_valid(
         grammar, tokenizer, limits, lambda message: TemplateError(f"template does not compile: {message}"), "template"
     )
-    return CompiledSpec(grammar, layout, matcher=matcher)
+    return CompiledSpec(grammar, layout, tuple(ignored), matcher)
 
 
 def _checked(

@@ -1,7 +1,7 @@
 """JSON schemas for llguidance: exact rewrites of what it refuses, and ``format`` handling.
 
-:func:`prepare_json_schema` is the entry point the compiler calls (limits, rewrites, output
-format; :mod:`core.jsonschema.prepare`); :func:`rewrite_schema_report` (and
+:func:`schema_grammar` is the entry point the compiler calls for a JSON schema, direct or in a
+template's slot (limits, rewrites, output format, llguidance's verdict; :mod:`core.jsonschema.prepare`); :func:`rewrite_schema_report` (and
 :func:`rewrite_schema`) the rewrites alone. :mod:`core.jsonschema.rewrite` lists the rewrites and
 where each lives.
 """
@@ -9,7 +9,6 @@ where each lives.
 from core.jsonschema.formats import DEFAULT_FORMAT_MODE, FORMAT_MODES, FormatMode, format_hint
 from core.jsonschema.prepare import (
     PreparedSchema,
-    json_schema_with_options,
     prepare_json_schema,
     prepare_schema,
     schema_grammar,
@@ -23,7 +22,6 @@ __all__ = [
     "PreparedSchema",
     "RewriteReport",
     "format_hint",
-    "json_schema_with_options",
     "prepare_json_schema",
     "prepare_schema",
     "rewrite_schema",

@@ -34,7 +34,6 @@ from core.validation import build, too_deep, trimmed
 __all__ = [
     "REWRITTEN_KEYWORDS",
     "PreparedSchema",
-    "json_schema_with_options",
     "prepare_json_schema",
     "prepare_schema",
     "schema_grammar",
@@ -82,17 +81,6 @@ def _keywords(value: Any, limit: int) -> set[str] | None:
     return keys
 
 
-def json_schema_with_options(
-    schema: Mapping[str, Any] | bool, whitespace: int | None, limits: Limits
-) -> dict[str, Any]:
-    """The schema rewritten for llguidance, its ``x-guidance`` formatting options set (compact by default).
-
-    Keys the schema itself sets in ``x-guidance`` win over the compact default; ``whitespace=N``
-    wins over both. ``format`` is asserted where known (see :func:`prepare_json_schema`).
-    """
-    return prepare_json_schema(schema, whitespace, limits)[0]
-
-
 def prepare_json_schema(
     schema: Mapping[str, Any] | bool,
     whitespace: int | None,
@@ -100,7 +88,7 @@ def prepare_json_schema(
     formats: FormatMode = DEFAULT_FORMAT_MODE,
     whitespace_pattern: str | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
-    """:func:`json_schema_with_options` with the ``formats`` mode, also returning what was ignored.
+    """:func:`prepare_schema`'s schema and ignored annotations, as a pair.
 
     Returns:
         ``(schema, ignored)``: :attr:`PreparedSchema.schema` and :attr:`PreparedSchema.ignored`

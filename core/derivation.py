@@ -31,6 +31,7 @@ _ONE = ("additionalProperties", "additionalItems", "contains", "not", "if", "the
         "propertyNames", "unevaluatedItems", "unevaluatedProperties", "items")
 _MAP = ("properties", "patternProperties", "dependentSchemas")
 _LIST = ("anyOf", "oneOf", "allOf", "prefixItems", "items")
+_EDGES = frozenset({"$ref", *_ONE, *_MAP, *_LIST})  # a schema with none of these has no children
 
 _Node = Hashable
 
@@ -137,7 +138,7 @@ class _Graph:
         value = values.get(("json", doc, path), _DONE)
         if value is _DONE:
             value = _resolve(self.docs[doc], path)
-        if not isinstance(value, dict):
+        if not isinstance(value, dict) or value.keys().isdisjoint(_EDGES):
             return []
         out: list[_Node] = []
         ref = value.get("$ref")

@@ -29,19 +29,20 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import llguidance
 import llguidance.numpy
 import numpy as np
-
-from llguidance._lib import JsonCompileOptions
 
 from bench.harness import ROOT, Server, machine, percentile
 from core import GuidanceBackend
 from core.bitmask import allocate_bitmask
 from core.kinds import compile_spec
 from core.spec import ProgramSpec
+
+if TYPE_CHECKING:
+    from llguidance._lib import JsonCompileOptions
 
 __all__ = ["corpus", "main", "run", "table"]
 

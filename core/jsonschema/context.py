@@ -30,6 +30,7 @@ class RewriteContext:
         memo: rewritten nodes by location (a referenced location is rewritten once).
         active: locations being rewritten (a reference back to one of them is a cycle).
         passes: the passes each node goes through, in order (:mod:`core.jsonschema.walk`).
+        live: the ids of the document's objects and lists some pass may act on, at or below them.
     """
 
     refs: References
@@ -42,6 +43,7 @@ class RewriteContext:
     memo: dict[Path, Any] = field(default_factory=dict)
     active: set[Path] = field(default_factory=set)
     passes: tuple[Callable[[RewriteContext, dict[str, Any], Path, int], Any], ...] = ()
+    live: set[int] = field(default_factory=set)
 
     def note(self, kind: str, path: Path) -> None:
         """Record a rewrite of ``kind`` at ``path``."""

@@ -146,11 +146,13 @@ def rewrite_schema_report(
     ctx = new_context(schema, limits, formats, formats_only=False, keywords=keywords)
     out = rewrite_node(ctx, schema, (), 0)
     assert isinstance(out, dict)
+    out = dict(out) if out is schema else out  # nothing to rewrite: still a new dict
     # Rewrites multiply in nested structures: past this size, only the formats are rewritten (the
     # size of the input is measured only when something was rewritten).
     growth, extra = limits.max_rewrite_growth, limits.max_rewrite_complement_chars
     if ctx.notes and too_big(out, growth * serialised_size(schema) + extra):
         ctx = new_context(schema, limits, formats, formats_only=True, keywords=keywords)
         out = rewrite_node(ctx, schema, (), 0)
+        out = dict(out) if out is schema else out
         return out, RewriteReport(["too large to rewrite: #", *ctx.notes], ctx.ignored)
     return out, RewriteReport(ctx.notes, ctx.ignored)

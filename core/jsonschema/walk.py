@@ -5,7 +5,8 @@ Children are rewritten before their parent, so every pass sees rewritten subsche
 location being rewritten (a cycle) is not followed. Each node then goes through the passes, in
 the order of :data:`_PASSES`; a pass none of whose keywords the document uses is left out (a pass
 only ever adds keywords no pass acts on, so what a document uses decides once which passes can
-act anywhere in it).
+act anywhere in it), and a subschema with none of those keywords at or below it is handed back as
+it is, unwalked.
 """
 
 from __future__ import annotations
@@ -67,14 +68,42 @@ def new_context(
         return None if path in ctx.active else rewrite_node(ctx, node, path, depth)
 
     chosen = _PASSES[:1] if formats_only else _PASSES
-    passes = tuple(p for p, keys in chosen if keywords is None or not keys.isdisjoint(keywords))
-    ctx = RewriteContext(refs, Analysis(refs, limits, read), limits, mode, formats_only, passes=passes)
+    chosen = tuple((p, keys) for p, keys in chosen if keywords is None or not keys.isdisjoint(keywords))
+    triggers = frozenset().union(*(keys for _, keys in chosen))
+    passes = tuple(p for p, _ in chosen)
+    live = _live(root, triggers)
+    ctx = RewriteContext(refs, Analysis(refs, limits, read), limits, mode, formats_only, passes=passes, live=live)
     return ctx
+
+
+def _live(root: Any, triggers: frozenset[str]) -> set[int]:
+    """The ids of the objects and lists of ``root`` with a key in ``triggers`` at or below them.
+
+    No pass acts on a node outside them, or below it: the walk hands such a node back as it is.
+    """
+    containers: list[Any] = []
+    stack: list[Any] = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            containers.append(node)
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            containers.append(node)
+            stack.extend(node)
+    live: set[int] = set()
+    for node in reversed(containers):  # every container comes after its parent: children first
+        if isinstance(node, dict):
+            if not triggers.isdisjoint(node) or any(id(v) in live for v in node.values()):
+                live.add(id(node))
+        elif any(id(v) in live for v in node):
+            live.add(id(node))
+    return live
 
 
 def rewrite_node(ctx: RewriteContext, node: Any, path: Path, depth: int) -> Any:
     """The node at ``path`` rewritten (children first); nodes deeper than the bound stay as they are."""
-    if not isinstance(node, dict) or depth > ctx.limits.max_rewrite_depth:
+    if not isinstance(node, dict) or depth > ctx.limits.max_rewrite_depth or id(node) not in ctx.live:
         return node
     if path in ctx.memo:
         return ctx.memo[path]

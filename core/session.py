@@ -128,7 +128,8 @@ class GuidanceState:
     """
 
     __slots__ = (
-        "_data_bytes", "_data_tokens", "_eos", "_fast", "_matcher", "_reads", "_root", "_terminated", "_vocab",
+        "_data_bytes", "_data_tokens", "_eos", "_fast", "_forced", "_matcher", "_reads", "_root", "_terminated",
+        "_vocab",
         "program", "shard", "tokens",
     )  # fmt: skip
 
@@ -143,9 +144,11 @@ class GuidanceState:
         self._matcher: llguidance.LLMatcher = self._root.deep_copy()
         self._terminated = False
         self.tokens: list[int] = []
-        # What this step's readers computed (forced tokens, variables, partial values); None once
-        # the state moves. Every change of the tokens goes through _advance, rollback, reset or
-        # _recover, which clear it.
+        # What this step's readers computed: the forced tokens (asked at most steps, kept as a
+        # tuple: most are empty, and the empty tuple costs nothing), and the variables and partial
+        # values; None once the state moves. Every change of the tokens goes through _advance,
+        # rollback, reset or _recover, which clear them.
+        self._forced: tuple[int, ...] | None = None
         self._reads: dict[Any, Any] | None = None
         # The bytes of tokens[:_data_tokens], decoded when first read and extended as tokens come.
         self._data_bytes = b""
@@ -233,7 +236,7 @@ class GuidanceState:
                         raise _SpentMatcher(m.get_error())
                     raise self._rejected(tokens, 0)
                 self.tokens.append(t)
-                self._reads = None
+                self._forced = self._reads = None
                 return
         n = self.count_valid(tokens)
         if n < len(tokens):
@@ -253,7 +256,7 @@ class GuidanceState:
             self._recover(len(self.tokens))
             raise self._rejected(tokens, self._probe(tokens))
         self.tokens.extend(tokens)
-        self._reads = None
+        self._forced = self._reads = None
 
     def _rejected(self, tokens: Sequence[int], index: int) -> TokenRejected:
         bad = tokens[index]
@@ -293,7 +296,7 @@ class GuidanceState:
         else:
             self._forget_data(keep)
             del self.tokens[keep:]
-            self._reads = None
+            self._forced = self._reads = None
 
     def reset(self) -> None:
         """Back to the start of the program."""
@@ -301,7 +304,7 @@ class GuidanceState:
         self._matcher = self._root.deep_copy()
         self._terminated = False
         self.tokens = []
-        self._reads = None
+        self._forced = self._reads = None
         self._data_bytes, self._data_tokens = b"", 0
 
     def fork(self) -> GuidanceState:
@@ -313,6 +316,7 @@ class GuidanceState:
         other._matcher = self._matcher.deep_copy()
         other._terminated = self._terminated
         other.tokens = list(self.tokens)
+        other._forced = self._forced  # a tuple: shared as it is
         other._reads = None  # the copy's own reads: callers may keep what this state handed out
         other._data_bytes, other._data_tokens = self._data_bytes, self._data_tokens
         return other
@@ -338,7 +342,7 @@ class GuidanceState:
         self._matcher = m
         self._terminated = terminated
         self.tokens = kept
-        self._reads = None
+        self._forced = self._reads = None
 
     def _forget_data(self, keep: int) -> None:
         """Cut the decoded text to the first ``keep`` tokens (the tokens after them are going)."""
@@ -408,14 +412,13 @@ class GuidanceState:
 
         Computed once per step (a new list each call).
         """
-        reads = self._step_reads()
-        forced = reads.get("forced")
+        forced = self._forced
         if forced is None:
             try:
-                forced = self._forced_tokens()
+                forced = tuple(self._forced_tokens())
             except _SpentMatcher:
-                forced = self._after_engine_error(self._forced_tokens)
-            self._step_reads()["forced"] = forced  # _after_engine_error may have replaced the reads
+                forced = tuple(self._after_engine_error(self._forced_tokens))
+            self._forced = forced
         return list(forced)
 
     def _forced_tokens(self) -> list[int]:

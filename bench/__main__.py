@@ -1,7 +1,7 @@
 """``python -m bench [--quick] [--only NAME,...] [--out PATH]``: every benchmark, one report.
 
 Runs, in order, :mod:`bench.inprocess`, :mod:`bench.service`, :mod:`bench.mask_floor`,
-:mod:`bench.decode_loop` and :mod:`bench.memory` (each also runs alone as
+:mod:`bench.decode_loop`, :mod:`bench.memory` and :mod:`bench.compile` (each also runs alone as
 ``python -m bench.<name>``), prints a table per benchmark and writes ``bench/results/latest.json``:
 the machine, the headline ratios (with their targets) at the top level, and every benchmark's rows.
 ``--quick`` takes about a minute; the full run a few minutes (docs/benchmarks.md).
@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import compile as compile_bench
 from bench import decode_loop, inprocess, mask_floor, memory, service
 from bench.harness import ROOT, machine
 
@@ -25,6 +26,7 @@ BENCHMARKS = {
     "mask_floor": mask_floor,
     "decode_loop": decode_loop,
     "memory": memory,
+    "compile": compile_bench,
 }
 
 # SPEC section 9: each headline figure, where it comes from, and its target.
@@ -34,6 +36,7 @@ HEADLINES: dict[str, tuple[str, str, float]] = {
     "mask_vs_floor": ("mask_floor", "<=", 1.2),
     "decode_loop_vs_unconstrained": ("decode_loop", ">=", 0.95),
     "bytes_per_session": ("memory", "", 0.0),
+    "compile_vs_raw": ("compile", "<=", 1.3),
 }
 
 
@@ -86,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         ):
             report[key] = details["service"].get(key)
         report["masks_equal"] = details["service"].get("masks_equal")
+    if "compile" in details:
+        for key in ("compile_vs_raw_p50", "compile_vs_raw_p99", "compile_http_added_ms"):
+            report[key] = details["compile"].get(key)
     if "mask_floor" in details:
         report["mask_vs_floor_compute"] = details["mask_floor"].get("mask_vs_floor_compute")
     report["targets"] = targets

@@ -407,12 +407,12 @@ def _stages(schema: Any, tok: Any, limits: Any) -> dict[str, float] | None:
     """Seconds of each stage of one schema's compile, as the server runs them."""
     import llguidance
 
-    from core.jsonschema import json_schema_with_options
+    from core.jsonschema import prepare_json_schema
     from core.derivation import derivation_depth
     from core.expansion import expansion
 
     t0 = time.perf_counter()
-    prepared = json_schema_with_options(schema, None, limits)
+    prepared = prepare_json_schema(schema, None, limits)[0]
     grammar = llguidance.LLMatcher.grammar_from_json_schema(prepared)
     derivation_depth(grammar, limits.max_derivation_depth)
     t1 = time.perf_counter()

@@ -14,25 +14,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import llguidance
 
 from core.captures import CaptureLayout, passthrough_layout
-from core.errors import GrammarError, LimitExceeded, SchemaError, TemplateError, classify_engine_error
+from core.errors import GrammarError, LimitExceeded, SchemaError, TemplateError
 from core.gbnf import convert_gbnf, dialect_hint
 from core.lark_text import lark_capture_names, lark_string
 from core.limits import Limits
-from core.jsonschema import DEFAULT_FORMAT_MODE, FormatMode, format_hint, prepare_json_schema
-from core.jsonschema.locate import locate_schema_error
+from core.jsonschema import DEFAULT_FORMAT_MODE, FormatMode, schema_grammar
 from core.llgrammar import llguidance_grammar
 from core.regex_errors import regex_message
 from core.template import GuidanceTemplate
 from core.structural_tag import structural_tag_grammar
 from core.template.lark import template_grammar
 from core.tools import tool_request, tools_lark
-from core.validation import check_size, require_valid, trimmed, validate
+from core.validation import check_size, require_valid
 
 __all__ = [
     "CompiledSpec",
@@ -58,22 +57,29 @@ class CompiledSpec:
         layout: how to read its captures as variables.
         ignored: what the schema asks that is compiled as an annotation only
             (``format "path" at #/...``).
+        matcher: the pristine matcher llguidance built to validate the grammar, for the program
+            to keep as its first (None: built by the program; never crosses a process).
     """
 
     grammar: str
     layout: CaptureLayout
     ignored: tuple[str, ...] = ()
+    matcher: llguidance.LLMatcher | None = field(default=None, compare=False, repr=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # An LLMatcher cannot be pickled: a compile worker hands back the grammar, not its matcher.
+        return {**self.__dict__, "matcher": None}
 
 
 def compile_template(
     template: GuidanceTemplate, tokenizer: llguidance.LLTokenizer | None, limits: Limits
 ) -> CompiledSpec:
     """Compile a parsed template; errors carry line and column."""
-    grammar, layout = template_grammar(template.nodes, tokenizer, limits)
-    require_valid(
+    grammar, layout, ignored = template_grammar(template.nodes, tokenizer, limits)
+    matcher = require_valid(
         grammar, tokenizer, limits, lambda message: TemplateError(f"template does not compile: {message}"), "template"
     )
-    return CompiledSpec(grammar, layout)
+    return CompiledSpec(grammar, layout, tuple(ignored), matcher)
 
 
 def _checked(
@@ -83,8 +89,8 @@ def _checked(
     error: type[GrammarError],
     layout: CaptureLayout | None = None,
 ) -> CompiledSpec:
-    require_valid(grammar, tokenizer, limits, error)
-    return CompiledSpec(grammar, layout or CaptureLayout())
+    matcher = require_valid(grammar, tokenizer, limits, error)
+    return CompiledSpec(grammar, layout or CaptureLayout(), matcher=matcher)
 
 
 def compile_regex(pattern: str, tokenizer: llguidance.LLTokenizer | None, limits: Limits) -> CompiledSpec:
@@ -98,8 +104,8 @@ def compile_regex(pattern: str, tokenizer: llguidance.LLTokenizer | None, limits
         return GrammarError(detail, column=column)
 
     grammar = llguidance.LLMatcher.grammar_from_regex(pattern)
-    require_valid(grammar, tokenizer, limits, invalid)
-    return CompiledSpec(grammar, CaptureLayout())
+    matcher = require_valid(grammar, tokenizer, limits, invalid)
+    return CompiledSpec(grammar, CaptureLayout(), matcher=matcher)
 
 
 def compile_lark(lark: str, tokenizer: llguidance.LLTokenizer | None, limits: Limits) -> CompiledSpec:
@@ -117,8 +123,8 @@ def compile_lark(lark: str, tokenizer: llguidance.LLTokenizer | None, limits: Li
         return GrammarError(f"{hint}\n{message}" if hint else message)
 
     grammar = llguidance.LLMatcher.grammar_from_lark(lark)
-    require_valid(grammar, tokenizer, limits, invalid)
-    return CompiledSpec(grammar, passthrough_layout(lark_capture_names(lark)))
+    matcher = require_valid(grammar, tokenizer, limits, invalid)
+    return CompiledSpec(grammar, passthrough_layout(lark_capture_names(lark)), matcher=matcher)
 
 
 def compile_gbnf(gbnf: str, tokenizer: llguidance.LLTokenizer | None, limits: Limits) -> CompiledSpec:
@@ -127,8 +133,8 @@ def compile_gbnf(gbnf: str, tokenizer: llguidance.LLTokenizer | None, limits: Li
     Errors name the line of the GBNF text (and its column, for syntax errors).
     """
     converted = convert_gbnf(gbnf, limits)
-    require_valid(converted.lark, tokenizer, limits, converted.error)
-    return CompiledSpec(converted.lark, CaptureLayout())
+    matcher = require_valid(converted.lark, tokenizer, limits, converted.error)
+    return CompiledSpec(converted.lark, CaptureLayout(), matcher=matcher)
 
 
 def compile_llguidance(
@@ -137,8 +143,8 @@ def compile_llguidance(
     """llguidance's top-level grammar object (``{"grammars": [...]}``), with llguidance's semantics."""
     text, names = llguidance_grammar(grammar)
     check_size(text, "llguidance grammar", limits)
-    require_valid(text, tokenizer, limits, GrammarError)
-    return CompiledSpec(text, passthrough_layout(names))
+    matcher = require_valid(text, tokenizer, limits, GrammarError)
+    return CompiledSpec(text, passthrough_layout(names), matcher=matcher)
 
 
 def compile_json_schema(
@@ -160,26 +166,8 @@ def compile_json_schema(
             raise SchemaError(f"JSON schema is not valid JSON: {e.msg} at {e.pos}") from None
     if not isinstance(schema, (Mapping, bool)):
         raise SchemaError("a JSON schema must be an object or a boolean")
-    prepared, ignored = prepare_json_schema(schema, whitespace, limits, formats, whitespace_pattern)
-    try:
-        grammar = llguidance.LLMatcher.grammar_from_json_schema(prepared)
-    except ValueError as e:
-        raise _located(schema, trimmed(str(e))) from None
-    message = validate(grammar, tokenizer, limits)
-    if message:
-        limit = classify_engine_error(message)
-        if limit is not None:
-            raise LimitExceeded(f"constraint too complex: {trimmed(message)}", limit)
-        raise _located(schema, format_hint(trimmed(message)))
-    return CompiledSpec(grammar, CaptureLayout(), tuple(ignored))
-
-
-def _located(schema: Any, detail: str) -> SchemaError:
-    """The error llguidance reports, with the JSON pointer of the place in ``schema`` it is about."""
-    pointer = locate_schema_error(schema, detail)
-    if pointer is None:
-        return SchemaError(detail)
-    return SchemaError(f"{detail} (at #{pointer})", pointer=pointer)
+    grammar, prepared, matcher = schema_grammar(schema, tokenizer, limits, whitespace, formats, whitespace_pattern)
+    return CompiledSpec(grammar, CaptureLayout(), tuple(prepared.ignored), matcher)
 
 
 def compile_choice(options: Sequence[str], tokenizer: llguidance.LLTokenizer | None, limits: Limits) -> CompiledSpec:

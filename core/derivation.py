@@ -31,6 +31,7 @@ _ONE = ("additionalProperties", "additionalItems", "contains", "not", "if", "the
         "propertyNames", "unevaluatedItems", "unevaluatedProperties", "items")
 _MAP = ("properties", "patternProperties", "dependentSchemas")
 _LIST = ("anyOf", "oneOf", "allOf", "prefixItems", "items")
+_EDGES = frozenset({"$ref", *_ONE, *_MAP, *_LIST})  # a schema with none of these has no children
 
 _Node = Hashable
 
@@ -73,6 +74,9 @@ class _Graph:
         self.docs: list[Any] = []  # JSON schemas (top-level ones and inline %json ones)
         self.rules: dict[tuple[str, str], list[Any]] = {}  # (grammar, rule) -> children
         self.starts: dict[str, list[_Node]] = {}  # grammar name -> its rule nodes
+        # A subschema's value, noted when its parent lists it: found again by path, from the
+        # document's root, only when a $ref leads there.
+        self.values: dict[_Node, Any] = {}
 
     def add_grammar(self, entry: dict[str, Any]) -> list[_Node]:
         name = entry.get("name")
@@ -130,8 +134,11 @@ class _Graph:
         return self._schema_children(node[1], node[2])
 
     def _schema_children(self, doc: int, path: tuple[str | int, ...]) -> list[_Node]:
-        value = _resolve(self.docs[doc], path)
-        if not isinstance(value, dict):
+        values = self.values
+        value = values.get(("json", doc, path), _DONE)
+        if value is _DONE:
+            value = _resolve(self.docs[doc], path)
+        if not isinstance(value, dict) or value.keys().isdisjoint(_EDGES):
             return []
         out: list[_Node] = []
         ref = value.get("$ref")
@@ -140,16 +147,25 @@ class _Graph:
             if target is not None:
                 out.append(("json", doc, target))
         for key in _ONE:
-            if isinstance(value.get(key), (dict, bool)):
-                out.append(("json", doc, (*path, key)))
+            sub = value.get(key)
+            if isinstance(sub, (dict, bool)):
+                child = ("json", doc, (*path, key))
+                values[child] = sub
+                out.append(child)
         for key in _MAP:
             sub = value.get(key)
             if isinstance(sub, dict):
-                out.extend(("json", doc, (*path, key, k)) for k in sub)
+                for k, v in sub.items():
+                    child = ("json", doc, (*path, key, k))
+                    values[child] = v
+                    out.append(child)
         for key in _LIST:
             sub = value.get(key)
             if isinstance(sub, list):
-                out.extend(("json", doc, (*path, key, i)) for i in range(len(sub)))
+                for i, v in enumerate(sub):
+                    child = ("json", doc, (*path, key, i))
+                    values[child] = v
+                    out.append(child)
         return out
 
 

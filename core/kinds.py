@@ -294,8 +294,8 @@ def compile_spec(spec: ProgramSpec, tokenizer: llguidance.LLTokenizer | None, li
         compiled = kind.compile(spec, tokenizer, limits)
         if spec.reasoning is not None:
             grammar, layout = with_reasoning(compiled.grammar, compiled.layout, spec.reasoning, tokenizer)
-            require_valid(grammar, tokenizer, limits, GrammarError)
-            compiled = replace(compiled, grammar=grammar, layout=layout)
+            matcher = require_valid(grammar, tokenizer, limits, GrammarError)
+            compiled = replace(compiled, grammar=grammar, layout=layout, matcher=matcher)
     except RecursionError:
         raise LimitExceeded("the constraint is nested too deeply", "max_nesting_depth") from None
     grown = expansion(compiled.grammar)

@@ -100,7 +100,9 @@ class CompiledGuidanceProgram:
         # llguidance's validate_tokens does not count max_tokens past the first token: programs
         # that use it validate by consuming on a copy instead.
         self.exact_validation = "max_tokens=" in self.grammar
-        root = self._make_root()
+        # The matcher that validated the grammar, when the compile ran in this process (a pristine
+        # one, built under the same limits): building it again would double the compile's cost.
+        root = compiled.matcher if compiled.matcher is not None else self._make_root()
         if root.is_error():
             error = root.get_error()[:1000]
             limit = classify_engine_error(error)

@@ -121,9 +121,17 @@ class GuidanceState:
     """The decoding state of one request against a compiled program (:class:`SessionProgram`).
 
     Not thread-safe: one request, one caller at a time (the service serialises per session).
+
+    What is read of a step (forced tokens, variables, partial values) is computed once per step,
+    whichever of them a caller asks for and in whatever order, and kept until the state moves;
+    the text is decoded incrementally, so reading a step costs the same at every length.
     """
 
-    __slots__ = ("_eos", "_fast", "_matcher", "_root", "_terminated", "_vocab", "program", "shard", "tokens")
+    __slots__ = (
+        "_data_bytes", "_data_tokens", "_eos", "_fast", "_forced", "_matcher", "_reads", "_root", "_terminated",
+        "_vocab",
+        "program", "shard", "tokens",
+    )  # fmt: skip
 
     def __init__(self, program: SessionProgram) -> None:
         self.program = program
@@ -136,6 +144,15 @@ class GuidanceState:
         self._matcher: llguidance.LLMatcher = self._root.deep_copy()
         self._terminated = False
         self.tokens: list[int] = []
+        # What this step's readers computed: the forced tokens (asked at most steps, kept as a
+        # tuple: most are empty, and the empty tuple costs nothing), and the variables and partial
+        # values; None once the state moves. Every change of the tokens goes through _advance,
+        # rollback, reset or _recover, which clear them.
+        self._forced: tuple[int, ...] | None = None
+        self._reads: dict[Any, Any] | None = None
+        # The bytes of tokens[:_data_tokens], decoded when first read and extended as tokens come.
+        self._data_bytes = b""
+        self._data_tokens = 0
 
     # -- advancing
     def check_tokens(self, tokens: Sequence[int]) -> None:
@@ -219,6 +236,7 @@ class GuidanceState:
                         raise _SpentMatcher(m.get_error())
                     raise self._rejected(tokens, 0)
                 self.tokens.append(t)
+                self._forced = self._reads = None
                 return
         n = self.count_valid(tokens)
         if n < len(tokens):
@@ -238,6 +256,7 @@ class GuidanceState:
             self._recover(len(self.tokens))
             raise self._rejected(tokens, self._probe(tokens))
         self.tokens.extend(tokens)
+        self._forced = self._reads = None
 
     def _rejected(self, tokens: Sequence[int], index: int) -> TokenRejected:
         bad = tokens[index]
@@ -275,7 +294,9 @@ class GuidanceState:
             # replay from the start instead (exact, linear in the tokens kept).
             self._recover(keep)
         else:
+            self._forget_data(keep)
             del self.tokens[keep:]
+            self._forced = self._reads = None
 
     def reset(self) -> None:
         """Back to the start of the program."""
@@ -283,6 +304,8 @@ class GuidanceState:
         self._matcher = self._root.deep_copy()
         self._terminated = False
         self.tokens = []
+        self._forced = self._reads = None
+        self._data_bytes, self._data_tokens = b"", 0
 
     def fork(self) -> GuidanceState:
         """An independent copy of this state (for n > 1 sampling and beam search)."""
@@ -293,6 +316,9 @@ class GuidanceState:
         other._matcher = self._matcher.deep_copy()
         other._terminated = self._terminated
         other.tokens = list(self.tokens)
+        other._forced = self._forced  # a tuple: shared as it is
+        other._reads = None  # the copy's own reads: callers may keep what this state handed out
+        other._data_bytes, other._data_tokens = self._data_bytes, self._data_tokens
         return other
 
     def _recover(self, keep: int) -> None:
@@ -311,10 +337,20 @@ class GuidanceState:
                 raise self._failure(m.get_error(), "replaying the session's tokens")
         if terminated:
             m.consume_token(kept[-1])
+        self._forget_data(keep)
         self._root = root
         self._matcher = m
         self._terminated = terminated
         self.tokens = kept
+        self._forced = self._reads = None
+
+    def _forget_data(self, keep: int) -> None:
+        """Cut the decoded text to the first ``keep`` tokens (the tokens after them are going)."""
+        if self._data_tokens > keep:
+            # A token's bytes do not depend on its neighbours: the text is their concatenation.
+            cut = len(self.program.tokenizer.decode_bytes(self.tokens[keep : self._data_tokens]))
+            self._data_bytes = self._data_bytes[: len(self._data_bytes) - cut]
+            self._data_tokens = keep
 
     def _replay_stepwise(self, m: llguidance.LLMatcher, tokens: Sequence[int]) -> bool:
         row = np.zeros(self.program.ll_mask_words, dtype=np.int32)
@@ -365,12 +401,25 @@ class GuidanceState:
         """True when the text so far is complete: EOS is allowed now."""
         return self._terminated or self._matcher.is_accepting()
 
+    def _step_reads(self) -> dict[Any, Any]:
+        reads = self._reads
+        if reads is None:
+            reads = self._reads = {}
+        return reads
+
     def forced_tokens(self) -> list[int]:
-        """Tokens the program forces next (fast-forward), canonical tokenization; may be empty."""
-        try:
-            return self._forced_tokens()
-        except _SpentMatcher:
-            return self._after_engine_error(self._forced_tokens)
+        """Tokens the program forces next (fast-forward), canonical tokenization; may be empty.
+
+        Computed once per step (a new list each call).
+        """
+        forced = self._forced
+        if forced is None:
+            try:
+                forced = tuple(self._forced_tokens())
+            except _SpentMatcher:
+                forced = tuple(self._after_engine_error(self._forced_tokens))
+            self._forced = forced
+        return list(forced)
 
     def _forced_tokens(self) -> list[int]:
         if self._terminated:
@@ -413,18 +462,31 @@ class GuidanceState:
 
     @property
     def variables(self) -> dict[str, Any]:
-        """Captured values of the slots completed so far."""
+        """Captured values of the slots completed so far (computed once per step; a new dict each call)."""
+        return dict(self._variables())
+
+    def _variables(self) -> dict[str, Any]:
         # llguidance records a capture once its parser has looked past the slot's end, which
         # computing the forced tokens does: without it the answer would depend on whether a mask
         # happened to be computed since the last token.
         self.forced_tokens()
-        reader = self.program.variable_reader()
-        data = self._data() if reader.needs_text else b""
-        return reader.values(self._matcher.get_captures(), data)
+        reads = self._step_reads()
+        values: dict[str, Any] | None = reads.get("variables")
+        if values is None:
+            reader = self.program.variable_reader()
+            data = self.data() if reader.needs_text else b""
+            values = reads["variables"] = reader.values(self._matcher.get_captures(), data)
+        return values
 
-    def _data(self) -> bytes:
-        body = self.tokens[:-1] if self._terminated else self.tokens
-        return self.program.tokenizer.decode_bytes(body)
+    def data(self) -> bytes:
+        """The bytes of the accepted tokens (EOS excluded), decoded incrementally."""
+        end = len(self.tokens) - 1 if self._terminated else len(self.tokens)
+        if self._data_tokens > end:  # EOS was decoded: not after a rollback (see _forget_data)
+            self._data_bytes, self._data_tokens = b"", 0
+        if self._data_tokens < end:
+            self._data_bytes += self.program.tokenizer.decode_bytes(self.tokens[self._data_tokens : end])
+            self._data_tokens = end
+        return self._data_bytes
 
     def partial_variables(self, *, parse_json: bool = False) -> dict[str, dict[str, Any]]:
         """Every capture so far, the ones being generated with their text so far.
@@ -433,11 +495,16 @@ class GuidanceState:
         ``{"value", "complete"}`` (plus ``complete_items`` for lists, and with ``parse_json`` a
         json slot's ``parsed`` value so far and ``final`` JSON pointers); see :mod:`core.partial`.
         """
-        complete = self.variables  # the complete values, read the one way (forced tokens first)
-        return self.program.variable_reader().partial(
-            self._matcher.get_captures(), self._data(),
-            parse_json=parse_json, complete=complete, terminated=self._terminated,
-        )
+        key = ("partial", parse_json)
+        partial: dict[str, dict[str, Any]] | None = self._step_reads().get(key)
+        if partial is None:
+            complete = self._variables()  # the complete values, read the one way (forced tokens first)
+            partial = self.program.variable_reader().partial(
+                self._matcher.get_captures(), self.data(),
+                parse_json=parse_json, complete=complete, terminated=self._terminated,
+            )
+            self._step_reads()[key] = partial
+        return dict(partial)
 
     def text(self) -> str:
         """The text of the accepted tokens (EOS and control tokens excluded)."""

@@ -3,8 +3,10 @@
 Our own checks come first, where llguidance would fail badly: a source over the size limit, and a
 derivation deeper than ``Limits.max_derivation_depth`` (the engine's parse recurses through it
 and would overflow its native stack, see :mod:`core.derivation`). Then llguidance's own
-validation, whose message becomes a clear 400, or a 413 when it reports a limit
-(:func:`~core.errors.classify_engine_error`).
+verdict, whose message becomes a clear 400, or a 413 when it reports a limit
+(:func:`~core.errors.classify_engine_error`). With a tokenizer, the verdict is the matcher's own:
+the grammar is built once, into the matcher the program keeps (llguidance's separate validation
+builds the same grammar, and would be followed by a second build for the matcher).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from core.derivation import derivation_depth
 from core.errors import GuidanceError, LimitExceeded, classify_engine_error
 from core.limits import Limits
 
-__all__ = ["check_size", "require_valid", "too_deep", "trimmed", "validate"]
+__all__ = ["build", "check_size", "require_valid", "too_deep", "trimmed", "validate"]
 
 # An engine message can quote a whole grammar; what a client reads is cut to this many characters.
 _MESSAGE_CHARS = 1000
@@ -47,17 +49,39 @@ def check_size(text: str, what: str, limits: Limits) -> None:
 def validate(grammar: str, tokenizer: llguidance.LLTokenizer | None, limits: Limits) -> str:
     """llguidance's verdict on a top-level grammar: "" when it is valid, else the error message.
 
-    Every grammar reaches llguidance through here first, so the derivation depth is checked here.
+    Every grammar reaches llguidance through here or :func:`build` first, so the derivation depth
+    is checked here.
 
     Raises:
         LimitExceeded: the grammar's derivations are deeper than ``limits.max_derivation_depth``.
     """
-    if derivation_depth(grammar, limits.max_derivation_depth) > limits.max_derivation_depth:
+    return build(grammar, tokenizer, limits)[1]
+
+
+def build(
+    grammar: str, tokenizer: llguidance.LLTokenizer | None, limits: Limits, *, shallow: bool = False
+) -> tuple[llguidance.LLMatcher | None, str]:
+    """The grammar built once: ``(matcher, "")``, or ``(None, message)`` when llguidance refuses it.
+
+    Without a tokenizer nothing can be built for sessions: only the verdict is given (``(None, "")``
+    when the grammar is valid). ``shallow``: the caller has shown that the grammar's derivations
+    are no deeper than its nesting, within the limits, so they are not walked again.
+
+    Raises:
+        LimitExceeded: the grammar's derivations are deeper than ``limits.max_derivation_depth``.
+    """
+    if not shallow and derivation_depth(grammar, limits.max_derivation_depth) > limits.max_derivation_depth:
         raise too_deep(limits)
-    is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(
-        grammar, tokenizer, limits=limits.parser_limits()
-    )
-    return messages[0] if is_error and messages else ""
+    if tokenizer is None:
+        is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(
+            grammar, None, limits=limits.parser_limits()
+        )
+        return None, messages[0] if is_error and messages else ""
+    # The same parser limits and log level as every matcher of the program (core.program).
+    matcher = llguidance.LLMatcher(tokenizer, grammar, log_level=0, limits=limits.parser_limits())
+    if matcher.is_error():
+        return None, matcher.get_error()
+    return matcher, ""
 
 
 def require_valid(
@@ -66,8 +90,8 @@ def require_valid(
     limits: Limits,
     invalid: Callable[[str], GuidanceError],
     subject: str = "constraint",
-) -> None:
-    """:func:`validate`, raising on a refusal.
+) -> llguidance.LLMatcher | None:
+    """:func:`build`, raising on a refusal; returns the matcher (None without a tokenizer).
 
     Args:
         grammar: llguidance's top-level grammar (JSON text).
@@ -80,9 +104,10 @@ def require_valid(
         LimitExceeded: the engine refused it for a limit, or it derives too deep.
         GuidanceError: what ``invalid`` makes, for any other refusal.
     """
-    message = validate(grammar, tokenizer, limits)
+    matcher, message = build(grammar, tokenizer, limits)
     if message:
         limit = classify_engine_error(message)
         if limit is not None:
             raise LimitExceeded(f"{subject} too complex: {trimmed(message)}", limit)
         raise invalid(trimmed(message))
+    return matcher

@@ -53,10 +53,17 @@ def format_event(event_id: str, name: str, data: bytes) -> bytes:
 
 
 def _utf8_whole(data: bytes) -> int:
-    """Length of the longest prefix of ``data`` that ends on a whole UTF-8 character."""
-    for cut in range(0, min(4, len(data) + 1)):
+    """Length of the longest prefix of ``data`` that ends on a whole UTF-8 character.
+
+    Only the last characters are decoded (from a character's first byte at most 8 bytes from the
+    end): what comes before them was published, checked, as it came.
+    """
+    start = max(0, len(data) - 8)
+    while start > 0 and data[start] & 0xC0 == 0x80:  # a continuation byte: back to its lead
+        start -= 1
+    for cut in range(0, min(4, len(data) - start + 1)):
         try:
-            data[: len(data) - cut].decode("utf-8")
+            data[start : len(data) - cut].decode("utf-8")
             return len(data) - cut
         except UnicodeDecodeError:
             continue
@@ -211,8 +218,7 @@ class SessionChannel:
 
 
 def _body(st: GuidanceState) -> bytes:
-    tokens = st.tokens[:-1] if st.is_terminated() else st.tokens
-    return st.program.tokenizer.decode_bytes(tokens)
+    return st.data()  # decoded incrementally by the state
 
 
 class EventHub:

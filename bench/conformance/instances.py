@@ -113,7 +113,9 @@ class Runner:
         return state.is_terminated()
 
 
-def _identity(schema: Any, formats: str = "assert", *, limits: Any = None) -> tuple[Any, RewriteReport]:
+def _identity(
+    schema: Any, formats: str = "assert", *, limits: Any = None, keywords: Any = None
+) -> tuple[Any, RewriteReport]:
     return schema, RewriteReport()
 
 

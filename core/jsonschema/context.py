@@ -3,6 +3,7 @@ the ``format`` mode, and the notes of what was rewritten."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,8 @@ class RewriteContext:
         ignored: what was compiled as an annotation only (``format "path" at #/properties/p``).
         memo: rewritten nodes by location (a referenced location is rewritten once).
         active: locations being rewritten (a reference back to one of them is a cycle).
+        passes: the passes each node goes through, in order (:mod:`core.jsonschema.walk`).
+        live: the ids of the document's objects and lists some pass may act on, at or below them.
     """
 
     refs: References
@@ -39,6 +42,8 @@ class RewriteContext:
     ignored: list[str] = field(default_factory=list)
     memo: dict[Path, Any] = field(default_factory=dict)
     active: set[Path] = field(default_factory=set)
+    passes: tuple[Callable[[RewriteContext, dict[str, Any], Path, int], Any], ...] = ()
+    live: set[int] = field(default_factory=set)
 
     def note(self, kind: str, path: Path) -> None:
         """Record a rewrite of ``kind`` at ``path``."""

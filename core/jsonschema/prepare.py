@@ -6,22 +6,39 @@ size, derivation depth), then the exact rewrites of what llguidance refuses
 (:mod:`core.jsonschema.rewrite`), then the ``x-guidance`` formatting options. JSON is compact by
 default (no free whitespace, so a model cannot run away in spaces and newlines); ``whitespace=N``
 allows up to N whitespace characters wherever JSON allows whitespace.
+
+Most schemas need no rewrite and have no ``$ref``: one walk over the schema (the nesting check's)
+collects the keywords it uses, and the rewrites and the derivation-depth walk run only when a
+keyword they act on appears (:data:`REWRITTEN_KEYWORDS`; without ``$ref`` a chain of subschemas
+is no longer than the nesting, which is bounded already).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from core.derivation import schema_derivation_depth
-from core.errors import LimitExceeded, SchemaError
-from core.limits import Limits
-from core.jsonschema.formats import DEFAULT_FORMAT_MODE, FormatMode
-from core.jsonschema.rewrite import rewrite_schema_report
-from core.validation import too_deep
+import llguidance
 
-__all__ = ["MAX_WHITESPACE", "json_schema_with_options", "prepare_json_schema"]
+from core.derivation import schema_derivation_depth
+from core.errors import LimitExceeded, SchemaError, classify_engine_error
+from core.limits import Limits
+from core.jsonschema.formats import DEFAULT_FORMAT_MODE, FormatMode, format_hint
+from core.jsonschema.locate import locate_schema_error
+from core.jsonschema.rewrite import RewriteReport, rewrite_schema_report
+from core.jsonschema.walk import PASS_KEYWORDS
+from core.validation import build, too_deep, trimmed
+
+__all__ = [
+    "MAX_WHITESPACE",
+    "REWRITTEN_KEYWORDS",
+    "PreparedSchema",
+    "prepare_json_schema",
+    "prepare_schema",
+    "schema_grammar",
+]
 
 # The most whitespace characters ``whitespace=N`` may allow at one place: one bound for a direct
 # schema's ``options.whitespace`` and a template's ``{{json whitespace=N}}`` (openapi.yaml).
@@ -30,30 +47,43 @@ MAX_WHITESPACE = 64
 # llguidance's options for compact JSON (its own default is flexible whitespace).
 _COMPACT = {"whitespace_flexible": False, "item_separator": ",", "key_separator": ":"}
 
+#: The keywords some rewrite pass acts on (core.jsonschema.walk): a schema using none of them
+#: anywhere comes out of the rewrites as it went in. ``$ref`` is one (a reference to ``false``).
+REWRITTEN_KEYWORDS = PASS_KEYWORDS
 
-def _json_depth(value: Any, limit: int) -> bool:
-    """True when ``value`` nests deeper than ``limit`` (iterative: safe on hostile input)."""
+
+@dataclass(frozen=True)
+class PreparedSchema:
+    """A schema ready for llguidance (see :func:`prepare_schema`).
+
+    Attributes:
+        schema: the schema for llguidance, its ``x-guidance`` options set.
+        ignored: the annotations it does not assert (see :mod:`core.jsonschema.formats`).
+        shallow: its derivations are known to be within ``max_derivation_depth`` (nothing was
+            rewritten, so the schema checked is the one llguidance gets; or it has no ``$ref``
+            and nests no deeper than that), so a grammar made of it need not be walked again.
+    """
+
+    schema: dict[str, Any]
+    ignored: list[str]
+    shallow: bool
+
+
+def _keywords(value: Any, limit: int) -> set[str] | None:
+    """Every object key in ``value``; None when it nests deeper than ``limit`` (iterative: safe on
+    hostile input)."""
+    keys: set[str] = set()
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         node, depth = stack.pop()
         if depth > limit:
-            return True
+            return None
         if isinstance(node, dict):
+            keys.update(node)
             stack.extend((v, depth + 1) for v in node.values())
         elif isinstance(node, list):
             stack.extend((v, depth + 1) for v in node)
-    return False
-
-
-def json_schema_with_options(
-    schema: Mapping[str, Any] | bool, whitespace: int | None, limits: Limits
-) -> dict[str, Any]:
-    """The schema rewritten for llguidance, its ``x-guidance`` formatting options set (compact by default).
-
-    Keys the schema itself sets in ``x-guidance`` win over the compact default; ``whitespace=N``
-    wins over both. ``format`` is asserted where known (see :func:`prepare_json_schema`).
-    """
-    return prepare_json_schema(schema, whitespace, limits)[0]
+    return keys
 
 
 def prepare_json_schema(
@@ -63,14 +93,27 @@ def prepare_json_schema(
     formats: FormatMode = DEFAULT_FORMAT_MODE,
     whitespace_pattern: str | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
-    """:func:`json_schema_with_options` with the ``formats`` mode, also returning what was ignored.
+    """:func:`prepare_schema`'s schema and ignored annotations, as a pair.
+
+    Returns:
+        ``(schema, ignored)``: :attr:`PreparedSchema.schema` and :attr:`PreparedSchema.ignored`
+        of :func:`prepare_schema`.
+    """
+    prepared = prepare_schema(schema, whitespace, limits, formats, whitespace_pattern)
+    return prepared.schema, prepared.ignored
+
+
+def prepare_schema(
+    schema: Mapping[str, Any] | bool,
+    whitespace: int | None,
+    limits: Limits,
+    formats: FormatMode = DEFAULT_FORMAT_MODE,
+    whitespace_pattern: str | None = None,
+) -> PreparedSchema:
+    """A JSON schema checked, rewritten and formatted for llguidance: the one way every schema goes.
 
     ``whitespace_pattern`` (without ``whitespace``) is the regex of the whitespace allowed where
     JSON allows some (vLLM's option of that name).
-
-    Returns:
-        ``(schema, ignored)``: the schema for llguidance, and the annotations it does not assert
-        (see :mod:`core.jsonschema.formats`).
 
     Raises:
         SchemaError: ``schema`` is not an object or a boolean, or a rewrite refuses it.
@@ -80,16 +123,22 @@ def prepare_json_schema(
         schema = {} if schema else {"not": {}}
     if not isinstance(schema, Mapping):
         raise SchemaError("a JSON schema must be an object or a boolean")
-    if _json_depth(schema, limits.max_nesting_depth):
+    keywords = _keywords(schema, limits.max_nesting_depth)
+    if keywords is None:
         raise LimitExceeded(
             f"JSON schema nests deeper than {limits.max_nesting_depth} levels", "max_nesting_depth"
         )
     size = len(json.dumps(schema, ensure_ascii=False))
     if size > limits.max_source_bytes:
         raise LimitExceeded(f"JSON schema is larger than {limits.max_source_bytes} bytes", "max_source_bytes")
-    if schema_derivation_depth(schema, limits.max_derivation_depth) > limits.max_derivation_depth:
+    # Each step of a chain of subschemas goes one level deeper in the document, except a $ref.
+    shallow = "$ref" not in keywords and limits.max_nesting_depth <= limits.max_derivation_depth
+    if not shallow and schema_derivation_depth(schema, limits.max_derivation_depth) > limits.max_derivation_depth:
         raise too_deep(limits)  # before the rewrites too, whose work grows with the chains
-    schema, report = rewrite_schema_report(schema, formats, limits=limits)
+    if keywords.isdisjoint(REWRITTEN_KEYWORDS):
+        report = RewriteReport()
+    else:
+        schema, report = rewrite_schema_report(schema, formats, limits=limits, keywords=keywords)
     user = schema.get("x-guidance")
     options: dict[str, Any] = dict(_COMPACT)
     if isinstance(user, Mapping):
@@ -102,4 +151,47 @@ def prepare_json_schema(
         options["whitespace_pattern"] = whitespace_pattern
     out = dict(schema)
     out["x-guidance"] = options
-    return out, report.ignored
+    # Rewrites add no $ref: without one, a chain of subschemas is no longer than the nesting.
+    checked = not report.changed or (shallow and _keywords(out, limits.max_derivation_depth) is not None)
+    return PreparedSchema(out, report.ignored, checked)
+
+
+def schema_grammar(
+    schema: Mapping[str, Any] | bool,
+    tokenizer: llguidance.LLTokenizer | None,
+    limits: Limits,
+    whitespace: int | None = None,
+    formats: FormatMode = DEFAULT_FORMAT_MODE,
+    whitespace_pattern: str | None = None,
+) -> tuple[str, PreparedSchema, llguidance.LLMatcher | None]:
+    """A JSON schema as llguidance's grammar, built once: a direct constraint or a template's slot.
+
+    Returns:
+        ``(grammar, prepared, matcher)``: the grammar text, the schema prepared by
+        :func:`prepare_schema`, and the matcher llguidance built of it (None without a tokenizer).
+
+    Raises:
+        SchemaError: the schema is refused; the message names the place by its JSON pointer where
+            it can tell (``pointer``), and what to do about an inexact ``format``.
+        LimitExceeded: it breaks a limit, ours (:func:`prepare_schema`) or llguidance's.
+    """
+    prepared = prepare_schema(schema, whitespace, limits, formats, whitespace_pattern)
+    try:
+        grammar = llguidance.LLMatcher.grammar_from_json_schema(prepared.schema)
+    except ValueError as e:
+        raise _located(schema, trimmed(str(e))) from None
+    matcher, message = build(grammar, tokenizer, limits, shallow=prepared.shallow)
+    if message:
+        limit = classify_engine_error(message)
+        if limit is not None:
+            raise LimitExceeded(f"constraint too complex: {trimmed(message)}", limit)
+        raise _located(schema, format_hint(trimmed(message)))
+    return grammar, prepared, matcher
+
+
+def _located(schema: Any, detail: str) -> SchemaError:
+    """The error llguidance reports, with the JSON pointer of the place in ``schema`` it is about."""
+    pointer = locate_schema_error(schema, detail)
+    if pointer is None:
+        return SchemaError(detail)
+    return SchemaError(f"{detail} (at #{pointer})", pointer=pointer)

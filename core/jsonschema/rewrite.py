@@ -76,7 +76,7 @@ Every bound is a ``max_rewrite_*`` field of :class:`~core.limits.Limits`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,20 +129,30 @@ def rewrite_schema(
 
 
 def rewrite_schema_report(
-    schema: Mapping[str, Any], formats: FormatMode = DEFAULT_FORMAT_MODE, *, limits: Limits | None = None
+    schema: Mapping[str, Any],
+    formats: FormatMode = DEFAULT_FORMAT_MODE,
+    *,
+    limits: Limits | None = None,
+    keywords: Set[str] | None = None,
 ) -> tuple[dict[str, Any], RewriteReport]:
-    """:func:`rewrite_schema`, also saying which rewrites were made and what was left as annotation."""
+    """:func:`rewrite_schema`, also saying which rewrites were made and what was left as annotation.
+
+    ``keywords``: every object key in ``schema``, when the caller has collected them (the rewrites
+    then skip the passes that act on none of them).
+    """
     if not isinstance(schema, Mapping):
         raise TypeError(f"rewrite_schema takes a schema object, not {type(schema).__name__}")
     limits = limits or Limits()
-    ctx = new_context(schema, limits, formats, formats_only=False)
+    ctx = new_context(schema, limits, formats, formats_only=False, keywords=keywords)
     out = rewrite_node(ctx, schema, (), 0)
     assert isinstance(out, dict)
+    out = dict(out) if out is schema else out  # nothing to rewrite: still a new dict
     # Rewrites multiply in nested structures: past this size, only the formats are rewritten (the
     # size of the input is measured only when something was rewritten).
     growth, extra = limits.max_rewrite_growth, limits.max_rewrite_complement_chars
     if ctx.notes and too_big(out, growth * serialised_size(schema) + extra):
-        ctx = new_context(schema, limits, formats, formats_only=True)
+        ctx = new_context(schema, limits, formats, formats_only=True, keywords=keywords)
         out = rewrite_node(ctx, schema, (), 0)
+        out = dict(out) if out is schema else out
         return out, RewriteReport(["too large to rewrite: #", *ctx.notes], ctx.ignored)
     return out, RewriteReport(ctx.notes, ctx.ignored)

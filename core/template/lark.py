@@ -10,7 +10,10 @@ Semantics chosen here (and documented in the README):
 * ``gen`` followed by literal text stops at the first occurrence of that text (Guidance's rule);
   with ``stop=``, it stops at the stop string, which stays in the output (a server cannot hide
   tokens) but not in the captured value (:meth:`~core.template.nodes.GenNode.ending`).
-* JSON is compact unless ``whitespace=N`` allows bounded whitespace (:mod:`core.jsonschema.prepare`).
+* A ``json`` slot's schema is prepared exactly as a direct ``json_schema`` constraint is
+  (:func:`core.jsonschema.schema_grammar`: the same checks, rewrites, ``format`` handling, error
+  hints and JSON pointers, and the same annotations reported as ignored); JSON is compact unless
+  ``whitespace=N`` allows bounded whitespace.
 
 Each slot is checked by llguidance as it is written, so that an error names its line and column.
 """
@@ -26,7 +29,7 @@ import llguidance
 
 from core.captures import LIST_APPEND, CaptureLayout, RepeatInfo
 from core.errors import SchemaError, TemplateError
-from core.jsonschema import json_schema_with_options
+from core.jsonschema import prepare_json_schema, schema_grammar
 from core.lark_text import lark_regex, lark_string
 from core.regex_errors import regex_message
 from core.limits import Limits
@@ -50,6 +53,7 @@ class _Writer:
         self.scope: dict[str, tuple[int, ...]] = {}
         self.repeats: dict[int, RepeatInfo] = {}
         self.markers: dict[str, int] = {}
+        self.ignored: list[str] = []  # what the json slots' schemas ask that is compiled as annotation
         self.count = 0
 
     def layout(self) -> CaptureLayout:
@@ -117,13 +121,12 @@ class _Writer:
         if isinstance(node, JsonNode):
             self.note(node.name, chain)
             try:
-                schema = json_schema_with_options(node.schema, node.whitespace, self.limits)
+                _, prepared, _ = schema_grammar(node.schema, self.tokenizer, self.limits, node.whitespace)
             except SchemaError as e:
-                raise TemplateError(e.detail, node.line, node.column) from None
-            self.check_slot(
-                llguidance.LLMatcher.grammar_from_json_schema(schema), node.line, node.column, "JSON schema"
-            )
-            return self.rule("json", self.attrs(node.name, chain), "%json " + json.dumps(schema, ensure_ascii=False))
+                raise TemplateError(f"invalid JSON schema: {e.detail}", node.line, node.column) from None
+            self.ignored.extend(prepared.ignored)
+            body = "%json " + json.dumps(prepared.schema, ensure_ascii=False)
+            return self.rule("json", self.attrs(node.name, chain), body)
         if isinstance(node, GrammarNode):
             self.note(node.name, chain)
             check_size(node.lark, "grammar", self.limits)
@@ -194,8 +197,9 @@ class _Writer:
 
 def template_grammar(
     nodes: Sequence[Node], tokenizer: llguidance.LLTokenizer | None, limits: Limits
-) -> tuple[str, CaptureLayout]:
-    """The llguidance top-level grammar (JSON text) of a template's nodes, and its capture layout.
+) -> tuple[str, CaptureLayout, list[str]]:
+    """The llguidance top-level grammar (JSON text) of a template's nodes, its capture layout, and
+    what its json slots' schemas ask that is compiled as an annotation only.
 
     Each slot is validated as it is written (against ``tokenizer`` when given); the whole grammar
     is not: the caller validates it (:func:`core.compiler.compile_template`).
@@ -208,7 +212,7 @@ def template_grammar(
     start = writer.seq(nodes, ())
     lark = "\n".join([f"start: {start}", *writer.rules]) + "\n"
     grammar = json.dumps({"grammars": [{"lark_grammar": lark}, *writer.subgrammars]}, ensure_ascii=False)
-    return grammar, writer.layout()
+    return grammar, writer.layout(), writer.ignored
 
 
 def slot_pattern(node: Node, limits: Limits) -> str:
@@ -222,7 +226,7 @@ def slot_pattern(node: Node, limits: Limits) -> str:
     if isinstance(node, SelectNode) and node.options is not None:
         return "|".join(re.escape(o) for o in node.options)
     if isinstance(node, JsonNode):
-        return "%json " + json.dumps(json_schema_with_options(node.schema, node.whitespace, limits))
+        return "%json " + json.dumps(prepare_json_schema(node.schema, node.whitespace, limits)[0])
     if isinstance(node, GrammarNode):
         return node.lark
     writer = _Writer(None, limits)

@@ -140,15 +140,22 @@ def test_grammars_are_built_on_engine_threads_with_the_stack_the_limits_ask(
     backend: GuidanceBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import core.program
+    import core.validation
 
     seen: list[tuple[bool, str]] = []
     make_root = core.program.CompiledGuidanceProgram._make_root
+    build = core.validation.build
 
     def spy(self: Any) -> Any:
         seen.append((on_engine_thread(self.limits.engine_stack_bytes), threading.current_thread().name))
         return make_root(self)
 
+    def spy_build(grammar: str, tokenizer: Any, limits: Any, **kwargs: Any) -> Any:
+        seen.append((on_engine_thread(limits.engine_stack_bytes), threading.current_thread().name))
+        return build(grammar, tokenizer, limits, **kwargs)
+
     monkeypatch.setattr(core.program.CompiledGuidanceProgram, "_make_root", spy)
+    monkeypatch.setattr(core.validation, "build", spy_build)
     backend.compile_regex("[0-9]{3}-[a-z]+")
     assert seen and all(ok for ok, _ in seen), seen
     assert not on_engine_thread()  # the caller's own thread is not one

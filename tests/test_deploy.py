@@ -1,4 +1,4 @@
-"""The deployment files are consistent with each other (Docker itself is not available here)."""
+"""The deployment files are consistent with each other (Docker runs them in tests/containers)."""
 
 from __future__ import annotations
 
@@ -22,8 +22,15 @@ def test_compose_runs_replicas_behind_the_tested_nginx_config() -> None:
     for mount in mounts:
         assert (ROOT / mount).exists(), mount
     nginx = (ROOT / "deploy/nginx/guidance.conf").read_text()
-    assert "hash $http_x_worker_id consistent;" in nginx
-    assert sorted(re.findall(r"server (guidance-\d+):8000", nginx)) == replicas
+    # the worker id, or the client address when there is none (never an empty, round-robin key)
+    assert "hash $guidance_worker consistent;" in nginx
+    assert re.search(r'map \$http_x_worker_id \$guidance_worker \{\s*""\s+\$remote_addr;', nginx)
+    # names looked up again (a restarted replica's new address), state shared by nginx's workers
+    assert re.search(r"(?m)^\s*resolver 127\.0\.0\.11 ", nginx) and re.search(r"(?m)^\s*zone guidance ", nginx)
+    servers = re.findall(r"server (guidance-\d+):8000 resolve ", nginx)
+    assert sorted(servers) == replicas
+    # the balancer starts once the replicas pass the image's health check
+    assert services["balancer"]["depends_on"] == {name: {"condition": "service_healthy"} for name in replicas}
     prometheus = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
     targets = prometheus["scrape_configs"][0]["static_configs"][0]["targets"]
     assert sorted(t.split(":")[0] for t in targets) == replicas

@@ -76,3 +76,18 @@ def test_compose_restarts_dead_replicas_and_requires_an_api_key(monkeypatch: pyt
         settings = Settings()
         assert [k.get_secret_value() for k in settings.api_keys] == [key]
         assert settings.admin_api_keys == [] and settings.public_health_and_metrics  # probes stay open
+
+
+def test_the_build_context_is_what_the_dockerfile_copies_and_nothing_else() -> None:
+    # .dockerignore excludes everything, then lets in exactly the Dockerfile's COPY sources (a
+    # local .venv, .git or an .env with keys never reaches the daemon; tests/containers checks the
+    # context a real daemon receives)
+    lines = [ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines()]
+    rules = [ln for ln in lines if ln and not ln.startswith("#")]
+    assert rules[0] == "*"
+    allowed = {r[1:] for r in rules if r.startswith("!")}
+    copies = re.findall(r"(?m)^COPY (?!--from)(.+)$", (ROOT / "Dockerfile").read_text())
+    sources = {src.rstrip("/") for line in copies for src in line.split()[:-1]}
+    assert allowed == sources
+    for excluded in ("**/.env*", "**/.venv*", "**/__pycache__"):
+        assert excluded in rules

@@ -137,6 +137,40 @@ def test_requests_without_a_worker_id_stick_to_one_replica(stack: Stack) -> None
     assert spread == [0, 0, 12]
 
 
+def _opens_on(stack: Stack, http: httpx.Client, worker: str, replica: str) -> bool:
+    """Open a session as ``worker``: whether it landed on ``replica`` (then it is closed again)."""
+    before = _active_sessions(stack)[replica]
+    opened = http.post("/sessions", json={"regex": "[a-z]+"}, headers={"X-Worker-Id": worker})
+    assert opened.status_code == 201, opened.text
+    landed = _active_sessions(stack)[replica] == before + 1
+    http.delete(f"/sessions/{opened.json()['session_id']}", headers={"X-Worker-Id": worker})
+    return landed
+
+
+def test_a_replica_at_a_new_address_gets_its_workers_back_without_a_reload(stack: Stack) -> None:
+    replica = "guidance-2"
+    with httpx.Client(base_url=stack.url, timeout=30, headers=AUTH) as http:
+        worker = next(w for w in (f"mover-{i}" for i in range(60)) if _opens_on(stack, http, w, replica))
+        container = _container(stack, replica)
+        network = f"{PROJECT}_default"
+        address = "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}"
+        old = docker("inspect", "-f", address, container).strip()
+        docker("network", "disconnect", network, container)
+        # a placeholder takes the freed address, so the replica comes back at another one
+        placeholder = "guidance-ci-placeholder"
+        docker("run", "-d", "--rm", "--name", placeholder, "--network", network, "python:3.11-slim", "sleep", "300")
+        try:
+            docker("network", "connect", "--alias", replica, network, container)
+        finally:
+            docker("rm", "-f", placeholder, check=False)
+        new = docker("inspect", "-f", address, container).strip()
+        assert new != old
+        # nginx looks the name up again (resolver valid=10s, `resolve`): resolved once at start,
+        # the worker would stay on another replica for good
+        took = wait_for(f"{worker} back on {replica} at {new}", lambda: _opens_on(stack, http, worker, replica), 60)
+    print(f"\n{replica} moved {old} -> {new}: its worker back {took:.1f} s later, nginx not reloaded")
+
+
 def test_prometheus_scrapes_every_replica(stack: Stack) -> None:
     def all_up() -> bool:
         try:

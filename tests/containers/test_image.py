@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 
 import httpx
 import numpy as np
 import pytest
+from packaging.utils import canonicalize_name
 
 from core import GuidanceBackend, GuidanceGrammar, Tokenizer
 from core.bitmask import from_bytes, mask_words
@@ -44,6 +46,20 @@ def test_the_image_adds_the_venv_and_nothing_else(image: str) -> None:
     assert 0.97 * venv <= added <= 1.03 * venv, (added, venv)
     layers = docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", image)
     assert "rm -rf" not in layers
+
+
+def test_the_image_holds_the_locked_versions_exactly(image: str) -> None:
+    def pins(lines: list[str]) -> dict[str, str]:
+        # "name==version", or "name @ file:///src" for the project itself
+        pairs = (re.split(r"==| @ ", line) for line in lines if line and not line.startswith("#"))
+        return {canonicalize_name(name): version for name, version in pairs}
+
+    pinned = pins((ROOT / "deploy" / "requirements.lock").read_text().splitlines())
+    installed = pins(docker("run", "--rm", image, "pip", "freeze", "--all").splitlines())
+    assert "guidance-server" in installed
+    del installed["guidance-server"]
+    installed.pop("pip", None)  # the venv's own installer
+    assert installed == pinned
 
 
 def test_without_keys_the_image_refuses_to_serve_an_open_api(image: str) -> None:

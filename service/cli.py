@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import ipaddress
 import json
 import logging
 import socket
@@ -77,6 +78,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="interface to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="TCP port (default 8000)")
     p.add_argument(
+        "--allow-open",
+        action="store_true",
+        default=None,
+        help="serve without API keys on a non-loopback address (refused by default)",
+    )
+    p.add_argument(
         "--tokenizer",
         action="append",
         metavar="NAME=PATH",
@@ -111,6 +118,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     fields = (
         "host",
         "port",
+        "allow_open",
         "log_level",
         "access_log",
         "max_sessions",
@@ -128,6 +136,16 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
             named.insert(0, "default")
         out["tokenizers"] = named
     return out
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only (``localhost``, ``127.0.0.0/8``, ``::1``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # another name: it may resolve to any address
+        return False
 
 
 def openapi_text() -> str:
@@ -174,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
     from service.app import create_app
-    from service.auth import KeyConfigError
+    from service.auth import KeyConfigError, KeyRing
     from service.connections import ConnectionGuard, fit_descriptor_limit, guarded_protocol
     from service.settings import Settings
 
@@ -185,6 +203,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        open_api = not len(KeyRing.from_settings(settings))
+        if open_api and not settings.allow_open and not _is_loopback(settings.host):
+            print(
+                f"guidance-server: refusing to serve without API keys on {settings.host}: set "
+                "GUIDANCE_SERVER_API_KEYS (or GUIDANCE_SERVER_API_KEYS_FILE), bind 127.0.0.1, or "
+                "set GUIDANCE_SERVER_ALLOW_OPEN=true to serve an open API",
+                file=sys.stderr,
+            )
+            return 2
         app = create_app(settings, freeze_gc=True)
     except KeyConfigError as exc:
         print(f"guidance-server: invalid settings: {exc}", file=sys.stderr)

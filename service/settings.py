@@ -135,6 +135,9 @@ class Settings(BaseSettings):
         admin_api_keys_file: a file of admin keys, like ``api_keys_file``.
         public_health_and_metrics: ``/healthz``, ``/readyz`` and ``/metrics`` answer without a key
             (probes and Prometheus scrapes need no secret); off: they need one too.
+        allow_open: serve without API keys on an address other than loopback. Off (the default),
+            ``guidance-server`` refuses to start there without keys: an open API on a network is
+            a decision, never a default (the image binds 0.0.0.0).
     """
 
     model_config = SettingsConfigDict(
@@ -213,6 +216,7 @@ class Settings(BaseSettings):
     admin_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     admin_api_keys_file: Path | None = None
     public_health_and_metrics: bool = True
+    allow_open: bool = False
 
     @field_validator("tokenizers", "api_keys", "admin_api_keys", mode="before")
     @classmethod

@@ -1,4 +1,4 @@
-"""The deployment files are consistent with each other (Docker itself is not available here)."""
+"""The deployment files are consistent with each other (Docker runs them in tests/containers)."""
 
 from __future__ import annotations
 
@@ -22,8 +22,15 @@ def test_compose_runs_replicas_behind_the_tested_nginx_config() -> None:
     for mount in mounts:
         assert (ROOT / mount).exists(), mount
     nginx = (ROOT / "deploy/nginx/guidance.conf").read_text()
-    assert "hash $http_x_worker_id consistent;" in nginx
-    assert sorted(re.findall(r"server (guidance-\d+):8000", nginx)) == replicas
+    # the worker id, or the client address when there is none (never an empty, round-robin key)
+    assert "hash $guidance_worker consistent;" in nginx
+    assert re.search(r'map \$http_x_worker_id \$guidance_worker \{\s*""\s+\$remote_addr;', nginx)
+    # names looked up again (a restarted replica's new address), state shared by nginx's workers
+    assert re.search(r"(?m)^\s*resolver 127\.0\.0\.11 ", nginx) and re.search(r"(?m)^\s*zone guidance ", nginx)
+    servers = re.findall(r"server (guidance-\d+):8000 resolve ", nginx)
+    assert sorted(servers) == replicas
+    # the balancer starts once the replicas pass the image's health check
+    assert services["balancer"]["depends_on"] == {name: {"condition": "service_healthy"} for name in replicas}
     prometheus = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
     targets = prometheus["scrape_configs"][0]["static_configs"][0]["targets"]
     assert sorted(t.split(":")[0] for t in targets) == replicas
@@ -69,3 +76,18 @@ def test_compose_restarts_dead_replicas_and_requires_an_api_key(monkeypatch: pyt
         settings = Settings()
         assert [k.get_secret_value() for k in settings.api_keys] == [key]
         assert settings.admin_api_keys == [] and settings.public_health_and_metrics  # probes stay open
+
+
+def test_the_build_context_is_what_the_dockerfile_copies_and_nothing_else() -> None:
+    # .dockerignore excludes everything, then lets in exactly the Dockerfile's COPY sources (a
+    # local .venv, .git or an .env with keys never reaches the daemon; tests/containers checks the
+    # context a real daemon receives)
+    lines = [ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines()]
+    rules = [ln for ln in lines if ln and not ln.startswith("#")]
+    assert rules[0] == "*"
+    allowed = {r[1:] for r in rules if r.startswith("!")}
+    copies = re.findall(r"(?m)^COPY (?!--from)(.+)$", (ROOT / "Dockerfile").read_text())
+    sources = {src.rstrip("/") for line in copies for src in line.split()[:-1]}
+    assert allowed == sources
+    for excluded in ("**/.env*", "**/.venv*", "**/__pycache__"):
+        assert excluded in rules

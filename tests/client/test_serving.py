@@ -38,6 +38,15 @@ def test_the_client_carries_the_settings() -> None:
         assert client.http.headers["x-worker-id"] == "w1"
 
 
+def test_without_a_worker_id_each_client_sends_one_of_its_own() -> None:
+    # a balancer hashing on X-Worker-Id keeps each client's sessions on one replica
+    with ServingConfig().client() as a, ServingConfig().client() as b:
+        assert a.http.headers["x-worker-id"] == a.worker_id and len(a.worker_id) >= 16
+        assert b.http.headers["x-worker-id"] == b.worker_id != a.worker_id
+    with ServingConfig(worker_id="").client() as none:
+        assert "x-worker-id" not in none.http.headers
+
+
 def test_a_bad_timeout_is_refused() -> None:
     with pytest.raises(ValueError, match="number of seconds"):
         ServingConfig.load({"GUIDANCE_CLIENT_TIMEOUT": "soon"})

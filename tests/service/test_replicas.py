@@ -185,3 +185,20 @@ def test_killing_a_replica_loses_nothing_but_time(default_tokenizer: Tokenizer) 
             f"sessions replayed {client.replays}; step median {typical * 1e3:.1f} ms, "
             f"the step with the failover {worst * 1e3:.1f} ms"
         )
+
+
+def test_requests_without_a_worker_id_stick_to_one_replica() -> None:
+    # curl, or a client built without guidance_client: nginx hashes the client address instead
+    # (round-robin would send most masks to replicas that never saw the session: 404)
+    with _servers(3) as replicas, _nginx([p for p, _ in replicas]) as lb_port:
+        with httpx.Client(base_url=f"http://127.0.0.1:{lb_port}", timeout=30) as http:
+            sids = []
+            for i in range(12):
+                opened = http.post("/sessions", json={"regex": f"[a-z]{{{i + 1}}}"})
+                assert opened.status_code == 201, opened.text
+                sids.append(opened.json()["session_id"])
+            for _ in range(3):
+                for sid in reversed(sids):
+                    mask = http.get(f"/sessions/{sid}/mask")
+                    assert mask.status_code == 200, mask.text
+        assert sorted(_sessions_on(p) for p, _ in replicas) == [0, 0, 12]

@@ -6,6 +6,7 @@ edit; change the async source and run the script.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -53,13 +54,15 @@ class GuidanceClient:
         http: an httpx client to use for every call instead of making one (its ``base_url``
             applies; a custom transport, an app in tests).
         worker_id: sent as ``X-Worker-Id`` on every request, for a balancer that hashes on it
-            (all of a worker's sessions then live on one replica).
+            (all of a worker's sessions then live on one replica). None: a random id made for
+            this client, so its sessions stay on one replica all the same; ``""``: no header.
         api_key: sent as ``Authorization: Bearer <api_key>`` on every request (replays too).
         retries: how many times a grammar replays its session and retries after a lost
             connection, replica or session (see :class:`RemoteGrammar`).
         backoff: seconds before the first retry; doubled at each further one.
 
     Attributes:
+        worker_id: the ``X-Worker-Id`` this client sends (``""``: none).
         replays: sessions re-created from their spec and tokens so far.
     """
 
@@ -74,6 +77,9 @@ class GuidanceClient:
         retries: int = 10,
         backoff: float = 0.05,
     ) -> None:
+        if worker_id is None:
+            worker_id = uuid.uuid4().hex
+        self.worker_id = worker_id
         self.transport = SyncTransport(base_url, timeout, protocol.base_headers(worker_id, api_key), http)
         self.retries = retries
         self.backoff = backoff

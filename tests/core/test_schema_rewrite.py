@@ -308,15 +308,13 @@ def test_boolean_complement_is_not_swallowed() -> None:
     assert rewrite_schema({"not": False}) == {}
 
 
-def test_hostile_schemas_cost_bounded_time() -> None:
-    import time
-
+def test_hostile_schemas_are_rewritten_without_growing() -> None:
+    # Wide alternatives and long $ref chains are where a rewrite could multiply its input (its
+    # cost follows its output); none of these needs a change, so none may grow.
     wide = {"oneOf": [{"required": [f"k{i}"], "properties": {f"k{i}": {"minimum": i}}} for i in range(2000)]}
     deep_refs = {"$defs": {f"d{i}": {"oneOf": [{"$ref": f"#/$defs/d{i + 1}"}, {"type": "null"}]} for i in range(300)}}
     for schema in (wide, deep_refs):
-        start = time.perf_counter()
-        rewrite_schema(schema)
-        assert time.perf_counter() - start < 5.0
+        assert rewrite_schema(schema) == schema
 
 
 def test_the_document_scan_visits_each_schema_once(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -40,6 +40,11 @@ class Limits:
         max_first_mask_ms: a compile computes the program's first mask (warming its caches); a
             program whose first mask takes longer than this, in milliseconds of the compile
             thread's CPU time (so that load from elsewhere does not count), is refused.
+        max_mask_ms: most CPU time of one mask (or one computation of the forced tokens) of a
+            session, in milliseconds of the computing thread's CPU time. llguidance's fuel does
+            not bound every cost (a long regex behind a first character, ``[0-9](ab|ab){40000}``,
+            costs seconds at every mask after it): a mask past this is refused with
+            ``EngineLimitReached`` (``max_mask_ms``), its row zero, the state unchanged.
         max_items_in_row: llguidance: branching factor of one Earley row.
         initial_lexer_fuel: llguidance: fuel to build the lexer's regex ASTs (about 50k per ms).
         step_lexer_fuel: llguidance: lexer fuel for one mask (about 14k per ms).
@@ -78,6 +83,7 @@ class Limits:
     max_tokens_per_accept: int = 4096
     max_expansion: int = 32_768
     max_first_mask_ms: int = 1000
+    max_mask_ms: int = 1000
     max_items_in_row: int = 2000
     initial_lexer_fuel: int = 1_000_000
     step_lexer_fuel: int = 200_000

@@ -12,6 +12,7 @@ mask allows EOS only.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -375,10 +376,24 @@ class GuidanceState:
     def _forced_tokens(self) -> list[int]:
         if self._terminated:
             return []
+        start = time.thread_time()
         forced = self._matcher.compute_ff_tokens()
         if self._matcher.is_error():
             raise _SpentMatcher(self._matcher.get_error())
+        self._check_time(start, "computing the forced tokens")
         return list(forced)
+
+    def _check_time(self, start: float, doing: str) -> None:
+        """Refuse a computation that took more than ``max_mask_ms`` of this thread's CPU time."""
+        spent = (time.thread_time() - start) * 1000
+        limit = self.program.limits.max_mask_ms
+        if spent > limit:
+            detail = (
+                f"the constraint reached the engine limit max_mask_ms at {doing}: it took {spent:.0f} ms "
+                f"of CPU time, above the limit of {limit} ms"
+            )
+            self.program.stats.note_engine_limit("max_mask_ms", detail)
+            raise EngineLimitReached(detail, "max_mask_ms")
 
     def fill_bitmask(self, bitmask: NDArray[np.int32], index: int = 0) -> None:
         """Write the allowed next tokens into row ``index`` of ``bitmask``."""
@@ -389,13 +404,15 @@ class GuidanceState:
         if not 0 <= index < view.rows:
             raise ValueError(f"row {index} outside a bitmask of {view.rows} rows")
         m = self._matcher
+        start = time.thread_time()
         m.unsafe_compute_mask_ptr(view.base + index * view.row_bytes, view.fill_bytes)
-        if m.is_error():  # llguidance's mask of a stopped matcher allows EOS only: never serve it
-            try:
+        try:
+            if m.is_error():  # llguidance's mask of a stopped matcher allows EOS only: never serve it
                 self._after_engine_error(self._fill_row, view, index)
-            except GuidanceError:
-                bitmask[index] = 0
-                raise
+            self._check_time(start, "a mask")
+        except GuidanceError:
+            bitmask[index] = 0
+            raise
         if view.wide:
             bitmask[index, view.fill_bytes // 4 :] = 0
 

@@ -21,6 +21,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from core.backend import AsyncGuidanceBackend, GuidanceBackend
+from core.threads import EngineThreadPool
 from core.tokenizers import Tokenizer
 from service.auth import AuthMiddleware, KeyRing, is_open
 from service.events import EventHub
@@ -137,9 +138,16 @@ def create_app(
             retry_after=settings.retry_after_seconds,
             max_tokens=settings.max_session_tokens,
         )
-        scheduler = Scheduler(
-            engine, SlowLane(settings.slow_mask_ms / 1000, settings.slow_lane_workers, engine.first_mask_seconds)
+        # The service owns the threads its sessions' slow work runs on (stopped with it).
+        lane_pool = EngineThreadPool(settings.slow_lane_workers, "guidance-slow", engine.limits.engine_stack_bytes)
+        lane = SlowLane(
+            settings.slow_mask_ms / 1000,
+            settings.slow_lane_workers,
+            engine.first_mask_seconds,
+            probation=settings.slow_lane_probation_calls,
+            executor=lane_pool,
         )
+        scheduler = Scheduler(lane)
         events = EventHub(
             max_watchers=settings.max_watchers,
             max_watchers_per_session=settings.max_watchers_per_session,
@@ -174,6 +182,7 @@ def create_app(
                 await sweeper
             backend.close()
             scheduler.close()
+            lane_pool.shutdown(wait=False, cancel_futures=True)
             sessions.clear()
             del app.state.service
 

@@ -89,7 +89,10 @@ class Settings(BaseSettings):
         slow_mask_ms: a program whose first mask (measured by its compile), or any mask or accept
             served inline, takes longer than this, in milliseconds, is "slow": its sessions' work
             then runs in the slow lane, a small thread pool, instead of on the event loop.
-        slow_lane_workers: threads of the slow lane.
+        slow_lane_workers: threads of the slow lane (one tenant holds at most all but one while
+            another waits).
+        slow_lane_probation_calls: a new program's first calls run in the slow lane, timed
+            there, before it may run inline (0: none).
         shutdown_timeout_seconds: on SIGTERM, how long in-flight requests may run before they are
             cancelled and the process exits (uvicorn's ``timeout_graceful_shutdown``).
         mask_threads: threads filling the masks of one ``POST /step``. A batch of 8 or more
@@ -156,7 +159,8 @@ class Settings(BaseSettings):
     max_pending_compiles: int = Field(default=64, ge=1)
     mask_threads: int = Field(default=2, ge=1)
     slow_mask_ms: float = Field(default=5.0, gt=0)
-    slow_lane_workers: int = Field(default=1, ge=1)
+    slow_lane_workers: int = Field(default=2, ge=1)
+    slow_lane_probation_calls: int = Field(default=4, ge=0)
     shutdown_timeout_seconds: int = Field(default=10, ge=1)
     max_watchers: int = Field(default=256, ge=0)
     max_watchers_per_session: int = Field(default=8, ge=0)
@@ -173,6 +177,7 @@ class Settings(BaseSettings):
     max_tokens_per_accept: int = Field(default=Limits.max_tokens_per_accept, ge=1)
     max_expansion: int = Field(default=Limits.max_expansion, ge=1)
     max_first_mask_ms: int = Field(default=Limits.max_first_mask_ms, ge=1)
+    max_mask_ms: int = Field(default=Limits.max_mask_ms, ge=1)
     max_items_in_row: int = Field(default=Limits.max_items_in_row, ge=1)
     initial_lexer_fuel: int = Field(default=Limits.initial_lexer_fuel, ge=1)
     step_lexer_fuel: int = Field(default=Limits.step_lexer_fuel, ge=1)

@@ -1,0 +1,10 @@
+"""Use cases between the routes and ``core``: one function per operation.
+
+A route parses its request and writes the answer; the operation it calls holds the rest: the
+bounds checked before any work, draining, where the engine work runs (through the scheduler), the
+metrics, and which errors the client gets. Operations never see a ``Request``.
+"""
+
+from __future__ import annotations
+
+__all__: list[str] = []

@@ -22,8 +22,9 @@ batch, to the :class:`Scheduler`, which applies one rule:
   time (:func:`time.thread_time`): time spent waiting for the GIL or for a core is not the
   program's, and never marks a cheap program slow.
 * **The slow lane** (:class:`SlowLane`) is a thread pool the service owns, fair between tenants
-  (an API key, or a client address where keys are off): each tenant's calls queue apart, turns go
-  round the tenants, and one tenant holds at most all threads but one while another waits. So one
+  (an API key, or a client address where keys are off): each tenant's calls queue apart, the
+  tenant served longest ago goes first, and one tenant holds at most all threads but one (one thread is always free
+  for another tenant's work when there are two or more). So one
   tenant's slow programs or heavy batches never queue another's work. llguidance drops the GIL
   while it computes, so the event loop keeps serving every other session meanwhile.
 """
@@ -34,7 +35,7 @@ import asyncio
 import contextlib
 import time
 import weakref
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -57,6 +58,9 @@ Tenant = Hashable
 TOKEN_SECONDS = 2e-6
 """Estimated CPU seconds per token accepted or read back (variables decode the whole history):
 about 1.4 us measured per token accepted in a batch (340 sessions of 4,096 tokens: 2 s), with margin."""
+
+
+_NOBODY = object()  # no tenant can start a call now (None is a tenant: an unknown client)
 
 
 @dataclass(eq=False)
@@ -108,8 +112,11 @@ class SlowLane:
         self._slow: weakref.WeakSet[CompiledGuidanceProgram] = weakref.WeakSet()
         self._pool = executor
         self._own_pool = executor is None
-        self._queues: OrderedDict[Tenant, deque[_Job[Any]]] = OrderedDict()
+        self._queues: dict[Tenant, deque[_Job[Any]]] = {}
         self._running: dict[Tenant, int] = {}
+        # When each tenant with calls queued or running was last served (dropped when it has none).
+        self._last_served: dict[Tenant, int] = {}
+        self._served = 0
         self.calls = 0
 
     def is_slow(self, program: CompiledGuidanceProgram) -> bool:
@@ -196,21 +203,27 @@ class SlowLane:
                 queue.remove(job)
             if not queue:
                 del self._queues[job.tenant]
+                if job.tenant not in self._running:
+                    self._last_served.pop(job.tenant, None)
         job.done.cancel()
 
     def _dispatch(self) -> None:
-        """Start queued calls while threads are free: tenants in turn, none holding every thread."""
-        cap = max(1, self.workers - 1) if len(self._queues) > 1 else self.workers
+        """Start queued calls while threads are free: the tenant served longest ago first, none
+        holding every thread."""
+        cap = max(1, self.workers - 1)  # one thread kept for the next tenant to come
+        last = self._last_served
         while sum(self._running.values()) < self.workers:
-            tenant = next((t for t in self._queues if self._running.get(t, 0) < cap), None)
-            if tenant is None:
+            ready = [t for t in self._queues if self._running.get(t, 0) < cap]
+            if not ready:
                 return
-            queue = self._queues.pop(tenant)
+            tenant = min(ready, key=lambda t: last.get(t, -1))
+            queue = self._queues[tenant]
             job = queue.popleft()
-            if queue:
-                self._queues[tenant] = queue  # to the back of the round
+            if not queue:
+                del self._queues[tenant]
+            self._served += 1
+            last[tenant] = self._served
             self._start(job)
-            cap = max(1, self.workers - 1) if self._queues else self.workers
 
     def _start(self, job: _Job[Any]) -> None:
         if self._pool is None:
@@ -228,6 +241,8 @@ class SlowLane:
             self._running[job.tenant] = left
         else:
             del self._running[job.tenant]
+            if job.tenant not in self._queues:
+                self._last_served.pop(job.tenant, None)
         if job.programs:
             self._account(job.programs, job.single, job.cpu)
         if not job.done.done():

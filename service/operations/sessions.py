@@ -96,7 +96,7 @@ async def accept(
         LimitExceeded: the history would pass ``max_session_tokens``, or an engine limit was met
             past the tokens (they are taken back).
     """
-    sessions, metrics = state.sessions, state.metrics
+    sessions, metrics, lane = state.sessions, state.metrics, state.scheduler.lane
     session = sessions.get(session_id, owner)
     st = session.state
     tokens = body.tokens
@@ -114,6 +114,11 @@ async def accept(
             accepted = len(tokens)
             metrics.tokens_accepted.inc(accepted)
         try:
+            if lane.is_slow(session.program):
+                # llguidance holds the GIL while it computes forced tokens but not a mask, and a
+                # mask warms what they need: off the loop, a mask past max_mask_ms is refused here
+                # without holding every other thread.
+                st.fill_bitmask(_scratch_row(session.program.mask_words), 0)
             forced, variables = _forced_and_variables(st)
         except GuidanceError:  # an engine limit met past the tokens: all or nothing, so take them back
             if not body.dry_run:

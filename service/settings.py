@@ -159,7 +159,7 @@ class Settings(BaseSettings):
     max_pending_compiles: int = Field(default=64, ge=1)
     mask_threads: int = Field(default=2, ge=1)
     slow_mask_ms: float = Field(default=5.0, gt=0)
-    slow_lane_workers: int = Field(default=2, ge=1)
+    slow_lane_workers: int = Field(default=4, ge=1)
     slow_lane_probation_calls: int = Field(default=4, ge=0)
     shutdown_timeout_seconds: int = Field(default=10, ge=1)
     max_watchers: int = Field(default=256, ge=0)

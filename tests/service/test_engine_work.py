@@ -138,3 +138,16 @@ async def test_a_heavy_step_runs_off_the_event_loop_and_answers_right(
         # Reading long histories back (variables) is estimated the same way.
         resp = await client.post("/step", json={"sessions": [{"session_id": ids[0]}], "variables": "partial"})
         assert resp.status_code == 200 and lane.calls == 2
+
+
+async def test_a_large_step_body_is_refused_as_a_small_one_is(client: httpx.AsyncClient) -> None:
+    # Past 256 KiB a body is validated off the event loop, a session at a time: same problems.
+    small = {"sessions": [{"session_id": "x", "tokens": [1, "2"]}]}
+    large = {"sessions": [{"session_id": f"s{i}", "tokens": [1] * 4096} for i in range(16)]}
+    large["sessions"][3]["tokens"][7] = "2"  # type: ignore[index]
+    answers = [await client.post("/step", json=body) for body in (small, large)]
+    problems = [assert_problem(resp, 422, "validation-error") for resp in answers]
+    assert [e["loc"] for e in problems[0]["errors"]] == [["sessions", "0", "tokens", "1"]]
+    assert [e["loc"] for e in problems[1]["errors"]] == [["sessions", "3", "tokens", "7"]]
+    duplicate = {"sessions": [{"session_id": "same", "tokens": [1] * 4096} for _ in range(16)]}
+    assert_problem(await client.post("/step", json=duplicate), 422, "validation-error")

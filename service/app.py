@@ -143,7 +143,6 @@ def create_app(
         lane = SlowLane(
             settings.slow_mask_ms / 1000,
             settings.slow_lane_workers,
-            engine.first_mask_seconds,
             probation=settings.slow_lane_probation_calls,
             executor=lane_pool,
         )

@@ -86,7 +86,8 @@ class SlowLane:
     Args:
         threshold_seconds: the inline budget of one call, in CPU seconds.
         workers: threads of the pool.
-        first_mask: the first-mask time of a program, when known.
+        first_mask: the first-mask time of a program, when known (default: what its compile
+            measured, ``program.stats.first_mask_seconds``).
         strikes: calls over the budget that make a program slow.
         probation: calls of a new program run in the lane before it may run inline.
         executor: the pool (the service's own; one of ``workers`` threads is made on first use
@@ -97,7 +98,7 @@ class SlowLane:
         self,
         threshold_seconds: float = 0.005,
         workers: int = 1,
-        first_mask: Callable[[CompiledGuidanceProgram], float | None] = lambda program: None,
+        first_mask: Callable[[CompiledGuidanceProgram], float | None] | None = None,
         strikes: int = 3,
         probation: int = 0,
         executor: Executor | None = None,
@@ -108,7 +109,7 @@ class SlowLane:
         self.probation = probation
         self._strikes: weakref.WeakKeyDictionary[CompiledGuidanceProgram, int] = weakref.WeakKeyDictionary()
         self._proven: weakref.WeakKeyDictionary[CompiledGuidanceProgram, int] = weakref.WeakKeyDictionary()
-        self._first_mask = first_mask
+        self._first_mask = first_mask if first_mask is not None else _first_mask
         self._slow: weakref.WeakSet[CompiledGuidanceProgram] = weakref.WeakSet()
         self._pool = executor
         self._own_pool = executor is None
@@ -262,6 +263,10 @@ class SlowLane:
         self._queues.clear()
         if self._pool is not None and self._own_pool:
             self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _first_mask(program: CompiledGuidanceProgram) -> float | None:
+    return program.stats.first_mask_seconds
 
 
 def _timed(job: _Job[T]) -> T:

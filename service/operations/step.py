@@ -217,7 +217,7 @@ def _fill(service: ServiceState, bitmask: NDArray[np.int32], entries: list[_Entr
     failed: dict[int, GuidanceError] = {}
     try:
         if states:
-            failed = service.engine.fill_next_token_bitmasks(states, bitmask, [e.row for e in filled])
+            failed = service.backend.backend.fill_next_token_bitmasks(states, bitmask, [e.row for e in filled])
         for k, e in enumerate(filled):
             if e.item.draft_tokens and k not in failed:
                 _fill_drafts(states[k], e.row, e.item.draft_tokens, bitmask)

@@ -130,14 +130,17 @@ def table(result: dict[str, Any]) -> str:
     lines = [f"{'phase':<12} {'p50 ms':>8} {'p99 ms':>8} {'requests':>9}  attacker answers"]
     for r in result["rows"]:
         lines.append(
-            f"{r['phase']:<12} {r['healthz_p50_ms']:>8} {r['healthz_p99_ms']:>8} {r['requests']:>9}  {r['attacker_answers']}"
+            f"{r['phase']:<12} {r['healthz_p50_ms']:>8} {r['healthz_p99_ms']:>8} {r['requests']:>9}"
+            f"  {r['attacker_answers']}"
         )
-    lines.append(f"worst p99 under attack: {result['attack_healthz_p99_ms']} ms (target < {result['target_p99_ms']} ms)")
+    worst, target = result["attack_healthz_p99_ms"], result["target_p99_ms"]
+    lines.append(f"worst p99 under attack: {worst} ms (target < {target} ms)")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.attacks", description=__doc__.splitlines()[0] if __doc__ else None)
+    description = __doc__.splitlines()[0] if __doc__ else None
+    parser = argparse.ArgumentParser(prog="python -m bench.attacks", description=description)
     parser.add_argument("--quick", action="store_true", help="8 s per phase instead of 20")
     args = parser.parse_args(argv)
     print(table(run(quick=args.quick)))

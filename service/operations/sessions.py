@@ -51,7 +51,9 @@ async def open_session(
         TooManySessions: the store is full.
     """
     if state.draining:
-        raise NotReady("the server is shutting down: open the session on another replica", state.settings.retry_after_seconds)
+        raise NotReady(
+            "the server is shutting down: open the session on another replica", state.settings.retry_after_seconds
+        )
     if body.program_id is not None:
         program = state.backend.get_program(body.program_id)
         if program is None:
@@ -60,9 +62,8 @@ async def open_session(
     else:
         program, tokenizer_name = await compile_program(body, state)
     session = state.sessions.create(program, tokenizer_name, owner=owner)
-    return SessionCreated(
-        session_id=session.id, program_id=program.program_id, engine_limit=EngineLimitNote.of(program.stats.engine_limit)
-    )
+    note = EngineLimitNote.of(program.stats.engine_limit)
+    return SessionCreated(session_id=session.id, program_id=program.program_id, engine_limit=note)
 
 
 def _forced_and_variables(st: GuidanceState) -> tuple[list[int], dict[str, Any]]:

@@ -101,12 +101,14 @@ def _entries(
     for item in items:
         if item.draft_tokens and len(item.draft_tokens) > settings.max_draft_tokens:
             raise LimitExceeded(
-                f"{len(item.draft_tokens)} draft tokens for one session, above the limit of {settings.max_draft_tokens}",
+                f"{len(item.draft_tokens)} draft tokens for one session, "
+                f"above the limit of {settings.max_draft_tokens}",
                 "max_draft_tokens",
             )
     ids = [item.session_id for item in items]
     if len(set(ids)) != len(ids):
-        raise RequestValidationError([{"loc": ("body", "sessions"), "msg": "a session appears twice", "type": "value_error"}])
+        twice = {"loc": ("body", "sessions"), "msg": "a session appears twice", "type": "value_error"}
+        raise RequestValidationError([twice])
     store = service.sessions
     entries: list[_Entry] = []
     row = 0

@@ -96,9 +96,8 @@ async def test_a_late_expensive_row_fails_alone_in_a_step(make_app: AppFactory, 
         attacker = await _open(client, regex=LATE)
         victim = await _open(client, regex="[0-9]+")
         digit = default_tokenizer.encode("7")
-        resp = await client.post(
-            "/step", json={"sessions": [{"session_id": attacker, "tokens": digit}, {"session_id": victim, "tokens": digit}]}
-        )
+        batch = [{"session_id": attacker, "tokens": digit}, {"session_id": victim, "tokens": digit}]
+        resp = await client.post("/step", json={"sessions": batch})
         assert resp.status_code == 200, resp.text
         header, masks = read_step(resp.content)
         bad, good = header["sessions"]

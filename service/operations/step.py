@@ -145,6 +145,8 @@ def _work(
     """Advance every session of the batch and compute the whole answer (no one else holds them)."""
     metrics = service.metrics
     max_tokens = service.sessions.max_tokens
+    is_slow = service.scheduler.lane.is_slow
+    probe: NDArray[np.int32] | None = None
     accepted_total = rejected_total = 0
     for e in entries:
         if e.session is None:
@@ -161,6 +163,14 @@ def _work(
             except TokenRejected as r:
                 rejected_total += 1
                 rejected = r
+            if body.forced_tokens and is_slow(e.session.program):
+                # As for an accept: a mask first (llguidance holds the GIL for forced tokens, not
+                # for a mask), so that one past max_mask_ms is refused without holding every thread.
+                probe = np.empty((1, words), dtype=np.int32) if probe is None else probe
+                try:
+                    st.fill_bitmask(probe, 0)
+                finally:
+                    st.program.bitmask_views.forget(probe)
             e.status = _status(e, st, body, rejected)
         except GuidanceError as error:  # bad ids, a limit, an engine limit met: the session as it was
             _undo(st, before)

@@ -376,17 +376,26 @@ class GuidanceState:
     def _forced_tokens(self) -> list[int]:
         if self._terminated:
             return []
-        start = time.thread_time()
+        timed = self.program.stats.cpu_timed
+        start = time.thread_time() if timed else time.perf_counter()
         forced = self._matcher.compute_ff_tokens()
         if self._matcher.is_error():
             raise _SpentMatcher(self._matcher.get_error())
-        self._check_time(start, "computing the forced tokens")
+        self._check_time(start, timed, "computing the forced tokens")
         return list(forced)
 
-    def _check_time(self, start: float, doing: str) -> None:
-        """Refuse a computation that took more than ``max_mask_ms`` of this thread's CPU time."""
-        spent = (time.thread_time() - start) * 1000
+    def _check_time(self, start: float, timed: bool, doing: str) -> None:
+        """Refuse a computation that took more than ``max_mask_ms`` of this thread's CPU time.
+
+        ``timed``: ``start`` is this thread's CPU time (else the wall clock's, a bound above the
+        CPU time: past the limit by it, the program's later computations are timed in CPU time).
+        """
         limit = self.program.limits.max_mask_ms
+        if not timed:
+            if (time.perf_counter() - start) * 1000 > limit:
+                self.program.stats.cpu_timed = True
+            return
+        spent = (time.thread_time() - start) * 1000
         if spent > limit:
             detail = (
                 f"the constraint reached the engine limit max_mask_ms at {doing}: it took {spent:.0f} ms "
@@ -404,12 +413,13 @@ class GuidanceState:
         if not 0 <= index < view.rows:
             raise ValueError(f"row {index} outside a bitmask of {view.rows} rows")
         m = self._matcher
-        start = time.thread_time()
+        timed = self.program.stats.cpu_timed
+        start = time.thread_time() if timed else time.perf_counter()
         m.unsafe_compute_mask_ptr(view.base + index * view.row_bytes, view.fill_bytes)
         try:
             if m.is_error():  # llguidance's mask of a stopped matcher allows EOS only: never serve it
                 self._after_engine_error(self._fill_row, view, index)
-            self._check_time(start, "a mask")
+            self._check_time(start, timed, "a mask")
         except GuidanceError:
             bitmask[index] = 0
             raise

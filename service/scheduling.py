@@ -121,14 +121,29 @@ class SlowLane:
         self.calls = 0
 
     def is_slow(self, program: CompiledGuidanceProgram) -> bool:
-        """Whether ``program``'s sessions are served off the event loop (slow, or on probation)."""
+        """Whether ``program``'s sessions are served off the event loop (slow, or on probation).
+
+        Such a program's masks are timed in CPU time (``max_mask_ms``, see ``ProgramStats.cpu_timed``).
+        """
         if program in self._slow:
             return True
         first = self._first_mask(program)
         if first is not None and first > self.threshold:
-            self._slow.add(program)
+            self._add_slow(program)
             return True
-        return self.probation > 0 and self._proven.get(program, 0) < self.probation
+        if self.probation > 0 and self._proven.get(program, 0) < self.probation:
+            program.stats.cpu_timed = True
+            return True
+        return False
+
+    def _add_slow(self, program: CompiledGuidanceProgram) -> None:
+        self._slow.add(program)
+        program.stats.cpu_timed = True
+
+    def _prove(self, program: CompiledGuidanceProgram) -> None:
+        proven = self._proven[program] = self._proven.get(program, 0) + 1
+        if proven == self.probation and program not in self._slow:
+            program.stats.cpu_timed = False  # cheap so far: timed by the wall clock first
 
     def __len__(self) -> int:
         return len(self._slow)
@@ -139,16 +154,16 @@ class SlowLane:
             strikes = self._strikes.get(program, 0) + 1
             self._strikes[program] = strikes
             if strikes >= self.strikes or cpu_seconds > 10 * self.threshold:
-                self._slow.add(program)
+                self._add_slow(program)
         elif self.probation:
-            self._proven[program] = self._proven.get(program, 0) + 1
+            self._prove(program)
 
     def note_batch(self, programs: Sequence[CompiledGuidanceProgram], cpu_seconds: float) -> None:
         """Count a batch that took ``cpu_seconds`` per session: a call proving its programs when
         under the budget, never a strike (a batch's cost is its size's, not one program's)."""
         if self.probation and cpu_seconds <= self.threshold:
             for program in programs:
-                self._proven[program] = self._proven.get(program, 0) + 1
+                self._prove(program)
 
     def inline(self, programs: Sequence[CompiledGuidanceProgram], work: EngineWork[T], single: bool = True) -> T:
         """``work()`` on the event loop, timed in CPU time (see :meth:`note`, :meth:`note_batch`)."""

@@ -127,6 +127,9 @@ async def test_inline_work_over_budget_moves_its_program_to_the_lane(default_tok
             # A batch is never a strike: only single-session calls count as strikes.
             await scheduler.run_batch(sessions, lambda: _burn(0.002))
         assert not lane.is_slow(program)
+        # The first call over the budget by the clock arms CPU timing; three by CPU time are strikes.
+        await scheduler.run(sessions[0], lambda: _burn(0.002))
+        assert program.stats.cpu_timed and not lane.is_slow(program)
         for _ in range(3):
             await scheduler.run(sessions[0], lambda: _burn(0.002))
         assert lane.is_slow(program) and len(lane) == 1
@@ -145,6 +148,7 @@ async def test_waiting_is_not_cost_a_cheap_program_that_waits_stays_inline(defau
         (session,) = _sessions(program, 1)
         for _ in range(3):
             await scheduler.run(session, lambda: time.sleep(0.01))
+        assert program.stats.cpu_timed  # the clock said over: timed in CPU time since
         assert not lane.is_slow(program) and lane.calls == 0
     finally:
         scheduler.close()

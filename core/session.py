@@ -12,8 +12,9 @@ mask allows EOS only.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
+from time import perf_counter as _perf_counter
+from time import thread_time as _thread_time
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
@@ -377,7 +378,7 @@ class GuidanceState:
         if self._terminated:
             return []
         timed = self.program.stats.cpu_timed
-        start = time.thread_time() if timed else time.perf_counter()
+        start = _thread_time() if timed else _perf_counter()
         forced = self._matcher.compute_ff_tokens()
         if self._matcher.is_error():
             raise _SpentMatcher(self._matcher.get_error())
@@ -392,10 +393,10 @@ class GuidanceState:
         """
         limit = self.program.limits.max_mask_ms
         if not timed:
-            if (time.perf_counter() - start) * 1000 > limit:
+            if (_perf_counter() - start) * 1000 > limit:
                 self.program.stats.cpu_timed = True
             return
-        spent = (time.thread_time() - start) * 1000
+        spent = (_thread_time() - start) * 1000
         if spent > limit:
             detail = (
                 f"the constraint reached the engine limit max_mask_ms at {doing}: it took {spent:.0f} ms "
@@ -406,23 +407,26 @@ class GuidanceState:
 
     def fill_bitmask(self, bitmask: NDArray[np.int32], index: int = 0) -> None:
         """Write the allowed next tokens into row ``index`` of ``bitmask``."""
-        views = self.program.bitmask_views
+        program = self.program
+        views = program.bitmask_views
         view = views.current
         if view is None or view.array is not bitmask:
             view = views.view(bitmask)
         if not 0 <= index < view.rows:
             raise ValueError(f"row {index} outside a bitmask of {view.rows} rows")
         m = self._matcher
-        timed = self.program.stats.cpu_timed
-        start = time.thread_time() if timed else time.perf_counter()
+        stats = program.stats
+        timed = stats.cpu_timed
+        start = _thread_time() if timed else _perf_counter()
         m.unsafe_compute_mask_ptr(view.base + index * view.row_bytes, view.fill_bytes)
-        try:
-            if m.is_error():  # llguidance's mask of a stopped matcher allows EOS only: never serve it
-                self._after_engine_error(self._fill_row, view, index)
-            self._check_time(start, timed, "a mask")
-        except GuidanceError:
-            bitmask[index] = 0
-            raise
+        if m.is_error() or timed or _perf_counter() - start > program.limits.max_mask_ms / 1000:
+            try:
+                if m.is_error():  # llguidance's mask of a stopped matcher allows EOS only: never serve it
+                    self._after_engine_error(self._fill_row, view, index)
+                self._check_time(start, timed, "a mask")
+            except GuidanceError:
+                bitmask[index] = 0
+                raise
         if view.wide:
             bitmask[index, view.fill_bytes // 4 :] = 0
 

@@ -174,20 +174,19 @@ class SlowLane:
         the budget by it, and in CPU time from then on (``ProgramStats.cpu_timed``, which its
         masks share). A batch is timed by the wall clock: it only ever proves its programs.
         """
-        program = programs[0]
-        if single and program.stats.cpu_timed:
+        if single and programs[0].stats.cpu_timed:
             start = time.thread_time()
             try:
                 return work()
             finally:
-                self.note(program, time.thread_time() - start)
+                self.note(programs[0], time.thread_time() - start)
         start = time.perf_counter()
         try:
             return work()
         finally:
             elapsed = time.perf_counter() - start
             if single and elapsed > self.threshold:
-                program.stats.cpu_timed = True  # not yet a strike: the clock counts waits too
+                programs[0].stats.cpu_timed = True  # not yet a strike: the clock counts waits too
             else:
                 self._account(programs, single, elapsed)
 

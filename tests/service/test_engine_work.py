@@ -150,3 +150,10 @@ async def test_a_large_step_body_is_refused_as_a_small_one_is(client: httpx.Asyn
     assert [e["loc"] for e in problems[1]["errors"]] == [["sessions", "3", "tokens", "7"]]
     duplicate = {"sessions": [{"session_id": "same", "tokens": [1] * 4096} for _ in range(16)]}
     assert_problem(await client.post("/step", json=duplicate), 422, "validation-error")
+
+
+async def test_a_step_of_only_unknown_sessions_answers_their_errors(client: httpx.AsyncClient) -> None:
+    resp = await client.post("/step", json={"sessions": [{"session_id": "nobody", "tokens": [1]}]})
+    assert resp.status_code == 200, resp.text
+    header, masks = read_step(resp.content)
+    assert header["sessions"][0]["error"]["code"] == "session-not-found" and not masks.any()

@@ -348,7 +348,8 @@ class Scheduler:
 
     def batch_seconds(self, sessions: Sequence[Session], rows: int, tokens: int, history: bool) -> float:
         """The estimated CPU seconds of a batch: ``rows`` masks, ``tokens`` accepted, histories read."""
-        per_mask = max((s.program.stats.mask_seconds for s in sessions), default=0.0)
+        programs = {s.program for s in sessions}  # usually one: each read once
+        per_mask = max((p.stats.mask_seconds for p in programs), default=0.0)
         read = sum(len(s.state.tokens) for s in sessions) if history else 0
         return rows * per_mask + (tokens + read) * TOKEN_SECONDS
 
@@ -373,7 +374,9 @@ class Scheduler:
 
     def _any_slow(self, sessions: Sequence[Session]) -> bool:
         is_slow = self.lane.is_slow
-        return any(is_slow(s.program) for s in sessions)
+        if len(sessions) == 1:
+            return is_slow(sessions[0].program)
+        return any(is_slow(p) for p in {s.program for s in sessions})
 
     def close(self) -> None:
         """Stop the slow lane's queue (the pool is its owner's to stop)."""

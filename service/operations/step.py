@@ -145,7 +145,8 @@ def _work(
     """Advance every session of the batch and compute the whole answer (no one else holds them)."""
     metrics = service.metrics
     max_tokens = service.sessions.max_tokens
-    is_slow = service.scheduler.lane.is_slow
+    lane = service.scheduler.lane
+    slow = {p: lane.is_slow(p) for p in {e.session.program for e in entries if e.session is not None}}
     probe: NDArray[np.int32] | None = None
     accepted_total = rejected_total = 0
     for e in entries:
@@ -163,7 +164,7 @@ def _work(
             except TokenRejected as r:
                 rejected_total += 1
                 rejected = r
-            if body.forced_tokens and is_slow(e.session.program):
+            if body.forced_tokens and slow[e.session.program]:
                 # As for an accept: a mask first (llguidance holds the GIL for forced tokens, not
                 # for a mask), so that one past max_mask_ms is refused without holding every thread.
                 probe = np.empty((1, words), dtype=np.int32) if probe is None else probe

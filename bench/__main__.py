@@ -1,7 +1,7 @@
 """``python -m bench [--quick] [--only NAME,...] [--out PATH]``: every benchmark, one report.
 
 Runs, in order, :mod:`bench.inprocess`, :mod:`bench.service`, :mod:`bench.mask_floor`,
-:mod:`bench.decode_loop`, :mod:`bench.memory` and :mod:`bench.compile` (each also runs alone as
+:mod:`bench.decode_loop`, :mod:`bench.memory`, :mod:`bench.compile` and :mod:`bench.attacks` (each also runs alone as
 ``python -m bench.<name>``), prints a table per benchmark and writes ``bench/results/latest.json``:
 the machine, the headline ratios (with their targets) at the top level, and every benchmark's rows.
 ``--quick`` takes about a minute; the full run a few minutes (docs/benchmarks.md).
@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import attacks, decode_loop, inprocess, mask_floor, memory, service
 from bench import compile as compile_bench
-from bench import decode_loop, inprocess, mask_floor, memory, service
 from bench.harness import ROOT, machine
 
 BENCHMARKS = {
@@ -27,6 +27,7 @@ BENCHMARKS = {
     "decode_loop": decode_loop,
     "memory": memory,
     "compile": compile_bench,
+    "attacks": attacks,
 }
 
 # SPEC section 9: each headline figure, where it comes from, and its target.
@@ -37,6 +38,7 @@ HEADLINES: dict[str, tuple[str, str, float]] = {
     "decode_loop_vs_unconstrained": ("decode_loop", ">=", 0.95),
     "bytes_per_session": ("memory", "", 0.0),
     "compile_vs_raw": ("compile", "<=", 1.3),
+    "attack_healthz_p99_ms": ("attacks", "<=", 50.0),
 }
 
 

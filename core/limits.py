@@ -48,6 +48,11 @@ class Limits:
             rewrites, template compilation, validation), in milliseconds; past it the worker is
             stopped and the compile refused. Enforced where compiles run in worker processes
             (:mod:`core.workers`).
+        max_mask_ms: most CPU time of one mask (or one computation of the forced tokens) of a
+            session, in milliseconds of the computing thread's CPU time. llguidance's fuel does
+            not bound every cost (a long regex behind a first character, ``[0-9](ab|ab){40000}``,
+            costs seconds at every mask after it): a mask past this is refused with
+            ``EngineLimitReached`` (``max_mask_ms``), its row zero, the state unchanged.
         max_items_in_row: llguidance: branching factor of one Earley row.
         initial_lexer_fuel: llguidance: fuel to build the lexer's regex ASTs (about 50k per ms).
         step_lexer_fuel: llguidance: lexer fuel for one mask (about 14k per ms).
@@ -91,6 +96,7 @@ class Limits:
     max_expansion: int = 32_768
     max_first_mask_ms: int = 1000
     max_compile_ms: int = 10_000
+    max_mask_ms: int = 1000
     max_items_in_row: int = 2000
     initial_lexer_fuel: int = 1_000_000
     step_lexer_fuel: int = 200_000

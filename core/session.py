@@ -13,6 +13,8 @@ mask allows EOS only.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from time import perf_counter as _perf_counter
+from time import thread_time as _thread_time
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
@@ -424,24 +426,53 @@ class GuidanceState:
     def _forced_tokens(self) -> list[int]:
         if self._terminated:
             return []
+        timed = self.program.stats.cpu_timed
+        start = _thread_time() if timed else _perf_counter()
         forced = self._matcher.compute_ff_tokens()
         if self._matcher.is_error():
             raise _SpentMatcher(self._matcher.get_error())
+        self._check_time(start, timed, "computing the forced tokens")
         return list(forced)
+
+    def _check_time(self, start: float, timed: bool, doing: str) -> None:
+        """Refuse a computation that took more than ``max_mask_ms`` of this thread's CPU time.
+
+        ``timed``: ``start`` is this thread's CPU time (else the wall clock's, a bound above the
+        CPU time: past the limit by it, the program's later computations are timed in CPU time).
+        """
+        limit = self.program.limits.max_mask_ms
+        if not timed:
+            if (_perf_counter() - start) * 1000 > limit:
+                self.program.stats.cpu_timed = True
+            return
+        spent = (_thread_time() - start) * 1000
+        if spent > limit:
+            detail = (
+                f"the constraint reached the engine limit max_mask_ms at {doing}: it took {spent:.0f} ms "
+                f"of CPU time, above the limit of {limit} ms"
+            )
+            self.program.stats.note_engine_limit("max_mask_ms", detail)
+            raise EngineLimitReached(detail, "max_mask_ms")
 
     def fill_bitmask(self, bitmask: NDArray[np.int32], index: int = 0) -> None:
         """Write the allowed next tokens into row ``index`` of ``bitmask``."""
-        views = self.program.bitmask_views
+        program = self.program
+        views = program.bitmask_views
         view = views.current
         if view is None or view.array is not bitmask:
             view = views.view(bitmask)
         if not 0 <= index < view.rows:
             raise ValueError(f"row {index} outside a bitmask of {view.rows} rows")
         m = self._matcher
+        stats = program.stats
+        timed = stats.cpu_timed
+        start = _thread_time() if timed else _perf_counter()
         m.unsafe_compute_mask_ptr(view.base + index * view.row_bytes, view.fill_bytes)
-        if m.is_error():  # llguidance's mask of a stopped matcher allows EOS only: never serve it
+        if m.is_error() or timed or _perf_counter() - start > program.limits.max_mask_ms / 1000:
             try:
-                self._after_engine_error(self._fill_row, view, index)
+                if m.is_error():  # llguidance's mask of a stopped matcher allows EOS only: never serve it
+                    self._after_engine_error(self._fill_row, view, index)
+                self._check_time(start, timed, "a mask")
             except GuidanceError:
                 bitmask[index] = 0
                 raise

@@ -29,8 +29,8 @@ class ProgramStats:
     """
 
     __slots__ = (
-        "_engine_limit", "_lock", "_mask_seconds", "_newest_weight", "_shard_renewals", "first_mask_seconds",
-        "heap_bytes",
+        "_engine_limit", "_lock", "_mask_seconds", "_newest_weight", "_shard_renewals", "cpu_timed",
+        "first_mask_seconds", "heap_bytes",
     )
 
     def __init__(self, first_mask_seconds: float | None = None, *, newest_weight: float = 0.2) -> None:
@@ -38,6 +38,11 @@ class ProgramStats:
             raise ValueError("newest_weight must be in (0, 1]")
         self.first_mask_seconds = first_mask_seconds
         self.heap_bytes = 0
+        # Whether its sessions time each mask in CPU time (``Limits.max_mask_ms``): reading a
+        # thread's CPU clock costs about as much as a cheap mask, so a program is timed by the
+        # wall clock until one of its masks takes longer than the limit by it, or its caller
+        # asks (the service does for programs it serves off the event loop).
+        self.cpu_timed = False
         self._newest_weight = newest_weight
         self._lock = threading.Lock()
         self._mask_seconds = 0.0

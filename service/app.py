@@ -155,9 +155,15 @@ def create_app(
             max_tokens=settings.max_session_tokens,
             max_per_owner=settings.sessions_per_key(len(keys)),
         )
-        scheduler = Scheduler(
-            engine, SlowLane(settings.slow_mask_ms / 1000, settings.slow_lane_workers, engine.first_mask_seconds)
+        # The service owns the threads its sessions' slow work runs on (stopped with it).
+        lane_pool = EngineThreadPool(settings.slow_lane_workers, "guidance-slow", engine.limits.engine_stack_bytes)
+        lane = SlowLane(
+            settings.slow_mask_ms / 1000,
+            settings.slow_lane_workers,
+            probation=settings.slow_lane_probation_calls,
+            executor=lane_pool,
         )
+        scheduler = Scheduler(lane)
         events = EventHub(
             max_watchers=settings.max_watchers,
             max_watchers_per_session=settings.max_watchers_per_session,
@@ -194,6 +200,7 @@ def create_app(
             executor.shutdown(wait=False, cancel_futures=True)
             backend.close()
             scheduler.close()
+            lane_pool.shutdown(wait=False, cancel_futures=True)
             sessions.clear()
             del app.state.service
 

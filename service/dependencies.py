@@ -5,6 +5,7 @@ Tests override any of ``get_*`` through ``app.dependency_overrides``.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Annotated
@@ -32,6 +33,7 @@ __all__ = [
     "SessionsDep",
     "SettingsDep",
     "StateDep",
+    "TenantDep",
     "TokenizersDep",
     "get_backend",
     "get_metrics",
@@ -39,8 +41,10 @@ __all__ = [
     "get_sessions",
     "get_settings",
     "get_state",
+    "get_tenant",
     "get_tokenizers",
     "state_of",
+    "tenant_of",
 ]
 
 
@@ -79,6 +83,16 @@ def state_of(request: Request) -> ServiceState:
     if state is None:
         raise NotReady("the server is starting")
     return state
+
+
+def tenant_of(request: Request) -> Hashable:
+    """Whose work a request is, for the slow lane's fairness: its API key's owner, or, where keys
+    are off, the client's address."""
+    owner = owner_of(request)
+    if owner is not None:
+        return owner
+    client = request.client
+    return client.host if client is not None else None
 
 
 # Dependencies are ``async def`` on purpose: FastAPI runs plain ``def`` ones in a thread pool.
@@ -121,5 +135,13 @@ SessionsDep = Annotated[SessionStore, Depends(get_sessions)]
 TokenizersDep = Annotated[TokenizerRegistry, Depends(get_tokenizers)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 OwnerDep = Annotated[int | None, Depends(get_owner)]
+
+
+async def get_tenant(request: Request) -> Hashable:
+    """Whose work this request is (see :func:`tenant_of`)."""
+    return tenant_of(request)
+
+
+TenantDep = Annotated[Hashable, Depends(get_tenant)]
 AdminDep = Depends(require_admin)
 """For ``dependencies=[AdminDep]`` of a route that changes the whole server (403 unless admin)."""

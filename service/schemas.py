@@ -9,8 +9,9 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
+from guidance_client.wire import MaskEncoding
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -47,6 +48,8 @@ __all__ = [
     "SessionState",
     "SessionSummary",
     "Status",
+    "StepItem",
+    "StepRequest",
     "TokenId",
     "TokenizeRequest",
     "TokenizeResponse",
@@ -448,3 +451,41 @@ class Problem(BaseModel):
     offset: int | None = Field(default=None, description="unicode-invalid: byte offset of the fault in the body.")
     retry_after: int | None = Field(default=None, description="429/503: seconds to wait (also the Retry-After header).")
     errors: list[dict[str, Any]] | None = Field(default=None, description="validation-error: what is wrong, where.")
+
+
+class StepItem(BaseModel):
+    """One session of a ``/step`` batch."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    session_id: str = Field(description="The session to advance.")
+    tokens: list[TokenId] = Field(default_factory=list, description="Tokens sampled for it, in order (may be empty).")
+    draft_tokens: list[TokenId] | None = Field(
+        None, description="Draft tokens: one extra mask row after each (speculative decoding); the session does not move."
+    )
+
+
+class StepRequest(BaseModel):
+    """A ``/step`` batch (its answer is binary: see ``service/routes/step.py``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sessions: list[StepItem] = Field(description="The batch, in the order the masks come back.")
+    variables: bool | Literal["partial"] = Field(
+        False,
+        description=(
+            "Include each session's captured variables in its status; `\"partial\"` also includes "
+            "`partial`: every capture so far, the ones still being generated with their text so far "
+            "(computed only when asked)."
+        ),
+    )
+    forced_tokens: bool = Field(
+        True,
+        description=(
+            "Include each session's forced tokens (what the constraint fixes next) in its status; "
+            "`false` leaves them out and skips computing them (one more llguidance call per session)."
+        ),
+    )
+    mask_encoding: MaskEncoding = Field(
+        "dense", description="`dense`: packed bitmask rows; `blocks`: block-sparse (see `x-step-layout`)."
+    )

@@ -99,7 +99,10 @@ class Settings(BaseSettings):
         slow_mask_ms: a program whose first mask (measured by its compile), or any mask or accept
             served inline, takes longer than this, in milliseconds, is "slow": its sessions' work
             then runs in the slow lane, a small thread pool, instead of on the event loop.
-        slow_lane_workers: threads of the slow lane.
+        slow_lane_workers: threads of the slow lane (one tenant holds at most all but one while
+            another waits).
+        slow_lane_probation_calls: a new program's first calls run in the slow lane, timed
+            there, before it may run inline (0: none).
         max_connections: most client connections open at once (``service/connections.py``). At
             the cap a new connection takes the place of the oldest one waiting for a request head;
             when every one has a request in flight, it is refused (503). The process's descriptor
@@ -181,7 +184,8 @@ class Settings(BaseSettings):
     max_memory_bytes: int = Field(default=0, ge=0)
     mask_threads: int = Field(default=2, ge=1)
     slow_mask_ms: float = Field(default=5.0, gt=0)
-    slow_lane_workers: int = Field(default=1, ge=1)
+    slow_lane_workers: int = Field(default=4, ge=1)
+    slow_lane_probation_calls: int = Field(default=4, ge=0)
     shutdown_timeout_seconds: int = Field(default=10, ge=1)
     max_connections: int = Field(default=2048, ge=1)
     header_timeout_seconds: float = Field(default=10.0, gt=0)
@@ -203,6 +207,7 @@ class Settings(BaseSettings):
     max_expansion: int = Field(default=Limits.max_expansion, ge=1)
     max_first_mask_ms: int = Field(default=Limits.max_first_mask_ms, ge=1)
     max_compile_ms: int = Field(default=Limits.max_compile_ms, ge=1)
+    max_mask_ms: int = Field(default=Limits.max_mask_ms, ge=1)
     max_items_in_row: int = Field(default=Limits.max_items_in_row, ge=1)
     initial_lexer_fuel: int = Field(default=Limits.initial_lexer_fuel, ge=1)
     step_lexer_fuel: int = Field(default=Limits.step_lexer_fuel, ge=1)

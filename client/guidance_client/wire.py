@@ -54,7 +54,9 @@ __all__ = [
     "blocks_step_answer",
     "decode_blocks",
     "dense_step_answer",
+    "dense_step_masks",
     "encode_blocks",
+    "frame_dense_step",
     "from_bytes",
     "mask_words",
     "pack_tokens",
@@ -242,6 +244,40 @@ def dense_step_answer(header: bytes, rows: int, words: int) -> tuple[NDArray[np.
     """
     buf, offset = step_frame(header, rows * words * 4)
     return buf, buf[offset:].view(np.int32).reshape(rows, words)
+
+
+def dense_step_masks(header_room: int, rows: int, words: int) -> tuple[NDArray[np.uint8], NDArray[np.int32]]:
+    """A buffer for a dense ``/step`` answer whose header is written after its masks.
+
+    Args:
+        header_room: bytes kept before the masks for the length word and the header (a multiple
+            of 4, at least what :func:`frame_dense_step` will be given plus 4).
+        rows: mask rows.
+        words: words per row.
+
+    Returns:
+        The buffer (``np.empty``: every row must be written) and a ``[rows, words]`` int32 view
+        of its mask region; then :func:`frame_dense_step` writes the header and gives the answer.
+    """
+    if header_room % 4:
+        raise ValueError("header_room must be a multiple of 4")
+    buf = np.empty(header_room + rows * words * 4, dtype=np.uint8)
+    return buf, buf[header_room:].view(np.int32).reshape(rows, words)
+
+
+def frame_dense_step(buf: NDArray[np.uint8], header: bytes, header_room: int) -> NDArray[np.uint8] | None:
+    """Write ``header`` just before the masks of a :func:`dense_step_masks` buffer.
+
+    Returns:
+        The answer: the tail of ``buf`` from its length word (no copy); None when the padded
+        header does not fit in ``header_room``.
+    """
+    header += b" " * (-len(header) % 4)
+    start = header_room - 4 - len(header)
+    if start < 0:
+        return None
+    buf[start:header_room] = np.frombuffer(_HEADER_LENGTH.pack(len(header)) + header, dtype=np.uint8)
+    return buf[start:]
 
 
 def blocks_step_answer(header: bytes, masks: NDArray[np.int32]) -> NDArray[np.uint8]:

@@ -1,5 +1,10 @@
-"""Use cases between the HTTP routes and core: routes parse and answer, use cases hold draining,
-bounds, metrics and the mapping of errors."""
+"""Use cases between the routes and ``core``: one function per operation.
+
+A route parses its request and writes the answer; the operation it calls holds the rest: the
+bounds checked before any work, draining, where the engine work runs (through the scheduler), the
+metrics, and which errors the client gets. An operation reads nothing of the HTTP request but, for
+a compile, whether its client has gone (to stop the compile).
+"""
 
 from __future__ import annotations
 

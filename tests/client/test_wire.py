@@ -32,7 +32,7 @@ from guidance_client.wire import (
     step_request,
     to_bytes,
 )
-from service.routes.step import StepRequest
+from service.schemas import StepRequest
 
 _ROWS = st.integers(1, 5000).flatmap(
     lambda v: st.tuples(st.just(v), st.lists(st.sets(st.integers(0, v - 1), max_size=40), min_size=1, max_size=6))

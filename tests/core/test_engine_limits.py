@@ -115,3 +115,39 @@ def test_batched_fills_report_the_failing_state_and_fill_the_others(default_toke
     failed = backend.fill_next_token_bitmasks(states, bitmask)
     assert list(failed) == [1] and isinstance(failed[1], EngineLimitReached)
     assert not bitmask[1].any() and bitmask[0].any() and (bitmask[0] == bitmask[2]).all()
+
+
+def test_a_computation_past_max_mask_ms_is_an_engine_limit_once_the_program_is_timed(
+    default_tokenizer: Tokenizer,
+) -> None:
+    # Cheap at its start; after one digit each forced-token computation costs about 0.4 s.
+    backend = GuidanceBackend(default_tokenizer, limits=Limits(max_mask_ms=50))
+    program = backend.compile_regex("[0-9](ab|ab){20000}")
+    state = program.create_state()
+    state.advance(default_tokenizer.encode("7"))
+    assert not program.stats.cpu_timed
+    # Timed by the wall clock at first: past the limit by it, served, and timed in CPU time after.
+    state.forced_tokens()
+    assert program.stats.cpu_timed
+    with pytest.raises(EngineLimitReached) as e:
+        state.forced_tokens()
+    assert e.value.limit == "max_mask_ms"
+    assert state.tokens == default_tokenizer.encode("7")  # nothing moved
+    assert program.stats.engine_limit is not None and program.stats.engine_limit["limit"] == "max_mask_ms"
+    row = backend.allocate_bitmask(1)
+    with pytest.raises(EngineLimitReached):
+        for _ in range(2):  # llguidance caches every other mask of this state
+            state.fill_bitmask(row, 0)
+    assert not row.any()  # a refused mask is never served
+
+
+def test_a_cheap_programs_masks_stay_within_max_mask_ms_untimed(default_tokenizer: Tokenizer) -> None:
+    backend = GuidanceBackend(default_tokenizer, limits=Limits(max_mask_ms=50))
+    program = backend.compile_regex("[0-9](ab|cd){20000}")
+    state = program.create_state()
+    state.advance(default_tokenizer.encode("7"))
+    row = backend.allocate_bitmask(1)
+    for _ in range(3):
+        state.fill_bitmask(row, 0)
+        state.forced_tokens()
+    assert not program.stats.cpu_timed and program.stats.engine_limit is None

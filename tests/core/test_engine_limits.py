@@ -129,6 +129,9 @@ def test_a_computation_past_max_mask_ms_is_an_engine_limit_once_the_program_is_t
     # Timed by the wall clock at first: past the limit by it, served, and timed in CPU time after.
     state.forced_tokens()
     assert program.stats.cpu_timed
+    # A state keeps its forced tokens until it moves: another state at the same place computes them.
+    state = program.create_state()
+    state.advance(default_tokenizer.encode("7"))
     with pytest.raises(EngineLimitReached) as e:
         state.forced_tokens()
     assert e.value.limit == "max_mask_ms"

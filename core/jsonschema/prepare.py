@@ -175,7 +175,11 @@ def schema_grammar(
         grammar = llguidance.LLMatcher.grammar_from_json_schema(prepared.schema)
     except ValueError as e:
         raise _located(schema, trimmed(str(e))) from None
-    matcher, message = build(grammar, tokenizer, limits, shallow=prepared.shallow)
+    # The rewritten schema's chains are measured on the object, not on the grammar's text parsed again.
+    deepest = limits.max_derivation_depth
+    if not prepared.shallow and schema_derivation_depth(prepared.schema, deepest) > deepest:
+        raise too_deep(limits)
+    matcher, message = build(grammar, tokenizer, limits, shallow=True)
     if message:
         limit = classify_engine_error(message)
         if limit is not None:

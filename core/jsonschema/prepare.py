@@ -68,16 +68,18 @@ def _keywords(value: Any, limit: int) -> set[str] | None:
     """Every object key in ``value``; None when it nests deeper than ``limit`` (iterative: safe on
     hostile input)."""
     keys: set[str] = set()
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
+    level, depth = [value], 1  # every value at this depth
+    while level:
         if depth > limit:
             return None
-        if isinstance(node, dict):
-            keys.update(node)
-            stack.extend((v, depth + 1) for v in node.values())
-        elif isinstance(node, list):
-            stack.extend((v, depth + 1) for v in node)
+        below: list[Any] = []
+        for node in level:
+            if isinstance(node, dict):
+                keys.update(node)
+                below.extend(node.values())
+            elif isinstance(node, list):
+                below.extend(node)
+        level, depth = below, depth + 1
     return keys
 
 

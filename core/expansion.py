@@ -15,9 +15,13 @@ from typing import Any
 
 from core.lark_text import lark_statements, lark_tokens
 
-__all__ = ["expansion", "regex_expansion"]
+__all__ = ["expansion", "expansion_above", "regex_expansion"]
 
 _QUANT = re.compile(r"\{\s*(\d+)\s*(?:(,)\s*(\d*)\s*)?\}")
+# What can make an expansion longer than its source text: a bounded repeat ("{3}", "{ 2,5}", Lark's
+# "~ 4"), or an escape that could be one ("{\\n3}" in JSON text). An object's "{" is followed by a
+# key or "}".
+_REPEAT_MARK = re.compile(r'\{(?!\s*["}])|~')
 _SKIPPED_KEYS = frozenset({"description", "title", "$comment", "examples", "default", "$id", "$schema"})
 
 
@@ -215,3 +219,17 @@ def expansion(grammar: str) -> int:
                 best = max(best, _schema_expansion(g["json_schema"]))
         return best
     return _lark_expansion(grammar)
+
+
+def expansion_above(grammar: str, limit: int) -> int | None:
+    """:func:`expansion` of ``grammar`` when it is above ``limit``, else None.
+
+    A grammar of at most ``limit`` characters without a bounded repeat is within it without a
+    walk: every atom counts at most the characters of its own source (escapes and the JSON
+    encoding only lengthen the source), a sequence at most their sum, alternatives their maximum;
+    only a repeat multiplies.
+    """
+    if len(grammar) <= limit and _REPEAT_MARK.search(grammar) is None:
+        return None
+    grown = expansion(grammar)
+    return grown if grown > limit else None

@@ -37,7 +37,7 @@ from core.compiler import (
     compile_tools,
 )
 from core.errors import GrammarError, LimitExceeded
-from core.expansion import expansion
+from core.expansion import expansion_above
 from core.forms import Lowering, lower_ebnf, lower_response_format, lower_structured_outputs
 from core.limits import Limits
 from core.options import JsonSchemaOptions, KindOptions
@@ -298,8 +298,8 @@ def compile_spec(spec: ProgramSpec, tokenizer: llguidance.LLTokenizer | None, li
             compiled = replace(compiled, grammar=grammar, layout=layout, matcher=matcher)
     except RecursionError:
         raise LimitExceeded("the constraint is nested too deeply", "max_nesting_depth") from None
-    grown = expansion(compiled.grammar)
-    if grown > limits.max_expansion:
+    grown = expansion_above(compiled.grammar, limits.max_expansion)
+    if grown is not None:
         raise LimitExceeded(
             f"the constraint expands to a literal or repeat of about {grown} characters, above the limit "
             f"of {limits.max_expansion} (every mask would cost time quadratic in it)",

@@ -73,16 +73,18 @@ def _keywords(value: Any, limit: int) -> set[str] | None:
     """Every object key in ``value``; None when it nests deeper than ``limit`` (iterative: safe on
     hostile input)."""
     keys: set[str] = set()
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
+    level, depth = [value], 1  # every value at this depth
+    while level:
         if depth > limit:
             return None
-        if isinstance(node, dict):
-            keys.update(node)
-            stack.extend((v, depth + 1) for v in node.values())
-        elif isinstance(node, list):
-            stack.extend((v, depth + 1) for v in node)
+        below: list[Any] = []
+        for node in level:
+            if isinstance(node, dict):
+                keys.update(node)
+                below.extend(node.values())
+            elif isinstance(node, list):
+                below.extend(node)
+        level, depth = below, depth + 1
     return keys
 
 
@@ -180,7 +182,11 @@ def schema_grammar(
         grammar = llguidance.LLMatcher.grammar_from_json_schema(prepared.schema)
     except ValueError as e:
         raise _located(schema, trimmed(str(e))) from None
-    matcher, message = build(grammar, tokenizer, limits, shallow=prepared.shallow)
+    # The rewritten schema's chains are measured on the object, not on the grammar's text parsed again.
+    deepest = limits.max_derivation_depth
+    if not prepared.shallow and schema_derivation_depth(prepared.schema, deepest) > deepest:
+        raise too_deep(limits)
+    matcher, message = build(grammar, tokenizer, limits, shallow=True)
     if message:
         limit = classify_engine_error(message)
         if limit is not None:

@@ -45,6 +45,8 @@ class References:
         self.pinned_prefixes: set[Path] = set()
         self.structural = True
         self._root_id = root.get("$id") if isinstance(root.get("$id"), str) else None
+        self._under_pinned: set[Path] | None = None
+        self._prefix_cap = 2 * max_depth + 2  # a subschema's path: a keyword and maybe a name per level
         self._scan(max_depth)
 
     def _scan(self, max_depth: int) -> None:
@@ -54,7 +56,7 @@ class References:
             node, path, depth, inside = stack.pop()
             if not isinstance(node, dict) or depth > max_depth:
                 continue
-            if any(k in node for k in IDENTIFIERS):
+            if not node.keys().isdisjoint(IDENTIFIERS):
                 self.structural = False
             for key in ("$id", "id"):  # ``id``: drafts 4 and 6 (we are in a schema position)
                 value = node.get(key)
@@ -99,7 +101,12 @@ class References:
             return False
         prefix = path + (key,)
         n = len(prefix)
-        return not any(p[:n] == prefix for p in self.pinned)
+        if n > self._prefix_cap:  # deeper than any walk goes: not worth a set of such prefixes
+            return not any(p[:n] == prefix for p in self.pinned)
+        if self._under_pinned is None:  # the prefixes of pinned locations, as long as the cap
+            cap = self._prefix_cap
+            self._under_pinned = {p[:i] for p in self.pinned for i in range(1, min(len(p), cap) + 1)}
+        return prefix not in self._under_pinned
 
     def at(self, path: Path) -> Any:
         """The original value at ``path``; None when there is none."""

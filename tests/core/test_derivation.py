@@ -104,6 +104,19 @@ def test_embedded_grammars_add_to_the_chain() -> None:
     assert derivation_depth(json.dumps(top), LIMIT) == 5
 
 
+def test_a_rewrite_that_deepens_a_chain_is_measured_after_it(tiny_tokenizer: Tokenizer) -> None:
+    # if/then becomes allOf: [anyOf: [not if, then]]: the chain root -> x -> a -> minLength's node
+    # grows from 4 nodes to 5.
+    schema = {
+        "$defs": {"a": {"if": {"type": "string"}, "then": {"minLength": 2}}},
+        "properties": {"x": {"$ref": "#/$defs/a"}},
+    }
+    with pytest.raises(LimitExceeded) as caught:
+        GuidanceBackend(tiny_tokenizer, limits=Limits(max_derivation_depth=4)).compile_json_schema(schema)
+    assert caught.value.limit == "max_derivation_depth"
+    assert GuidanceBackend(tiny_tokenizer, limits=Limits(max_derivation_depth=5)).compile_json_schema(schema)
+
+
 def test_a_hostile_depth_is_measured_without_python_recursion() -> None:
     assert derivation_depth(lark_chain("rule", 200_000), LIMIT) == LIMIT + 1
 

@@ -3,11 +3,15 @@ and the failed-compile (negative) cache."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from core import GrammarError, GuidanceBackend, LimitExceeded, Tokenizer
 from core.cache import ProgramCache
-from core.expansion import expansion, regex_expansion
+from core.expansion import expansion, expansion_above, regex_expansion
 from core.limits import Limits
 
 
@@ -38,6 +42,30 @@ def test_expansion_reads_lark_json_and_top_level_grammars() -> None:
     assert expansion(top) == 8
     assert expansion('{"grammars": [{"json_schema": {"enum": ["x", "yyyyyy"], "description": "' + "d" * 99 + '"}}]}') == 6
     assert expansion('{"grammars": [{"json_schema": {"pattern": "q{77}"}}]}') == 77
+
+
+# Lark and regex pieces that sum, alternate, group and repeat, some of them written with escapes.
+_PIECES = st.sampled_from(
+    ['"ab"', '"{"', "/x{30}/", "/y{ 2,90}/", "/z\\{/", " | ", "(", ")", "{40}", "~ 30", "~ 2..60"]
+    + ["a", "[b]", "\\n", "{", "}"]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_PIECES, max_size=12), st.integers(min_value=0, max_value=200))
+def test_the_expansion_check_refuses_exactly_what_the_full_measure_does(pieces: list[str], limit: int) -> None:
+    lark = "start: " + " ".join(pieces)
+    schema = {"pattern": "".join(pieces), "enum": ["".join(pieces)]}
+    top = [json.dumps({"grammars": [{"lark_grammar": lark}]}), json.dumps({"grammars": [{"json_schema": schema}]})]
+    for grammar in (lark, *top):
+        grown = expansion(grammar)
+        assert expansion_above(grammar, limit) == (grown if grown > limit else None)
+
+
+def test_the_expansion_check_is_inclusive_at_the_limit() -> None:
+    assert expansion_above('start: "aaaa"', 4) is None
+    assert expansion_above('start: "aaaaa"', 4) == 5
+    assert expansion_above('{"grammars": [{"json_schema": {"pattern": "q{77}"}}]}', 76) == 77
 
 
 def test_long_literals_and_repeats_are_refused_before_a_matcher_is_built(tiny_tokenizer: Tokenizer) -> None:

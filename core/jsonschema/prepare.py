@@ -23,7 +23,7 @@ from typing import Any
 import llguidance
 
 from core.derivation import schema_derivation_depth
-from core.errors import LimitExceeded, SchemaError, classify_engine_error
+from core.errors import LimitExceeded, SchemaError, refusal
 from core.limits import Limits
 from core.jsonschema.formats import DEFAULT_FORMAT_MODE, FormatMode, format_hint
 from core.jsonschema.locate import locate_schema_error
@@ -182,10 +182,7 @@ def schema_grammar(
         raise _located(schema, trimmed(str(e))) from None
     matcher, message = build(grammar, tokenizer, limits, shallow=prepared.shallow)
     if message:
-        limit = classify_engine_error(message)
-        if limit is not None:
-            raise LimitExceeded(f"constraint too complex: {trimmed(message)}", limit)
-        raise _located(schema, format_hint(trimmed(message)))
+        raise refusal(trimmed(message), lambda detail: _located(schema, format_hint(detail)))
     return grammar, prepared, matcher
 
 

@@ -114,8 +114,11 @@ def test_a_replica_is_a_fresh_error_with_every_field(error: GuidanceError) -> No
         pickle.dumps((type(error), error.args, dict(error.__dict__)))
     )
     copy = replica(*packed)
-    assert copy is not error and type(copy) is type(error)
-    assert (copy.code, copy.status, str(copy), copy.to_dict()) == (error.code, error.status, str(error), error.to_dict())
+    assert copy is not error
+    assert type(copy) is type(error) and copy.__dict__ == error.__dict__
+    assert (copy.code, copy.status, str(copy), copy.to_dict()) == (
+        error.code, error.status, str(error), error.to_dict()
+    )
 
 
 def test_a_limit_refused_by_the_compiler_is_what_the_boundary_gives(tiny_tokenizer: Tokenizer) -> None:
@@ -124,6 +127,7 @@ def test_a_limit_refused_by_the_compiler_is_what_the_boundary_gives(tiny_tokeniz
     with pytest.raises(LimitExceeded) as info:
         backend.compile_json_schema(schema)
     expected = refusal(LIMIT_MESSAGE, SchemaError)
+    assert isinstance(expected, LimitExceeded)
     assert (type(info.value), info.value.detail, info.value.limit) == (type(expected), expected.detail, expected.limit)
 
 

@@ -24,35 +24,38 @@ those are bugs, not client errors.
             └── SessionExpired       session-expired      410
 
 Where foreign errors enter: llguidance answers a grammar with a verdict (an error string from a
-matcher or ``validate_grammar``), raises ``ValueError`` from ``grammar_from_json_schema``, and
-recurses deep enough in our own walks to raise ``RecursionError``. They become the tree above here,
-and nowhere else:
+matcher or ``validate_grammar``), its converters raise ``ValueError`` (``grammar_from_json_schema``)
+or bare exceptions (``gbnf_to_lark``), and our own walks of a deep constraint can raise
+``RecursionError``. They become the tree above here, and nowhere else:
 
     llguidance's prose              :func:`classify_engine_error`   which limit a message reports
     a compile's verdict             :func:`refusal`                 LimitExceeded, or the kind's error
     a session's verdict             :func:`engine_failure`          EngineLimitReached, or GrammarError
+    a converter's exception         :func:`map_errors`              the error its mapping makes
     RecursionError, and an engine   :func:`compile_boundary`        LimitExceeded (max_nesting_depth,
     limit met while compiling                                       or the limit the engine reached)
     an error sent between threads   :func:`replica`                 a fresh copy, fields and all
     or processes
 
 ``core.validation.require_valid``, ``core.jsonschema.prepare_json_schema``, ``core.program`` and
-``core.session`` read llguidance's verdicts through these; ``core.kinds.compile_spec`` and
-``core.backend`` compile inside :func:`compile_boundary`; ``core.cache`` and ``core.workers`` copy
-errors with :func:`replica`.
+``core.session`` read llguidance's verdicts through these; ``core.jsonschema``, ``core.gbnf`` and
+``core.structural_tag`` call the converters inside :func:`map_errors`; ``core.kinds.compile_spec``
+and ``core.backend`` compile inside :func:`compile_boundary`; ``core.cache`` and ``core.workers``
+copy errors with :func:`replica`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import CancelledError
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 __all__ = [
     "CompileCancelled",
     "CompileCrashed",
     "EngineLimitReached",
+    "ErrorMap",
     "FormError",
     "GrammarError",
     "GuidanceError",
@@ -71,6 +74,7 @@ __all__ = [
     "compile_boundary",
     "engine_failure",
     "excerpt",
+    "map_errors",
     "refusal",
     "replica",
 ]
@@ -260,21 +264,40 @@ def engine_failure(message: str, doing: str = "this step") -> GuidanceError:
     return EngineLimitReached(f"the constraint reached the engine limit {limit} at {doing}: {message}", limit)
 
 
-@contextmanager
-def compile_boundary() -> Iterator[None]:
-    """Run a compile, turning what escapes it into the project's errors.
+ErrorMap = Mapping[type[Exception], Callable[[Any], GuidanceError]]
+"""Foreign exception classes, each with what makes the project's error of one (first match wins)."""
 
-    ``RecursionError`` (a constraint nested deeper than our walks go) becomes :class:`LimitExceeded`
-    for ``max_nesting_depth``; an :class:`EngineLimitReached` (a session limit met by the compile's
-    own first steps) becomes a plain :class:`LimitExceeded` naming the same limit: it is the
-    constraint's fault, refused at compile time, not a session's.
+
+@contextmanager
+def map_errors(mapping: ErrorMap) -> Iterator[None]:
+    """Raise the project's error for an exception of a class in ``mapping`` (its context dropped).
+
+    Any other exception passes unchanged: it is a bug of ours, reported as one (a 500).
     """
     try:
         yield
-    except RecursionError:
-        raise LimitExceeded("the constraint is nested too deeply", "max_nesting_depth") from None
-    except EngineLimitReached as e:
-        raise LimitExceeded(e.detail, e.limit) from None
+    except Exception as exc:
+        for cls, make in mapping.items():
+            if isinstance(exc, cls):
+                raise make(exc) from None
+        raise
+
+
+# RecursionError: a constraint nested deeper than our walks go. EngineLimitReached: a session limit
+# met by the compile's own first steps; the constraint's fault, refused at compile time, not a session's.
+_COMPILING: ErrorMap = {
+    RecursionError: lambda _: LimitExceeded("the constraint is nested too deeply", "max_nesting_depth"),
+    EngineLimitReached: lambda e: LimitExceeded(e.detail, e.limit),
+}
+
+
+def compile_boundary() -> AbstractContextManager[None]:
+    """Run a compile, turning what escapes it into the project's errors.
+
+    ``RecursionError`` becomes :class:`LimitExceeded` for ``max_nesting_depth``; an
+    :class:`EngineLimitReached` becomes a plain :class:`LimitExceeded` naming the same limit.
+    """
+    return map_errors(_COMPILING)
 
 
 def replica(cls: type[GuidanceError], args: tuple[Any, ...], fields: dict[str, Any]) -> GuidanceError:

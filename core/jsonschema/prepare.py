@@ -23,7 +23,7 @@ from typing import Any
 import llguidance
 
 from core.derivation import schema_derivation_depth
-from core.errors import LimitExceeded, SchemaError, refusal
+from core.errors import LimitExceeded, SchemaError, map_errors, refusal
 from core.limits import Limits
 from core.jsonschema.formats import DEFAULT_FORMAT_MODE, FormatMode, format_hint
 from core.jsonschema.locate import locate_schema_error
@@ -176,10 +176,8 @@ def schema_grammar(
         LimitExceeded: it breaks a limit, ours (:func:`prepare_schema`) or llguidance's.
     """
     prepared = prepare_schema(schema, whitespace, limits, formats, whitespace_pattern)
-    try:
+    with map_errors({ValueError: lambda e: _located(schema, trimmed(str(e)))}):
         grammar = llguidance.LLMatcher.grammar_from_json_schema(prepared.schema)
-    except ValueError as e:
-        raise _located(schema, trimmed(str(e))) from None
     matcher, message = build(grammar, tokenizer, limits, shallow=prepared.shallow)
     if message:
         raise refusal(trimmed(message), lambda detail: _located(schema, format_hint(detail)))

@@ -28,6 +28,7 @@ from core.errors import (
     UnknownSession,
     compile_boundary,
     engine_failure,
+    map_errors,
     refusal,
     replica,
 )
@@ -94,6 +95,31 @@ def test_the_compile_boundary_lets_our_errors_and_our_bugs_through_unchanged() -
     assert info.value is raised
     with pytest.raises(KeyError), compile_boundary():
         raise KeyError("a bug of ours stays a bug (a 500)")
+
+
+def test_a_converters_exception_becomes_the_error_its_mapping_makes() -> None:
+    mapping = {KeyError: lambda e: SchemaError(f"key {e}"), LookupError: lambda e: GrammarError(f"lookup {e}")}
+    with pytest.raises(GuidanceError) as info, map_errors(mapping):
+        raise KeyError("x")
+    assert type(info.value) is SchemaError and info.value.detail == "key 'x'"  # the first match wins
+    assert info.value.__suppress_context__
+    with pytest.raises(GrammarError, match="lookup"), map_errors(mapping):
+        raise IndexError("y")
+    with pytest.raises(ValueError), map_errors(mapping):
+        raise ValueError("not mapped: a bug of ours stays a bug")
+
+
+def test_converter_exceptions_reach_the_client_as_grammar_errors(tiny_tokenizer: Tokenizer) -> None:
+    backend = GuidanceBackend(tiny_tokenizer)
+    with pytest.raises(GrammarError) as syntax:
+        backend.compile(ProgramSpec("gbnf", 'root ::= "a" ('))
+    assert type(syntax.value) is GrammarError and "GBNF syntax error at line 1" in syntax.value.detail
+    with pytest.raises(GrammarError) as unknown:
+        backend.compile(ProgramSpec("gbnf", "root ::= missing"))
+    assert type(unknown.value) is GrammarError and "missing" in unknown.value.detail
+    with pytest.raises(SchemaError) as schema:
+        backend.compile_json_schema({"type": "string", "pattern": "(?<=a)b"})
+    assert schema.value.extra.get("pointer") == "/pattern"
 
 
 ERRORS: list[GuidanceError] = [

@@ -18,6 +18,7 @@ import core.kinds
 from core import GuidanceBackend, Limits, Tokenizer
 from core.errors import (
     EngineLimitReached,
+    ErrorMap,
     GrammarError,
     GuidanceError,
     InvalidTokens,
@@ -98,7 +99,10 @@ def test_the_compile_boundary_lets_our_errors_and_our_bugs_through_unchanged() -
 
 
 def test_a_converters_exception_becomes_the_error_its_mapping_makes() -> None:
-    mapping = {KeyError: lambda e: SchemaError(f"key {e}"), LookupError: lambda e: GrammarError(f"lookup {e}")}
+    mapping: ErrorMap = {
+        KeyError: lambda e: SchemaError(f"key {e}"),
+        LookupError: lambda e: GrammarError(f"lookup {e}"),
+    }
     with pytest.raises(GuidanceError) as info, map_errors(mapping):
         raise KeyError("x")
     assert type(info.value) is SchemaError and info.value.detail == "key 'x'"  # the first match wins

@@ -24,7 +24,7 @@ from core.bitmask import allocate_bitmask
 from core.cache import ProgramCache
 from core.compiler import CompiledSpec
 from core.kinds import check_options, compile_spec
-from core.errors import GrammarError, GuidanceError, LimitExceeded
+from core.errors import GrammarError, GuidanceError, LimitExceeded, compile_boundary
 from core.heap import heap_bytes
 from core.limits import Limits
 from core.program import CompiledGuidanceProgram
@@ -297,9 +297,8 @@ class GuidanceBackend(KindCompilers[CompiledGuidanceProgram]):
         # lower priority, so under load the clock would count the time others had the cores.
         mask_start = time.thread_time()
         try:
-            state.fill_bitmask(row, 0)
-        except LimitExceeded as e:
-            raise LimitExceeded(e.detail, e.limit) from None
+            with compile_boundary():
+                state.fill_bitmask(row, 0)
         except GrammarError:
             raise GrammarError(_EMPTY_LANGUAGE) from None
         first_mask = time.thread_time() - mask_start

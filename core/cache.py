@@ -29,7 +29,7 @@ from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.errors import CompileCancelled, GuidanceError
+from core.errors import CompileCancelled, GuidanceError, replica
 from core.program import CompiledGuidanceProgram
 
 __all__ = ["Flight", "ProgramCache"]
@@ -37,10 +37,7 @@ __all__ = ["Flight", "ProgramCache"]
 
 def _clone(exc: GuidanceError) -> GuidanceError:
     """A fresh copy of a remembered error (raising one object from many threads mixes tracebacks)."""
-    copy = BaseException.__new__(type(exc))
-    copy.args = exc.args
-    copy.__dict__.update(exc.__dict__)
-    return copy
+    return replica(type(exc), exc.args, exc.__dict__)
 
 
 @dataclass(frozen=True)

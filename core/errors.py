@@ -22,17 +22,40 @@ those are bugs, not client errors.
         ├── UnknownProgram           program-not-found    404
         └── UnknownSession           session-not-found    404
             └── SessionExpired       session-expired      410
+
+Where foreign errors enter: llguidance answers a grammar with a verdict (an error string from a
+matcher or ``validate_grammar``), its converters raise ``ValueError`` (``grammar_from_json_schema``)
+or bare exceptions (``gbnf_to_lark``), and our own walks of a deep constraint can raise
+``RecursionError``. They become the tree above here, and nowhere else:
+
+    llguidance's prose              :func:`classify_engine_error`   which limit a message reports
+    a compile's verdict             :func:`refusal`                 LimitExceeded, or the kind's error
+    a session's verdict             :func:`engine_failure`          EngineLimitReached, or GrammarError
+    a converter's exception         :func:`map_errors`              the error its mapping makes
+    RecursionError, and an engine   :func:`compile_boundary`        LimitExceeded (max_nesting_depth,
+    limit met while compiling                                       or the limit the engine reached)
+    an error sent between threads   :func:`replica`                 a fresh copy, fields and all
+    or processes
+
+``core.validation.require_valid``, ``core.jsonschema.prepare_json_schema``, ``core.program`` and
+``core.session`` read llguidance's verdicts through these; ``core.jsonschema``, ``core.gbnf`` and
+``core.structural_tag`` call the converters inside :func:`map_errors`; ``core.kinds.compile_spec``
+and ``core.backend`` compile inside :func:`compile_boundary`; ``core.cache`` and ``core.workers``
+copy errors with :func:`replica`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import CancelledError
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 __all__ = [
     "CompileCancelled",
     "CompileCrashed",
     "EngineLimitReached",
+    "ErrorMap",
     "FormError",
     "GrammarError",
     "GuidanceError",
@@ -48,7 +71,12 @@ __all__ = [
     "UnknownSession",
     "UnknownTokenizer",
     "classify_engine_error",
+    "compile_boundary",
+    "engine_failure",
     "excerpt",
+    "map_errors",
+    "refusal",
+    "replica",
 ]
 
 _EXCERPT_CHARS = 200
@@ -199,6 +227,90 @@ def classify_engine_error(message: str) -> str | None:
         if words in lowered:
             return limit
     return None
+
+
+def refusal(message: str, invalid: Callable[[str], GuidanceError], subject: str = "constraint") -> GuidanceError:
+    """The error for llguidance's refusal of a grammar being compiled.
+
+    Args:
+        message: llguidance's message, as the client reads it (trimmed by the caller).
+        invalid: makes the kind's own error (``GrammarError``, ``SchemaError``...) of the message.
+        subject: what the grammar is, in the message of a refusal that reports a limit.
+
+    Returns:
+        :class:`LimitExceeded` naming the limit when the message reports one, else ``invalid(message)``.
+    """
+    limit = classify_engine_error(message)
+    if limit is None:
+        return invalid(message)
+    return LimitExceeded(f"{subject} too complex: {message}", limit)
+
+
+def engine_failure(message: str, doing: str = "this step") -> GuidanceError:
+    """The error for a session's matcher that stopped in llguidance's error state.
+
+    Args:
+        message: the matcher's error (cut to 500 characters here).
+        doing: what the session was doing, for the message (``"this step"``, ``"computing the mask"``).
+
+    Returns:
+        :class:`EngineLimitReached` naming the limit when the message reports one, else
+        :class:`GrammarError`.
+    """
+    message = message.strip()[:500] or "the matcher stopped"
+    limit = classify_engine_error(message)
+    if limit is None:
+        return GrammarError(message)
+    return EngineLimitReached(f"the constraint reached the engine limit {limit} at {doing}: {message}", limit)
+
+
+ErrorMap = Mapping[type[Exception], Callable[[Any], GuidanceError]]
+"""Foreign exception classes, each with what makes the project's error of one (first match wins)."""
+
+
+@contextmanager
+def map_errors(mapping: ErrorMap) -> Iterator[None]:
+    """Raise the project's error for an exception of a class in ``mapping`` (its context dropped).
+
+    Any other exception passes unchanged: it is a bug of ours, reported as one (a 500).
+    """
+    try:
+        yield
+    except Exception as exc:
+        for cls, make in mapping.items():
+            if isinstance(exc, cls):
+                raise make(exc) from None
+        raise
+
+
+# RecursionError: a constraint nested deeper than our walks go. EngineLimitReached: a session limit
+# met by the compile's own first steps; the constraint's fault, refused at compile time, not a session's.
+_COMPILING: ErrorMap = {
+    RecursionError: lambda _: LimitExceeded("the constraint is nested too deeply", "max_nesting_depth"),
+    EngineLimitReached: lambda e: LimitExceeded(e.detail, e.limit),
+}
+
+
+def compile_boundary() -> AbstractContextManager[None]:
+    """Run a compile, turning what escapes it into the project's errors.
+
+    ``RecursionError`` becomes :class:`LimitExceeded` for ``max_nesting_depth``; an
+    :class:`EngineLimitReached` becomes a plain :class:`LimitExceeded` naming the same limit.
+    """
+    return map_errors(_COMPILING)
+
+
+def replica(cls: type[GuidanceError], args: tuple[Any, ...], fields: dict[str, Any]) -> GuidanceError:
+    """A fresh error of ``cls`` with these ``args`` and attributes (``exc.args``, ``exc.__dict__``).
+
+    Raising one object from many threads mixes tracebacks, and the classes' own ``__init__``
+    signatures differ (pickle's call of the class with ``args`` would fail): an error remembered or
+    sent between processes is rebuilt field by field.
+    """
+    exc = BaseException.__new__(cls)
+    exc.args = args
+    exc.__dict__.update(fields)
+    return exc
 
 
 class InvalidTokens(GuidanceError):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from llguidance import gbnf_to_lark as converter
 
-from core.errors import GrammarError
+from core.errors import GrammarError, map_errors
 from core.limits import Limits
 from core.validation import check_size
 
@@ -106,25 +106,26 @@ def convert_gbnf(text: str, limits: Limits) -> GbnfGrammar:
         raise GrammarError("gbnf must be a non-empty GBNF grammar (llama.cpp's `root ::= ...`)")
     check_size(text, "GBNF grammar", limits)
     parser = converter.GrammarParser()
-    try:
+    with map_errors({converter.GbnfToLarkError: lambda e: _syntax_error(text, e)}):
         rules = parser.parse(text)
-    except converter.GbnfToLarkError as e:
-        line, column = _line_column(text, e.pos.pos)
-        reason = str(e).split(" at line ", 1)[0]
-        hint = dialect_hint(text, "gbnf")
-        raise GrammarError(
-            f"GBNF syntax error at line {line}, column {column}: {reason}" + (f". {hint}" if hint else ""),
-            line=line,
-            column=column,
-        ) from None
     original = {id(rule): name for name, rule in rules.items()}
-    try:
+    # The converter raises bare Exceptions for unknown and duplicate rules.
+    with map_errors({Exception: lambda e: _resolve_error(text, str(e))}):
         converter.resolve(rules)
-    except Exception as e:  # the converter raises bare Exceptions for unknown and duplicate rules
-        raise _resolve_error(text, str(e)) from None
     renamed = {rule.name: original[id(rule)] for rule in rules.values()}
     lark = converter.gbnf_to_lark(text)
     return GbnfGrammar(lark, text, renamed)
+
+
+def _syntax_error(text: str, error: converter.GbnfToLarkError) -> GrammarError:
+    line, column = _line_column(text, error.pos.pos)
+    reason = str(error).split(" at line ", 1)[0]
+    hint = dialect_hint(text, "gbnf")
+    return GrammarError(
+        f"GBNF syntax error at line {line}, column {column}: {reason}" + (f". {hint}" if hint else ""),
+        line=line,
+        column=column,
+    )
 
 
 def _resolve_error(text: str, message: str) -> GrammarError:

@@ -36,7 +36,7 @@ from core.compiler import (
     compile_template,
     compile_tools,
 )
-from core.errors import GrammarError, LimitExceeded
+from core.errors import GrammarError, LimitExceeded, compile_boundary
 from core.expansion import expansion_above
 from core.forms import Lowering, lower_ebnf, lower_response_format, lower_structured_outputs
 from core.limits import Limits
@@ -290,14 +290,12 @@ def compile_spec(spec: ProgramSpec, tokenizer: llguidance.LLTokenizer | None, li
     kind = KINDS[spec.kind]
     if spec.variables and not kind.variables:
         raise GrammarError("variables apply to templates only")
-    try:
+    with compile_boundary():
         compiled = kind.compile(spec, tokenizer, limits)
         if spec.reasoning is not None:
             grammar, layout = with_reasoning(compiled.grammar, compiled.layout, spec.reasoning, tokenizer)
             matcher = require_valid(grammar, tokenizer, limits, GrammarError)
             compiled = replace(compiled, grammar=grammar, layout=layout, matcher=matcher)
-    except RecursionError:
-        raise LimitExceeded("the constraint is nested too deeply", "max_nesting_depth") from None
     grown = expansion_above(compiled.grammar, limits.max_expansion)
     if grown is not None:
         raise LimitExceeded(

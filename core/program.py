@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 from core.bitmask import BitmaskViews, mask_words
 from core.captures import CaptureLayout
 from core.compiler import CompiledSpec
-from core.errors import GrammarError, LimitExceeded, classify_engine_error
+from core.errors import GrammarError, refusal
 from core.limits import Limits
 from core.session import GuidanceState
 from core.shards import MatcherShards
@@ -104,9 +104,7 @@ class CompiledGuidanceProgram:
         # one, built under the same limits): building it again would double the compile's cost.
         root = compiled.matcher if compiled.matcher is not None else self._make_root()
         if root.is_error():
-            error = root.get_error()[:1000]
-            limit = classify_engine_error(error)
-            raise GrammarError(error) if limit is None else LimitExceeded(f"constraint too complex: {error}", limit)
+            raise refusal(root.get_error()[:1000], GrammarError)
         self.shards = MatcherShards(
             root, self._make_root, shards, self.ll_mask_words, limits.engine_stack_bytes, schedule_shards, shards_after
         )

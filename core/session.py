@@ -23,12 +23,12 @@ from numpy.typing import NDArray
 from core.bitmask import allocate_bitmask, allowed_tokens
 from core.errors import (
     EngineLimitReached,
-    GrammarError,
     GuidanceError,
     InvalidTokens,
     LimitExceeded,
     TokenRejected,
     classify_engine_error,
+    engine_failure,
 )
 
 
@@ -381,13 +381,10 @@ class GuidanceState:
             raise self._failure(e.message) from None
 
     def _failure(self, error: str, doing: str = "this step") -> GuidanceError:
-        message = error.strip()[:500] or "the matcher stopped"
-        limit = classify_engine_error(message)
-        if limit is None:
-            return GrammarError(message)
-        detail = f"the constraint reached the engine limit {limit} at {doing}: {message}"
-        self.program.stats.note_engine_limit(limit, detail)
-        return EngineLimitReached(detail, limit)
+        failure = engine_failure(error, doing)
+        if isinstance(failure, EngineLimitReached):
+            self.program.stats.note_engine_limit(failure.limit, failure.detail)
+        return failure
 
     # -- reading
     def is_terminated(self) -> bool:

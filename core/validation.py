@@ -4,7 +4,7 @@ Our own checks come first, where llguidance would fail badly: a source over the 
 derivation deeper than ``Limits.max_derivation_depth`` (the engine's parse recurses through it
 and would overflow its native stack, see :mod:`core.derivation`). Then llguidance's own
 verdict, whose message becomes a clear 400, or a 413 when it reports a limit
-(:func:`~core.errors.classify_engine_error`). With a tokenizer, the verdict is the matcher's own:
+(:func:`~core.errors.refusal`). With a tokenizer, the verdict is the matcher's own:
 the grammar is built once, into the matcher the program keeps (llguidance's separate validation
 builds the same grammar, and would be followed by a second build for the matcher).
 """
@@ -16,7 +16,7 @@ from collections.abc import Callable
 import llguidance
 
 from core.derivation import derivation_depth
-from core.errors import GuidanceError, LimitExceeded, classify_engine_error
+from core.errors import GuidanceError, LimitExceeded, refusal
 from core.limits import Limits
 
 __all__ = ["build", "check_size", "require_valid", "too_deep", "trimmed", "validate"]
@@ -106,8 +106,5 @@ def require_valid(
     """
     matcher, message = build(grammar, tokenizer, limits)
     if message:
-        limit = classify_engine_error(message)
-        if limit is not None:
-            raise LimitExceeded(f"{subject} too complex: {trimmed(message)}", limit)
-        raise invalid(trimmed(message))
+        raise refusal(trimmed(message), invalid, subject)
     return matcher

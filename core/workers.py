@@ -40,7 +40,7 @@ import llguidance
 
 from core.compiler import CompiledSpec
 from core.kinds import compile_spec
-from core.errors import CompileCancelled, CompileCrashed, GuidanceError, LimitExceeded
+from core.errors import CompileCancelled, CompileCrashed, GuidanceError, LimitExceeded, replica
 from core.limits import Limits
 from core.threads import lower_priority, run_on_engine_thread
 from core.tokenizers import Tokenizer, validation_tokenizer
@@ -65,11 +65,7 @@ def _pack(exc: GuidanceError) -> tuple[type[GuidanceError], tuple[Any, ...], dic
 
 
 def _unpack(packed: tuple[type[GuidanceError], tuple[Any, ...], dict[str, Any]]) -> GuidanceError:
-    cls, args, fields = packed
-    exc = BaseException.__new__(cls)
-    exc.args = args
-    exc.__dict__.update(fields)
-    return exc
+    return replica(*packed)
 
 
 def _serve(conn: Connection, limits: Limits, level: int, task: CompileTask) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 import llguidance
 
 from core.derivation import schema_derivation_depth
-from core.errors import LimitExceeded, SchemaError, classify_engine_error
+from core.errors import LimitExceeded, SchemaError, map_errors, refusal
 from core.limits import Limits
 from core.jsonschema.formats import DEFAULT_FORMAT_MODE, FormatMode, format_hint
 from core.jsonschema.locate import locate_schema_error
@@ -178,20 +178,15 @@ def schema_grammar(
         LimitExceeded: it breaks a limit, ours (:func:`prepare_schema`) or llguidance's.
     """
     prepared = prepare_schema(schema, whitespace, limits, formats, whitespace_pattern)
-    try:
+    with map_errors({ValueError: lambda e: _located(schema, trimmed(str(e)))}):
         grammar = llguidance.LLMatcher.grammar_from_json_schema(prepared.schema)
-    except ValueError as e:
-        raise _located(schema, trimmed(str(e))) from None
     # The rewritten schema's chains are measured on the object, not on the grammar's text parsed again.
     deepest = limits.max_derivation_depth
     if not prepared.shallow and schema_derivation_depth(prepared.schema, deepest) > deepest:
         raise too_deep(limits)
     matcher, message = build(grammar, tokenizer, limits, shallow=True)
     if message:
-        limit = classify_engine_error(message)
-        if limit is not None:
-            raise LimitExceeded(f"constraint too complex: {trimmed(message)}", limit)
-        raise _located(schema, format_hint(trimmed(message)))
+        raise refusal(trimmed(message), lambda detail: _located(schema, format_hint(detail)))
     return grammar, prepared, matcher
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import llguidance
 from llguidance.gbnf_to_lark import any_to_lark
 
-from core.errors import GrammarError
+from core.errors import GrammarError, map_errors
 from core.jsonschema import prepare_json_schema
 from core.lark_text import lark_regex, lark_string
 from core.limits import Limits
@@ -113,10 +113,8 @@ class _Writer:
 
     def f_grammar(self, node: Mapping[str, Any], end: str | None, depth: int) -> tuple[str, bool]:
         text = self.need(node, "grammar", str)
-        try:
+        with map_errors({Exception: _not_converted}):  # the converter raises plain exceptions on bad GBNF
             lark = any_to_lark(text)
-        except Exception as e:  # the converter raises plain exceptions on bad GBNF
-            raise GrammarError(f"structural tag: grammar does not convert: {str(e)[:300]}") from None
         name = f"g{len(self.subgrammars) + 1}"
         self.subgrammars.append({"name": name, "lark_grammar": lark})
         return f"@{name}", False
@@ -274,3 +272,7 @@ def structural_tag_grammar(tag: Mapping[str, Any], tokenizer: llguidance.LLToken
     expr, _ = writer.fmt(structural_tag_format(tag), None, 0)
     lark = "\n".join([f"start: {expr}", *writer.rules]) + "\n"
     return json.dumps({"grammars": [{"name": "structural_tag", "lark_grammar": lark}, *writer.subgrammars]})
+
+
+def _not_converted(error: Exception) -> GrammarError:
+    return GrammarError(f"structural tag: grammar does not convert: {str(error)[:300]}")

@@ -205,6 +205,7 @@ class Settings(BaseSettings):
     max_choices: int = Field(default=Limits.max_choices, ge=1)
     max_tokens_per_accept: int = Field(default=Limits.max_tokens_per_accept, ge=1)
     max_expansion: int = Field(default=Limits.max_expansion, ge=1)
+    max_pattern_properties: int = Field(default=Limits.max_pattern_properties, ge=1)
     max_first_mask_ms: int = Field(default=Limits.max_first_mask_ms, ge=1)
     max_compile_ms: int = Field(default=Limits.max_compile_ms, ge=1)
     max_mask_ms: int = Field(default=Limits.max_mask_ms, ge=1)

@@ -31,6 +31,9 @@ class RewriteContext:
         active: locations being rewritten (a reference back to one of them is a cycle).
         passes: the passes each node goes through, in order (:mod:`core.jsonschema.walk`).
         live: the ids of the document's objects and lists some pass may act on, at or below them.
+        unevaluated: the document has ``unevaluatedProperties`` somewhere: a pass may not add
+            ``properties`` or ``patternProperties`` to a subschema, which an enclosing
+            ``unevaluatedProperties`` would read as evaluating names the original left unevaluated.
     """
 
     refs: References
@@ -44,6 +47,7 @@ class RewriteContext:
     active: set[Path] = field(default_factory=set)
     passes: tuple[Callable[[RewriteContext, dict[str, Any], Path, int], Any], ...] = ()
     live: set[int] = field(default_factory=set)
+    unevaluated: bool = True
 
     def note(self, kind: str, path: Path) -> None:
         """Record a rewrite of ``kind`` at ``path``."""

@@ -88,6 +88,24 @@ def _keywords(value: Any, limit: int) -> set[str] | None:
     return keys
 
 
+def _check_pattern_properties(schema: Any, limit: int) -> None:
+    """Refuse an object schema with more than ``limit`` ``patternProperties`` (iterative: the
+    nesting is already bounded)."""
+    stack: list[Any] = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            patterns = node.get("patternProperties")
+            if isinstance(patterns, dict) and len(patterns) > limit:
+                raise LimitExceeded(
+                    f"{len(patterns)} patternProperties in one object, above the limit of {limit}",
+                    "max_pattern_properties",
+                )
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
 def prepare_json_schema(
     schema: Mapping[str, Any] | bool,
     whitespace: int | None,
@@ -130,6 +148,8 @@ def prepare_schema(
         raise LimitExceeded(
             f"JSON schema nests deeper than {limits.max_nesting_depth} levels", "max_nesting_depth"
         )
+    if "patternProperties" in keywords:
+        _check_pattern_properties(schema, limits.max_pattern_properties)
     size = len(json.dumps(schema, ensure_ascii=False))
     if size > limits.max_source_bytes:
         raise LimitExceeded(f"JSON schema is larger than {limits.max_source_bytes} bytes", "max_source_bytes")

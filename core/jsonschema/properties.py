@@ -79,8 +79,8 @@ def property_names(ctx: RewriteContext, s: dict[str, Any], path: Path, depth: in
     (the others become ``false``) with ``additionalProperties: false``; a ``pattern`` or length
     bounds alone become ``patternProperties`` for what ``additionalProperties`` allowed.
     """
-    if "propertyNames" not in s or not ctx.refs.movable(path, "propertyNames"):
-        return s
+    if "propertyNames" not in s or not ctx.refs.movable(path, "propertyNames") or ctx.unevaluated:
+        return s  # the names it would list would read as evaluated to an unevaluatedProperties
     names = s["propertyNames"]
     if isinstance(names, dict) and "$ref" in names and not set(names) - {"$ref", *ANNOTATIONS}:
         resolved = ctx.analysis.resolve(names["$ref"], depth)

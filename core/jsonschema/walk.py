@@ -72,8 +72,25 @@ def new_context(
     triggers = frozenset().union(*(keys for _, keys in chosen))
     passes = tuple(p for p, _ in chosen)
     live = _live(root, triggers)
-    ctx = RewriteContext(refs, Analysis(refs, limits, read), limits, mode, formats_only, passes=passes, live=live)
+    unevaluated = "unevaluatedProperties" in (keywords if keywords is not None else _keys(root))
+    ctx = RewriteContext(
+        refs, Analysis(refs, limits, read), limits, mode, formats_only, passes=passes, live=live, unevaluated=unevaluated
+    )
     return ctx
+
+
+def _keys(root: Any) -> set[str]:
+    """Every object key in ``root`` (iterative: the document's nesting is already bounded)."""
+    keys: set[str] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            keys.update(node)
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return keys
 
 
 def _live(root: Any, triggers: frozenset[str]) -> set[int]:

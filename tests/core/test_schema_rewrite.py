@@ -381,3 +381,15 @@ def test_rewritten_branches_list_the_names_in_one_order(tiny_tokenizer: Tokenize
     for t in text:
         assert _validator(schema).is_valid(json.loads(t)), t
         assert accepts_text(program.create_state(), tiny_tokenizer.encode(t)), t
+
+
+def test_property_names_are_not_listed_under_an_enclosing_unevaluated_properties() -> None:
+    # Listing propertyNames' names in ``properties`` marks them evaluated: an enclosing
+    # unevaluatedProperties would then let through what the original refuses.
+    schema = {
+        "allOf": [{"propertyNames": {"enum": ["a", "b"]}}, {"dependentSchemas": {"a": True}}],
+        "unevaluatedProperties": False,
+    }
+    rewritten = rewrite_schema(schema)
+    for instance in ({"a": 1, "b": 2}, {"a": 1}, {}):
+        assert _validator(rewritten).is_valid(instance) == _validator(schema).is_valid(instance), instance

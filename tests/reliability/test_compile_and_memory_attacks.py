@@ -71,8 +71,6 @@ async def test_many_pattern_properties_are_refused_before_they_compile(make_app:
         resp = await http.post("/compile", json={"json_schema": pattern_properties(500)})
         doc = assert_problem(resp, 413, "limit-exceeded")
         assert doc["limit"] == "max_pattern_properties"
-        stats = (await http.get("/stats")).json()
-        assert stats["cache"]["compile_errors"] == 0  # refused before llguidance saw it
         nested = {"type": "object", "properties": {"inner": pattern_properties(65)}}
         assert_problem(await http.post("/compile", json={"json_schema": nested}), 413, "limit-exceeded")
         # as many as the real-world corpora hold (22 in one object) compile, and work

@@ -22,13 +22,13 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
-from core.backend import AsyncGuidanceBackend, GuidanceBackend
+from core.backend import GuidanceBackend
 from core.threads import EngineThreadPool
 from core.tokenizers import Tokenizer
 from service.admission import AdmissionMiddleware, admin_routes
 from service.auth import AuthMiddleware, KeyRing, is_open
+from service.dependencies import ServiceResources
 from service.events import EventHub
-from service.dependencies import ServiceState
 from service.memory import RELEASED_TOKENS_TRIM, MemoryBudget, release_memory
 from service.metrics import Metrics
 from service.middleware import (
@@ -42,8 +42,8 @@ from service.problems import document_problems, install_problem_handlers, proble
 from service.routes import ROUTERS
 from service.routes.sessions import get_mask
 from service.routes.step import openapi_components as step_components
-from service.schemas import Problem
 from service.scheduling import Scheduler, SlowLane
+from service.schemas import Problem
 from service.sessions import SessionStore
 from service.settings import Settings
 from service.tokenizers import load_configured
@@ -85,7 +85,7 @@ def _version() -> str:
         return "0.0.0"
 
 
-async def _sweep(state: ServiceState, interval: float) -> None:
+async def _sweep(state: ServiceResources, interval: float) -> None:
     """Close idle sessions and event streams; give back the memory of large answers served and of
     long sessions closed since."""
     while True:
@@ -125,7 +125,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         registry = await asyncio.to_thread(load_configured, settings.tokenizers, preloaded, settings.max_tokenizers)
-        engine = GuidanceBackend(
+        backend = GuidanceBackend(
             registry.default,
             max_cache_size=settings.cache_max_entries,
             max_cache_bytes=settings.cache_max_bytes,
@@ -142,11 +142,10 @@ def create_app(
         # reach a spare worker while heavy ones hold the others (core/workers.py).
         threads = settings.compile_workers * (2 if settings.compile_processes else 1)
         executor = EngineThreadPool(
-            threads, "guidance-compile", engine.limits.engine_stack_bytes, nice=settings.compile_nice
+            threads, "guidance-compile", backend.limits.engine_stack_bytes, nice=settings.compile_nice
         )
-        backend = AsyncGuidanceBackend(engine, executor=executor)
         # Workers start now, in the background: the first compiles need not wait for them.
-        engine.start_workers([tok for _, tok in registry.items()])
+        backend.start_workers([tok for _, tok in registry.items()])
         sessions = SessionStore(
             max_sessions=settings.max_sessions,
             ttl_seconds=settings.session_ttl_seconds,
@@ -156,7 +155,7 @@ def create_app(
             max_per_owner=settings.sessions_per_key(len(keys)),
         )
         # The service owns the threads its sessions' slow work runs on (stopped with it).
-        lane_pool = EngineThreadPool(settings.slow_lane_workers, "guidance-slow", engine.limits.engine_stack_bytes)
+        lane_pool = EngineThreadPool(settings.slow_lane_workers, "guidance-slow", backend.limits.engine_stack_bytes)
         lane = SlowLane(
             settings.slow_mask_ms / 1000,
             settings.slow_lane_workers,
@@ -173,9 +172,9 @@ def create_app(
             retry_after=settings.retry_after_seconds,
             admin_restricted=keys.admin_restricted,
         )
-        metrics = Metrics(engine, sessions, scheduler.lane)
+        metrics = Metrics(backend, sessions, scheduler.lane)
         memory = MemoryBudget(settings.max_memory_bytes, settings.retry_after_seconds)
-        state = ServiceState(settings, registry, backend, sessions, metrics, scheduler, executor, memory, events)
+        state = ServiceResources(settings, registry, backend, sessions, metrics, scheduler, executor, memory, events)
         app.state.service = state
         interval = min(max(settings.session_ttl_seconds / 4, 0.05), 30.0)
         sweeper = asyncio.create_task(_sweep(state, interval), name="guidance-session-sweeper")

@@ -12,6 +12,7 @@ import warnings
 from typing import Any
 
 import guidance_client
+
 from service import CLIENT_NAMES
 
 __all__ = sorted(CLIENT_NAMES)

@@ -12,7 +12,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from core.backend import AsyncGuidanceBackend, GuidanceBackend
+from core.backend import GuidanceBackend
 from service.auth import owner_of, require_admin
 from service.errors import NotReady
 from service.events import EventHub
@@ -29,36 +29,37 @@ __all__ = [
     "BackendDep",
     "MetricsDep",
     "OwnerDep",
-    "ServiceState",
+    "ResourcesDep",
+    "ServiceResources",
     "SessionsDep",
     "SettingsDep",
-    "StateDep",
     "TenantDep",
     "TokenizersDep",
     "get_backend",
     "get_metrics",
     "get_owner",
+    "get_resources",
     "get_sessions",
     "get_settings",
-    "get_state",
     "get_tenant",
     "get_tokenizers",
-    "state_of",
+    "resources_of",
     "tenant_of",
 ]
 
 
 @dataclass
-class ServiceState:
+class ServiceResources:
     """Everything one running app owns (built by the lifespan, torn down with it).
 
-    ``compile_executor`` is the service's: compiles run there (``service/operations/compile.py``),
-    the backend only compiles what it is handed. ``memory`` is the server-wide memory budget.
+    ``backend`` is the synchronous library backend (compiles, the program cache, fills): the
+    service decides where its work runs. ``compile_executor`` is the service's: compiles run there
+    (``service/operations/compile.py``). ``memory`` is the server-wide memory budget.
     """
 
     settings: Settings
     tokenizers: TokenizerRegistry
-    backend: AsyncGuidanceBackend
+    backend: GuidanceBackend
     sessions: SessionStore
     metrics: Metrics
     scheduler: Scheduler
@@ -71,15 +72,10 @@ class ServiceState:
     large_answers: int = 0  # answers of LARGE_ANSWER_BYTES or more since the last memory release
     key_programs: KeyPrograms = field(default_factory=KeyPrograms)  # what each key compiled (service/tenants.py)
 
-    @property
-    def engine(self) -> GuidanceBackend:
-        """The synchronous backend under ``backend``: what runs on the event loop (ids, fills, stats)."""
-        return self.backend.backend
 
-
-def state_of(request: Request) -> ServiceState:
+def resources_of(request: Request) -> ServiceResources:
     """The running app's state (raises 503 ``not-ready`` before startup)."""
-    state: ServiceState | None = getattr(request.app.state, "service", None)
+    state: ServiceResources | None = getattr(request.app.state, "service", None)
     if state is None:
         raise NotReady("the server is starting")
     return state
@@ -98,29 +94,29 @@ def tenant_of(request: Request) -> Hashable:
 # Dependencies are ``async def`` on purpose: FastAPI runs plain ``def`` ones in a thread pool.
 
 
-async def get_state(request: Request) -> ServiceState:
+async def get_resources(request: Request) -> ServiceResources:
     """The running app's state (503 ``not-ready`` before startup)."""
-    return state_of(request)
+    return resources_of(request)
 
 
 async def get_settings(request: Request) -> Settings:
-    return state_of(request).settings
+    return resources_of(request).settings
 
 
-async def get_backend(request: Request) -> AsyncGuidanceBackend:
-    return state_of(request).backend
+async def get_backend(request: Request) -> GuidanceBackend:
+    return resources_of(request).backend
 
 
 async def get_sessions(request: Request) -> SessionStore:
-    return state_of(request).sessions
+    return resources_of(request).sessions
 
 
 async def get_tokenizers(request: Request) -> TokenizerRegistry:
-    return state_of(request).tokenizers
+    return resources_of(request).tokenizers
 
 
 async def get_metrics(request: Request) -> Metrics:
-    return state_of(request).metrics
+    return resources_of(request).metrics
 
 
 async def get_owner(request: Request) -> int | None:
@@ -128,9 +124,9 @@ async def get_owner(request: Request) -> int | None:
     return owner_of(request)
 
 
-StateDep = Annotated[ServiceState, Depends(get_state)]
+ResourcesDep = Annotated[ServiceResources, Depends(get_resources)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-BackendDep = Annotated[AsyncGuidanceBackend, Depends(get_backend)]
+BackendDep = Annotated[GuidanceBackend, Depends(get_backend)]
 SessionsDep = Annotated[SessionStore, Depends(get_sessions)]
 TokenizersDep = Annotated[TokenizerRegistry, Depends(get_tokenizers)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]

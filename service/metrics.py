@@ -117,7 +117,7 @@ class Metrics:
     """The service's metrics in their own :class:`CollectorRegistry`.
 
     Args:
-        backend: the engine (cache figures are read from it at scrape time).
+        backend: the backend (cache figures are read from it at scrape time).
         sessions: the session store (session figures likewise).
         slow_lane: the slow lane (likewise), if any.
     """

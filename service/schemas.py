@@ -59,7 +59,7 @@ __all__ = [
 
 _STRICT = ConfigDict(extra="forbid", strict=True)
 
-# Token ids are 32-bit in every engine and on the wire (int32 mask words). A JSON integer past
+# Token ids are 32-bit in every inference engine and on the wire (int32 mask words). A JSON integer past
 # that range is malformed (422 validation-error) rather than an id to quote back at length: a
 # 4,000-digit integer would otherwise be echoed whole in the problem's detail. Ids inside the
 # range but outside the vocabulary are 422 token-out-of-range, with their index.

@@ -1,6 +1,6 @@
 """Compiling: a request's constraint in, a program (and perhaps a session on it) out.
 
-The service owns the compile executor (:attr:`~service.dependencies.ServiceState.compile_executor`),
+The service owns the compile executor (:attr:`~service.dependencies.ServiceResources.compile_executor`),
 as vLLM's structured-output manager owns its compile executor over plain backends: the backend
 (:class:`~core.backend.GuidanceBackend`) compiles, the cache merges concurrent compiles of one
 program, and this module decides whether a compile may start at all (draining, the queue
@@ -24,7 +24,7 @@ from starlette.requests import ClientDisconnect, Request
 from core.errors import GuidanceError, LimitExceeded
 from core.program import CompiledGuidanceProgram
 from core.spec import spec_from_kwargs
-from service.dependencies import ServiceState
+from service.dependencies import ServiceResources
 from service.errors import CompileQueueFull, NotReady
 from service.schemas import ProgramFields
 from service.sessions import Session
@@ -98,7 +98,7 @@ async def _unless_gone(work: Awaitable[T], request: Request | None) -> T:
 
 
 async def compile_program(
-    body: ProgramFields, state: ServiceState, owner: int | None, request: Request | None = None
+    body: ProgramFields, state: ServiceResources, owner: int | None, request: Request | None = None
 ) -> Compiled:
     """Compile (or fetch from the cache) the program a request describes, counting it.
 
@@ -123,18 +123,18 @@ async def compile_program(
     tok = state.tokenizers.get(body.tokenizer)
     check_variables(body.variables, settings.max_variables, settings.max_variables_bytes)
     kind, source = body.kind_and_source()
-    engine, metrics = state.engine, state.metrics
-    job = engine.job(spec_from_kwargs(kind, source, body.variables, body.kind_options(), body.reasoning), tok)
+    backend, metrics = state.backend, state.metrics
+    job = backend.job(spec_from_kwargs(kind, source, body.variables, body.kind_options(), body.reasoning), tok)
     start = time.perf_counter()
     pending, limit = state.compiles_pending, settings.max_pending_compiles
-    hit = engine.get_program(job.key) is not None
+    hit = backend.get_program(job.key) is not None
     if pending >= limit and not hit:
         raise CompileQueueFull(f"{pending} compiles are pending, the limit is {limit}", settings.retry_after_seconds)
     state.compiles_pending += 1
     metrics.compiles_pending.inc()
     try:
         # A cached program is answered at once: nothing to watch the client for.
-        compiling = engine.compile_async(job, state.compile_executor)
+        compiling = backend.compile_async(job, state.compile_executor)
         program, cached = await _unless_gone(compiling, None if hit else request)
     except GuidanceError:
         metrics.compiles.labels(kind, "error").inc()
@@ -154,7 +154,7 @@ async def compile_program(
 
 
 async def compile_and_open(
-    body: ProgramFields, state: ServiceState, owner: int | None, request: Request | None = None
+    body: ProgramFields, state: ServiceResources, owner: int | None, request: Request | None = None
 ) -> tuple[Compiled, Session]:
     """Compile the program a request describes and open a session on it (see :func:`compile_program`).
 

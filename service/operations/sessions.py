@@ -19,7 +19,7 @@ from starlette.requests import Request
 from core.errors import GuidanceError, TokenRejected, UnknownProgram, excerpt
 from core.program import CompiledGuidanceProgram
 from core.session import GuidanceState
-from service.dependencies import ServiceState
+from service.dependencies import ServiceResources
 from service.errors import NotReady, RollbackOutOfRange
 from service.operations.compile import compile_program
 from service.scheduling import Tenant
@@ -39,7 +39,7 @@ __all__ = ["Mask", "accept", "close", "fork", "mask", "open_session", "read", "r
 
 
 async def open_session(
-    state: ServiceState, body: SessionCreateRequest, owner: int | None, request: Request | None = None
+    state: ServiceResources, body: SessionCreateRequest, owner: int | None, request: Request | None = None
 ) -> SessionCreated:
     """Open a session on a cached program (``program_id``) or on the program ``body`` describes.
 
@@ -90,7 +90,7 @@ def _state(session: Session, partial: bool = False) -> SessionState:
 
 
 async def accept(
-    state: ServiceState, session_id: str, body: AcceptRequest, owner: int | None, tenant: Tenant
+    state: ServiceResources, session_id: str, body: AcceptRequest, owner: int | None, tenant: Tenant
 ) -> AcceptResponse:
     """Advance a session by ``body.tokens``, all or nothing (or only count them, ``dry_run``).
 
@@ -170,7 +170,7 @@ class Mask:
         self.vocab_size = program.vocab_size
 
 
-async def mask(state: ServiceState, session_id: str, owner: int | None, tenant: Tenant, *, as_json: bool) -> Mask:
+async def mask(state: ServiceResources, session_id: str, owner: int | None, tenant: Tenant, *, as_json: bool) -> Mask:
     """The tokens a session allows next, counted under the format it is answered in."""
     session = state.sessions.get(session_id, owner)
     metrics = state.metrics
@@ -190,7 +190,7 @@ async def mask(state: ServiceState, session_id: str, owner: int | None, tenant: 
 
 
 async def rollback(
-    state: ServiceState, session_id: str, body: RollbackRequest, owner: int | None, tenant: Tenant
+    state: ServiceResources, session_id: str, body: RollbackRequest, owner: int | None, tenant: Tenant
 ) -> SessionState:
     """Undo a session's last ``body.tokens`` tokens; its state after.
 
@@ -210,7 +210,7 @@ async def rollback(
     return await state.scheduler.run(session, work, tenant, history=True)
 
 
-async def fork(state: ServiceState, session_id: str, owner: int | None, tenant: Tenant) -> SessionCreated:
+async def fork(state: ServiceResources, session_id: str, owner: int | None, tenant: Tenant) -> SessionCreated:
     """A new session at the same position as ``session_id`` (its owner's)."""
     sessions = state.sessions
     session = sessions.get(session_id, owner)
@@ -219,12 +219,12 @@ async def fork(state: ServiceState, session_id: str, owner: int | None, tenant: 
     return SessionCreated(session_id=child.id, program_id=session.program.program_id)
 
 
-async def read(state: ServiceState, session_id: str, owner: int | None, tenant: Tenant, partial: bool) -> SessionState:
+async def read(state: ServiceResources, session_id: str, owner: int | None, tenant: Tenant, partial: bool) -> SessionState:
     """A session's program, tokens, text, variables and status (with ``partial`` values)."""
     session = state.sessions.get(session_id, owner)
     return await state.scheduler.run(session, lambda: _state(session, partial), tenant, history=True)
 
 
-def close(state: ServiceState, session_id: str, owner: int | None) -> None:
+def close(state: ServiceResources, session_id: str, owner: int | None) -> None:
     """Close a session now (its id then answers 404)."""
     state.sessions.delete(session_id, owner)

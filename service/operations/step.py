@@ -24,10 +24,6 @@ from typing import Any
 import numpy as np
 import orjson
 from fastapi.exceptions import RequestValidationError
-from numpy.typing import NDArray
-
-from core.errors import GuidanceError, LimitExceeded, TokenRejected
-from core.session import GuidanceState
 from guidance_client.wire import (
     blocks_step_answer,
     dense_step_answer,
@@ -35,7 +31,11 @@ from guidance_client.wire import (
     frame_dense_step,
     step_header,
 )
-from service.dependencies import ServiceState
+from numpy.typing import NDArray
+
+from core.errors import GuidanceError, LimitExceeded, TokenRejected
+from core.session import GuidanceState
+from service.dependencies import ServiceResources
 from service.memory import LARGE_ANSWER_BYTES
 from service.problems import error_problem
 from service.scheduling import Tenant
@@ -67,7 +67,7 @@ class _Entry:
     filled: bool = False  # whether its row is computed (else zero)
 
 
-async def step(service: ServiceState, body: StepRequest, owner: int | None, tenant: Tenant) -> memoryview:
+async def step(service: ServiceResources, body: StepRequest, owner: int | None, tenant: Tenant) -> memoryview:
     """Run one ``/step`` batch and return its binary answer (``guidance_client.wire``).
 
     Raises:
@@ -89,7 +89,7 @@ async def step(service: ServiceState, body: StepRequest, owner: int | None, tena
 
 
 def _entries(
-    service: ServiceState, body: StepRequest, owner: int | None
+    service: ServiceResources, body: StepRequest, owner: int | None
 ) -> tuple[list[_Entry], list[Session], int, int]:
     """The batch's records, after every check that comes before any work."""
     items = body.sessions
@@ -140,7 +140,7 @@ def _entries(
 
 
 def _work(
-    service: ServiceState, body: StepRequest, entries: list[_Entry], rows: int, words: int, vocab: int
+    service: ServiceResources, body: StepRequest, entries: list[_Entry], rows: int, words: int, vocab: int
 ) -> memoryview:
     """Advance every session of the batch and compute the whole answer (no one else holds them)."""
     metrics = service.metrics
@@ -213,7 +213,7 @@ def _header(entries: list[_Entry], words: int, vocab: int, rows: int, body: Step
     return step_header(words, vocab, rows, [e.status for e in entries], body.mask_encoding)
 
 
-def _fill(service: ServiceState, bitmask: NDArray[np.int32], entries: list[_Entry]) -> bool:
+def _fill(service: ServiceResources, bitmask: NDArray[np.int32], entries: list[_Entry]) -> bool:
     """Compute every mask of the answer; an entry whose mask fails is put back and becomes its error.
 
     Returns:
@@ -230,7 +230,7 @@ def _fill(service: ServiceState, bitmask: NDArray[np.int32], entries: list[_Entr
     failed: dict[int, GuidanceError] = {}
     try:
         if states:
-            failed = service.backend.backend.fill_next_token_bitmasks(states, bitmask, [e.row for e in filled])
+            failed = service.backend.fill_next_token_bitmasks(states, bitmask, [e.row for e in filled])
         for k, e in enumerate(filled):
             if e.item.draft_tokens and k not in failed:
                 _fill_drafts(states[k], e.row, e.item.draft_tokens, bitmask)

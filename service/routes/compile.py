@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from starlette.requests import ClientDisconnect
 
-from service.dependencies import OwnerDep, StateDep
+from service.dependencies import OwnerDep, ResourcesDep
 from service.operations.compile import compile_and_open, compile_program, program_variables
 from service.problems import problem_responses
 from service.schemas import CompileRequest, CompileResponse, EngineLimitNote
@@ -26,7 +26,7 @@ _CLIENT_GONE = 499
     responses=problem_responses(400, 404, 413, 422, 429, 503),
 )
 async def compile_endpoint(
-    body: CompileRequest, state: StateDep, owner: OwnerDep, request: Request
+    body: CompileRequest, state: ResourcesDep, owner: OwnerDep, request: Request
 ) -> CompileResponse | Response:
     """Compile a constraint for a vocabulary (or take it from the shared cache).
 

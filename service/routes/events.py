@@ -13,7 +13,7 @@ from starlette.types import Receive, Scope, Send
 
 from core.errors import UnknownSession, excerpt
 from service.auth import may_watch, principal_of, require_admin
-from service.dependencies import ServiceState, StateDep
+from service.dependencies import ResourcesDep, ServiceResources
 from service.events import format_event
 from service.problems import problem_responses
 from service.schemas import SessionList, SessionSummary
@@ -35,7 +35,7 @@ _EVENTS_DOC = (
 )
 
 
-def _watchable(request: Request, state: ServiceState, session_id: str) -> Session:
+def _watchable(request: Request, state: ServiceResources, session_id: str) -> Session:
     principal = principal_of(request)
     owner = None if principal is None else principal.owner
     session = state.sessions.peek(session_id)
@@ -71,7 +71,7 @@ def _resume_seq(last_event_id: str | None, epoch: str) -> int | None:
         **problem_responses(404, 410, 429),
     },
 )
-async def watch_session(session_id: str, request: Request, state: StateDep) -> StreamingResponse:
+async def watch_session(session_id: str, request: Request, state: ResourcesDep) -> StreamingResponse:
     """The session's changes as they happen, as Server-Sent Events.
 
     Only the key that opened the session may watch it, or an admin key where admin keys are
@@ -125,7 +125,7 @@ class _EventStream(StreamingResponse):
     responses=problem_responses(403),
     dependencies=[Depends(require_admin)],
 )
-async def list_sessions(request: Request, state: StateDep) -> SessionList:
+async def list_sessions(request: Request, state: ResourcesDep) -> SessionList:
     """The live sessions the key may watch, newest first (for the playground's Sessions view).
 
     With API keys, this needs an admin key where admin keys are configured (403 `forbidden`);

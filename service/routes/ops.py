@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from service.dependencies import StateDep, state_of
+from service.dependencies import ResourcesDep, resources_of
 from service.errors import NotReady
 from service.problems import problem_responses
 from service.schemas import Status
@@ -27,7 +27,7 @@ async def healthz() -> Status:
 @router.get("/readyz", summary="Readiness", response_model=Status, responses=problem_responses(503))
 async def readyz(request: Request) -> Status:
     """Readiness: 200 once the tokenizers are loaded; 503 `not-ready` before that and while draining."""
-    state = state_of(request)
+    state = resources_of(request)
     if state.draining:
         raise NotReady("the server is draining", state.settings.retry_after_seconds)
     if not state.ready:
@@ -36,7 +36,7 @@ async def readyz(request: Request) -> Status:
 
 
 @router.get("/stats", summary="Statistics", response_model=dict[str, Any])
-async def stats(state: StateDep) -> dict[str, Any]:
+async def stats(state: ResourcesDep) -> dict[str, Any]:
     """The engine's `get_stats()` (cache figures, default tokenizer) plus session figures.
 
     `events`: event streams open (`watchers`) and sessions with a channel (`watched`).
@@ -65,6 +65,6 @@ async def stats(state: StateDep) -> dict[str, Any]:
         }
     },
 )
-async def metrics(state: StateDep) -> Response:
+async def metrics(state: ResourcesDep) -> Response:
     """Prometheus metrics of this process (see service/metrics.py for the list)."""
     return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request, Response
 from guidance_client.wire import MASK_MEDIA_TYPE
 
 from service.auth import owner_of
-from service.dependencies import OwnerDep, StateDep, TenantDep, state_of, tenant_of
+from service.dependencies import OwnerDep, ResourcesDep, TenantDep, resources_of, tenant_of
 from service.direct_route import DirectRoute
 from service.operations import sessions as operations
 from service.problems import problem_responses
@@ -84,7 +84,7 @@ _MASK_EXTRA: dict[str, Any] = {
     responses=problem_responses(400, 404, 413, 422, 429, 503),
 )
 async def create_session(
-    body: SessionCreateRequest, state: StateDep, owner: OwnerDep, request: Request
+    body: SessionCreateRequest, state: ResourcesDep, owner: OwnerDep, request: Request
 ) -> SessionCreated:
     """Open a session on a cached program (`program_id`), or compile a body and open one.
 
@@ -102,7 +102,7 @@ async def create_session(
     responses=problem_responses(404, 409, 410, 413, 422),
 )
 async def accept_tokens(
-    session_id: str, body: AcceptRequest, state: StateDep, owner: OwnerDep, tenant: TenantDep
+    session_id: str, body: AcceptRequest, state: ResourcesDep, owner: OwnerDep, tenant: TenantDep
 ) -> AcceptResponse:
     """Advance the session by the tokens sampled, all or nothing.
 
@@ -130,7 +130,7 @@ async def get_mask(request: Request) -> Response:
     accept = request.headers.get("accept", "")
     as_json = "application/json" in accept and MASK_MEDIA_TYPE not in accept
     mask = await operations.mask(
-        state_of(request), request.path_params["session_id"], owner_of(request), tenant_of(request), as_json=as_json
+        resources_of(request), request.path_params["session_id"], owner_of(request), tenant_of(request), as_json=as_json
     )
     if as_json:
         body = {
@@ -159,7 +159,7 @@ async def get_mask(request: Request) -> Response:
     responses=problem_responses(404, 410, 413, 422),
 )
 async def rollback(
-    session_id: str, body: RollbackRequest, state: StateDep, owner: OwnerDep, tenant: TenantDep
+    session_id: str, body: RollbackRequest, state: ResourcesDep, owner: OwnerDep, tenant: TenantDep
 ) -> SessionState:
     """Undo the last `tokens` accepted tokens (EOS included); answers the session's state."""
     return await operations.rollback(state, session_id, body, owner, tenant)
@@ -172,7 +172,7 @@ async def rollback(
     response_model=SessionCreated,
     responses=problem_responses(404, 410, 422, 429),
 )
-async def fork(session_id: str, state: StateDep, owner: OwnerDep, tenant: TenantDep) -> SessionCreated:
+async def fork(session_id: str, state: ResourcesDep, owner: OwnerDep, tenant: TenantDep) -> SessionCreated:
     """A new, independent session at the same position (n > 1 sampling, beam search)."""
     return await operations.fork(state, session_id, owner, tenant)
 
@@ -185,7 +185,7 @@ async def fork(session_id: str, state: StateDep, owner: OwnerDep, tenant: Tenant
     responses=problem_responses(404, 410, 413, 422),
 )
 async def get_session(
-    session_id: str, state: StateDep, owner: OwnerDep, tenant: TenantDep, partial: bool = False
+    session_id: str, state: ResourcesDep, owner: OwnerDep, tenant: TenantDep, partial: bool = False
 ) -> SessionState:
     """The session: program, tokens accepted, their text, captured variables, status.
 
@@ -202,7 +202,7 @@ async def get_session(
     response_class=Response,
     responses=problem_responses(404, 410, 422),
 )
-async def delete_session(session_id: str, state: StateDep, owner: OwnerDep) -> Response:
+async def delete_session(session_id: str, state: ResourcesDep, owner: OwnerDep) -> Response:
     """Close the session now (its id then answers 404)."""
     operations.close(state, session_id, owner)
     return Response(status_code=204)

@@ -43,11 +43,11 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
+from guidance_client.wire import STEP_MEDIA_TYPE
 from pydantic import ValidationError
 
-from guidance_client.wire import STEP_MEDIA_TYPE
 from service.auth import owner_of
-from service.dependencies import state_of, tenant_of
+from service.dependencies import resources_of, tenant_of
 from service.direct_route import DirectRoute
 from service.operations import step as operation
 from service.problems import problem_responses
@@ -133,7 +133,7 @@ async def step(request: Request) -> Response:
 
     See the module documentation (and `x-step-layout`) for the binary response layout.
     """
-    service = state_of(request)
+    service = resources_of(request)
     body = await _read_request(request)
     answer = await operation.step(service, body, owner_of(request), tenant_of(request))
     return Response(answer, media_type=STEP_MEDIA_TYPE)

@@ -13,10 +13,10 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from guidance_client.wire import read_step
 
 from core import GuidanceBackend, Tokenizer
-from guidance_client.wire import read_step
-from service.dependencies import ServiceState
+from service.dependencies import ServiceResources
 from tests.service.helpers import AppFactory, assert_problem, serve
 
 pytestmark = pytest.mark.asyncio
@@ -31,9 +31,9 @@ LATE_BODIES: dict[str, dict[str, Any]] = {
 }
 
 
-def _service(client: httpx.AsyncClient) -> ServiceState:
+def _service(client: httpx.AsyncClient) -> ServiceResources:
     app = client._transport.app  # type: ignore[attr-defined]  # ASGITransport keeps its app
-    state: ServiceState = app.state.service
+    state: ServiceResources = app.state.service
     return state
 
 

@@ -6,7 +6,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from core.workers import CompileWorkers
-from service.dependencies import ServiceState
+from service.dependencies import ServiceResources
 from tests.core.test_workers import _CRASH, crash_on_marker
 from tests.service.helpers import AppFactory, assert_problem, serve
 
@@ -16,8 +16,8 @@ pytestmark = pytest.mark.asyncio
 async def test_a_crashed_compile_worker_is_a_problem_for_that_compile_only(make_app: AppFactory) -> None:
     app = make_app(compile_processes=True, compile_workers=1)
     async with serve(app) as client:
-        state: ServiceState = app.state.service
-        backend = state.engine
+        state: ServiceResources = app.state.service
+        backend = state.backend
         backend._workers.close()  # type: ignore[union-attr]
         backend._workers = CompileWorkers(1, backend.limits, task=crash_on_marker)
         try:

@@ -407,9 +407,9 @@ def _stages(schema: Any, tok: Any, limits: Any) -> dict[str, float] | None:
     """Seconds of each stage of one schema's compile, as the server runs them."""
     import llguidance
 
-    from core.jsonschema import prepare_json_schema
     from core.derivation import derivation_depth
     from core.expansion import expansion
+    from core.jsonschema import prepare_json_schema
 
     t0 = time.perf_counter()
     prepared = prepare_json_schema(schema, None, limits)[0]

@@ -23,9 +23,9 @@ from numpy.typing import NDArray
 from core.bitmask import allocate_bitmask
 from core.cache import ProgramCache
 from core.compiler import CompiledSpec
-from core.kinds import check_options, compile_spec
 from core.errors import GrammarError, GuidanceError, LimitExceeded
 from core.heap import heap_bytes
+from core.kinds import check_options, compile_spec
 from core.limits import Limits
 from core.program import CompiledGuidanceProgram
 from core.session import GuidanceState

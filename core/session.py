@@ -29,7 +29,6 @@ from core.errors import (
     classify_engine_error,
 )
 
-
 if TYPE_CHECKING:
     import llguidance
 
@@ -38,8 +37,8 @@ if TYPE_CHECKING:
     from core.limits import Limits
     from core.shards import MatcherShards
     from core.stats import ProgramStats
-    from core.variables import VariableReader
     from core.tokenizers import Tokenizer
+    from core.variables import VariableReader
 
 __all__ = ["GuidanceGrammar", "GuidanceState", "SessionProgram"]
 

@@ -39,8 +39,8 @@ from typing import TYPE_CHECKING, Any
 import llguidance
 
 from core.compiler import CompiledSpec
-from core.kinds import compile_spec
 from core.errors import CompileCancelled, CompileCrashed, GuidanceError, LimitExceeded
+from core.kinds import compile_spec
 from core.limits import Limits
 from core.threads import lower_priority, run_on_engine_thread
 from core.tokenizers import Tokenizer, validation_tokenizer

@@ -27,8 +27,8 @@ from core.threads import EngineThreadPool
 from core.tokenizers import Tokenizer
 from service.admission import AdmissionMiddleware, admin_routes
 from service.auth import AuthMiddleware, KeyRing, is_open
-from service.events import EventHub
 from service.dependencies import ServiceState
+from service.events import EventHub
 from service.memory import RELEASED_TOKENS_TRIM, MemoryBudget, release_memory
 from service.metrics import Metrics
 from service.middleware import (
@@ -42,8 +42,8 @@ from service.problems import document_problems, install_problem_handlers, proble
 from service.routes import ROUTERS
 from service.routes.sessions import get_mask
 from service.routes.step import openapi_components as step_components
-from service.schemas import Problem
 from service.scheduling import Scheduler, SlowLane
+from service.schemas import Problem
 from service.sessions import SessionStore
 from service.settings import Settings
 from service.tokenizers import load_configured

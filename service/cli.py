@@ -188,7 +188,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     from pydantic import ValidationError
-
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
     from service.app import create_app

@@ -35,7 +35,6 @@ import numpy as np
 
 from guidance_client.vocab_gguf import vocab_only_gguf
 
-
 __all__ = [
     "ModelVocabulary",
     "SAMPLE_EDGE",

@@ -24,11 +24,11 @@ import llguidance
 
 from core.derivation import schema_derivation_depth
 from core.errors import LimitExceeded, SchemaError, classify_engine_error
-from core.limits import Limits
 from core.jsonschema.formats import DEFAULT_FORMAT_MODE, FormatMode, format_hint
 from core.jsonschema.locate import locate_schema_error
 from core.jsonschema.rewrite import RewriteReport, rewrite_schema_report
 from core.jsonschema.walk import PASS_KEYWORDS
+from core.limits import Limits
 from core.validation import build, too_deep, trimmed
 
 __all__ = [

@@ -24,8 +24,8 @@ from guidance_client.wire import MASK_MEDIA_TYPE, to_bytes
 from service.auth import owner_of
 from service.dependencies import MetricsDep, OwnerDep, SessionsDep, StateDep, state_of
 from service.errors import NotReady, RollbackOutOfRange
-from service.problems import problem_responses
 from service.operations.compile import compile_program
+from service.problems import problem_responses
 from service.schemas import (
     AcceptRequest,
     AcceptResponse,

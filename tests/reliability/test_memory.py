@@ -14,12 +14,10 @@ import tracemalloc
 from typing import Any
 
 import httpx
-import pytest
 
 from core import Tokenizer
 from tests.server import running
 from tests.service.helpers import AppFactory, assert_problem, serve
-
 
 JSON = {"content-type": "application/json"}
 

@@ -22,17 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.engines.serving import (  # noqa: F401 (fixtures)
-    EOS,
-    REGEX,
-    SCHEMA,
-    VOCAB,
-    client,
-    model_dir,
-    other_vocabulary,
-    reference_allowed,
-    server_url,
-)
+from tests.engines.serving import EOS, REGEX, SCHEMA, VOCAB, reference_allowed
 from tests.server import free_port
 
 torch = pytest.importorskip("torch", reason="torch is not installed: the vLLM tier runs in .ci/engines-serving")
@@ -40,7 +30,7 @@ pytest.importorskip("vllm", reason="vLLM is not installed: the vLLM tier runs in
 
 import jsonschema  # noqa: E402
 from vllm import SamplingParams  # noqa: E402
-from vllm.v1.sample.logits_processor import (  # noqa: E402  # noqa: E402
+from vllm.v1.sample.logits_processor import (  # noqa: E402
     BatchUpdate,
     LogitsProcessor,
     MoveDirectionality,

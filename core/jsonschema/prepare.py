@@ -145,7 +145,7 @@ def prepare_schema(
         options.update(user)
     if whitespace:
         options.pop("whitespace_flexible", None)
-        options["whitespace_pattern"] = "[\\x20\\x0A\\x0D\\x09]{0,%d}" % whitespace
+        options["whitespace_pattern"] = f"[\\x20\\x0A\\x0D\\x09]{{0,{whitespace}}}"
     elif whitespace_pattern is not None:
         options.pop("whitespace_flexible", None)
         options["whitespace_pattern"] = whitespace_pattern

@@ -159,7 +159,9 @@ class InProcess:
         for k, i in enumerate(rows):
             self.grammars[i].fill_next_token_bitmask(self.bitmask, k)
         if rows:
-            apply_plan(scores, MaskPlan.build(self.bitmask[: len(rows)], self.vocab, scores.shape[-1], np.asarray(rows)))
+            apply_plan(
+                scores, MaskPlan.build(self.bitmask[: len(rows)], self.vocab, scores.shape[-1], np.asarray(rows))
+            )
         return scores
 
 
@@ -256,7 +258,9 @@ def apply_synthetic(reps: int = 30) -> list[dict[str, Any]]:
             planned, naive = [], []
             for _ in range(reps):
                 _time_apply(scores, masks, planned, naive)
-            out.append({"batch": batch, "rows": kind, "planned_ms": median(planned) * 1000, "naive_ms": median(naive) * 1000})
+            out.append(
+                {"batch": batch, "rows": kind, "planned_ms": median(planned) * 1000, "naive_ms": median(naive) * 1000}
+            )
     return out
 
 

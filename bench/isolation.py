@@ -449,7 +449,9 @@ def breakdown(files: list[Path], n: int) -> dict[str, Any]:
     totals: dict[str, list[float]] = {}
     for f in random.Random(1).sample(files, min(n, len(files))):
         try:
-            got = run_on_engine_thread(limits.engine_stack_bytes, _stages, json.loads(f.read_text())["schema"], tok, limits)
+            got = run_on_engine_thread(
+                limits.engine_stack_bytes, _stages, json.loads(f.read_text())["schema"], tok, limits
+            )
         except Exception:  # refused by a rewrite or a limit: not a compile to time
             continue
         if got is not None:
@@ -477,7 +479,10 @@ def breakdown(files: list[Path], n: int) -> dict[str, Any]:
             }
             for k, v in totals.items()
         },
-        "worker_round_trip_ms": {"median": round(statistics.median(trips) * 1000, 3), "p90": round(percentile(trips, 0.9) * 1000, 3)},
+        "worker_round_trip_ms": {
+            "median": round(statistics.median(trips) * 1000, 3),
+            "p90": round(percentile(trips, 0.9) * 1000, 3),
+        },
         "load": [load0, _load()],
     }
 
@@ -529,7 +534,9 @@ def table(result: dict[str, Any]) -> str:
         lines.append(
             "floors: the same alternation, storms at the compile storm's rate that make the service compile nothing"
         )
-        lines.append("config    batch  storm      req/s  p90 ms alone -> storm   ratio p50/p90/p99   p90 ratio per alternation")
+        lines.append(
+            "config    batch  storm      req/s  p90 ms alone -> storm   ratio p50/p90/p99   p90 ratio per alternation"
+        )
         for r in floor_rows:
             f = r["floors"]
             for kind, x in (("compiles", r), ("hits", f["hits"]), ("elsewhere", f["elsewhere"])):

@@ -57,7 +57,9 @@ def _advance(client: Any, sid: str, tokens: list[int], start: int, end: int) -> 
         client.accept(sid, tokens[i : min(end, i + CHUNK)])
 
 
-def _steps(client: Any, sids: list[str], tokens: list[int], at: int, n: int, variables: bool | str) -> tuple[float, int]:
+def _steps(
+    client: Any, sids: list[str], tokens: list[int], at: int, n: int, variables: bool | str
+) -> tuple[float, int]:
     times = []
     for k in range(n):
         items = [(sid, [tokens[at + k]]) for sid in sids]
@@ -148,7 +150,9 @@ def table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.step_cost", description=__doc__.splitlines()[0] if __doc__ else None)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.step_cost", description=__doc__.splitlines()[0] if __doc__ else None
+    )
     p.add_argument("--quick", action="store_true", help="shorter sessions, fewer steps")
     p.add_argument("--watched-tokens", type=int, default=None, help="length of the watched session")
     args = p.parse_args(argv)

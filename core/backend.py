@@ -41,7 +41,9 @@ __all__ = ["AsyncGuidanceBackend", "CompileJob", "GuidanceBackend", "KindCompile
 _EMPTY_LANGUAGE = "the constraint matches no text at all (a rule without a base case, or a cyclic $ref?)"
 
 
-def _fill_group(group: Sequence[tuple[int, GuidanceState, int]], bitmask: NDArray[np.int32]) -> dict[int, GuidanceError]:
+def _fill_group(
+    group: Sequence[tuple[int, GuidanceState, int]], bitmask: NDArray[np.int32]
+) -> dict[int, GuidanceError]:
     """Fill each ``(position, state, row)``; a state that fails gets a zero row and its error."""
     failed: dict[int, GuidanceError] = {}
     for i, st, r in group:
@@ -488,7 +490,9 @@ class AsyncGuidanceBackend(KindCompilers[Awaitable[CompiledGuidanceProgram]]):
     def limits(self) -> Limits:
         return self.backend.limits
 
-    async def compile(self, spec: ProgramSpec, tokenizer: Tokenizer | None = None) -> tuple[CompiledGuidanceProgram, bool]:
+    async def compile(
+        self, spec: ProgramSpec, tokenizer: Tokenizer | None = None
+    ) -> tuple[CompiledGuidanceProgram, bool]:
         """Compile off the event loop (see :meth:`GuidanceBackend.compile_async`)."""
         return await self.backend.compile_async(spec, self.executor, tokenizer)
 

@@ -151,7 +151,9 @@ async def create_session(body: SessionCreateRequest, state: StateDep, owner: Own
     evicted it): re-send the program itself.
     """
     if state.draining:
-        raise NotReady("the server is shutting down: open the session on another replica", state.settings.retry_after_seconds)
+        raise NotReady(
+            "the server is shutting down: open the session on another replica", state.settings.retry_after_seconds
+        )
     if body.program_id is not None:
         program = state.backend.get_program(body.program_id)
         if program is None or not state.key_programs.knows(owner, body.program_id):  # service/tenants.py
@@ -161,7 +163,11 @@ async def create_session(body: SessionCreateRequest, state: StateDep, owner: Own
         compiled = await compile_program(body, state, owner)
         program, tokenizer_name = compiled.program, compiled.tokenizer_name
     session = state.sessions.create(program, tokenizer_name, owner=owner)
-    return SessionCreated(session_id=session.id, program_id=program.program_id, engine_limit=EngineLimitNote.of(program.stats.engine_limit))
+    return SessionCreated(
+        session_id=session.id,
+        program_id=program.program_id,
+        engine_limit=EngineLimitNote.of(program.stats.engine_limit),
+    )
 
 
 @router.post(

@@ -68,7 +68,8 @@ class StepItem(BaseModel):
     session_id: str = Field(description="The session to advance.")
     tokens: list[TokenId] = Field(default_factory=list, description="Tokens sampled for it, in order (may be empty).")
     draft_tokens: list[TokenId] | None = Field(
-        None, description="Draft tokens: one extra mask row after each (speculative decoding); the session does not move."
+        None,
+        description="Draft tokens: one extra mask row after each (speculative decoding); the session does not move.",
     )
 
 
@@ -170,7 +171,9 @@ async def step(request: Request) -> Response:
             rows += len(draft)
     ids = [item.session_id for item in items]
     if len(set(ids)) != len(ids):
-        raise RequestValidationError([{"loc": ("body", "sessions"), "msg": "a session appears twice", "type": "value_error"}])
+        raise RequestValidationError(
+            [{"loc": ("body", "sessions"), "msg": "a session appears twice", "type": "value_error"}]
+        )
     store = service.sessions
     owner = owner_of(request)
 

@@ -95,7 +95,9 @@ def test_own_schemas_refuse_no_valid_instance(oracle: Oracle) -> None:
     assert not result.rewrite_refusals(), _fail(result)
 
 
-def test_min_properties_beside_two_required_and_five_optional_accepts_every_subset(tekken_backend: GuidanceBackend) -> None:
+def test_min_properties_beside_two_required_and_five_optional_accepts_every_subset(
+    tekken_backend: GuidanceBackend,
+) -> None:
     schema = OWN_SCHEMAS[0][1]
     program = tekken_backend.compile_json_schema(schema)
     optional = "cdefg"

@@ -126,7 +126,9 @@ schemas = st.builds(
 FORMATS = jsonschema.FormatChecker()
 FORMATS.checks("byte")(lambda v: not isinstance(v, str) or is_base64(v))
 FORMATS.checks("int32")(
-    lambda v: not isinstance(v, (int, float)) or isinstance(v, bool) or (float(v).is_integer() and -(2**31) <= v < 2**31)
+    lambda v: (
+        not isinstance(v, (int, float)) or isinstance(v, bool) or (float(v).is_integer() and -(2**31) <= v < 2**31)
+    )
 )
 
 
@@ -201,7 +203,10 @@ def test_one_of_closed_objects_sharing_only_the_empty_object() -> None:
 
 
 def test_complements_of_object_and_array_constants_and_class_patterns() -> None:
-    schema = {"not": {"enum": [[1, {"a": [True]}], {"k": None}, "x"]}, "properties": {"p": {"not": {"pattern": "^[a-c]{1,2}$"}}}}
+    schema = {
+        "not": {"enum": [[1, {"a": [True]}], {"k": None}, "x"]},
+        "properties": {"p": {"not": {"pattern": "^[a-c]{1,2}$"}}},
+    }
     out = rewrite_schema(schema)
     assert "not" not in json.dumps(out)
     original, new = _validator(schema), _validator(out)
@@ -374,7 +379,9 @@ def test_property_counts_of_a_closed_object_count_its_required_properties_too() 
          ['{"a":1,"b":2}', '{"b":1,"a":2}', '{"a":1}']),
     ],
 )  # fmt: skip
-def test_rewritten_branches_list_the_names_in_one_order(tiny_tokenizer: Tokenizer, schema: Any, text: list[str]) -> None:
+def test_rewritten_branches_list_the_names_in_one_order(
+    tiny_tokenizer: Tokenizer, schema: Any, text: list[str]
+) -> None:
     from tests.core.helpers import accepts_text
 
     program = GuidanceBackend(tiny_tokenizer).compile_json_schema(schema)

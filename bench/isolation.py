@@ -542,7 +542,8 @@ def table(result: dict[str, Any]) -> str:
             for kind, x in (("compiles", r), ("hits", f["hits"]), ("elsewhere", f["elsewhere"])):
                 rate = r["compiles_per_s"] if kind == "compiles" else x["compiles_per_s"]
                 lines.append(
-                    f"{r['config']:<9} {r['batch']:>5}  {kind:<9} {rate:>6}  {x['alone_ms']['p90']:>8} -> {x['storm_ms']['p90']:<8}"
+                    f"{r['config']:<9} {r['batch']:>5}  {kind:<9} {rate:>6}  {x['alone_ms']['p90']:>8}"
+                    f" -> {x['storm_ms']['p90']:<8}"
                     f"   {x['p50_ratio']:>5}/{x['p90_ratio']:>5}/{x['p99_ratio']:>5}   {x['p90_ratio_per_alternation']}"
                 )
     lines.append("")

@@ -140,8 +140,10 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(
         [
             f"/step of {r['sessions']} JSON sessions, one token each (median ms):",
-            f"  at {r['short_tokens']} tokens: plain {r['step_plain_short_ms']}, variables=partial {r['step_partial_short_ms']}",
-            f"  at {r['long_tokens']} tokens: plain {r['step_plain_long_ms']}, variables=partial {r['step_partial_long_ms']}"
+            f"  at {r['short_tokens']} tokens: plain {r['step_plain_short_ms']}"
+            f", variables=partial {r['step_partial_short_ms']}",
+            f"  at {r['long_tokens']} tokens: plain {r['step_plain_long_ms']}"
+            f", variables=partial {r['step_partial_long_ms']}"
             f"  (partial long/short {r['partial_long_vs_short']})",
             f"one-token accept at {r['watched_tokens']} tokens (median ms): unwatched {r['accept_unwatched_ms']}, "
             f"watched {r['accept_watched_ms']} ({r['watched_vs_unwatched']}x; {r['watch_events']} events seen)",

@@ -115,7 +115,9 @@ def test_embedded_grammars_add_to_the_chain() -> None:
     top = {
         "grammars": [
             {
-                "lark_grammar": 'start: a\na: @g1 | b\nb: %json {"$ref": "#/$defs/x", "$defs": {"x": {"type": "integer"}}}'
+                "lark_grammar": (
+                    'start: a\na: @g1 | b\nb: %json {"$ref": "#/$defs/x", "$defs": {"x": {"type": "integer"}}}'
+                )
             },
             {"name": "g1", "lark_grammar": "start: c\nc: /[0-9]/"},
         ]

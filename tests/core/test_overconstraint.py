@@ -58,7 +58,8 @@ OWN_SCHEMAS: list[tuple[str, Any]] = [
         "not": {"properties": {"b": {"const": 1}}, "required": ["b"]}}),
     ("oneOf over a discriminator", {
         "oneOf": [{"type": "object", "properties": {"t": {"const": "a"}, "x": S}, "required": ["t"]},
-                  {"type": "object", "properties": {"t": {"const": "b"}, "y": {"type": "integer"}}, "required": ["t"]}]}),
+                  {"type": "object", "properties": {"t": {"const": "b"}, "y": {"type": "integer"}},
+                   "required": ["t"]}]}),
     ("oneOf that needs complements", {
         "type": "object", "oneOf": [{"properties": {"a": {"const": 1}}, "required": ["a"]},
                                     {"properties": {"b": {"const": 1}}, "required": ["b"]}]}),

@@ -66,7 +66,8 @@ def test_workers_compile_what_the_server_compiles(tiny_tokenizer: Tokenizer) -> 
             ProgramSpec("json_schema", {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}),
             ProgramSpec(
                 "template",
-                "Name: {{gen 'name' regex='[a-z]+'}}{{#repeat 'xs' max=2}}{{select 'x' options=['yes','no']}}{{/repeat}}",
+                "Name: {{gen 'name' regex='[a-z]+'}}"
+                "{{#repeat 'xs' max=2}}{{select 'x' options=['yes','no']}}{{/repeat}}",
             ),
             ProgramSpec("regex", "[0-9]{2,4}"),
         ]:

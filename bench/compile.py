@@ -347,7 +347,9 @@ def table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.compile", description=__doc__.splitlines()[0] if __doc__ else None)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.compile", description=__doc__.splitlines()[0] if __doc__ else None
+    )
     p.add_argument("--quick", action="store_true", help="every 10th MaskBench schema")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "compile.json"), help="JSON report path")
     args = p.parse_args(argv)

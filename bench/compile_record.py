@@ -62,7 +62,9 @@ def record(name: str, schema: Any, backend: GuidanceBackend) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.compile_record", description=__doc__.splitlines()[0] if __doc__ else None)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.compile_record", description=__doc__.splitlines()[0] if __doc__ else None
+    )
     p.add_argument("out", type=Path, help="JSON lines written here")
     p.add_argument("--compare", type=Path, help="an earlier record: count the schemas whose lines differ")
     args = p.parse_args(argv)

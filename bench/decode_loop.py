@@ -128,7 +128,9 @@ def _fallback(row: np.ndarray, eos: int) -> int:
     return int(allowed[0])
 
 
-def _figures(slots: list[Slot], produced: int, elapsed: float, waits: list[float], divergences: int) -> dict[str, float]:
+def _figures(
+    slots: list[Slot], produced: int, elapsed: float, waits: list[float], divergences: int
+) -> dict[str, float]:
     return {
         "tokens_per_s": produced / elapsed,
         "wait_ms": median(waits) * 1e3 if waits else 0.0,

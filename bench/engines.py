@@ -5,8 +5,9 @@ transformers). The model is a random-weight Llama with tekken's 131,072 ids, bui
 sizes whose forward pass (batch 8, one new token) takes about 10, 20 and 40 ms on an idle core
 of the development machine (hidden 96, 192 and 384: the 131k-row output layer dominates), each run
 at batch 8 and 32; the forward times of the run itself are measured and reported (``--calibrate``
-picks the hidden sizes from measurements instead, which a busy machine skews). This process (the model) is pinned to CPU 0 with one torch thread; the server to CPU 1
-(``taskset``), as on a GPU host where the server has cores of its own.
+picks the hidden sizes from measurements instead, which a busy machine skews). This process (the
+model) is pinned to CPU 0 with one torch thread; the server to CPU 1 (``taskset``), as on a GPU
+host where the server has cores of its own.
 
 Per size and batch, four ways to generate the same number of new tokens from the same prompts,
 alternating, ``rounds`` times (median):
@@ -159,7 +160,9 @@ class InProcess:
         for k, i in enumerate(rows):
             self.grammars[i].fill_next_token_bitmask(self.bitmask, k)
         if rows:
-            apply_plan(scores, MaskPlan.build(self.bitmask[: len(rows)], self.vocab, scores.shape[-1], np.asarray(rows)))
+            apply_plan(
+                scores, MaskPlan.build(self.bitmask[: len(rows)], self.vocab, scores.shape[-1], np.asarray(rows))
+            )
         return scores
 
 
@@ -256,7 +259,9 @@ def apply_synthetic(reps: int = 30) -> list[dict[str, Any]]:
             planned, naive = [], []
             for _ in range(reps):
                 _time_apply(scores, masks, planned, naive)
-            out.append({"batch": batch, "rows": kind, "planned_ms": median(planned) * 1000, "naive_ms": median(naive) * 1000})
+            out.append(
+                {"batch": batch, "rows": kind, "planned_ms": median(planned) * 1000, "naive_ms": median(naive) * 1000}
+            )
     return out
 
 
@@ -326,8 +331,10 @@ def table(result: dict[str, Any]) -> str:
     for r in result["rows"]:
         lines.append(
             f"| {r['target_ms']:.0f} ms | {r['hidden']} | {r['batch']} | {r['forward_ms']:.1f} | {r['none_tok_s']:.0f} "
-            f"| {r['sync_tok_s']:.0f} ({r['sync_vs_none']:.2f}x) | {r['pipelined_tok_s']:.0f} ({r['pipelined_vs_none']:.2f}x) "
-            f"| {r['in-process_tok_s']:.0f} ({r['in-process_vs_none']:.2f}x) | {r['planned_ms']:.2f} / {r['naive_ms']:.2f} |"
+            f"| {r['sync_tok_s']:.0f} ({r['sync_vs_none']:.2f}x) "
+            f"| {r['pipelined_tok_s']:.0f} ({r['pipelined_vs_none']:.2f}x) "
+            f"| {r['in-process_tok_s']:.0f} ({r['in-process_vs_none']:.2f}x) "
+            f"| {r['planned_ms']:.2f} / {r['naive_ms']:.2f} |"
         )
     return "\n".join(lines)
 

@@ -407,9 +407,9 @@ def _stages(schema: Any, tok: Any, limits: Any) -> dict[str, float] | None:
     """Seconds of each stage of one schema's compile, as the server runs them."""
     import llguidance
 
-    from core.jsonschema import prepare_json_schema
     from core.derivation import derivation_depth
     from core.expansion import expansion
+    from core.jsonschema import prepare_json_schema
 
     t0 = time.perf_counter()
     prepared = prepare_json_schema(schema, None, limits)[0]
@@ -449,7 +449,9 @@ def breakdown(files: list[Path], n: int) -> dict[str, Any]:
     totals: dict[str, list[float]] = {}
     for f in random.Random(1).sample(files, min(n, len(files))):
         try:
-            got = run_on_engine_thread(limits.engine_stack_bytes, _stages, json.loads(f.read_text())["schema"], tok, limits)
+            got = run_on_engine_thread(
+                limits.engine_stack_bytes, _stages, json.loads(f.read_text())["schema"], tok, limits
+            )
         except Exception:  # refused by a rewrite or a limit: not a compile to time
             continue
         if got is not None:
@@ -477,7 +479,10 @@ def breakdown(files: list[Path], n: int) -> dict[str, Any]:
             }
             for k, v in totals.items()
         },
-        "worker_round_trip_ms": {"median": round(statistics.median(trips) * 1000, 3), "p90": round(percentile(trips, 0.9) * 1000, 3)},
+        "worker_round_trip_ms": {
+            "median": round(statistics.median(trips) * 1000, 3),
+            "p90": round(percentile(trips, 0.9) * 1000, 3),
+        },
         "load": [load0, _load()],
     }
 
@@ -529,13 +534,16 @@ def table(result: dict[str, Any]) -> str:
         lines.append(
             "floors: the same alternation, storms at the compile storm's rate that make the service compile nothing"
         )
-        lines.append("config    batch  storm      req/s  p90 ms alone -> storm   ratio p50/p90/p99   p90 ratio per alternation")
+        lines.append(
+            "config    batch  storm      req/s  p90 ms alone -> storm   ratio p50/p90/p99   p90 ratio per alternation"
+        )
         for r in floor_rows:
             f = r["floors"]
             for kind, x in (("compiles", r), ("hits", f["hits"]), ("elsewhere", f["elsewhere"])):
                 rate = r["compiles_per_s"] if kind == "compiles" else x["compiles_per_s"]
                 lines.append(
-                    f"{r['config']:<9} {r['batch']:>5}  {kind:<9} {rate:>6}  {x['alone_ms']['p90']:>8} -> {x['storm_ms']['p90']:<8}"
+                    f"{r['config']:<9} {r['batch']:>5}  {kind:<9} {rate:>6}  {x['alone_ms']['p90']:>8}"
+                    f" -> {x['storm_ms']['p90']:<8}"
                     f"   {x['p50_ratio']:>5}/{x['p90_ratio']:>5}/{x['p99_ratio']:>5}   {x['p90_ratio_per_alternation']}"
                 )
     lines.append("")

@@ -129,8 +129,10 @@ def table(result: dict[str, Any]) -> str:
     ]
     for r in result["rows"]:
         lines.append(
-            f"{r['case']:<9} {r['position']:>3}  {r['allowed_tokens']:>7}  {r['service_us']:>10} ({r['service_p90_us']:>6})"
-            f"  {r['fixed_floor_us']:>14}  {r['compute_floor_us']:>16}  {r['vs_fixed_floor']:>8}  {r['vs_compute_floor']:>10}"
+            f"{r['case']:<9} {r['position']:>3}  {r['allowed_tokens']:>7}  {r['service_us']:>10}"
+            f" ({r['service_p90_us']:>6})"
+            f"  {r['fixed_floor_us']:>14}  {r['compute_floor_us']:>16}"
+            f"  {r['vs_fixed_floor']:>8}  {r['vs_compute_floor']:>10}"
             f"  {r['slow_lane_requests'] if r['slow_lane_requests'] is not None else '-':>9}"
         )
     lines.append(f"mask_vs_floor (json, fixed bytes): {result['mask_vs_floor']}   (target <= 1.2)")

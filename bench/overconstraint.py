@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -136,7 +136,9 @@ def _format_checker() -> Any:
     for name in sorted(ENGINE_FORMATS - {"unknown"}):
         checker.checks(name)(_engine_format(name))
     checker.checks("int32")(
-        lambda v: not isinstance(v, (int, float)) or isinstance(v, bool) or (float(v).is_integer() and -(2**31) <= v < 2**31)
+        lambda v: (
+            not isinstance(v, (int, float)) or isinstance(v, bool) or (float(v).is_integer() and -(2**31) <= v < 2**31)
+        )
     )
     return checker
 

@@ -424,13 +424,18 @@ def table(result: dict[str, Any]) -> str:
     for r in result["rows"]:
         lines.append(
             f"{r['case']:<9} {r['batch']:>5}  {r['steps']:>5}  {r['server_ms']:>8} ({r['server_p90_ms']:>6})"
-            f"  {r['raw_ms']:>7} ({r['raw_p90_ms']:>6})  {r['handler_ms']:>10}  {r['ratio']:>10}  {r['handler_vs_raw']:>11}"
-            f"  {r[DEFAULT_STEP + '_ms']:>15}  {r[DEFAULT_STEP + '_ratio']:>11}  {r['mask_mb_per_step']:>7}  {'yes' if r['masks_equal'] else 'NO (' + str(r['mismatched_steps']) + ')':>11}"
-            f"  {r['ratio_of_totals']:>12}  {r['slow_lane_requests'] if r['slow_lane_requests'] is not None else '-':>9}"
+            f"  {r['raw_ms']:>7} ({r['raw_p90_ms']:>6})  {r['handler_ms']:>10}"
+            f"  {r['ratio']:>10}  {r['handler_vs_raw']:>11}"
+            f"  {r[DEFAULT_STEP + '_ms']:>15}  {r[DEFAULT_STEP + '_ratio']:>11}"
+            f"  {r['mask_mb_per_step']:>7}"
+            f"  {'yes' if r['masks_equal'] else 'NO (' + str(r['mismatched_steps']) + ')':>11}"
+            f"  {r['ratio_of_totals']:>12}"
+            f"  {r['slow_lane_requests'] if r['slow_lane_requests'] is not None else '-':>9}"
             f"  {r['allowed_median']:>11}  {r[f'rows_at_most_{SPARSE_IDS}_allowed']:>9}"
         )
     lines.append(
-        f"step64_vs_inprocess (json): {result['step64_vs_inprocess']}   template: {result['step64_vs_inprocess_template']}"
+        f"step64_vs_inprocess (json): {result['step64_vs_inprocess']}"
+        f"   template: {result['step64_vs_inprocess_template']}"
         "   (target <= 1.0; the step asks for accepts and masks, the raw side's work)"
     )
     lines.append(
@@ -443,7 +448,10 @@ def table(result: dict[str, Any]) -> str:
         for r in diag["variants"]:
             line = f"  servers side by side   {r['case']:<9} default {r['server_ms']} ms (server/raw {r['ratio']})"
             for name in [*VARIANTS, *CLIENT_VARIANTS]:
-                line += f";  {name} {r[name + '_ms']} ms (server/raw {r[name + '_ratio']}, vs default {r[name + '_vs_server']})"
+                line += (
+                    f";  {name} {r[name + '_ms']} ms"
+                    f" (server/raw {r[name + '_ratio']}, vs default {r[name + '_vs_server']})"
+                )
             lines.append(line + f";  raw {r['raw_ms']} ms;  masks equal: {'yes' if r['masks_equal'] else 'NO'}")
         for r in diag["parallel_fill"]:
             lines.append(

@@ -57,7 +57,9 @@ def _advance(client: Any, sid: str, tokens: list[int], start: int, end: int) -> 
         client.accept(sid, tokens[i : min(end, i + CHUNK)])
 
 
-def _steps(client: Any, sids: list[str], tokens: list[int], at: int, n: int, variables: bool | str) -> tuple[float, int]:
+def _steps(
+    client: Any, sids: list[str], tokens: list[int], at: int, n: int, variables: bool | str
+) -> tuple[float, int]:
     times = []
     for k in range(n):
         items = [(sid, [tokens[at + k]]) for sid in sids]
@@ -138,8 +140,10 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(
         [
             f"/step of {r['sessions']} JSON sessions, one token each (median ms):",
-            f"  at {r['short_tokens']} tokens: plain {r['step_plain_short_ms']}, variables=partial {r['step_partial_short_ms']}",
-            f"  at {r['long_tokens']} tokens: plain {r['step_plain_long_ms']}, variables=partial {r['step_partial_long_ms']}"
+            f"  at {r['short_tokens']} tokens: plain {r['step_plain_short_ms']}"
+            f", variables=partial {r['step_partial_short_ms']}",
+            f"  at {r['long_tokens']} tokens: plain {r['step_plain_long_ms']}"
+            f", variables=partial {r['step_partial_long_ms']}"
             f"  (partial long/short {r['partial_long_vs_short']})",
             f"one-token accept at {r['watched_tokens']} tokens (median ms): unwatched {r['accept_unwatched_ms']}, "
             f"watched {r['accept_watched_ms']} ({r['watched_vs_unwatched']}x; {r['watch_events']} events seen)",
@@ -148,7 +152,9 @@ def table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.step_cost", description=__doc__.splitlines()[0] if __doc__ else None)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.step_cost", description=__doc__.splitlines()[0] if __doc__ else None
+    )
     p.add_argument("--quick", action="store_true", help="shorter sessions, fewer steps")
     p.add_argument("--watched-tokens", type=int, default=None, help="length of the watched session")
     args = p.parse_args(argv)

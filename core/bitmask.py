@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import NDArray
+
 from guidance_client.wire import (
     BLOCK_WORDS,
     allowed_tokens,
@@ -25,7 +27,6 @@ from guidance_client.wire import (
     pack_tokens,
     to_bytes,
 )
-from numpy.typing import NDArray
 
 __all__ = [
     "BLOCK_WORDS",

@@ -22,13 +22,13 @@ import llguidance
 from core.captures import CaptureLayout, passthrough_layout
 from core.errors import GrammarError, LimitExceeded, SchemaError, TemplateError
 from core.gbnf import convert_gbnf, dialect_hint
+from core.jsonschema import DEFAULT_FORMAT_MODE, FormatMode, schema_grammar
 from core.lark_text import lark_capture_names, lark_string
 from core.limits import Limits
-from core.jsonschema import DEFAULT_FORMAT_MODE, FormatMode, schema_grammar
 from core.llgrammar import llguidance_grammar
 from core.regex_errors import regex_message
-from core.template import GuidanceTemplate
 from core.structural_tag import structural_tag_grammar
+from core.template import GuidanceTemplate
 from core.template.lark import template_grammar
 from core.tools import tool_request, tools_lark
 from core.validation import check_size, require_valid

@@ -116,7 +116,9 @@ def regex_expansion(pattern: str) -> int:
             s.open()
             if pattern[i + 1 : i + 2] == "?":  # (?:  (?P<name>  (?<name>  (?i)  (?i-s:
                 j = i + 2
-                if pattern[j : j + 1] == "P" or (pattern[j : j + 1] == "<" and pattern[j + 1 : j + 2] not in ("=", "!")):
+                if pattern[j : j + 1] == "P" or (
+                    pattern[j : j + 1] == "<" and pattern[j + 1 : j + 2] not in ("=", "!")
+                ):
                     end = pattern.find(">", j)
                     i = n if end < 0 else end + 1
                     continue

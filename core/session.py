@@ -31,7 +31,6 @@ from core.errors import (
     engine_failure,
 )
 
-
 if TYPE_CHECKING:
     import llguidance
 
@@ -40,8 +39,8 @@ if TYPE_CHECKING:
     from core.limits import Limits
     from core.shards import MatcherShards
     from core.stats import ProgramStats
-    from core.variables import VariableReader
     from core.tokenizers import Tokenizer
+    from core.variables import VariableReader
 
 __all__ = ["GuidanceGrammar", "GuidanceState", "SessionProgram"]
 
@@ -161,7 +160,7 @@ class GuidanceState:
         """Raise :class:`InvalidTokens` or :class:`LimitExceeded` for ids no request may send."""
         limit = self.program.limits.max_tokens_per_accept
         if len(tokens) > limit:
-            raise LimitExceeded(f"{len(tokens)} tokens in one call, above the limit of {limit}", "max_tokens_per_accept")
+            raise LimitExceeded(f"{len(tokens)} tokens in one call, over the limit of {limit}", "max_tokens_per_accept")
         vocab = self.program.vocab_size
         for i, t in enumerate(tokens):
             if type(t) is not int or not 0 <= t < vocab:  # noqa: E721 - bool is not a token

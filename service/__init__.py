@@ -12,8 +12,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from service.app import create_app
-    from service.settings import Settings
+    from service.app import create_app as create_app
+    from service.settings import Settings as Settings
 
 CLIENT_NAMES = (
     "AcceptResult",

@@ -333,7 +333,9 @@ class EventHub:
             TooManyWatchers: a bound is reached (429).
         """
         if self.watchers >= self.max_watchers:
-            raise TooManyWatchers(f"{self.watchers} event streams are open, the limit is {self.max_watchers}", self.retry_after)
+            raise TooManyWatchers(
+                f"{self.watchers} event streams are open, the limit is {self.max_watchers}", self.retry_after
+            )
         live = self.live_channel(session)
         if live is not None and len(live.watchers) >= self.max_watchers_per_session:
             raise TooManyWatchers(

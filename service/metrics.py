@@ -101,7 +101,9 @@ class _StateCollector(Collector):
             )
         if self.slow_lane is not None:
             lane = self.slow_lane
-            yield GaugeMetricFamily("guidance_slow_lane_programs", "Live programs served off the event loop.", value=len(lane))
+            yield GaugeMetricFamily(
+                "guidance_slow_lane_programs", "Live programs served off the event loop.", value=len(lane)
+            )
             yield CounterMetricFamily(
                 "guidance_slow_lane_calls", "Requests whose engine work ran in the slow lane.", value=lane.calls
             )

@@ -381,7 +381,9 @@ class VocabularyCheckRequest(BaseModel):
     tokens: dict[str, str] | None = Field(
         None,
         max_length=65_536,
-        description="A sample of the model's tokens: decimal id -> base64 of the token's bytes (a control token: its name).",
+        description=(
+            "A sample of the model's tokens: decimal id -> base64 of the token's bytes (a control token: its name)."
+        ),
     )
 
     @field_validator("tokens")

@@ -67,7 +67,18 @@ def start(
     cannot share the server's venv). ``descriptors``: the server's descriptor limit (soft and hard)."""
     port = free_port() if port is None else port
     proc = subprocess.Popen(
-        [python or sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", *args],
+        [
+            python or sys.executable,
+            "-m",
+            "service",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            *args,
+        ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -8,9 +8,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from core.jsonschema import rewrite_schema, rewrite_schema_report
-
 from bench.conformance.instances import Runner, check_instances
+from core.jsonschema import rewrite_schema, rewrite_schema_report
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = REPO.parent / "shared" / "data"

@@ -12,8 +12,6 @@ from typing import Any
 
 import llguidance
 
-from core import load_default_tokenizer
-
 from bench.conformance.corpora import (
     DEFAULT_DATA,
     MASKBENCH_DIR,
@@ -36,6 +34,7 @@ from bench.conformance.report import (
     print_suite,
     print_summary,
 )
+from core import load_default_tokenizer
 
 DEFAULT_OUT = REPO / "bench" / "results" / "conformance.json"
 EXPECTED = REPO / "bench" / "results" / "conformance_expected.json"

@@ -10,10 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import core.jsonschema.prepare
+from bench.key_order import SchemaOrder
 from core import CompiledGuidanceProgram, GuidanceBackend, GuidanceError, Tokenizer
 from core.jsonschema import RewriteReport, rewrite_schema
-
-from bench.key_order import SchemaOrder
 
 _MESSAGE = 240
 

@@ -79,7 +79,9 @@ class ServingConfig:
             try:
                 values["timeout"] = float(values["timeout"])
             except (TypeError, ValueError) as e:
-                raise ValueError(f"guidance_client timeout must be a number of seconds, not {values['timeout']!r}") from e
+                raise ValueError(
+                    f"guidance_client timeout must be a number of seconds, not {values['timeout']!r}"
+                ) from e
         return cls(**values)
 
     def client(self) -> GuidanceClient:

@@ -83,7 +83,9 @@ class HotPath:
         with self._lock:
             self._open.discard(conn)
 
-    def request(self, method: str, path: str, body: bytes | None, headers: Mapping[str, str]) -> tuple[int, dict[str, str], bytes]:
+    def request(
+        self, method: str, path: str, body: bytes | None, headers: Mapping[str, str]
+    ) -> tuple[int, dict[str, str], bytes]:
         """Send one request; returns status, lower-cased headers and the body."""
         for attempt in (0, 1):
             conn = self._connection()
@@ -138,7 +140,9 @@ class AsyncHotPath:
         self._headers = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
 
-    async def request(self, method: str, path: str, body: bytes | None, headers: Mapping[str, str]) -> tuple[int, dict[str, str], bytes]:
+    async def request(
+        self, method: str, path: str, body: bytes | None, headers: Mapping[str, str]
+    ) -> tuple[int, dict[str, str], bytes]:
         """Send one request; returns status, lower-cased headers and the body."""
         head = f"{method} {self._prefix}{path} HTTP/1.1\r\nHost: {self._host_header}\r\n{self._headers}"
         head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
@@ -150,7 +154,8 @@ class AsyncHotPath:
             try:
                 if conn is None:
                     reader, writer = await asyncio.wait_for(
-                        asyncio.open_connection(self._host, self._port, ssl=True if self._https else None), self._timeout
+                        asyncio.open_connection(self._host, self._port, ssl=True if self._https else None),
+                        self._timeout,
                     )
                 else:
                     reader, writer = conn
@@ -161,7 +166,14 @@ class AsyncHotPath:
                 except BaseException:
                     writer.close()  # half-used (failed or cancelled): never back in the pool
                     raise
-            except (OSError, EOFError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError, ValueError) as e:
+            except (
+                OSError,
+                EOFError,
+                asyncio.IncompleteReadError,
+                asyncio.LimitOverrunError,
+                asyncio.TimeoutError,
+                ValueError,
+            ) as e:
                 if method == "GET" and attempt == 0:
                     continue  # idempotent: one retry on a fresh connection
                 raise _transport_error(method, path, e) from e
@@ -310,7 +322,9 @@ class AsyncTransport:
         """The lines of a streamed ``GET`` answer as they arrive (an error answer raises)."""
         headers = headers if self._owns else {**self._headers, **headers}
         try:
-            async with self.http.stream("GET", path, headers=headers, timeout=httpx.Timeout(None, connect=10.0)) as resp:
+            async with self.http.stream(
+                "GET", path, headers=headers, timeout=httpx.Timeout(None, connect=10.0)
+            ) as resp:
                 if resp.status_code >= 400:
                     check(Answer(resp.status_code, resp.headers, await resp.aread()))
                 async for line in resp.aiter_lines():

@@ -8,8 +8,9 @@ file to register with the server (a ``tokenizer.json``, or a vocab-only GGUF). T
 
 Builders: :meth:`ModelVocabulary.from_hf` from a Hugging Face tokenizer (a ``transformers``
 tokenizer or a ``tokenizers.Tokenizer``, duck-typed; :func:`hf_vocabulary` keeps it per tokenizer
-object) and :meth:`ModelVocabulary.from_llama` from a llama-cpp-python ``Llama``. numpy only: ``llama_cpp`` and ``gguf`` are imported inside the
-llama.cpp builder, and nothing here imports an engine.
+object) and :meth:`ModelVocabulary.from_llama` from a llama-cpp-python ``Llama``. numpy only:
+``llama_cpp`` and ``gguf`` are imported inside the llama.cpp builder, and nothing here imports an
+engine.
 
 Which ids are compared (:func:`sample_ids`, the one place the rule is written): the first and the
 last :data:`SAMPLE_EDGE` ids (byte tokens and control tokens gather there), the end and BOS
@@ -34,7 +35,6 @@ from typing import Any
 import numpy as np
 
 from guidance_client.vocab_gguf import vocab_only_gguf
-
 
 __all__ = [
     "ModelVocabulary",

@@ -59,7 +59,10 @@ def lower_response_format(source: Any, options: Mapping[str, Any]) -> ProgramSpe
     body = form_object(inner, "response_format.json_schema", _SCHEMA_MEMBERS)
     if not isinstance(body.get("name"), str) or not body["name"]:
         raise FormError("response_format.json_schema needs a name (a non-empty string)", pointer=at + "/name")
-    for key, types, what in (("strict", (bool, type(None)), "a boolean"), ("description", (str, type(None)), "a string")):
+    for key, types, what in (
+        ("strict", (bool, type(None)), "a boolean"),
+        ("description", (str, type(None)), "a string"),
+    ):
         if not isinstance(body.get(key), types):
             raise FormError(f"response_format.json_schema.{key} must be {what}", pointer=f"{at}/{key}")
     schema = body.get("schema", {})

@@ -1,8 +1,9 @@
 """JSON schemas for llguidance: exact rewrites of what it refuses, and ``format`` handling.
 
 :func:`schema_grammar` is the entry point the compiler calls for a JSON schema, direct or in a
-template's slot (limits, rewrites, output format, llguidance's verdict; :mod:`core.jsonschema.prepare`); :func:`rewrite_schema_report` (and
-:func:`rewrite_schema`) the rewrites alone. :mod:`core.jsonschema.rewrite` lists the rewrites and
+template's slot (limits, rewrites, output format, llguidance's verdict;
+:mod:`core.jsonschema.prepare`); :func:`rewrite_schema_report` (and :func:`rewrite_schema`) the
+rewrites alone. :mod:`core.jsonschema.rewrite` lists the rewrites and
 where each lives.
 """
 

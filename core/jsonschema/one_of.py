@@ -8,8 +8,8 @@ from typing import Any
 from core.jsonschema.build import add_constraints, all_of, any_of, too_big
 from core.jsonschema.context import RewriteContext
 from core.jsonschema.facts import Facts, disjoint_schemas, overlap
-from core.jsonschema.order import order_skeleton
 from core.jsonschema.keywords import KINDS, type_value
+from core.jsonschema.order import order_skeleton
 from core.jsonschema.refs import Path
 
 __all__ = ["one_of"]

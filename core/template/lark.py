@@ -31,8 +31,8 @@ from core.captures import LIST_APPEND, CaptureLayout, RepeatInfo
 from core.errors import SchemaError, TemplateError
 from core.jsonschema import prepare_json_schema, schema_grammar
 from core.lark_text import lark_regex, lark_string
-from core.regex_errors import regex_message
 from core.limits import Limits
+from core.regex_errors import regex_message
 from core.template.nodes import GenNode, GrammarNode, JsonNode, Node, RepeatNode, SelectNode, TextNode
 from core.validation import check_size, trimmed, validate
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 __all__ = [
     "GenNode",
@@ -128,7 +128,7 @@ class RepeatNode:
     column: int
 
 
-Node = Union[TextNode, InterpolationNode, GenNode, SelectNode, JsonNode, GrammarNode, RepeatNode]
+Node = TextNode | InterpolationNode | GenNode | SelectNode | JsonNode | GrammarNode | RepeatNode
 
 #: The slot kind of each node type that is a slot (text and interpolations are not).
 SLOT_TYPES: dict[type, GuidanceTemplateType] = {

@@ -24,7 +24,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Union, cast
+from typing import Any, cast
 
 from core.errors import TemplateError, excerpt
 from core.jsonschema.prepare import MAX_WHITESPACE
@@ -76,7 +76,7 @@ class PendingGrammar:
 
 #: What the parser gives: a node, or a slot waiting for a compile-time variable. Blocks hold
 #: parsed nodes too until they are resolved.
-ParsedNode = Union[Node, PendingSelect, PendingJson, PendingGrammar]
+ParsedNode = Node | PendingSelect | PendingJson | PendingGrammar
 
 
 def parse(source: str, limits: Limits) -> list[ParsedNode]:

@@ -19,10 +19,10 @@ from core.limits import Limits
 from core.template.lark import slot_pattern
 from core.template.nodes import (
     SLOT_TYPES,
+    GrammarNode,
     GuidanceTemplateType,
     InterpolationNode,
     JsonNode,
-    GrammarNode,
     Node,
     RepeatNode,
     SelectNode,

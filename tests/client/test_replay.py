@@ -12,7 +12,9 @@ from tests.service.helpers import TEMPLATE, AppFactory, serve
 pytestmark = pytest.mark.asyncio
 
 
-async def test_a_lost_session_is_replayed_and_the_call_retried(make_app: AppFactory, default_tokenizer: Tokenizer) -> None:
+async def test_a_lost_session_is_replayed_and_the_call_retried(
+    make_app: AppFactory, default_tokenizer: Tokenizer
+) -> None:
     tok = default_tokenizer
     async with serve(make_app()) as http:
         client = AsyncGuidanceClient(http=http, backoff=0.0)

@@ -253,7 +253,11 @@ class _RawServer:
                 self.requests.append(head.split(b"\r\n")[0])
                 self.heads.append(head)
                 length = next(
-                    (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")),
+                    (
+                        int(line.split(b":")[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length")
+                    ),
                     0,
                 )
                 await reader.readexactly(length)

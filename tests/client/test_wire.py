@@ -115,7 +115,9 @@ def test_a_truncated_or_foreign_answer_is_refused() -> None:
 @given(
     st.lists(
         st.tuples(
-            st.text(max_size=10), st.lists(st.integers(0, 2**31 - 1), max_size=4), st.lists(st.integers(0, 9), max_size=3)
+            st.text(max_size=10),
+            st.lists(st.integers(0, 2**31 - 1), max_size=4),
+            st.lists(st.integers(0, 9), max_size=3),
         ),
         max_size=5,
     ),

@@ -84,8 +84,8 @@ def _active_sessions(stack: Stack) -> dict[str, int]:
     """Open sessions of each replica, asked from inside its container (replicas publish no port)."""
     probe = (
         "import json, urllib.request; "
-        "r = urllib.request.Request('http://127.0.0.1:8000/stats', headers={'Authorization': 'Bearer %s'}); "
-        "print(json.load(urllib.request.urlopen(r, timeout=5))['sessions']['active'])" % KEY
+        f"r = urllib.request.Request('http://127.0.0.1:8000/stats', headers={{'Authorization': 'Bearer {KEY}'}}); "
+        "print(json.load(urllib.request.urlopen(r, timeout=5))['sessions']['active'])"
     )
     return {name: int(docker("exec", _container(stack, name), "python", "-c", probe)) for name in REPLICAS}
 

@@ -179,7 +179,11 @@ def test_parallel_fill_over_matcher_shards_equals_the_loop(tekken: Tokenizer, mo
     monkeypatch.setattr(core.backend, "_fill_group", spy)
     serial = GuidanceBackend(tekken)
     parallel = GuidanceBackend(tekken, num_threads=2, parallel_min_mask_seconds=0.0)  # these masks are cheap
-    schema = {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "integer"}}, "required": ["a", "b"]}
+    schema = {
+        "type": "object",
+        "properties": {"a": {"type": "string"}, "b": {"type": "integer"}},
+        "required": ["a", "b"],
+    }
     texts = ['{"a":"', '{"a":"hello', '{"a":"x","b":', '{"a":"x","b":12', "", '{"', '{"a":"x","b":1}', '{"a":"é']
     texts = texts * 3  # 24 states: above the batch size that goes parallel
     expected = serial.allocate_bitmask(len(texts))
@@ -329,7 +333,10 @@ async def test_compile_template_takes_the_seed_keyword_names(tiny_tokenizer: Tok
     by_name = backend.compile_template(template_str="n={{n}}{{gen 'x' regex='[0-9]'}}", variables={"n": "7"})
     by_position = backend.compile_template("n={{n}}{{gen 'x' regex='[0-9]'}}", {"n": "7"})
     assert by_name is by_position
-    assert await abackend.compile_template(template_str="n={{n}}{{gen 'x' regex='[0-9]'}}", variables={"n": "7"}) is by_name
+    assert (
+        await abackend.compile_template(template_str="n={{n}}{{gen 'x' regex='[0-9]'}}", variables={"n": "7"})
+        is by_name
+    )
     state = by_name.create_state()
     assert state.accept_tokens(tiny_tokenizer.encode("n="))
     assert not state.accept_tokens(tiny_tokenizer.encode("8"))  # the variable's value is literal text

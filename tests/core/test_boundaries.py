@@ -143,7 +143,11 @@ def test_a_character_split_over_byte_tokens(tekken_backend: GuidanceBackend) -> 
 def test_json_string_length_counts_characters_not_bytes(tekken_backend: GuidanceBackend) -> None:
     tok = tekken_backend.tokenizer
     program = tekken_backend.compile_json_schema({"type": "string", "maxLength": 2})
-    for text, ok in (('"\U0001f99c\U0001f99c"', True), ('"\u00e9\U0001f99c"', True), ('"\U0001f99c\U0001f99c\U0001f99c"', False)):
+    for text, ok in (
+        ('"\U0001f99c\U0001f99c"', True),
+        ('"\u00e9\U0001f99c"', True),
+        ('"\U0001f99c\U0001f99c\U0001f99c"', False),
+    ):
         state = program.create_state()
         accepted = state.accept_tokens(tok.encode(text)) and state.accept_tokens([tok.eos_token_id])
         assert accepted is ok, text

@@ -31,7 +31,12 @@ def schema_chain(applicator: str, levels: int) -> dict[str, Any]:
         defs[f"d{i}"] = {
             "ref": ref,
             "items": {"type": "array", "items": ref, "minItems": 1, "maxItems": 1},
-            "properties": {"type": "object", "properties": {"a": ref}, "required": ["a"], "additionalProperties": False},
+            "properties": {
+                "type": "object",
+                "properties": {"a": ref},
+                "required": ["a"],
+                "additionalProperties": False,
+            },
             "anyOf": {"anyOf": [ref, {"type": "null"}]},
             "allOf": {"allOf": [ref]},
         }[applicator]
@@ -54,15 +59,26 @@ def lark_chain(shape: str, levels: int) -> str:
 _Source = tuple[Callable[[GuidanceBackend, int], Any], int, int]
 SOURCES: dict[str, _Source] = {
     **{
-        f"schema {a}": ((lambda a: lambda b, n: b.compile_json_schema(schema_chain(a, n)))(a), 1 if a == "ref" else 2, 2)
+        f"schema {a}": (
+            (lambda a: lambda b, n: b.compile_json_schema(schema_chain(a, n)))(a),
+            1 if a == "ref" else 2,
+            2,
+        )
         for a in ("ref", "items", "properties", "anyOf", "allOf")
     },
-    **{f"lark {s}": ((lambda s: lambda b, n: b.compile_grammar(lark_chain(s, n)))(s), 1, 2) for s in ("rule", "alt", "seq")},
+    **{
+        f"lark {s}": ((lambda s: lambda b, n: b.compile_grammar(lark_chain(s, n)))(s), 1, 2)
+        for s in ("rule", "alt", "seq")
+    },
     "template json slot": (
-        lambda b, n: b.compile_template("{{json 'x' schema=s}}", variables={"s": schema_chain("ref", n)}), 1, 4
+        lambda b, n: b.compile_template("{{json 'x' schema=s}}", variables={"s": schema_chain("ref", n)}),
+        1,
+        4,
     ),
     "template grammar slot": (
-        lambda b, n: b.compile_template("{{grammar 'x' lark=g}}", variables={"g": lark_chain("rule", n)}), 1, 4
+        lambda b, n: b.compile_template("{{grammar 'x' lark=g}}", variables={"g": lark_chain("rule", n)}),
+        1,
+        4,
     ),
 }
 
@@ -86,7 +102,9 @@ def test_a_chain_counts_its_nodes() -> None:
 
 def test_recursion_is_not_a_chain() -> None:
     tree = {
-        "$defs": {"node": {"type": "object", "properties": {"kids": {"type": "array", "items": {"$ref": "#/$defs/node"}}}}},
+        "$defs": {
+            "node": {"type": "object", "properties": {"kids": {"type": "array", "items": {"$ref": "#/$defs/node"}}}}
+        },
         "$ref": "#/$defs/node",
     }
     assert derivation_depth(llguidance.LLMatcher.grammar_from_json_schema(tree), LIMIT) == 4
@@ -96,7 +114,11 @@ def test_recursion_is_not_a_chain() -> None:
 def test_embedded_grammars_add_to_the_chain() -> None:
     top = {
         "grammars": [
-            {"lark_grammar": 'start: a\na: @g1 | b\nb: %json {"$ref": "#/$defs/x", "$defs": {"x": {"type": "integer"}}}'},
+            {
+                "lark_grammar": (
+                    'start: a\na: @g1 | b\nb: %json {"$ref": "#/$defs/x", "$defs": {"x": {"type": "integer"}}}'
+                )
+            },
             {"name": "g1", "lark_grammar": "start: c\nc: /[0-9]/"},
         ]
     }

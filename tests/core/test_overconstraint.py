@@ -58,7 +58,8 @@ OWN_SCHEMAS: list[tuple[str, Any]] = [
         "not": {"properties": {"b": {"const": 1}}, "required": ["b"]}}),
     ("oneOf over a discriminator", {
         "oneOf": [{"type": "object", "properties": {"t": {"const": "a"}, "x": S}, "required": ["t"]},
-                  {"type": "object", "properties": {"t": {"const": "b"}, "y": {"type": "integer"}}, "required": ["t"]}]}),
+                  {"type": "object", "properties": {"t": {"const": "b"}, "y": {"type": "integer"}},
+                   "required": ["t"]}]}),
     ("oneOf that needs complements", {
         "type": "object", "oneOf": [{"properties": {"a": {"const": 1}}, "required": ["a"]},
                                     {"properties": {"b": {"const": 1}}, "required": ["b"]}]}),
@@ -95,7 +96,9 @@ def test_own_schemas_refuse_no_valid_instance(oracle: Oracle) -> None:
     assert not result.rewrite_refusals(), _fail(result)
 
 
-def test_min_properties_beside_two_required_and_five_optional_accepts_every_subset(tekken_backend: GuidanceBackend) -> None:
+def test_min_properties_beside_two_required_and_five_optional_accepts_every_subset(
+    tekken_backend: GuidanceBackend,
+) -> None:
     schema = OWN_SCHEMAS[0][1]
     program = tekken_backend.compile_json_schema(schema)
     optional = "cdefg"

@@ -40,7 +40,9 @@ def test_expansion_reads_lark_json_and_top_level_grammars() -> None:
     assert expansion("start: x ~ 5..70\nx: \"ab\"") == 70
     top = '{"grammars": [{"lark_grammar": "start: j\\nj: %json {\\"const\\": \\"zzzzzzzz\\"}"}]}'
     assert expansion(top) == 8
-    assert expansion('{"grammars": [{"json_schema": {"enum": ["x", "yyyyyy"], "description": "' + "d" * 99 + '"}}]}') == 6
+    assert (
+        expansion('{"grammars": [{"json_schema": {"enum": ["x", "yyyyyy"], "description": "' + "d" * 99 + '"}}]}') == 6
+    )
     assert expansion('{"grammars": [{"json_schema": {"pattern": "q{77}"}}]}') == 77
 
 

@@ -32,7 +32,9 @@ CHECKER = jsonschema.Draft202012Validator.FORMAT_CHECKER
 # URI-ish characters: every delimiter and a few of each class, so the generated strings hit the
 # grammar's edges (empty parts, "//", "::", "%4", "[v1.x]").
 _URI_ALPHABET = "aZ09-._~!$&'()*+,;=:@/?#[]%vF "
-_IRI_EXTRA = "\u00e9\u4e2d\ufdd0"  # ucschar (é, 中) and a noncharacter (not ucschar); rfc3987-syntax misreads astral ucschar
+_IRI_EXTRA = (
+    "\u00e9\u4e2d\ufdd0"  # ucschar (é, 中) and a noncharacter (not ucschar); rfc3987-syntax misreads astral ucschar
+)
 
 
 def _matches(name: str, text: str) -> bool:
@@ -44,7 +46,11 @@ iri_texts = st.text(alphabet=_URI_ALPHABET.replace("[", "").replace("]", "") + _
 
 
 @settings(max_examples=1000, deadline=None)
-@given(text=st.one_of(uri_texts, st.sampled_from(["http://[::1]/a", "//[v1.x]:8/", "a:b", "1a:b", "%4", "%41", "//u@h:80/p?q#f"])))
+@given(
+    text=st.one_of(
+        uri_texts, st.sampled_from(["http://[::1]/a", "//[v1.x]:8/", "a:b", "1a:b", "%4", "%41", "//u@h:80/p?q#f"])
+    )
+)
 def test_uri_reference_and_ascii_iris_agree_with_rfc3986(text: str) -> None:
     assert _matches("uri-reference", text) == CHECKER.conforms(text, "uri-reference"), text
     assert _matches("iri-reference", text) == CHECKER.conforms(text, "uri-reference"), text
@@ -93,7 +99,12 @@ def _relative_pointer(text: str) -> bool:
 
 
 @settings(max_examples=1000, deadline=None)
-@given(text=st.one_of(st.text(alphabet="QUJD+/=a", max_size=12), st.binary(max_size=9).map(lambda b: binascii.b2a_base64(b, newline=False).decode())))
+@given(
+    text=st.one_of(
+        st.text(alphabet="QUJD+/=a", max_size=12),
+        st.binary(max_size=9).map(lambda b: binascii.b2a_base64(b, newline=False).decode()),
+    )
+)
 def test_byte_is_strict_base64(text: str) -> None:
     assert _matches("byte", text) == is_base64(text), text
 
@@ -101,8 +112,14 @@ def test_byte_is_strict_base64(text: str) -> None:
 def test_int32_is_an_integer_in_range() -> None:
     low, high = INTEGER_FORMATS["int32"]
     checker = jsonschema.FormatChecker()
-    checker.checks("int32")(lambda v: not isinstance(v, (int, float)) or isinstance(v, bool) or (float(v).is_integer() and low <= v <= high))
-    for schema in ({"format": "int32"}, {"type": "integer", "format": "int32"}, {"type": ["number", "string"], "format": "int32"}):
+    checker.checks("int32")(
+        lambda v: not isinstance(v, (int, float)) or isinstance(v, bool) or (float(v).is_integer() and low <= v <= high)
+    )
+    for schema in (
+        {"format": "int32"},
+        {"type": "integer", "format": "int32"},
+        {"type": ["number", "string"], "format": "int32"},
+    ):
         original = jsonschema.Draft202012Validator(schema, format_checker=checker)
         rewritten = jsonschema.Draft202012Validator(rewrite_schema(schema))
         for value in (0, 1.0, 1.5, low, high, low - 1, high + 1, "x", None, [1], 2**40):

@@ -41,26 +41,37 @@ instances = st.recursive(
 leaf_schemas = st.one_of(
     st.just(True),
     st.just(False),
-    st.builds(lambda t: {"type": t}, st.sampled_from(["null", "boolean", "integer", "number", "string", "array", "object"])),
-    st.builds(lambda t: {"type": t}, st.lists(st.sampled_from(["null", "string", "number", "object"]), min_size=1, max_size=3, unique=True)),
+    st.builds(lambda t: {"type": t},
+              st.sampled_from(["null", "boolean", "integer", "number", "string", "array", "object"])),
+    st.builds(lambda t: {"type": t},
+              st.lists(st.sampled_from(["null", "string", "number", "object"]), min_size=1, max_size=3, unique=True)),
     st.builds(lambda v: {"const": v}, scalars),
     st.builds(lambda vs: {"enum": vs}, st.lists(scalars, min_size=1, max_size=3)),
-    st.builds(lambda k, v: {k: v}, st.sampled_from(["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"]), st.sampled_from([0, 1, 1.5, 2])),
-    st.builds(lambda k, v: {k: v}, st.sampled_from(["minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties"]), st.sampled_from([0, 1, 2, 1.0, 2.0])),
+    st.builds(lambda k, v: {k: v}, st.sampled_from(["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"]),
+              st.sampled_from([0, 1, 1.5, 2])),
+    st.builds(lambda k, v: {k: v},
+              st.sampled_from(["minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties"]),
+              st.sampled_from([0, 1, 2, 1.0, 2.0])),
     st.builds(lambda r: {"required": r}, st.lists(st.sampled_from(KEYS), min_size=1, max_size=2, unique=True)),
-    st.builds(lambda d: {"dependentRequired": d}, st.dictionaries(st.sampled_from(KEYS), st.lists(st.sampled_from(KEYS), max_size=2, unique=True), min_size=1, max_size=2)),
+    st.builds(lambda d: {"dependentRequired": d},
+              st.dictionaries(st.sampled_from(KEYS), st.lists(st.sampled_from(KEYS), max_size=2, unique=True),
+                              min_size=1, max_size=2)),
     st.builds(lambda u, m: {"uniqueItems": u, "maxItems": m}, st.booleans(), st.sampled_from([1, 2, 3])),
-    st.builds(lambda u, e: {"uniqueItems": u, "items": {"enum": e}}, st.booleans(), st.lists(scalars, min_size=1, max_size=3)),
+    st.builds(lambda u, e: {"uniqueItems": u, "items": {"enum": e}}, st.booleans(),
+              st.lists(scalars, min_size=1, max_size=3)),
     st.just({"uniqueItems": True, "items": {"type": "boolean"}}),
     st.just({"additionalProperties": False}),
     st.builds(lambda v: {"const": v}, instances),
     st.builds(lambda vs: {"enum": vs}, st.lists(instances, min_size=1, max_size=3)),
     st.builds(lambda cls, q: {"pattern": f"^[{cls}]{q}$"}, st.sampled_from(["a", "ab", "^a", "a-c", "\\sa"]),
               st.sampled_from(["+", "*", "{1}", "{0,1}", "{1,2}", "{2,}"])),
-    st.builds(lambda p: {"pattern": p}, st.sampled_from(["^a", "b$", "^a.b$", "a", "^ab", "^[ab]$", "^$", "^a\\.b", "\\sb$"])),
-    st.builds(lambda f: {"format": f}, st.sampled_from(["byte", "int32", "json-pointer", "relative-json-pointer", "path", "double", "email"])),
+    st.builds(lambda p: {"pattern": p},
+              st.sampled_from(["^a", "b$", "^a.b$", "a", "^ab", "^[ab]$", "^$", "^a\\.b", "\\sb$"])),
+    st.builds(lambda f: {"format": f},
+              st.sampled_from(["byte", "int32", "json-pointer", "relative-json-pointer", "path", "double", "email"])),
     st.just({"type": "object", "oneOf": [{"type": "string"}, {"type": "null"}]}),  # accepts nothing
-    st.builds(lambda ks, r: {"properties": {k: True for k in ks}, "additionalProperties": False, **({"required": ks[:1]} if r else {})},
+    st.builds(lambda ks, r: {"properties": {k: True for k in ks}, "additionalProperties": False,
+                             **({"required": ks[:1]} if r else {})},
               st.lists(st.sampled_from(KEYS), min_size=1, max_size=2, unique=True), st.booleans()),
     st.builds(lambda n: {"propertyNames": n}, st.sampled_from([
         False, {"const": "a"}, {"enum": ["a", "ab"]}, {"enum": ["a", "ab"], "maxLength": 1}, {"pattern": "^a"},
@@ -84,26 +95,35 @@ def _extend(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
         st.builds(lambda p, r: {"properties": p, "required": r, "additionalProperties": False},
                   st.dictionaries(st.sampled_from(KEYS), inner, min_size=1, max_size=2),
                   st.lists(st.sampled_from(KEYS), max_size=1)),
-        st.builds(lambda d: {"dependentSchemas": d}, st.dictionaries(st.sampled_from(KEYS), inner, min_size=1, max_size=2)),
+        st.builds(lambda d: {"dependentSchemas": d},
+                  st.dictionaries(st.sampled_from(KEYS), inner, min_size=1, max_size=2)),
         st.builds(lambda s: {"items": s}, inner),
-        st.builds(lambda p, n: {"properties": p, "propertyNames": n}, st.dictionaries(st.sampled_from(KEYS), inner, max_size=2),
+        st.builds(lambda p, n: {"properties": p, "propertyNames": n},
+                  st.dictionaries(st.sampled_from(KEYS), inner, max_size=2),
                   st.sampled_from([{"enum": ["a", "b"]}, {"maxLength": 1}, {"pattern": "b"}])),
         st.builds(lambda p, a, u: {"properties": p, "allOf": a, "unevaluatedProperties": u},
                   st.dictionaries(st.sampled_from(KEYS), inner, max_size=2),
-                  st.lists(st.one_of(inner, st.builds(lambda q: {"properties": q}, st.dictionaries(st.sampled_from(KEYS), inner, max_size=2))), min_size=1, max_size=2),
+                  st.lists(st.one_of(inner, st.builds(lambda q: {"properties": q},
+                                                      st.dictionaries(st.sampled_from(KEYS), inner, max_size=2))),
+                           min_size=1, max_size=2),
                   inner),
         st.builds(lambda a, u: {"allOf": a, "unevaluatedProperties": u},
-                  st.lists(st.builds(lambda q: {"patternProperties": q}, st.dictionaries(st.sampled_from(["^a", "b$"]), inner, max_size=1)), min_size=1, max_size=2),
+                  st.lists(st.builds(lambda q: {"patternProperties": q},
+                                     st.dictionaries(st.sampled_from(["^a", "b$"]), inner, max_size=1)),
+                           min_size=1, max_size=2),
                   inner),
         st.builds(lambda ps, a, u: {"prefixItems": ps, "allOf": a, "unevaluatedItems": u},
                   st.lists(inner, min_size=1, max_size=2),
-                  st.lists(st.builds(lambda q: {"prefixItems": q}, st.lists(inner, min_size=1, max_size=3)), min_size=1, max_size=2),
+                  st.lists(st.builds(lambda q: {"prefixItems": q}, st.lists(inner, min_size=1, max_size=3)),
+                           min_size=1, max_size=2),
                   inner),
         st.builds(lambda ps, s: {"prefixItems": ps, "items": s}, st.lists(inner, min_size=1, max_size=2), inner),
         st.builds(lambda p, r, a, lo, hi: {"properties": p, "required": r, "additionalProperties": a, **lo, **hi},
-                  st.dictionaries(st.sampled_from(KEYS), inner, min_size=1, max_size=3), st.lists(st.sampled_from(KEYS), max_size=1),
+                  st.dictionaries(st.sampled_from(KEYS), inner, min_size=1, max_size=3),
+                  st.lists(st.sampled_from(KEYS), max_size=1),
                   st.sampled_from([True, False, {"type": "integer"}]),
-                  st.sampled_from([{}, {"minProperties": 1}, {"minProperties": 2}]), st.sampled_from([{}, {"maxProperties": 1}, {"maxProperties": 2}])),
+                  st.sampled_from([{}, {"minProperties": 1}, {"minProperties": 2}]),
+                  st.sampled_from([{}, {"maxProperties": 1}, {"maxProperties": 2}])),
         st.builds(lambda a, b: {"oneOf": [{"type": "array", "items": a}, {"type": "array", "items": b}]}, inner, inner),
         st.builds(lambda a, b: {**a, **b} if isinstance(a, dict) and isinstance(b, dict) else a, inner, inner),
     )  # fmt: skip
@@ -126,7 +146,9 @@ schemas = st.builds(
 FORMATS = jsonschema.FormatChecker()
 FORMATS.checks("byte")(lambda v: not isinstance(v, str) or is_base64(v))
 FORMATS.checks("int32")(
-    lambda v: not isinstance(v, (int, float)) or isinstance(v, bool) or (float(v).is_integer() and -(2**31) <= v < 2**31)
+    lambda v: (
+        not isinstance(v, (int, float)) or isinstance(v, bool) or (float(v).is_integer() and -(2**31) <= v < 2**31)
+    )
 )
 
 
@@ -201,7 +223,10 @@ def test_one_of_closed_objects_sharing_only_the_empty_object() -> None:
 
 
 def test_complements_of_object_and_array_constants_and_class_patterns() -> None:
-    schema = {"not": {"enum": [[1, {"a": [True]}], {"k": None}, "x"]}, "properties": {"p": {"not": {"pattern": "^[a-c]{1,2}$"}}}}
+    schema = {
+        "not": {"enum": [[1, {"a": [True]}], {"k": None}, "x"]},
+        "properties": {"p": {"not": {"pattern": "^[a-c]{1,2}$"}}},
+    }
     out = rewrite_schema(schema)
     assert "not" not in json.dumps(out)
     original, new = _validator(schema), _validator(out)
@@ -374,7 +399,9 @@ def test_property_counts_of_a_closed_object_count_its_required_properties_too() 
          ['{"a":1,"b":2}', '{"b":1,"a":2}', '{"a":1}']),
     ],
 )  # fmt: skip
-def test_rewritten_branches_list_the_names_in_one_order(tiny_tokenizer: Tokenizer, schema: Any, text: list[str]) -> None:
+def test_rewritten_branches_list_the_names_in_one_order(
+    tiny_tokenizer: Tokenizer, schema: Any, text: list[str]
+) -> None:
     from tests.core.helpers import accepts_text
 
     program = GuidanceBackend(tiny_tokenizer).compile_json_schema(schema)

@@ -64,7 +64,11 @@ def test_workers_compile_what_the_server_compiles(tiny_tokenizer: Tokenizer) -> 
     try:
         for spec in [
             ProgramSpec("json_schema", {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}),
-            ProgramSpec("template", "Name: {{gen 'name' regex='[a-z]+'}}{{#repeat 'xs' max=2}}{{select 'x' options=['yes','no']}}{{/repeat}}"),
+            ProgramSpec(
+                "template",
+                "Name: {{gen 'name' regex='[a-z]+'}}"
+                "{{#repeat 'xs' max=2}}{{select 'x' options=['yes','no']}}{{/repeat}}",
+            ),
             ProgramSpec("regex", "[0-9]{2,4}"),
         ]:
             a, _ = local.compile(spec)
@@ -74,13 +78,21 @@ def test_workers_compile_what_the_server_compiles(tiny_tokenizer: Tokenizer) -> 
             a.create_state().fill_bitmask(rows, 0)
             b.create_state().fill_bitmask(rows, 1)
             assert np.array_equal(rows[0], rows[1])
-        assert remote.get_stats()["compile_workers"] == {"processes": 1, "running": 1, "warming": 0, "crashes": 0, "stopped": 0}
+        assert remote.get_stats()["compile_workers"] == {
+            "processes": 1,
+            "running": 1,
+            "warming": 0,
+            "crashes": 0,
+            "stopped": 0,
+        }
     finally:
         remote.close()
 
 
 def test_limits_are_enforced_in_the_workers(tiny_tokenizer: Tokenizer) -> None:
-    backend = GuidanceBackend(tiny_tokenizer, compile_processes=1, limits=Limits(max_expansion=50, max_derivation_depth=5))
+    backend = GuidanceBackend(
+        tiny_tokenizer, compile_processes=1, limits=Limits(max_expansion=50, max_derivation_depth=5)
+    )
     try:
         with pytest.raises(LimitExceeded) as e:
             backend.compile_regex("a{60}")

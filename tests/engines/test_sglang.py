@@ -20,21 +20,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.engines.serving import (  # noqa: F401 (fixtures)
-    EOS,
-    REGEX,
-    SCHEMA,
-    VOCAB,
-    client,
-    engine_tokenizer,
-    model_dir,
-    other_vocabulary,
-    reference_allowed,
-    server_url,
-)
+from tests.engines.serving import EOS, REGEX, SCHEMA, VOCAB, reference_allowed
 
 torch = pytest.importorskip("torch", reason="torch is not installed: the SGLang tier runs in .ci/engines-serving")
-pytest.importorskip("sglang", reason="SGLang is not installed: the SGLang tier runs in .ci/engines-serving (its own venv)")
+pytest.importorskip(
+    "sglang", reason="SGLang is not installed: the SGLang tier runs in .ci/engines-serving (its own venv)"
+)
 
 import jsonschema  # noqa: E402
 from sglang.srt.arg_groups.choices import GRAMMAR_BACKEND_CHOICES  # noqa: E402

@@ -22,26 +22,21 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.engines.serving import EOS, REGEX, SCHEMA, VOCAB, reference_allowed
 from tests.server import free_port
-from tests.engines.serving import (  # noqa: F401 (fixtures)
-    EOS,
-    REGEX,
-    SCHEMA,
-    VOCAB,
-    client,
-    model_dir,
-    other_vocabulary,
-    reference_allowed,
-    server_url,
-)
 
 torch = pytest.importorskip("torch", reason="torch is not installed: the vLLM tier runs in .ci/engines-serving")
 pytest.importorskip("vllm", reason="vLLM is not installed: the vLLM tier runs in .ci/engines-serving (its own venv)")
 
 import jsonschema  # noqa: E402
 from vllm import SamplingParams  # noqa: E402
-from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality  # noqa: E402
-from vllm.v1.sample.logits_processor import _load_logitsprocs_by_fqcns, _load_logitsprocs_plugins  # noqa: E402
+from vllm.v1.sample.logits_processor import (  # noqa: E402
+    BatchUpdate,
+    LogitsProcessor,
+    MoveDirectionality,
+    _load_logitsprocs_by_fqcns,
+    _load_logitsprocs_plugins,
+)
 
 from guidance_client import GuidanceClient, VocabularyMismatch  # noqa: E402
 from guidance_client.vllm import EXTRA_ARGS_KEY, GuidanceLogitsProcessor  # noqa: E402

@@ -23,9 +23,9 @@ guidance = pytest.importorskip(
     "guidance", reason="the guidance library is not installed here: .ci/guidance runs these tests in its own venv"
 )
 
-from guidance_client import GuidanceClient  # noqa: E402
 from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
 
+from guidance_client import GuidanceClient  # noqa: E402
 from tests.server import Server, running  # noqa: E402
 
 EOS = 2  # the server's default tokenizer (tekken)

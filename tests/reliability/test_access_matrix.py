@@ -1,6 +1,7 @@
 """The bad-input matrix's access rows, on a server with API keys: each case answered with its
 status and problem code and a small answer that names no key, and the server alive with other
-sessions' masks byte-identical afterwards (docs/reliability.md lists them; the rules in detail: tests/service/test_auth.py)."""
+sessions' masks byte-identical afterwards (docs/reliability.md lists them; the rules in detail:
+tests/service/test_auth.py)."""
 
 from __future__ import annotations
 

@@ -65,7 +65,9 @@ async def test_sessions_outlive_the_eviction_of_their_program(
 ) -> None:
     tok = default_tokenizer
     async with serve(make_app(cache_max_entries=1)) as client:
-        first = (await client.post("/compile", json={"template": "Hi {{gen 'x' regex='[a-z]+'}}", "open_session": True})).json()
+        first = (
+            await client.post("/compile", json={"template": "Hi {{gen 'x' regex='[a-z]+'}}", "open_session": True})
+        ).json()
         await client.post(f"/sessions/{first['session_id']}/accept", json={"tokens": tok.encode("Hi ab")})
         second = (await client.post("/compile", json={"regex": "[0-9]+"})).json()
         stats = (await client.get("/stats")).json()["cache"]
@@ -75,7 +77,9 @@ async def test_sessions_outlive_the_eviction_of_their_program(
         resp = await client.post(f"/sessions/{first['session_id']}/accept", json={"tokens": [tok.eos_token_id]})
         assert resp.status_code == 200 and resp.json()["variables"] == {"x": "ab"}
         # New sessions by id need the program back (documented: 404, re-send the spec).
-        assert_problem(await client.post("/sessions", json={"program_id": first["program_id"]}), 404, "program-not-found")
+        assert_problem(
+            await client.post("/sessions", json={"program_id": first["program_id"]}), 404, "program-not-found"
+        )
         again = await client.post("/compile", json={"template": "Hi {{gen 'x' regex='[a-z]+'}}"})
         assert again.json()["program_id"] == first["program_id"] and not again.json()["cached"]
         assert (await client.post("/sessions", json={"program_id": second["program_id"]})).status_code == 404

@@ -14,12 +14,10 @@ import tracemalloc
 from typing import Any
 
 import httpx
-import pytest
 
 from core import Tokenizer
 from tests.server import running
 from tests.service.helpers import AppFactory, assert_problem, serve
-
 
 JSON = {"content-type": "application/json"}
 
@@ -43,12 +41,18 @@ async def test_draft_tokens_past_the_limit_are_refused(make_app: AppFactory, def
         assert ok.status_code == 200
         header = json.loads(ok.content[4 : 4 + int.from_bytes(ok.content[:4], "little")])
         assert header["rows"] == 17
-        _limit(await client.post("/step", json={"sessions": [{"session_id": sid, "tokens": [a], "draft_tokens": [a] * 17}]}),
-               "max_draft_tokens")
+        _limit(
+            await client.post(
+                "/step", json={"sessions": [{"session_id": sid, "tokens": [a], "draft_tokens": [a] * 17}]}
+            ),
+            "max_draft_tokens",
+        )
         assert (await client.get(f"/sessions/{sid}")).json()["tokens"] == []  # nothing moved
 
 
-async def test_a_step_answer_past_the_limit_is_refused_before_anything_moves(make_app: AppFactory, default_tokenizer: Tokenizer) -> None:
+async def test_a_step_answer_past_the_limit_is_refused_before_anything_moves(
+    make_app: AppFactory, default_tokenizer: Tokenizer
+) -> None:
     a = default_tokenizer.encode("a")[0]
     row = 131_072 // 8  # bytes of one tekken mask row
     async with serve(make_app(max_step_answer_bytes=10 * row + 4096)) as client:
@@ -65,7 +69,9 @@ async def test_a_step_answer_past_the_limit_is_refused_before_anything_moves(mak
         _limit(await client.post("/step", json={"sessions": over, "mask_encoding": "blocks"}), "max_step_answer_bytes")
 
 
-async def test_a_huge_answer_is_refused_before_any_buffer_exists(make_app: AppFactory, default_tokenizer: Tokenizer) -> None:
+async def test_a_huge_answer_is_refused_before_any_buffer_exists(
+    make_app: AppFactory, default_tokenizer: Tokenizer
+) -> None:
     # 100,000 draft rows of 16 kB: a 1.6 GB answer. With the draft limit lifted, the answer
     # limit must stop it before anything of that size is allocated.
     a = default_tokenizer.encode("a")[0]
@@ -91,7 +97,9 @@ async def test_a_session_history_is_bounded(make_app: AppFactory, default_tokeni
         assert len((await client.get(f"/sessions/{s1}")).json()["tokens"]) == 8  # unchanged
         assert (await client.post(f"/sessions/{s1}/accept", json={"tokens": [a] * 2})).status_code == 200
         # In /step the limit is one session's error; the others advance.
-        resp = await client.post("/step", json={"sessions": [{"session_id": s1, "tokens": [a]}, {"session_id": s2, "tokens": [a]}]})
+        resp = await client.post(
+            "/step", json={"sessions": [{"session_id": s1, "tokens": [a]}, {"session_id": s2, "tokens": [a]}]}
+        )
         header = json.loads(resp.content[4 : 4 + int.from_bytes(resp.content[:4], "little")])
         first, second = header["sessions"]
         assert first["status"] == "error" and first["error"]["limit"] == "max_session_tokens"

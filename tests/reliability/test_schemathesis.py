@@ -11,20 +11,21 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
+from hypothesis import HealthCheck, settings
+
+from core import load_default_tokenizer
+from service import Settings, create_app
 
 schemathesis = pytest.importorskip("schemathesis", reason="schemathesis>=4 is a test extra (pip install schemathesis)")
 
-from fastapi import FastAPI
-from hypothesis import HealthCheck, settings
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
+# After the skip on purpose: without schemathesis the module skips rather than fails to import.
+from schemathesis.checks import not_a_server_error  # noqa: E402
+from schemathesis.specs.openapi.checks import (  # noqa: E402
     content_type_conformance,
     response_schema_conformance,
     status_code_conformance,
 )
-
-from core import load_default_tokenizer
-from service import Settings, create_app
 
 # One app for the module; schemathesis's ASGI client runs its lifespan around each call.
 _APP: FastAPI = create_app(

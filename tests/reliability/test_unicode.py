@@ -78,8 +78,12 @@ text = st.lists(
 
 
 @settings(max_examples=300, deadline=None)
-@given(value=st.recursive(text, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text, inner, max_size=3), max_leaves=6),
-       ascii_escapes=st.booleans())
+@given(
+    value=st.recursive(
+        text, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text, inner, max_size=3), max_leaves=6
+    ),
+    ascii_escapes=st.booleans(),
+)
 def test_the_body_check_agrees_with_the_oracle(value: Any, ascii_escapes: bool) -> None:
     body = _encode(value, ascii_escapes)
     error = body_text_error(body)
@@ -193,7 +197,9 @@ def _post(path: str, make: Callable[[str], Any]) -> Callable[[TestClient, str, s
 def _in_path(method: str, template: str) -> Callable[[TestClient, str, str, bool], Any]:
     def send(http: TestClient, sid: str, s: str, ascii_escapes: bool) -> Any:
         segment = quote(s.encode("utf-8", "surrogatepass"), safe="")
-        body = {"tokens": 0} if template.endswith("rollback") else {"tokens": []} if template.endswith("accept") else None
+        body = (
+            {"tokens": 0} if template.endswith("rollback") else {"tokens": []} if template.endswith("accept") else None
+        )
         return http.request(method, template.replace("{s}", segment), json=body)
 
     return send
@@ -220,30 +226,63 @@ FIELDS = [
     Field("compile grammar", _post("/compile", lambda s: {"grammar": s}), "body", "/grammar"),
     Field("compile choice", _post("/compile", lambda s: {"choice": ["a", s]}), "body", "/choice/1"),
     Field("compile schema text", _post("/compile", lambda s: {"json_schema": s}), "body", "/json_schema"),
-    Field("compile schema const", _post("/compile", lambda s: {"json_schema": {"const": s}}), "body", "/json_schema/const"),
-    Field("compile schema enum", _post("/compile", lambda s: {"json_schema": {"enum": ["a", s]}}), "body", "/json_schema/enum/1"),
-    Field("compile schema pattern", _post("/compile", lambda s: {"json_schema": {"type": "string", "pattern": s}}), "body",
-          "/json_schema/pattern"),
-    Field("compile schema key", _post("/compile", lambda s: {"json_schema": {"type": "object", "properties": {s: {}}}}),
-          "body"),
-    Field("compile variable value", _post("/compile", lambda s: {"template": "{{v}}", "variables": {"v": s}}), "body",
-          "/variables/v"),
+    Field(
+        "compile schema const", _post("/compile", lambda s: {"json_schema": {"const": s}}), "body", "/json_schema/const"
+    ),
+    Field(
+        "compile schema enum",
+        _post("/compile", lambda s: {"json_schema": {"enum": ["a", s]}}),
+        "body",
+        "/json_schema/enum/1",
+    ),
+    Field(
+        "compile schema pattern",
+        _post("/compile", lambda s: {"json_schema": {"type": "string", "pattern": s}}),
+        "body",
+        "/json_schema/pattern",
+    ),
+    Field(
+        "compile schema key",
+        _post("/compile", lambda s: {"json_schema": {"type": "object", "properties": {s: {}}}}),
+        "body",
+    ),
+    Field(
+        "compile variable value",
+        _post("/compile", lambda s: {"template": "{{v}}", "variables": {"v": s}}),
+        "body",
+        "/variables/v",
+    ),
     Field("compile variable name", _post("/compile", lambda s: {"template": "x", "variables": {s: "x"}}), "body"),
     Field("compile tokenizer", _post("/compile", lambda s: {"regex": "a", "tokenizer": s}), "body", "/tokenizer"),
     Field("compile option name", _post("/compile", lambda s: {"json_schema": {}, "options": {s: 1}}), "body"),
-    Field("compile option value", _post("/compile", lambda s: {"json_schema": {}, "options": {"whitespace": s}}), "body",
-          "/options/whitespace"),
+    Field(
+        "compile option value",
+        _post("/compile", lambda s: {"json_schema": {}, "options": {"whitespace": s}}),
+        "body",
+        "/options/whitespace",
+    ),
     Field("compile unknown key", _post("/compile", lambda s: {"regex": "a", s: 1}), "body"),
     Field("sessions program_id", _post("/sessions", lambda s: {"program_id": s}), "body", "/program_id"),
     Field("sessions template", _post("/sessions", lambda s: {"template": s}), "body", "/template"),
-    Field("step session_id", _post("/step", lambda s: {"sessions": [{"session_id": s}]}), "body", "/sessions/0/session_id"),
-    Field("step mask_encoding", _post("/step", lambda s: {"sessions": [], "mask_encoding": s}), "body", "/mask_encoding"),
+    Field(
+        "step session_id", _post("/step", lambda s: {"sessions": [{"session_id": s}]}), "body", "/sessions/0/session_id"
+    ),
+    Field(
+        "step mask_encoding", _post("/step", lambda s: {"sessions": [], "mask_encoding": s}), "body", "/mask_encoding"
+    ),
     Field("accept body key", _post("/sessions/{sid}/accept", lambda s: {"tokens": [], s: 1}), "body"),
     Field("tokenize text", _post("/tokenize", lambda s: {"text": s}), "body", "/text"),
     Field("tokenize tokenizer", _post("/tokenize", lambda s: {"text": "a", "tokenizer": s}), "body", "/tokenizer"),
-    Field("detokenize tokenizer", _post("/detokenize", lambda s: {"tokens": [1], "tokenizer": s}), "body", "/tokenizer"),
-    Field("tokenizer upload body", lambda http, sid, s, a: http.post(
-        "/tokenizers?name=up", content=_encode({"model": {"type": "BPE", "vocab": {s: 0}, "merges": []}}, a)), "body"),
+    Field(
+        "detokenize tokenizer", _post("/detokenize", lambda s: {"tokens": [1], "tokenizer": s}), "body", "/tokenizer"
+    ),
+    Field(
+        "tokenizer upload body",
+        lambda http, sid, s, a: http.post(
+            "/tokenizers?name=up", content=_encode({"model": {"type": "BPE", "vocab": {s: 0}, "merges": []}}, a)
+        ),
+        "body",
+    ),
     Field("tokenizer upload name", _in_query, "query", "name"),
     Field("mask path", _in_path("GET", "/sessions/{s}/mask"), "path"),
     Field("session path", _in_path("GET", "/sessions/{s}"), "path"),
@@ -267,7 +306,9 @@ def http(default_tokenizer: Tokenizer) -> Iterator[TestClient]:
 def witness(http: TestClient, default_tokenizer: Tokenizer) -> tuple[str, bytes]:
     """A session part-way through a template, and its mask: unchanged by everything here."""
     sid = http.post("/sessions", json={"template": "Name: {{gen 'n' regex='[A-Z][a-z]+'}}!"}).json()["session_id"]
-    assert http.post(f"/sessions/{sid}/accept", json={"tokens": default_tokenizer.encode("Name: Ad")}).status_code == 200
+    assert (
+        http.post(f"/sessions/{sid}/accept", json={"tokens": default_tokenizer.encode("Name: Ad")}).status_code == 200
+    )
     return sid, http.get(f"/sessions/{sid}/mask").content
 
 
@@ -304,7 +345,9 @@ def _assert_healthy(http: TestClient, witness: tuple[str, bytes]) -> None:
 
 
 @pytest.mark.parametrize("field", FIELDS, ids=[f.name for f in FIELDS])
-@pytest.mark.parametrize("s", ["\ud800", "a\udfffb", "\udc00\ud800", "ok \u00e9 \U0001f600"], ids=["high", "low", "swapped", "valid"])
+@pytest.mark.parametrize(
+    "s", ["\ud800", "a\udfffb", "\udc00\ud800", "ok \u00e9 \U0001f600"], ids=["high", "low", "swapped", "valid"]
+)
 def test_every_string_field_refuses_what_utf8_cannot_hold(
     http: TestClient, witness: tuple[str, bytes], field: Field, s: str
 ) -> None:

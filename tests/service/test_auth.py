@@ -14,10 +14,10 @@ import pytest
 from pydantic import ValidationError
 
 from core import Tokenizer
+from guidance_client import AsyncGuidanceClient, AsyncRemoteGrammar
 from service import Settings
 from service.auth import KeyConfigError, KeyRing, read_key_file
 from service.cli import main as cli_main
-from guidance_client import AsyncGuidanceClient, AsyncRemoteGrammar
 from service.sessions import SessionStore
 from tests.service.helpers import PERSON_SCHEMA, TEMPLATE, AppFactory, assert_problem, serve
 from tests.service.test_api import _tiny_hf_tokenizer_json

@@ -143,7 +143,10 @@ def test_resume_with_last_event_id_gets_the_events_missed(http: httpx.Client) ->
     with watch(http, sid, last_event_id=last_id) as events:
         got = [events.next(), events.next()]
     assert [name for _, name, _ in got] == ["accept", "accept"]
-    assert [int(i.rsplit("-", 1)[1]) for i, _, _ in got] == [int(last_id.rsplit("-", 1)[1]) + 1, int(last_id.rsplit("-", 1)[1]) + 2]
+    assert [int(i.rsplit("-", 1)[1]) for i, _, _ in got] == [
+        int(last_id.rsplit("-", 1)[1]) + 1,
+        int(last_id.rsplit("-", 1)[1]) + 2,
+    ]
     resumed = "".join(ev["text"] for _, _, ev in got)
     assert resumed == http.post("/detokenize", json={"tokens": ids[2:4]}).json()["text"]
     # an id this server does not hold: a fresh snapshot instead

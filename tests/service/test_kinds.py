@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from guidance_client.specs import KINDS as CLIENT_KINDS
 
 import core.spec
 from bench.inprocess import spec_of
@@ -24,6 +23,7 @@ from core.kinds import KINDS, Kind
 from core.limits import Limits
 from core.options import KindOptions, option
 from core.spec import PROGRAM_KINDS, ProgramSpec, spec_from_kwargs
+from guidance_client.specs import KINDS as CLIENT_KINDS
 from service import check
 from service.schemas import CompileRequest, SessionCreateRequest, options_schema, program_fields
 

@@ -40,20 +40,31 @@ async def test_nothing_is_computed_for_partial_values_unless_asked(
     sid = await _open(client)
     tok = default_tokenizer
     assert (await client.post(f"/sessions/{sid}/accept", json={"tokens": tok.encode("Name")})).status_code == 200
-    _statuses(await client.post("/step", json={"sessions": [{"session_id": sid, "tokens": tok.encode(": A")}], "variables": True}))
+    _statuses(
+        await client.post(
+            "/step", json={"sessions": [{"session_id": sid, "tokens": tok.encode(": A")}], "variables": True}
+        )
+    )
     assert (await client.get(f"/sessions/{sid}")).status_code == 200
     assert (await client.post(f"/sessions/{sid}/rollback", json={"tokens": 1})).status_code == 200
     assert calls == []  # an unwatched session, nobody asking: not once
-    (status,) = _statuses(await client.post("/step", json={"sessions": [{"session_id": sid, "tokens": []}], "variables": "partial"}))
+    (status,) = _statuses(
+        await client.post("/step", json={"sessions": [{"session_id": sid, "tokens": []}], "variables": "partial"})
+    )
     assert calls == [1] and "partial" in status
 
 
-async def test_step_partial_values_and_a_bad_variables_option(client: httpx.AsyncClient, default_tokenizer: Tokenizer) -> None:
+async def test_step_partial_values_and_a_bad_variables_option(
+    client: httpx.AsyncClient, default_tokenizer: Tokenizer
+) -> None:
     a = await _open(client)
     b = await _open(client, json_schema=PERSON_SCHEMA)
     tok = default_tokenizer
     body = {
-        "sessions": [{"session_id": a, "tokens": tok.encode("Name: Ad")}, {"session_id": b, "tokens": tok.encode('{"name":"Bo')}],
+        "sessions": [
+            {"session_id": a, "tokens": tok.encode("Name: Ad")},
+            {"session_id": b, "tokens": tok.encode('{"name":"Bo')},
+        ],
         "variables": "partial",
     }
     first, second = _statuses(await client.post("/step", json=body))
@@ -64,7 +75,13 @@ async def test_step_partial_values_and_a_bad_variables_option(client: httpx.Asyn
         assert_problem(resp, 422, "validation-error")
 
 
-async def test_json_slots_come_with_their_parsed_partial_value(client: httpx.AsyncClient, default_tokenizer: Tokenizer) -> None:
+async def test_json_slots_come_with_their_parsed_partial_value(
+    client: httpx.AsyncClient, default_tokenizer: Tokenizer
+) -> None:
     sid = await _open(client, template="P: {{json 'p' schema=s}}", variables={"s": PERSON_SCHEMA})
-    resp = await client.post(f"/sessions/{sid}/accept", json={"tokens": default_tokenizer.encode('P: {"name":"Ad'), "partial": True})
-    assert resp.json()["partial"] == {"p": {"value": '{"name":"Ad', "complete": False, "parsed": {"name": "Ad"}, "final": []}}
+    resp = await client.post(
+        f"/sessions/{sid}/accept", json={"tokens": default_tokenizer.encode('P: {"name":"Ad'), "partial": True}
+    )
+    assert resp.json()["partial"] == {
+        "p": {"value": '{"name":"Ad', "complete": False, "parsed": {"name": "Ad"}, "final": []}
+    }

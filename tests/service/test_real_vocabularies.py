@@ -97,7 +97,8 @@ def test_registered_gguf_has_the_familys_end_tokens(
 ) -> None:
     info = registered[family]
     names = {
-        http.post("/detokenize", json={"tokens": [t], "tokenizer": family}).json()["text"] for t in info["eos_token_ids"]
+        http.post("/detokenize", json={"tokens": [t], "tokenizer": family}).json()["text"]
+        for t in info["eos_token_ids"]
     }
     assert names == FAMILIES[family]
     again = http.post("/tokenizers", params={"name": family}, content=vocab_path(family).read_bytes())

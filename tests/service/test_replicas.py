@@ -39,7 +39,10 @@ NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").e
 
 pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (apt-get install nginx-light)")
 
-TEMPLATE = "Name: {{gen 'name' regex='[A-Z][a-z]{1,6}'}}\nAge: {{gen 'age' regex='[0-9]{1,2}'}}\nOK: {{select 'ok' options=['yes', 'no']}}"
+TEMPLATE = (
+    "Name: {{gen 'name' regex='[A-Z][a-z]{1,6}'}}\nAge: {{gen 'age' regex='[0-9]{1,2}'}}\n"
+    "OK: {{select 'ok' options=['yes', 'no']}}"
+)
 SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {"id": {"type": "integer", "minimum": 0, "maximum": 999}, "tag": {"enum": ["a", "bb", "ccc"]}},

@@ -150,7 +150,11 @@ async def test_async_and_sync_batches_serve_the_same_masks(server: str, default_
     from guidance_client import AsyncGrammarBatch, GrammarBatch
 
     tok = default_tokenizer
-    texts = ['{"name":"Ada","age":36,"active":true}', '{"name":"Bo","age":7,"tags":["a"],"active":false}', '{"name":"Cyd","age":101,"active":true}']
+    texts = [
+        '{"name":"Ada","age":36,"active":true}',
+        '{"name":"Bo","age":7,"tags":["a"],"active":false}',
+        '{"name":"Cyd","age":101,"active":true}',
+    ]
     seqs = [tok.encode(t) for t in texts]
     with GuidanceClient(server) as sync_client:
         sync_batch = GrammarBatch(sync_client, [sync_client.grammar(json_schema=PERSON_SCHEMA) for _ in texts])

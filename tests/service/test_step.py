@@ -168,7 +168,9 @@ async def test_forced_tokens_can_be_left_out(client: httpx.AsyncClient, default_
     assert tok.decode(heads[0]["forced_tokens"]).startswith("Name:")  # the template's literal start
     assert "forced_tokens" not in heads[1]
     assert parse_step(Answer(200, {}, without.content)).statuses[0].forced_tokens == []
-    assert np.array_equal(parse_step(Answer(200, {}, with_forced.content)).masks, parse_step(Answer(200, {}, without.content)).masks)
+    assert np.array_equal(
+        parse_step(Answer(200, {}, with_forced.content)).masks, parse_step(Answer(200, {}, without.content)).masks
+    )
 
 
 async def test_bad_batches_are_refused_whole(make_app: AppFactory) -> None:

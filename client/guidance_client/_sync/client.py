@@ -7,7 +7,7 @@ edit; change the async source and run the script.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 

@@ -114,13 +114,15 @@ def run(quick: bool = False) -> dict[str, Any]:
                 attacker.join(timeout=120)
             answers = dict(Counter({int(k): v for k, v in statuses.items()}))
             manager.shutdown()
-            rows.append({
-                "phase": phase,
-                "healthz_p50_ms": round(percentile(times, 0.5) * 1e3, 2),
-                "healthz_p99_ms": round(percentile(times, 0.99) * 1e3, 2),
-                "requests": len(times),
-                "attacker_answers": answers,
-            })
+            rows.append(
+                {
+                    "phase": phase,
+                    "healthz_p50_ms": round(percentile(times, 0.5) * 1e3, 2),
+                    "healthz_p99_ms": round(percentile(times, 0.99) * 1e3, 2),
+                    "requests": len(times),
+                    "attacker_answers": answers,
+                }
+            )
     worst = max(r["healthz_p99_ms"] for r in rows if r["phase"] != "alone")
     return {"rows": rows, "attack_healthz_p99_ms": worst, "target_p99_ms": TARGET_P99_MS, "machine": machine()}
 

@@ -55,7 +55,7 @@ COMPACT: JsonCompileOptions = {"whitespace_flexible": False, "item_separator": "
 
 _LARK = [
     'start: "yes" | "no"',
-    "start: expr\nexpr: term (\"+\" term)*\nterm: NUMBER\nNUMBER: /[0-9]+/",
+    'start: expr\nexpr: term ("+" term)*\nterm: NUMBER\nNUMBER: /[0-9]+/',
     'start: item+\nitem: "- " WORD "\\n"\nWORD: /[a-z]{1,8}/',
     'start: "SELECT " cols " FROM " NAME (" WHERE " NAME "=" NUMBER)?\n'
     'cols: NAME ("," NAME)*\nNAME: /[a-z_]+/\nNUMBER: /[0-9]+/',
@@ -125,28 +125,68 @@ def corpus(quick: bool, backend: GuidanceBackend) -> list[Item]:
     for i, path in enumerate(files):
         schema = json.loads(path.read_text(encoding="utf-8"))["schema"]
         items.append(
-            Item("json_schema", split_of(path), path.name, {"json_schema": schema},
-                 functools.partial(llguidance.LLMatcher.grammar_from_json_schema, schema, defaults=COMPACT))
+            Item(
+                "json_schema",
+                split_of(path),
+                path.name,
+                {"json_schema": schema},
+                functools.partial(llguidance.LLMatcher.grammar_from_json_schema, schema, defaults=COMPACT),
+            )
         )
         patterns.update(dict.fromkeys(_patterns(schema)))
         if i % DERIVED_STRIDE == 0:
             text = json.dumps(schema, ensure_ascii=False)
             lark = f"start: %json {text}"
-            items.append(Item("grammar", "lark", path.name, {"grammar": lark},
-                              functools.partial(llguidance.LLMatcher.grammar_from_lark, lark)))
+            items.append(
+                Item(
+                    "grammar",
+                    "lark",
+                    path.name,
+                    {"grammar": lark},
+                    functools.partial(llguidance.LLMatcher.grammar_from_lark, lark),
+                )
+            )
             body = {"template": "Answer: {{json 'answer' schema=s}}\n", "variables": {"s": schema}}
-            items.append(Item("template", "template", path.name, body,
-                              _template_grammar(body, backend.tokenizer.ll, backend.limits)))
+            items.append(
+                Item(
+                    "template",
+                    "template",
+                    path.name,
+                    body,
+                    _template_grammar(body, backend.tokenizer.ll, backend.limits),
+                )
+            )
     for j, lark in enumerate(_LARK):
-        items.append(Item("grammar", "lark", f"lark-{j}", {"grammar": lark},
-                          functools.partial(llguidance.LLMatcher.grammar_from_lark, lark)))
+        items.append(
+            Item(
+                "grammar",
+                "lark",
+                f"lark-{j}",
+                {"grammar": lark},
+                functools.partial(llguidance.LLMatcher.grammar_from_lark, lark),
+            )
+        )
     for j, template in enumerate(_TEMPLATES):
         body = {"template": template}
-        items.append(Item("template", "template", f"template-{j}", body,
-                          _template_grammar(body, backend.tokenizer.ll, backend.limits)))
+        items.append(
+            Item(
+                "template",
+                "template",
+                f"template-{j}",
+                body,
+                _template_grammar(body, backend.tokenizer.ll, backend.limits),
+            )
+        )
     for j, pattern in enumerate(list(patterns)[:: DERIVED_STRIDE // 2]):
-        items.append(Item("regex", "regex", f"pattern-{j}", {"regex": pattern},
-                          functools.partial(llguidance.LLMatcher.grammar_from_regex, pattern)))
+        items.append(
+            Item(
+                "regex",
+                "regex",
+                f"pattern-{j}",
+                {"regex": pattern},
+                functools.partial(llguidance.LLMatcher.grammar_from_regex, pattern),
+            )
+        )
     return items
 
 

@@ -75,8 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     lines = args.out.read_text(encoding="utf-8").splitlines()
     refused = sum('"refused"' in line for line in lines)
     rewritten = sum('"prepared"' in line for line in lines)
-    print(f"{len(lines)} schemas: {rewritten} prepared, {refused} refused by the compile; "
-          f"sha256 {hashlib.sha256(args.out.read_bytes()).hexdigest()}")
+    print(
+        f"{len(lines)} schemas: {rewritten} prepared, {refused} refused by the compile; "
+        f"sha256 {hashlib.sha256(args.out.read_bytes()).hexdigest()}"
+    )
     if args.compare:
         before = args.compare.read_text(encoding="utf-8").splitlines()
         differ = [json.loads(a)["name"] for a, b in zip(before, lines) if a != b]

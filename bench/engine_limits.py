@@ -7,7 +7,8 @@ each of its valid instances (compact JSON, the tokenizer's own encoding), a mask
 token, as a worker would (with the forced tokens, as the service's answers compute them). Reported
 per budget: schemas and instances that meet an engine limit (413 ``engine-limit`` in the service),
 parser rebuilds after a spent shared lexer, and the CPU time of masks (median, p99, max) and of the
-forced tokens (max): ``max_mask_ms`` must stay above both maxima. The defaults in ``core.limits.Limits`` come from this run
+forced tokens (max): ``max_mask_ms`` must stay above both maxima. The defaults in
+``core.limits.Limits`` come from this run
 (``docs/reliability.md``, "Engine limits mid-generation").
 """
 

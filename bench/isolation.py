@@ -324,8 +324,10 @@ def _alternate(decoder: _Decoder, storm: _Storm, alternations: int, phase_s: flo
     alone, during = _stats_ms(per["alone"]), _stats_ms(per["storm"])
     # the ratio per alternation, side by side, and their median
     p90_ratios = [
-        _ratio(phases[i + (1 if phases[i]["phase"] == "alone" else 0)]["p90"],
-               phases[i + (0 if phases[i]["phase"] == "alone" else 1)]["p90"])
+        _ratio(
+            phases[i + (1 if phases[i]["phase"] == "alone" else 0)]["p90"],
+            phases[i + (0 if phases[i]["phase"] == "alone" else 1)]["p90"],
+        )
         for i in range(0, len(phases), 2)
     ]
     return {
@@ -441,7 +443,7 @@ def breakdown(files: list[Path], n: int) -> dict[str, Any]:
     and the round trip of a compile worker for a trivial constraint (its fixed cost)."""
     from core import Limits, load_default_tokenizer
     from core.spec import ProgramSpec
-    from core.threads import run_on_engine_thread
+    from core.threads import run_on_llguidance_thread
     from core.workers import CompileWorkers
 
     tok, limits = load_default_tokenizer(), Limits()
@@ -449,8 +451,8 @@ def breakdown(files: list[Path], n: int) -> dict[str, Any]:
     totals: dict[str, list[float]] = {}
     for f in random.Random(1).sample(files, min(n, len(files))):
         try:
-            got = run_on_engine_thread(
-                limits.engine_stack_bytes, _stages, json.loads(f.read_text())["schema"], tok, limits
+            got = run_on_llguidance_thread(
+                limits.llguidance_stack_bytes, _stages, json.loads(f.read_text())["schema"], tok, limits
             )
         except Exception:  # refused by a rewrite or a limit: not a compile to time
             continue

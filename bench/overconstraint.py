@@ -427,8 +427,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (args.data / SUITE_DIR).is_dir() or not (args.data / MASKBENCH_DIR).is_dir():
         print(f"corpora not found under {args.data}", file=sys.stderr)
         return 2
-    result = sweep(corpus_schemas(args.data, args.stride), args.per_schema, args.seed, progress=print,
-                   seconds=args.seconds)
+    result = sweep(
+        corpus_schemas(args.data, args.stride), args.per_schema, args.seed, progress=print, seconds=args.seconds
+    )
     print(markdown_table(result))
     bad = result.rewrite_refusals()
     print(f"{result.tried} schemas, {result.instances_tried} instances tried")

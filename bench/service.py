@@ -190,6 +190,7 @@ def _case(name: str) -> Case:
 
 # -- diagnostics ---------------------------------------------------------------------------------
 
+
 class _PinnedStepClient(GuidanceClient):
     """A client whose batched steps always send ``pinned`` options, whatever the batch asks."""
 

@@ -61,9 +61,14 @@ def _xgrammar_ms(tools: list[dict[str, Any]]) -> float | None:
     tok = load_default_tokenizer()
     info = xgrammar.TokenizerInfo([tok.token_bytes(i) for i in range(tok.vocab_size)], vocab_size=tok.vocab_size)
     compiler = xgrammar.GrammarCompiler(info, cache_enabled=False)
-    tags = [xgrammar.StructuralTagItem(begin=f'<tool_call>\n{{"name": "{t["function"]["name"]}", "arguments": ',
-                                       schema=json.dumps(t["function"]["parameters"]), end="}\n</tool_call>")
-            for t in tools]
+    tags = [
+        xgrammar.StructuralTagItem(
+            begin=f'<tool_call>\n{{"name": "{t["function"]["name"]}", "arguments": ',
+            schema=json.dumps(t["function"]["parameters"]),
+            end="}\n</tool_call>",
+        )
+        for t in tools
+    ]
     start = time.perf_counter()
     compiled = compiler.compile_structural_tag(tags, ["<tool_call>"])
     matcher = xgrammar.GrammarMatcher(compiled)

@@ -23,15 +23,15 @@ from numpy.typing import NDArray
 from core.bitmask import allocate_bitmask
 from core.cache import ProgramCache
 from core.compiler import CompiledSpec
-from core.kinds import check_options, compile_spec
 from core.errors import GrammarError, GuidanceError, LimitExceeded, compile_boundary
 from core.heap import heap_bytes
+from core.kinds import check_options, compile_spec
 from core.limits import Limits
 from core.program import CompiledGuidanceProgram
 from core.session import GuidanceState
 from core.spec import ProgramKind, ProgramSpec, spec_from_kwargs
 from core.stats import ProgramStats
-from core.threads import EngineThreadPool, run_on_engine_thread
+from core.threads import LLGuidanceThreadPool, run_on_llguidance_thread
 from core.tokenizers import Tokenizer, load_default_tokenizer, load_tokenizer
 from core.workers import CompileWorkers
 
@@ -41,7 +41,9 @@ __all__ = ["AsyncGuidanceBackend", "CompileJob", "GuidanceBackend", "KindCompile
 _EMPTY_LANGUAGE = "the constraint matches no text at all (a rule without a base case, or a cyclic $ref?)"
 
 
-def _fill_group(group: Sequence[tuple[int, GuidanceState, int]], bitmask: NDArray[np.int32]) -> dict[int, GuidanceError]:
+def _fill_group(
+    group: Sequence[tuple[int, GuidanceState, int]], bitmask: NDArray[np.int32]
+) -> dict[int, GuidanceError]:
     """Fill each ``(position, state, row)``; a state that fails gets a zero row and its error."""
     failed: dict[int, GuidanceError] = {}
     for i, st, r in group:
@@ -136,15 +138,23 @@ class KindCompilers(Generic[R]):
         return self._compile_kind("choice", list(options), tokenizer=tokenizer)
 
     def compile_structural_tag(
-        self, tag: Mapping[str, Any] | str, *, reasoning: str | Mapping[str, Any] | None = None,
+        self,
+        tag: Mapping[str, Any] | str,
+        *,
+        reasoning: str | Mapping[str, Any] | None = None,
         tokenizer: Tokenizer | None = None,
     ) -> R:
         """Compile an xgrammar/vLLM structural tag (``structures`` + ``triggers``, or ``format``)."""
         return self._compile_kind("structural_tag", tag, tokenizer=tokenizer, reasoning=reasoning)
 
     def compile_tools(
-        self, tools: Sequence[Mapping[str, Any]], tool_format: str, *, tool_choice: str | Mapping[str, Any] = "auto",
-        parallel_tool_calls: bool = True, reasoning: str | Mapping[str, Any] | None = None,
+        self,
+        tools: Sequence[Mapping[str, Any]],
+        tool_format: str,
+        *,
+        tool_choice: str | Mapping[str, Any] = "auto",
+        parallel_tool_calls: bool = True,
+        reasoning: str | Mapping[str, Any] | None = None,
         tokenizer: Tokenizer | None = None,
     ) -> R:
         """Compile OpenAI-style ``tools`` in a model family's format (variables ``tool_calls``, ``content``)."""
@@ -217,7 +227,7 @@ class GuidanceBackend(KindCompilers[CompiledGuidanceProgram]):
         self._num_threads = max(num_threads or 1, 1)
         self.parallel_min_batch = parallel_min_batch
         self.parallel_min_mask_seconds = parallel_min_mask_seconds
-        self._fill_pool: EngineThreadPool | None = None
+        self._fill_pool: LLGuidanceThreadPool | None = None
         self._workers = CompileWorkers(compile_processes, self.limits, nice=compile_nice) if compile_processes else None
 
     # -- compiling
@@ -256,7 +266,7 @@ class GuidanceBackend(KindCompilers[CompiledGuidanceProgram]):
 
     def _compile_now(self, job: CompileJob, cancel: threading.Event | None) -> CompiledGuidanceProgram:
         # llguidance builds grammars recursively: on a thread whose stack fits the limits (core.threads)
-        return run_on_engine_thread(self.limits.engine_stack_bytes, self._build, job, cancel)
+        return run_on_llguidance_thread(self.limits.llguidance_stack_bytes, self._build, job, cancel)
 
     def start_workers(self, tokenizers: Sequence[Tokenizer] = ()) -> None:
         """Start the compile workers in the background and teach them ``tokenizers`` (and this
@@ -286,8 +296,16 @@ class GuidanceBackend(KindCompilers[CompiledGuidanceProgram]):
         # after the probe below): in a burst of one-off programs, each used by one session at
         # most, none pays for them.
         program = CompiledGuidanceProgram(
-            key, spec, compiled, tok, limits, stats, vocab,
-            shards=self._num_threads, schedule_shards=self._build_in_background, shards_after=3,
+            key,
+            spec,
+            compiled,
+            tok,
+            limits,
+            stats,
+            vocab,
+            shards=self._num_threads,
+            schedule_shards=self._build_in_background,
+            shards_after=3,
         )
         # Compute the first mask here, on the compile thread: it warms the caches every session
         # shares, and measures what a mask of this program costs before any request pays it.
@@ -412,12 +430,12 @@ class GuidanceBackend(KindCompilers[CompiledGuidanceProgram]):
             failed.update(more)
         return failed
 
-    def _pool_for_fills(self) -> EngineThreadPool:
+    def _pool_for_fills(self) -> LLGuidanceThreadPool:
         """The threads of parallel fills (and of building matcher shards), started on first use."""
         pool = self._fill_pool
         if pool is None:
-            pool = self._fill_pool = EngineThreadPool(
-                self._num_threads - 1, "guidance-fill", self.limits.engine_stack_bytes
+            pool = self._fill_pool = LLGuidanceThreadPool(
+                self._num_threads - 1, "guidance-fill", self.limits.llguidance_stack_bytes
             )
         return pool
 
@@ -460,7 +478,7 @@ class AsyncGuidanceBackend(KindCompilers[Awaitable[CompiledGuidanceProgram]]):
             sets it per thread; elsewhere it is ignored). They build matchers and first masks
             without the GIL: the scheduler then gives the cores to the event loop first.
         executor: compile threads owned by the caller (with the engine stack, see
-            :class:`~core.threads.EngineThreadPool`); :meth:`close` then leaves them running.
+            :class:`~core.threads.LLGuidanceThreadPool`); :meth:`close` then leaves them running.
         kwargs: passed to :class:`GuidanceBackend` when ``backend`` is None.
     """
 
@@ -475,8 +493,8 @@ class AsyncGuidanceBackend(KindCompilers[Awaitable[CompiledGuidanceProgram]]):
     ) -> None:
         self.backend = backend or GuidanceBackend(**kwargs)
         self._owned = executor is None
-        self.executor: Executor = executor or EngineThreadPool(
-            max_workers, "guidance-compile", self.backend.limits.engine_stack_bytes, nice=nice
+        self.executor: Executor = executor or LLGuidanceThreadPool(
+            max_workers, "guidance-compile", self.backend.limits.llguidance_stack_bytes, nice=nice
         )
 
     @property
@@ -487,7 +505,9 @@ class AsyncGuidanceBackend(KindCompilers[Awaitable[CompiledGuidanceProgram]]):
     def limits(self) -> Limits:
         return self.backend.limits
 
-    async def compile(self, spec: ProgramSpec, tokenizer: Tokenizer | None = None) -> tuple[CompiledGuidanceProgram, bool]:
+    async def compile(
+        self, spec: ProgramSpec, tokenizer: Tokenizer | None = None
+    ) -> tuple[CompiledGuidanceProgram, bool]:
         """Compile off the event loop (see :meth:`GuidanceBackend.compile_async`)."""
         return await self.backend.compile_async(spec, self.executor, tokenizer)
 

@@ -27,8 +27,19 @@ from core.lark_text import lark_statements, lark_tokens
 __all__ = ["derivation_depth", "schema_derivation_depth"]
 
 # Keywords whose value is one subschema, a map of subschemas, or a list of them.
-_ONE = ("additionalProperties", "additionalItems", "contains", "not", "if", "then", "else",
-        "propertyNames", "unevaluatedItems", "unevaluatedProperties", "items")
+_ONE = (
+    "additionalProperties",
+    "additionalItems",
+    "contains",
+    "not",
+    "if",
+    "then",
+    "else",
+    "propertyNames",
+    "unevaluatedItems",
+    "unevaluatedProperties",
+    "items",
+)
 _MAP = ("properties", "patternProperties", "dependentSchemas")
 _LIST = ("anyOf", "oneOf", "allOf", "prefixItems", "items")
 _EDGES = frozenset({"$ref", *_ONE, *_MAP, *_LIST})  # a schema with none of these has no children

@@ -28,7 +28,7 @@ matcher or ``validate_grammar``), its converters raise ``ValueError`` (``grammar
 or bare exceptions (``gbnf_to_lark``), and our own walks of a deep constraint can raise
 ``RecursionError``. They become the tree above here, and nowhere else:
 
-    llguidance's prose              :func:`classify_engine_error`   which limit a message reports
+    llguidance's prose              :func:`classify_llguidance_error`   which limit a message reports
     a compile's verdict             :func:`refusal`                 LimitExceeded, or the kind's error
     a session's verdict             :func:`engine_failure`          EngineLimitReached, or GrammarError
     a converter's exception         :func:`map_errors`              the error its mapping makes
@@ -70,7 +70,7 @@ __all__ = [
     "UnknownProgram",
     "UnknownSession",
     "UnknownTokenizer",
-    "classify_engine_error",
+    "classify_llguidance_error",
     "compile_boundary",
     "engine_failure",
     "excerpt",
@@ -214,7 +214,7 @@ _ENGINE_LIMITS: tuple[tuple[str, str], ...] = (
 _NOT_LIMITS: tuple[str, ...] = ("token range", "number too large to fit", "number too small to fit")
 
 
-def classify_engine_error(message: str) -> str | None:
+def classify_llguidance_error(message: str) -> str | None:
     """The limit an llguidance error message reports, or None when it is not about a limit.
 
     The one place that reads llguidance's error prose; compile-time and run-time errors both go
@@ -240,7 +240,7 @@ def refusal(message: str, invalid: Callable[[str], GuidanceError], subject: str 
     Returns:
         :class:`LimitExceeded` naming the limit when the message reports one, else ``invalid(message)``.
     """
-    limit = classify_engine_error(message)
+    limit = classify_llguidance_error(message)
     if limit is None:
         return invalid(message)
     return LimitExceeded(f"{subject} too complex: {message}", limit)
@@ -258,7 +258,7 @@ def engine_failure(message: str, doing: str = "this step") -> GuidanceError:
         :class:`GrammarError`.
     """
     message = message.strip()[:500] or "the matcher stopped"
-    limit = classify_engine_error(message)
+    limit = classify_llguidance_error(message)
     if limit is None:
         return GrammarError(message)
     return EngineLimitReached(f"the constraint reached the engine limit {limit} at {doing}: {message}", limit)

@@ -148,6 +148,7 @@ def _resolve_error(text: str, message: str) -> GrammarError:
 
 def _without_literals(text: str) -> str:
     """``text`` with string literals, character classes and comments blanked (same length)."""
+
     def blank(m: re.Match[str]) -> str:
         return re.sub(r"[^\n]", " ", m.group(0))
 

@@ -128,7 +128,7 @@ class Limits:
                 raise ValueError(f"Limits.{name} must be a positive integer, got {value!r}")
 
     @property
-    def engine_stack_bytes(self) -> int:
+    def llguidance_stack_bytes(self) -> int:
         """Stack of the threads that build grammars: 32 KiB per level of ``max_derivation_depth``.
 
         The deepest chain measured costs 4.7 kB per level (``properties`` chains; ``$ref`` 3.4,

@@ -46,7 +46,7 @@ class CompiledGuidanceProgram:
     Create sessions with :meth:`create_state`; the program itself is never advanced and is safe
     to share between threads. Its attributes are set once, when it is built (setting one later
     raises ``AttributeError``); the template's parsed nodes are computed on first use. It
-    implements :class:`~core.session.SessionProgram`, what a state needs from its program.
+    implements :class:`~core.session.StateProgram`, what a state needs from its program.
 
     Args:
         program_id: its content-hash id (:meth:`~core.spec.ProgramSpec.cache_key`).
@@ -106,7 +106,13 @@ class CompiledGuidanceProgram:
         if root.is_error():
             raise refusal(root.get_error()[:1000], GrammarError)
         self.shards = MatcherShards(
-            root, self._make_root, shards, self.ll_mask_words, limits.engine_stack_bytes, schedule_shards, shards_after
+            root,
+            self._make_root,
+            shards,
+            self.ll_mask_words,
+            limits.llguidance_stack_bytes,
+            schedule_shards,
+            shards_after,
         )
         self.bitmask_views = BitmaskViews(self.mask_words, self.ll_mask_words)
         self._built = True

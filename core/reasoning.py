@@ -56,7 +56,8 @@ def reasoning_block(value: str | Mapping[str, Any]) -> ReasoningBlock:
         if value not in REASONING_FAMILIES:
             raise GrammarError(
                 f"reasoning {value[:40]!r} is not a family with a think block; those are: "
-                + ", ".join(REASONING_FAMILIES) + ' (or give {"start", "end", "max_tokens"})'
+                + ", ".join(REASONING_FAMILIES)
+                + ' (or give {"start", "end", "max_tokens"})'
             )
         return ReasoningBlock(REASONING_FAMILIES[value])
     if not isinstance(value, Mapping):
@@ -139,4 +140,3 @@ def split_reasoning(value: str | Mapping[str, Any], data: bytes) -> tuple[bytes 
     while rest < len(data) and data[rest : rest + 1] in (b" ", b"\n"):
         rest += 1
     return data[pos:at], True, data[rest:]
-

@@ -3,7 +3,7 @@
 :class:`GuidanceState` is the engine-neutral state (accept, validate, rollback, fork, masks,
 captured variables). :class:`GuidanceGrammar` is the object an inference engine plugs in, shaped
 like vLLM's ``StructuredOutputGrammar``. A state sees its program only through
-:class:`SessionProgram` (what a state needs from it), which the compiled program implements.
+:class:`StateProgram` (what a state needs from it), which the compiled program implements.
 
 EOS is handled here, not by llguidance's validation (which never validates EOS): EOS is allowed
 exactly when the program is in an accepting state, and after EOS the state is terminated and the
@@ -27,7 +27,7 @@ from core.errors import (
     InvalidTokens,
     LimitExceeded,
     TokenRejected,
-    classify_engine_error,
+    classify_llguidance_error,
     engine_failure,
 )
 
@@ -42,17 +42,17 @@ if TYPE_CHECKING:
     from core.tokenizers import Tokenizer
     from core.variables import VariableReader
 
-__all__ = ["GuidanceGrammar", "GuidanceState", "SessionProgram"]
+__all__ = ["GuidanceGrammar", "GuidanceState", "StateProgram"]
 
 _T = TypeVar("_T")
 
 
 def _spent(error: str) -> bool:
     """Whether a matcher stopped on an engine limit (not on a token the constraint refuses)."""
-    return classify_engine_error(error) is not None
+    return classify_llguidance_error(error) is not None
 
 
-class SessionProgram(Protocol):
+class StateProgram(Protocol):
     """What a state needs from its program; :class:`~core.program.CompiledGuidanceProgram` is one.
 
     Everything here is fixed when the program is built, except the three objects made to change
@@ -119,7 +119,7 @@ class _SpentMatcher(Exception):
 
 
 class GuidanceState:
-    """The decoding state of one request against a compiled program (:class:`SessionProgram`).
+    """The decoding state of one request against a compiled program (:class:`StateProgram`).
 
     Not thread-safe: one request, one caller at a time (the service serialises per session).
 
@@ -134,7 +134,7 @@ class GuidanceState:
         "program", "shard", "tokens",
     )  # fmt: skip
 
-    def __init__(self, program: SessionProgram) -> None:
+    def __init__(self, program: StateProgram) -> None:
         self.program = program
         # copies of program constants for the one-token path (attribute chains cost here)
         self._vocab = program.vocab_size
@@ -171,7 +171,7 @@ class GuidanceState:
         try:
             return self._count_valid(tokens)
         except _SpentMatcher:
-            return self._after_engine_error(self._count_valid, tokens)
+            return self._after_llguidance_error(self._count_valid, tokens)
 
     def _count_valid(self, tokens: Sequence[int]) -> int:
         self.check_tokens(tokens)
@@ -218,13 +218,13 @@ class GuidanceState:
         Raises:
             TokenRejected: a token is not allowed (``index`` says which); the state is unchanged.
             InvalidTokens: an id outside the vocabulary; the state is unchanged.
-            EngineLimitReached: an llguidance limit was reached (see :meth:`_after_engine_error`);
+            EngineLimitReached: an llguidance limit was reached (see :meth:`_after_llguidance_error`);
                 the state is unchanged.
         """
         try:
             self._advance(tokens)
         except _SpentMatcher:
-            self._after_engine_error(self._advance, tokens)
+            self._after_llguidance_error(self._advance, tokens)
 
     def _advance(self, tokens: Sequence[int]) -> None:
         if len(tokens) == 1 and self._fast and not self._terminated:
@@ -361,7 +361,7 @@ class GuidanceState:
                 return False
         return True
 
-    def _after_engine_error(self, op: Callable[..., _T], *args: Any) -> _T:
+    def _after_llguidance_error(self, op: Callable[..., _T], *args: Any) -> _T:
         """Run ``op`` again after it left the matcher in llguidance's error state.
 
         The usual cause is the lexer that the sessions of one parser share running out of states
@@ -415,7 +415,7 @@ class GuidanceState:
             try:
                 forced = tuple(self._forced_tokens())
             except _SpentMatcher:
-                forced = tuple(self._after_engine_error(self._forced_tokens))
+                forced = tuple(self._after_llguidance_error(self._forced_tokens))
             self._forced = forced
         return list(forced)
 
@@ -467,7 +467,7 @@ class GuidanceState:
         if m.is_error() or timed or _perf_counter() - start > program.limits.max_mask_ms / 1000:
             try:
                 if m.is_error():  # llguidance's mask of a stopped matcher allows EOS only: never serve it
-                    self._after_engine_error(self._fill_row, view, index)
+                    self._after_llguidance_error(self._fill_row, view, index)
                 self._check_time(start, timed, "a mask")
             except GuidanceError:
                 bitmask[index] = 0
@@ -527,8 +527,11 @@ class GuidanceState:
         if partial is None:
             complete = self._variables()  # the complete values, read the one way (forced tokens first)
             partial = self.program.variable_reader().partial(
-                self._matcher.get_captures(), self.data(),
-                parse_json=parse_json, complete=complete, terminated=self._terminated,
+                self._matcher.get_captures(),
+                self.data(),
+                parse_json=parse_json,
+                complete=complete,
+                terminated=self._terminated,
             )
             self._step_reads()[key] = partial
         return dict(partial)
@@ -553,7 +556,7 @@ class GuidanceGrammar:
     """
 
     def __init__(
-        self, program: SessionProgram, tokenizer: Tokenizer | None = None, state: GuidanceState | None = None
+        self, program: StateProgram, tokenizer: Tokenizer | None = None, state: GuidanceState | None = None
     ) -> None:
         if tokenizer is not None and tokenizer.digest != program.tokenizer.digest:
             raise ValueError("the program was compiled for another vocabulary")

@@ -23,7 +23,7 @@ from collections.abc import Callable
 import llguidance
 import numpy as np
 
-from core.threads import run_on_engine_thread
+from core.threads import run_on_llguidance_thread
 
 __all__ = ["MatcherShards"]
 
@@ -37,7 +37,7 @@ class MatcherShards:
         count: how many shards the program wants (one per fill thread).
         fill_words: words of a mask row as llguidance writes it (to warm a new shard's caches).
         stack_bytes: stack of the engine thread a shard is rebuilt on
-            (:attr:`core.limits.Limits.engine_stack_bytes`).
+            (:attr:`core.limits.Limits.llguidance_stack_bytes`).
         schedule: runs :meth:`build` in the background (e.g. a thread pool's ``submit``), called
             once, when the ``build_after``-th state is dealt; None: :meth:`build` is called by hand.
         build_after: how many states the program deals before its other shards are worth building.
@@ -106,6 +106,6 @@ class MatcherShards:
         """
         with self._lock:
             if shard < len(self._roots) and self._roots[shard] is spent:
-                self._roots[shard] = run_on_engine_thread(self._stack_bytes, self._make)
+                self._roots[shard] = run_on_llguidance_thread(self._stack_bytes, self._make)
                 return True
             return False

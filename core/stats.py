@@ -29,8 +29,14 @@ class ProgramStats:
     """
 
     __slots__ = (
-        "_engine_limit", "_lock", "_mask_seconds", "_newest_weight", "_shard_renewals", "cpu_timed",
-        "first_mask_seconds", "heap_bytes",
+        "_engine_limit",
+        "_lock",
+        "_mask_seconds",
+        "_newest_weight",
+        "_shard_renewals",
+        "cpu_timed",
+        "first_mask_seconds",
+        "heap_bytes",
     )
 
     def __init__(self, first_mask_seconds: float | None = None, *, newest_weight: float = 0.2) -> None:

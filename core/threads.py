@@ -4,7 +4,7 @@ llguidance builds a grammar (``validate_grammar``, the ``LLMatcher`` constructor
 the calling thread's stack, a few kilobytes per level of derivation (:mod:`core.derivation`).
 A thread's stack is whatever created it chose: 8 MiB for a main thread here, less elsewhere. So
 grammar building always runs on threads made here, whose stack is sized from the limits
-(:attr:`core.limits.Limits.engine_stack_bytes`). Masks, accepts and forks do not recurse per level
+(:attr:`core.limits.Limits.llguidance_stack_bytes`). Masks, accepts and forks do not recurse per level
 (their stack does not grow with the depth; docs/reliability.md) and run where their caller is.
 
 ``threading.stack_size`` is process-wide; it is set only while one of these pools starts a thread,
@@ -20,13 +20,13 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-__all__ = ["EngineThreadPool", "lower_priority", "on_engine_thread", "run_on_engine_thread"]
+__all__ = ["LLGuidanceThreadPool", "lower_priority", "on_llguidance_thread", "run_on_llguidance_thread"]
 
 _T = TypeVar("_T")
 
 _stack_lock = threading.Lock()
 _local = threading.local()
-_shared: dict[int, EngineThreadPool] = {}
+_shared: dict[int, LLGuidanceThreadPool] = {}
 _shared_lock = threading.Lock()
 
 
@@ -56,12 +56,12 @@ def lower_priority(nice: int, *, whole_process: bool = False) -> None:
         pass
 
 
-def on_engine_thread(stack_bytes: int = 0) -> bool:
+def on_llguidance_thread(stack_bytes: int = 0) -> bool:
     """Whether the calling thread is one of the engine's, with a stack of at least ``stack_bytes``."""
     return getattr(_local, "stack_bytes", -1) >= stack_bytes
 
 
-class EngineThreadPool(ThreadPoolExecutor):
+class LLGuidanceThreadPool(ThreadPoolExecutor):
     """A thread pool whose threads have a stack of ``stack_bytes``.
 
     Args:
@@ -90,16 +90,16 @@ class EngineThreadPool(ThreadPoolExecutor):
                 threading.stack_size(previous)
 
 
-def run_on_engine_thread(stack_bytes: int, fn: Callable[..., _T], *args: Any) -> _T:
+def run_on_llguidance_thread(stack_bytes: int, fn: Callable[..., _T], *args: Any) -> _T:
     """Run ``fn(*args)`` on an engine thread of at least ``stack_bytes`` and wait for its result.
 
     Inline when the caller already is one (a compile worker, a fill thread); otherwise on a small
     shared pool per stack size, started on first use.
     """
-    if on_engine_thread(stack_bytes):
+    if on_llguidance_thread(stack_bytes):
         return fn(*args)
     with _shared_lock:
         pool = _shared.get(stack_bytes)
         if pool is None:
-            pool = _shared[stack_bytes] = EngineThreadPool(2, "guidance-engine", stack_bytes)
+            pool = _shared[stack_bytes] = LLGuidanceThreadPool(2, "guidance-llguidance", stack_bytes)
     return pool.submit(fn, *args).result()

@@ -39,10 +39,10 @@ from typing import TYPE_CHECKING, Any
 import llguidance
 
 from core.compiler import CompiledSpec
-from core.kinds import compile_spec
 from core.errors import CompileCancelled, CompileCrashed, GuidanceError, LimitExceeded, replica
+from core.kinds import compile_spec
 from core.limits import Limits
-from core.threads import lower_priority, run_on_engine_thread
+from core.threads import lower_priority, run_on_llguidance_thread
 from core.tokenizers import Tokenizer, validation_tokenizer
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ def _serve(conn: Connection, limits: Limits, level: int, task: CompileTask) -> N
 def _loop(conn: Connection, limits: Limits, task: CompileTask) -> None:
     """One request in, one answer out."""
     vocabularies: dict[str, llguidance.LLTokenizer] = {}
-    stack = limits.engine_stack_bytes
+    stack = limits.llguidance_stack_bytes
     while True:
         digest, vocabulary, spec = conn.recv()
         if vocabulary is not None:
@@ -93,7 +93,7 @@ def _loop(conn: Connection, limits: Limits, task: CompileTask) -> None:
             conn.send(("ok", None))
             continue
         try:
-            answer: tuple[str, Any] = ("ok", run_on_engine_thread(stack, task, spec, vocabularies[digest], limits))
+            answer: tuple[str, Any] = ("ok", run_on_llguidance_thread(stack, task, spec, vocabularies[digest], limits))
         except GuidanceError as e:
             answer = ("error", _pack(e))
         except Exception as e:  # a bug of ours: the server reports it as one (500)
@@ -305,8 +305,7 @@ class CompileWorkers:
                 self.crashes += 1
             code = worker.process.exitcode
             raise CompileCrashed(
-                f"the compile worker stopped during this compile (exit code {code}); "
-                "other compiles are not affected"
+                f"the compile worker stopped during this compile (exit code {code}); other compiles are not affected"
             ) from None
         except (GuidanceError, _WorkerBug):  # answered in full: the worker is ready for the next
             self._release(worker)

@@ -2,13 +2,15 @@
 
 ``client/guidance_client/_async/client.py`` is the source; this writes
 ``client/guidance_client/_sync/client.py`` by dropping ``async``/``await`` and renaming the
-asyncio names to their sync twins (the approach of httpcore's ``unasync``). ``--check`` exits 1
-if the generated file is not up to date (a test runs it).
+asyncio names to their sync twins (the approach of httpcore's ``unasync``), then formats it with
+ruff (a dropped ``await`` can let a call fit on one line). ``--check`` exits 1 if the generated
+file is not up to date (a test runs it).
 """
 
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -59,7 +61,15 @@ def generate(source: str) -> str:
     body = re.sub(r'\A""".*?"""\n', "", source, count=1, flags=re.S)
     for pattern, replacement in RULES:
         body = re.sub(pattern, replacement, body)
-    return HEADER + FROM_IMPORT.sub(_sorted_names, body)
+    text = HEADER + FROM_IMPORT.sub(_sorted_names, body)
+    formatted = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--stdin-filename", str(TARGET), "-"],
+        input=text,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return formatted.stdout
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from core.backend import GuidanceBackend
-from core.threads import EngineThreadPool
+from core.threads import LLGuidanceThreadPool
 from core.tokenizers import Tokenizer
 from service.admission import AdmissionMiddleware, admin_routes
 from service.auth import AuthMiddleware, KeyRing, is_open
@@ -141,8 +141,8 @@ def create_app(
         # waits on its worker's pipe: twice as many threads as workers, so that a compile can
         # reach a spare worker while heavy ones hold the others (core/workers.py).
         threads = settings.compile_workers * (2 if settings.compile_processes else 1)
-        executor = EngineThreadPool(
-            threads, "guidance-compile", backend.limits.engine_stack_bytes, nice=settings.compile_nice
+        executor = LLGuidanceThreadPool(
+            threads, "guidance-compile", backend.limits.llguidance_stack_bytes, nice=settings.compile_nice
         )
         # Workers start now, in the background: the first compiles need not wait for them.
         backend.start_workers([tok for _, tok in registry.items()])
@@ -155,7 +155,9 @@ def create_app(
             max_per_owner=settings.sessions_per_key(len(keys)),
         )
         # The service owns the threads its sessions' slow work runs on (stopped with it).
-        lane_pool = EngineThreadPool(settings.slow_lane_workers, "guidance-slow", backend.limits.engine_stack_bytes)
+        lane_pool = LLGuidanceThreadPool(
+            settings.slow_lane_workers, "guidance-slow", backend.limits.llguidance_stack_bytes
+        )
         lane = SlowLane(
             settings.slow_mask_ms / 1000,
             settings.slow_lane_workers,

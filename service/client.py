@@ -12,7 +12,6 @@ import warnings
 from typing import Any
 
 import guidance_client
-
 from service import CLIENT_NAMES
 
 __all__ = sorted(CLIENT_NAMES)

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from core.program import CompiledGuidanceProgram
-from core.threads import EngineThreadPool
+from core.threads import LLGuidanceThreadPool
 from service.sessions import Session
 
 __all__ = ["TOKEN_SECONDS", "EngineWork", "Scheduler", "SlowLane", "Tenant"]
@@ -260,8 +260,8 @@ class SlowLane:
 
     def _start(self, job: _Job[Any]) -> None:
         if self._pool is None:
-            stack = max(p.limits.engine_stack_bytes for p in job.programs) if job.programs else 0
-            self._pool = EngineThreadPool(self.workers, "guidance-slow", stack)
+            stack = max(p.limits.llguidance_stack_bytes for p in job.programs) if job.programs else 0
+            self._pool = LLGuidanceThreadPool(self.workers, "guidance-slow", stack)
         job.started = True
         self.calls += 1
         self._running[job.tenant] = self._running.get(job.tenant, 0) + 1
@@ -353,8 +353,9 @@ class Scheduler:
         read = sum(len(s.state.tokens) for s in sessions) if history else 0
         return rows * per_mask + (tokens + read) * TOKEN_SECONDS
 
-    async def run_batch(self, sessions: Sequence[Session], work: EngineWork[T], tenant: Tenant = None,
-                        *, seconds: float = 0.0) -> T:
+    async def run_batch(
+        self, sessions: Sequence[Session], work: EngineWork[T], tenant: Tenant = None, *, seconds: float = 0.0
+    ) -> T:
         """``work()`` on every session of a batch at once (a ``/step``), estimated to cost ``seconds``."""
         return await self._run(sessions, work, tenant, False, seconds > self.inline_seconds)
 

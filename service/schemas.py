@@ -11,7 +11,6 @@ import binascii
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-from guidance_client.wire import MaskEncoding
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -28,6 +27,7 @@ from core.kinds import KINDS, Kind
 from core.options import OptionField
 from core.reasoning import REASONING_FAMILIES
 from core.spec import ProgramKind
+from guidance_client.wire import MaskEncoding
 
 __all__ = [
     "AcceptRequest",
@@ -65,6 +65,7 @@ _STRICT = ConfigDict(extra="forbid", strict=True)
 # range but outside the vocabulary are 422 token-out-of-range, with their index.
 TOKEN_ID_MIN, TOKEN_ID_MAX = -(2**31), 2**31 - 1
 TokenId = Annotated[StrictInt, Field(ge=TOKEN_ID_MIN, le=TOKEN_ID_MAX)]
+
 
 class _ProgramBase(BaseModel):
     """The fields of a program that every kind takes; the kinds' own come from :data:`core.kinds.KINDS`."""
@@ -463,7 +464,8 @@ class StepItem(BaseModel):
     session_id: str = Field(description="The session to advance.")
     tokens: list[TokenId] = Field(default_factory=list, description="Tokens sampled for it, in order (may be empty).")
     draft_tokens: list[TokenId] | None = Field(
-        None, description="Draft tokens: one extra mask row after each (speculative decoding); the session does not move."
+        None,
+        description="Draft tokens: one extra mask row after each (speculative decoding); the session does not move.",
     )
 
 
@@ -476,7 +478,7 @@ class StepRequest(BaseModel):
     variables: bool | Literal["partial"] = Field(
         False,
         description=(
-            "Include each session's captured variables in its status; `\"partial\"` also includes "
+            'Include each session\'s captured variables in its status; `"partial"` also includes '
             "`partial`: every capture so far, the ones still being generated with their text so far "
             "(computed only when asked)."
         ),

@@ -115,9 +115,7 @@ def stop(server: Server, timeout: float = 30) -> tuple[int, str]:
 
 
 @contextlib.contextmanager
-def running(
-    args: Sequence[str] = (), env: dict[str, str] | None = None, python: str | None = None
-) -> Iterator[Server]:
+def running(args: Sequence[str] = (), env: dict[str, str] | None = None, python: str | None = None) -> Iterator[Server]:
     server = start(args, env, python=python)
     try:
         yield server

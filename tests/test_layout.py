@@ -124,9 +124,7 @@ def test_every_test_directory_is_a_package() -> None:
     top-level modules that only resolve from one directory (``from conftest import``)."""
     tests = PACKAGE_DIRS["tests"]
     missing = sorted(
-        str(d.relative_to(ROOT))
-        for d in {p.parent for p in tests.rglob("*.py")}
-        if not (d / "__init__.py").is_file()
+        str(d.relative_to(ROOT)) for d in {p.parent for p in tests.rglob("*.py")} if not (d / "__init__.py").is_file()
     )
     assert not missing, f"test directories without __init__.py: {missing}"
     local = {p.stem for p in tests.rglob("*.py")} - {"__init__"}

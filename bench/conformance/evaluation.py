@@ -40,9 +40,7 @@ DEFAULT_OUT = REPO / "bench" / "results" / "conformance.json"
 EXPECTED = REPO / "bench" / "results" / "conformance_expected.json"
 
 
-def run(
-    data: Path, quick: bool = False, rewrite: bool = True, out: Callable[[str], None] = print
-) -> dict[str, Any]:
+def run(data: Path, quick: bool = False, rewrite: bool = True, out: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the conformance suite; returns the results document (also what ``--out`` writes)."""
     suite_root = data / SUITE_DIR
     if not suite_root.is_dir() or not (data / MASKBENCH_DIR).is_dir():

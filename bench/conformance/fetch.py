@@ -74,8 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"could not fetch the corpora: {e}", file=sys.stderr)
             return 1
         counts = extract(suite, maskbench, args.dest)
-    print(f"{args.dest}: {counts['test_suite']} Test Suite files (draft 2020-12), "
-          f"{counts['maskbench']} MaskBench files")
+    print(
+        f"{args.dest}: {counts['test_suite']} Test Suite files (draft 2020-12), {counts['maskbench']} MaskBench files"
+    )
     return 0
 
 

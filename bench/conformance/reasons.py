@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 _KEYWORD_REASONS = {
-    "contains": "no llguidance form for \"some item matches\" (nor an exact rewrite without a bound on the length)",
+    "contains": 'no llguidance form for "some item matches" (nor an exact rewrite without a bound on the length)',
     "minContains": "needs `contains`",
     "maxContains": "needs `contains`",
     "$dynamicRef": "dynamic references are not implemented",
@@ -16,7 +16,7 @@ _KEYWORD_REASONS = {
     "matches; only the static cases are rewritten",
     "unevaluatedItems": "what is evaluated depends on the instance (anyOf/oneOf/if/contains); only the static "
     "cases are rewritten",
-    "not": "the complement needs \"a number that is not an integer\", an existence (some item, some property "
+    "not": 'the complement needs "a number that is not an integer", an existence (some item, some property '
     "matching a pattern) or the complement of a regex, which llguidance cannot express",
     "propertyNames": "combined with patternProperties, or a pattern with listed properties",
     "uniqueItems": "items are not a small finite domain (distinctness of free values has no llguidance form)",
@@ -30,10 +30,14 @@ _KEYWORD_REASONS = {
 #: behaviour in every case, raw llguidance refuses them too where it compiles the schema).
 MASKBENCH_REASONS = {
     "Github_easy---o21053.json": "llguidance: `pattern` `^$|(^(?:\\S+\\s+){0,99}\\S+$)` with `maxLength: 5000` "
-    "runs out of its lexer budget mid-walk (\"too many expressions constructed\"; fine with a small maxLength)",
+    'runs out of its lexer budget mid-walk ("too many expressions constructed"; fine with a small maxLength)',
     **dict.fromkeys(
-        ("Kubernetes---kb_105_Normalized.json", "Kubernetes---kb_106_Normalized.json",
-         "Kubernetes---kb_1147_Normalized.json", "Kubernetes---kb_75_Normalized.json"),
+        (
+            "Kubernetes---kb_105_Normalized.json",
+            "Kubernetes---kb_106_Normalized.json",
+            "Kubernetes---kb_1147_Normalized.json",
+            "Kubernetes---kb_75_Normalized.json",
+        ),
         "OpenAPI `format: byte` asserted as base64; the instance's value is not base64 (\"base64 encoded "
         "certificate\"): the corpus's validator does not know `byte` and ignores it",
     ),
@@ -112,8 +116,10 @@ def failure_reason(file: str, group: Mapping[str, Any], detail: str = "") -> str
             return "oneOf: branches may overlap and one has no exact complement (`type: integer`, a pattern)"
         m = re.search(r"Unknown format: ([^ ]+) \(format '[^']*' has no exact definition", error)
         if m:
-            return (f"`format: {m.group(1)}` has no exact definition: refused in the default `formats: assert` "
-                    "mode (`formats: annotate` compiles it)")
+            return (
+                f"`format: {m.group(1)}` has no exact definition: refused in the default `formats: assert` "
+                "mode (`formats: annotate` compiles it)"
+            )
         if "Unknown format" in error:
             return error.split("SchemaError: ", 1)[-1] + " (a format the rewriter did not reach)"
         if "not disjoint" in error:
@@ -122,8 +128,10 @@ def failure_reason(file: str, group: Mapping[str, Any], detail: str = "") -> str
             return "multipleOf with too many digits for llguidance (limit)"
         return error.split(": ", 1)[-1][:120]
     if detail.startswith("valid refused") and file == "format":
-        return ("the default `formats: assert` asserts `format` (2020-12 makes it an annotation by default; "
-                "`formats: annotate` accepts these)")
+        return (
+            "the default `formats: assert` asserts `format` (2020-12 makes it an annotation by default; "
+            "`formats: annotate` accepts these)"
+        )
     if detail.startswith("valid refused") and ("float" in detail or ".0" in detail or "integer" in group["group"]):
         return "an integral number written with a fraction (`1.0`): llguidance accepts the integer spelling only"
     return "see bench/results/conformance.json"

@@ -98,34 +98,48 @@ def markdown_report(result: Mapping[str, Any]) -> str:
     ):
         h_now = headline(now, total)
         h_raw = headline(before, total) if before else {}
-        add(f"| {corpus} | compiled | {base['compiled']}% | {_frac(before, 'compiled', total)} "
-            f"({h_raw.get('compiled')}%) | {_frac(now, 'compiled', total)} ({h_now['compiled']}%) |")
-        add(f"| | valid accepted | {base['valid_accepted']}% | {_frac(before, 'valid_accepted', 'valid')} "
+        add(
+            f"| {corpus} | compiled | {base['compiled']}% | {_frac(before, 'compiled', total)} "
+            f"({h_raw.get('compiled')}%) | {_frac(now, 'compiled', total)} ({h_now['compiled']}%) |"
+        )
+        add(
+            f"| | valid accepted | {base['valid_accepted']}% | {_frac(before, 'valid_accepted', 'valid')} "
             f"({h_raw.get('valid_accepted')}%) | {_frac(now, 'valid_accepted', 'valid')} "
-            f"({h_now['valid_accepted']}%) |")
-        add(f"| | invalid refused | {base['invalid_rejected']}% | {_frac(before, 'invalid_rejected', 'invalid')} "
+            f"({h_now['valid_accepted']}%) |"
+        )
+        add(
+            f"| | invalid refused | {base['invalid_rejected']}% | {_frac(before, 'invalid_rejected', 'invalid')} "
             f"({h_raw.get('invalid_rejected')}%) | {_frac(now, 'invalid_rejected', 'invalid')} "
-            f"({h_now['invalid_rejected']}%) |")
-        add(f"| | valid accepted only after reordering keys | | {before['order_only'] if before else ''} "
-            f"| {now['order_only']} |")
+            f"({h_now['invalid_rejected']}%) |"
+        )
+        add(
+            f"| | valid accepted only after reordering keys | | {before['order_only'] if before else ''} "
+            f"| {now['order_only']} |"
+        )
     add("")
-    add(f"Test Suite groups refused as unsatisfiable (no valid instance; refusing is right): "
-        f"{s['refused_unsatisfiable']}; needing remote references: {s['unsupported_remote']}.\n")
+    add(
+        f"Test Suite groups refused as unsatisfiable (no valid instance; refusing is right): "
+        f"{s['refused_unsatisfiable']}; needing remote references: {s['unsupported_remote']}.\n"
+    )
     if raw:
         add(same_as_raw(bench, raw["maskbench"]) + "\n")
 
     add("### JSON Schema Test Suite, draft 2020-12, per keyword file\n")
-    add("Groups = schemas. *raw* = compiled by llguidance alone; *compiled* = with the rewrites. Instances are "
+    add(
+        "Groups = schemas. *raw* = compiled by llguidance alone; *compiled* = with the rewrites. Instances are "
         "counted in compiled groups. Class: supported (every group passes, or is refused as unsatisfiable), "
-        "partial, unsupported (no group compiles: a clear compile error), unsupported-remote.\n")
+        "partial, unsupported (no group compiles: a clear compile error), unsupported-remote.\n"
+    )
     add("| file | groups | raw | compiled | unsat. | remote | valid accepted | invalid refused | class |")
     add("|---|---|---|---|---|---|---|---|---|")
     raw_files = raw.get("test_suite", {}).get("files", {})
     for name, f in suite["files"].items():
         rc = raw_files.get(name, {}).get("compiled", "")
-        add(f"| {name} | {f['groups']} | {rc} | {f['compiled']} | {f['refused_unsatisfiable'] or ''} "
+        add(
+            f"| {name} | {f['groups']} | {rc} | {f['compiled']} | {f['refused_unsatisfiable'] or ''} "
             f"| {f['unsupported_remote'] or ''} | {f['valid_accepted']}/{f['valid']} "
-            f"| {f['invalid_rejected']}/{f['invalid']} | {f['class']} |")
+            f"| {f['invalid_rejected']}/{f['invalid']} | {f['class']} |"
+        )
     add("")
 
     add("### Every Test Suite group that does not pass, with its reason\n")
@@ -145,8 +159,10 @@ def markdown_report(result: Mapping[str, Any]) -> str:
         add("| file | groups | compiled | valid accepted | invalid refused |")
         add("|---|---|---|---|---|")
         for name, f in suite["optional"].items():
-            add(f"| {name} | {f['groups']} | {f['compiled']} | {f['valid_accepted']}/{f['valid']} "
-                f"| {f['invalid_rejected']}/{f['invalid']} |")
+            add(
+                f"| {name} | {f['groups']} | {f['compiled']} | {f['valid_accepted']}/{f['valid']} "
+                f"| {f['invalid_rejected']}/{f['invalid']} |"
+            )
         add("")
 
     add("### MaskBench sample: timings (with rewrites, this machine)\n")
@@ -158,11 +174,13 @@ def markdown_report(result: Mapping[str, Any]) -> str:
             add(f"| {label} | {d['n']} | {d['median']} | {d['p90']} | {d['p99']} | {d['max']} |")
     t = result["timings"]
     add("")
-    add(f"Tokens refused by the mask but accepted by the session (both passes): {t['mask_stricter_than_accept']}, "
+    add(
+        f"Tokens refused by the mask but accepted by the session (both passes): {t['mask_stricter_than_accept']}, "
         f"of which {t['mask_stricter_where_nothing_forced']} where no bytes were forced (the others: llguidance "
         f"offers only the canonical tokens of forced bytes); tokens allowed by the mask but refused: "
         f"{t['mask_looser_than_accept']}; instances the engine stopped on mid-walk (an llguidance lexer limit, "
-        f"counted as refused): {t.get('engine_errors_mid_walk', 0)}.\n")
+        f"counted as refused): {t.get('engine_errors_mid_walk', 0)}.\n"
+    )
     refused = [e for e in bench["schemas"] if e["status"] == "compiled" and e["failures"]]
     if refused:
         add("### MaskBench: valid instances refused (every one)\n")
@@ -203,8 +221,10 @@ def markdown_report(result: Mapping[str, Any]) -> str:
         add(f"| {n} | {_cell(key)} |")
     add("")
     meta = result["meta"]
-    add(f"Run: llguidance {meta['llguidance']}, tokenizer {meta['tokenizer']} ({meta['vocab_size']} ids), "
-        f"Python {meta['python']}, {meta['seconds']['total']} s in all.")
+    add(
+        f"Run: llguidance {meta['llguidance']}, tokenizer {meta['tokenizer']} ({meta['vocab_size']} ids), "
+        f"Python {meta['python']}, {meta['seconds']['total']} s in all."
+    )
     return "\n".join(lines) + "\n"
 
 

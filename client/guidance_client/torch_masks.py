@@ -54,9 +54,7 @@ def _unpack_torch(masks: torch.Tensor | NDArray[np.int32], device: torch.device)
     return ((packed.unsqueeze(-1) >> _shifts(device)) & 1).bool().reshape(packed.shape[0], -1)
 
 
-def apply_masks(
-    logits: torch.Tensor, rows: Sequence[int], masks: torch.Tensor | NDArray[np.int32]
-) -> torch.Tensor:
+def apply_masks(logits: torch.Tensor, rows: Sequence[int], masks: torch.Tensor | NDArray[np.int32]) -> torch.Tensor:
     """Set ``logits[rows[i], t]`` to ``-inf`` wherever ``masks[i]`` does not allow id ``t``.
 
     In place; returns ``logits``. ``masks`` holds one packed row per entry of ``rows``.

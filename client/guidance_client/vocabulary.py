@@ -148,9 +148,7 @@ def hf_token_bytes(spec: Mapping[str, Any], tokens: Mapping[int, str | None]) ->
         elif text is None:
             continue
         elif spelling == "byte-level":
-            out[token_id] = b"".join(
-                bytes([_BYTE_LEVEL[c]]) if c in _BYTE_LEVEL else c.encode("utf-8") for c in text
-            )
+            out[token_id] = b"".join(bytes([_BYTE_LEVEL[c]]) if c in _BYTE_LEVEL else c.encode("utf-8") for c in text)
         elif spelling == "sentencepiece":
             byte = _BYTE_FALLBACK.fullmatch(text)
             out[token_id] = bytes([int(byte.group(1), 16)]) if byte else text.replace(_SPACE, " ").encode("utf-8")

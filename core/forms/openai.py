@@ -36,8 +36,9 @@ def lower_response_format(source: Any, options: Mapping[str, Any]) -> ProgramSpe
         FormError: an unknown ``type``, a missing or mistyped member (named by its JSON pointer).
     """
     if not isinstance(source, Mapping) or "type" not in source:
-        raise FormError('response_format must be an object with a "type": "text", "json_object" or "json_schema"',
-                        pointer="")
+        raise FormError(
+            'response_format must be an object with a "type": "text", "json_object" or "json_schema"', pointer=""
+        )
     kind = source["type"]
     if kind == "text":
         form_object(source, "response_format of type text", ("type",))

@@ -58,9 +58,11 @@ _PCT = f"%{_HEX}{_HEX}"
 _UNRESERVED = "A-Za-z0-9._~\\-"
 _SUB_DELIMS = "!$&'()*+,;="
 # RFC 3987 ucschar and iprivate, as class ranges.
-_UCSCHAR = "\\u00a0-\\ud7ff\\uf900-\\ufdcf\\ufdf0-\\uffef" + "".join(
-    f"\\U{plane:04x}0000-\\U{plane:04x}fffd" for plane in range(1, 14)
-) + "\\U000e1000-\\U000efffd"
+_UCSCHAR = (
+    "\\u00a0-\\ud7ff\\uf900-\\ufdcf\\ufdf0-\\uffef"
+    + "".join(f"\\U{plane:04x}0000-\\U{plane:04x}fffd" for plane in range(1, 14))
+    + "\\U000e1000-\\U000efffd"
+)
 _IPRIVATE = "\\ue000-\\uf8ff\\U000f0000-\\U000ffffd\\U00100000-\\U0010fffd"
 _DEC_OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
 _IPV4 = f"{_DEC_OCTET}(?:\\.{_DEC_OCTET}){{3}}"

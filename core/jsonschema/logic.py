@@ -66,4 +66,5 @@ def false_ref(ctx: RewriteContext, s: dict[str, Any], path: Path, depth: int) ->
     ctx.note("$ref to false", path)
     return False
 
+
 # -- local rewrites (each takes and returns a fresh dict it may modify)

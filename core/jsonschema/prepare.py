@@ -24,11 +24,11 @@ import llguidance
 
 from core.derivation import schema_derivation_depth
 from core.errors import LimitExceeded, SchemaError, map_errors, refusal
-from core.limits import Limits
 from core.jsonschema.formats import DEFAULT_FORMAT_MODE, FormatMode, format_hint
 from core.jsonschema.locate import locate_schema_error
 from core.jsonschema.rewrite import RewriteReport, rewrite_schema_report
 from core.jsonschema.walk import PASS_KEYWORDS
+from core.limits import Limits
 from core.validation import build, too_deep, trimmed
 
 __all__ = [
@@ -145,9 +145,7 @@ def prepare_schema(
         raise SchemaError("a JSON schema must be an object or a boolean")
     keywords = _keywords(schema, limits.max_nesting_depth)
     if keywords is None:
-        raise LimitExceeded(
-            f"JSON schema nests deeper than {limits.max_nesting_depth} levels", "max_nesting_depth"
-        )
+        raise LimitExceeded(f"JSON schema nests deeper than {limits.max_nesting_depth} levels", "max_nesting_depth")
     if "patternProperties" in keywords:
         _check_pattern_properties(schema, limits.max_pattern_properties)
     size = len(json.dumps(schema, ensure_ascii=False))
@@ -167,7 +165,7 @@ def prepare_schema(
         options.update(user)
     if whitespace:
         options.pop("whitespace_flexible", None)
-        options["whitespace_pattern"] = "[\\x20\\x0A\\x0D\\x09]{0,%d}" % whitespace
+        options["whitespace_pattern"] = f"[\\x20\\x0A\\x0D\\x09]{{0,{whitespace}}}"
     elif whitespace_pattern is not None:
         options.pop("whitespace_flexible", None)
         options["whitespace_pattern"] = whitespace_pattern

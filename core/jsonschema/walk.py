@@ -74,7 +74,14 @@ def new_context(
     live = _live(root, triggers)
     unevaluated = "unevaluatedProperties" in (keywords if keywords is not None else _keys(root))
     ctx = RewriteContext(
-        refs, Analysis(refs, limits, read), limits, mode, formats_only, passes=passes, live=live, unevaluated=unevaluated
+        refs,
+        Analysis(refs, limits, read),
+        limits,
+        mode,
+        formats_only,
+        passes=passes,
+        live=live,
+        unevaluated=unevaluated,
     )
     return ctx
 
@@ -154,8 +161,7 @@ def _child(ctx: RewriteContext, key: str, value: Any, path: Path, depth: int) ->
         return [rewrite_node(ctx, v, path + (key, str(i)), depth + 1) for i, v in enumerate(value)]
     if key == "dependencies" and isinstance(value, dict):
         return {
-            k: rewrite_node(ctx, v, path + (key, k), depth + 1) if isinstance(v, dict) else v
-            for k, v in value.items()
+            k: rewrite_node(ctx, v, path + (key, k), depth + 1) if isinstance(v, dict) else v for k, v in value.items()
         }
     return _referenced(ctx, value, path + (key,), depth + 1)
 

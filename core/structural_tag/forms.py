@@ -17,8 +17,21 @@ __all__ = ["SUPPORTED_FORMATS", "UNSUPPORTED_FORMATS", "structural_tag_format"]
 
 #: The format types compiled (xgrammar's names).
 SUPPORTED_FORMATS = (
-    "const_string", "json_schema", "regex", "grammar", "any_text", "sequence", "or", "optional", "plus",
-    "star", "repeat", "tag", "triggered_tags", "tags_with_separator", "token",
+    "const_string",
+    "json_schema",
+    "regex",
+    "grammar",
+    "any_text",
+    "sequence",
+    "or",
+    "optional",
+    "plus",
+    "star",
+    "repeat",
+    "tag",
+    "triggered_tags",
+    "tags_with_separator",
+    "token",
 )
 #: xgrammar's format types refused with a 400 that names them.
 UNSUPPORTED_FORMATS = ("dispatch", "exclude_token", "any_tokens", "token_triggered_tags", "token_dispatch")
@@ -51,6 +64,12 @@ def _legacy(tag: Mapping[str, Any]) -> Mapping[str, Any]:
         if not isinstance(s, Mapping) or not isinstance(s.get("begin"), str) or not isinstance(s.get("end"), str):
             raise GrammarError(f"structural tag: structures[{i}] needs begin and end strings and a schema")
         schema = s.get("schema", s.get("json_schema", {}))
-        tags.append({"type": "tag", "begin": s["begin"], "end": s["end"],
-                     "content": {"type": "json_schema", "json_schema": schema}})
+        tags.append(
+            {
+                "type": "tag",
+                "begin": s["begin"],
+                "end": s["end"],
+                "content": {"type": "json_schema", "json_schema": schema},
+            }
+        )
     return {"type": "triggered_tags", "triggers": list(triggers), "tags": tags}

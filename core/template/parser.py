@@ -42,6 +42,7 @@ from core.template.nodes import (
 
 __all__ = ["ParsedNode", "PendingGrammar", "PendingJson", "PendingSelect", "parse"]
 
+
 # Slots whose value comes from a compile-time variable, resolved by ``GuidanceTemplate``.
 @dataclass
 class PendingSelect:

@@ -80,9 +80,7 @@ class GuidanceTemplate:
         LimitExceeded: the template is larger than ``limits.max_source_bytes``.
     """
 
-    def __init__(
-        self, source: str, variables: Mapping[str, Any] | None = None, limits: Limits | None = None
-    ) -> None:
+    def __init__(self, source: str, variables: Mapping[str, Any] | None = None, limits: Limits | None = None) -> None:
         if not isinstance(source, str):
             raise TypeError("template source must be a str")
         self.limits = limits or Limits()

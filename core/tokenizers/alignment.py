@@ -47,8 +47,7 @@ def vocabulary_differences(
     out: list[str] = []
     if vocab_size is not None and vocab_size < tokenizer.vocab_size:
         out.append(
-            f"vocabulary size: the model's logits have {vocab_size} ids, tokenizer {name!r} has "
-            f"{tokenizer.vocab_size}"
+            f"vocabulary size: the model's logits have {vocab_size} ids, tokenizer {name!r} has {tokenizer.vocab_size}"
         )
     if eos_token_ids is not None and set(eos_token_ids) != set(tokenizer.eos_token_ids):
         out.append(

@@ -128,5 +128,5 @@ def _token_content(value: object, key: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise TokenizerError(f"tokenizer_config.json: {key} must be a string or an object with a \"content\"")
+        raise TokenizerError(f'tokenizer_config.json: {key} must be a string or an object with a "content"')
     return value

@@ -154,9 +154,7 @@ _FALCON = _Pre((_PUNCTUATION, _byte_level(True), _NUMBERS, _split("[0-9]{3}")))
 _DEEPSEEK_LLM = _Pre(
     (*map(_split, (r"[\r\n]", _DEEPSEEK_LETTERS, _DEEPSEEK_PUNCT, r"\s+$", _CJK)), _NUMBERS, _byte_level(False))
 )
-_DEEPSEEK_CODER = _Pre(
-    (*map(_split, (r"[\r\n]", r"\s?\p{L}+", r"\s?\p{P}+", _CJK)), _DIGITS, _byte_level(False))
-)
+_DEEPSEEK_CODER = _Pre((*map(_split, (r"[\r\n]", r"\s?\p{L}+", r"\s?\p{P}+", _CJK)), _DIGITS, _byte_level(False)))
 
 # Each split under the tokenizer.ggml.pre names llama.cpp gives it.
 _FAMILIES: Final = (

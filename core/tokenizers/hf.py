@@ -69,13 +69,9 @@ def hf_parts(
     try:
         spec = json.loads(text)
     except (ValueError, RecursionError) as exc:
-        raise TokenizerError(
-            f"tokenizer.json is not valid JSON ({excerpt(str(exc))}){show(text)}"
-        ) from None
+        raise TokenizerError(f"tokenizer.json is not valid JSON ({excerpt(str(exc))}){show(text)}") from None
     if not isinstance(spec, dict) or not isinstance(spec.get("model"), dict):
-        raise TokenizerError(
-            f'a tokenizer.json is a JSON object with a "model" object{show(text)}'
-        )
+        raise TokenizerError(f'a tokenizer.json is a JSON object with a "model" object{show(text)}')
     added = _added_tokens(spec)
     vocab_size = _hf_vocab_size(spec["model"], added)
     if max_vocab_size is not None and vocab_size > max_vocab_size:
@@ -107,9 +103,7 @@ def hf_parts(
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as exc:  # pyo3 panics derive from BaseException
-        raise TokenizerError(
-            f"llguidance cannot load this tokenizer.json: {excerpt(str(exc))}"
-        ) from None
+        raise TokenizerError(f"llguidance cannot load this tokenizer.json: {excerpt(str(exc))}") from None
     if ll.vocab_size != vocab_size:
         raise TokenizerError(
             f"the ids of this tokenizer.json are not contiguous: its largest id is "

@@ -72,9 +72,7 @@ def tiktoken_parts(
         special_tokens={special: i for i, special in enumerate(special_names)},
         explicit_n_vocab=vocab_size,
     )
-    ll = llguidance.tiktoken.lltokenizer_from_encoding(
-        encoding, n_vocab=vocab_size, eos_token=eos_token_id
-    )
+    ll = llguidance.tiktoken.lltokenizer_from_encoding(encoding, n_vocab=vocab_size, eos_token=eos_token_id)
     tokens = [s.encode("utf-8") for s in special_names]
     tokens.extend(ranks)
     return TokenizerParts(

@@ -104,9 +104,7 @@ def validation_tokenizer(
     return llguidance.LLTokenizer(llguidance.TokenizerWrapper(source), eos_token=list(eos_token_ids))
 
 
-def greedy_encode(
-    data: bytes, lookup: dict[bytes, int], max_len: int, *, strict: bool = True
-) -> list[int]:
+def greedy_encode(data: bytes, lookup: dict[bytes, int], max_len: int, *, strict: bool = True) -> list[int]:
     """Greedy longest match. At a byte no token starts with: ValueError, or skip it if not strict."""
     out: list[int] = []
     pos, n = 0, len(data)
@@ -119,9 +117,7 @@ def greedy_encode(
                 break
         else:
             if strict:
-                raise ValueError(
-                    f"no token of the vocabulary covers byte 0x{data[pos]:02x} at offset {pos}"
-                )
+                raise ValueError(f"no token of the vocabulary covers byte 0x{data[pos]:02x} at offset {pos}")
             pos += 1
     return out
 

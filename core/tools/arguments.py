@@ -65,9 +65,7 @@ class ArgumentWriter:
         limits: the compile limits (JSON schemas are prepared under them).
     """
 
-    def __init__(
-        self, fmt: ToolFormat, rule: RuleSink, specials: Mapping[str, int], limits: Limits
-    ) -> None:
+    def __init__(self, fmt: ToolFormat, rule: RuleSink, specials: Mapping[str, int], limits: Limits) -> None:
         self.fmt = fmt
         self.rule = rule
         self.specials = specials
@@ -239,10 +237,17 @@ class ArgumentWriter:
         self._gemma_any_rule = name
         text = self.pieces(_QUOTE) + " " + self.text_until(_QUOTE)
         pair = f'{lark_regex("[A-Za-z0-9_]+")} ":" {name}'
-        body = " | ".join([
-            text, lark_regex(_JSON_NUMBER), '"true"', '"false"', '"null"',
-            f'"[" ({name} ("," {name})*)? "]"', f'"{{" ({pair} ("," {pair})*)? "}}"',
-        ])
+        body = " | ".join(
+            [
+                text,
+                lark_regex(_JSON_NUMBER),
+                '"true"',
+                '"false"',
+                '"null"',
+                f'"[" ({name} ("," {name})*)? "]"',
+                f'"{{" ({pair} ("," {pair})*)? "}}"',
+            ]
+        )
         self.rule(name, body, replace=True)
         return name
 

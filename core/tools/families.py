@@ -108,7 +108,9 @@ _HERMES_SPECIALS = ("<tool_call>", "</tool_call>")
 def _hermes(name: str, template: str, end_of_turn: str, reasoning: Reasoning | None = None) -> ToolFormat:
     """The ``<tool_call>`` JSON ``</tool_call>`` format (Hermes, Qwen 2.5 and 3, Granite 4)."""
     return ToolFormat(
-        name, template, _HERMES_SPECIALS + (("<think>", "</think>") if reasoning else ()),
+        name,
+        template,
+        _HERMES_SPECIALS + (("<think>", "</think>") if reasoning else ()),
         call_open=('<tool_call>\n{"name": "',),
         name_close=('", "arguments": ',),
         call_close=("}\n</tool_call>",),
@@ -116,6 +118,7 @@ def _hermes(name: str, template: str, end_of_turn: str, reasoning: Reasoning | N
         end_of_turn=end_of_turn,
         reasoning=reasoning,
     )
+
 
 _DEEPSEEK_SPECIALS = (
     "<｜tool▁calls▁begin｜>",
@@ -137,7 +140,9 @@ _FORMATS = (
     _hermes("qwen2.5", "Qwen-Qwen2.5-7B-Instruct.jinja", "<|im_end|>"),
     _hermes("qwen3", "Qwen-Qwen3-0.6B.jinja", "<|im_end|>", _THINK),
     ToolFormat(
-        "qwen3-coder", "Qwen3-Coder.jinja", _HERMES_SPECIALS,
+        "qwen3-coder",
+        "Qwen3-Coder.jinja",
+        _HERMES_SPECIALS,
         call_open=("<tool_call>\n<function=",),
         name_close=(">\n",),
         call_close=("</function>\n</tool_call>",),
@@ -146,7 +151,9 @@ _FORMATS = (
         end_of_turn="<|im_end|>",
     ),
     ToolFormat(
-        "llama3", "meta-llama-Llama-3.1-8B-Instruct.jinja", (),
+        "llama3",
+        "meta-llama-Llama-3.1-8B-Instruct.jinja",
+        (),
         call_open=('{"name": "',),
         name_close=('", "parameters": ',),
         call_close=("}",),
@@ -155,7 +162,9 @@ _FORMATS = (
         end_of_turn="<|eot_id|>",
     ),
     ToolFormat(
-        "mistral", "mistralai-Mistral-Nemo-Instruct-2407.jinja", ("[TOOL_CALLS]",),
+        "mistral",
+        "mistralai-Mistral-Nemo-Instruct-2407.jinja",
+        ("[TOOL_CALLS]",),
         section_open=("[TOOL_CALLS][",),
         section_close=("]",),
         call_open=('{"name": "',),
@@ -165,7 +174,9 @@ _FORMATS = (
         end_of_turn="</s>",
     ),
     ToolFormat(
-        "deepseek-v3", "deepseek-ai-DeepSeek-V3.1.jinja", (*_DEEPSEEK_SPECIALS, "</think>"),
+        "deepseek-v3",
+        "deepseek-ai-DeepSeek-V3.1.jinja",
+        (*_DEEPSEEK_SPECIALS, "</think>"),
         section_open=("<｜tool▁calls▁begin｜>",),
         section_close=("<｜tool▁calls▁end｜>",),
         call_open=("<｜tool▁call▁begin｜>",),
@@ -175,7 +186,9 @@ _FORMATS = (
         reasoning=Reasoning("", "</think>"),  # the generation prompt ends with <think>
     ),
     ToolFormat(
-        "deepseek-r1", "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja", (*_DEEPSEEK_SPECIALS, "</think>"),
+        "deepseek-r1",
+        "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja",
+        (*_DEEPSEEK_SPECIALS, "</think>"),
         section_open=("<｜tool▁calls▁begin｜>",),
         section_close=("<｜tool▁calls▁end｜>",),
         call_open=("<｜tool▁call▁begin｜>function<｜tool▁sep｜>",),
@@ -187,7 +200,9 @@ _FORMATS = (
     ),
     _hermes("granite", "ibm-granite-granite-4.0.jinja", "<|end_of_text|>"),
     ToolFormat(
-        "gemma4", "google-gemma-4-31B-it.jinja", ("<|tool_call>", "<tool_call|>", '<|"|>', "<|channel>", "<channel|>"),
+        "gemma4",
+        "google-gemma-4-31B-it.jinja",
+        ("<|tool_call>", "<tool_call|>", '<|"|>', "<|channel>", "<channel|>"),
         call_open=("<|tool_call>call:",),
         name_close=(),
         call_close=("<tool_call|>",),
@@ -196,7 +211,8 @@ _FORMATS = (
         reasoning=Reasoning("<|channel>thought\n", "<channel|>"),
     ),
     ToolFormat(
-        "glm4", "GLM-4.6.jinja",
+        "glm4",
+        "GLM-4.6.jinja",
         (*_HERMES_SPECIALS, "<arg_key>", "</arg_key>", "<arg_value>", "</arg_value>", "<think>", "</think>"),
         call_open=("<tool_call>",),
         name_close=(),
@@ -207,7 +223,9 @@ _FORMATS = (
         reasoning=Reasoning("<think>", "</think>", lead="\n"),
     ),
     ToolFormat(
-        "kimi-k2", "moonshotai-Kimi-K2.jinja", (*_KIMI_SPECIALS, "<think>", "</think>"),
+        "kimi-k2",
+        "moonshotai-Kimi-K2.jinja",
+        (*_KIMI_SPECIALS, "<think>", "</think>"),
         section_open=("<|tool_calls_section_begin|>",),
         section_close=("<|tool_calls_section_end|>",),
         call_open=("<|tool_call_begin|>functions.",),

@@ -111,4 +111,3 @@ def tools_lark(request: ToolRequest, tokenizer: llguidance.LLTokenizer | None, l
         return rules.text(f"{text} | {text}? {calls}")
     head = rules("head", lark_regex(_ANY + python_pattern((trigger,))), lazy=True)
     return rules.text(f"{text} | {head} {after_open}")
-

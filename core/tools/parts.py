@@ -27,8 +27,6 @@ class Rx:
     pattern: str
 
 
-
-
 @dataclass(frozen=True)
 class Opt:
     """Pieces that may be left out."""

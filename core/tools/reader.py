@@ -230,4 +230,3 @@ def _typed(raw: str, schema: Any) -> Any:
         return json.loads(raw)
     except ValueError:
         return raw
-

@@ -13,12 +13,12 @@ import time
 from typing import Any
 
 import numpy as np
-from guidance_client.wire import to_bytes
 from starlette.requests import Request
 
 from core.errors import GuidanceError, TokenRejected, UnknownProgram, excerpt
 from core.program import CompiledGuidanceProgram
 from core.session import GuidanceState
+from guidance_client.wire import to_bytes
 from service.dependencies import ServiceResources
 from service.errors import NotReady, RollbackOutOfRange
 from service.operations.compile import compile_program
@@ -35,7 +35,6 @@ from service.schemas import (
 from service.sessions import Session, check_history
 
 __all__ = ["Mask", "accept", "close", "fork", "mask", "open_session", "read", "rollback"]
-
 
 
 async def open_session(
@@ -219,7 +218,9 @@ async def fork(state: ServiceResources, session_id: str, owner: int | None, tena
     return SessionCreated(session_id=child.id, program_id=session.program.program_id)
 
 
-async def read(state: ServiceResources, session_id: str, owner: int | None, tenant: Tenant, partial: bool) -> SessionState:
+async def read(
+    state: ServiceResources, session_id: str, owner: int | None, tenant: Tenant, partial: bool
+) -> SessionState:
     """A session's program, tokens, text, variables and status (with ``partial`` values)."""
     session = state.sessions.get(session_id, owner)
     return await state.scheduler.run(session, lambda: _state(session, partial), tenant, history=True)

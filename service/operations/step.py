@@ -24,6 +24,10 @@ from typing import Any
 import numpy as np
 import orjson
 from fastapi.exceptions import RequestValidationError
+from numpy.typing import NDArray
+
+from core.errors import GuidanceError, LimitExceeded, TokenRejected
+from core.session import GuidanceState
 from guidance_client.wire import (
     blocks_step_answer,
     dense_step_answer,
@@ -31,10 +35,6 @@ from guidance_client.wire import (
     frame_dense_step,
     step_header,
 )
-from numpy.typing import NDArray
-
-from core.errors import GuidanceError, LimitExceeded, TokenRejected
-from core.session import GuidanceState
 from service.dependencies import ServiceResources
 from service.memory import LARGE_ANSWER_BYTES
 from service.problems import error_problem

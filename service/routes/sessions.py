@@ -11,8 +11,8 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request, Response
-from guidance_client.wire import MASK_MEDIA_TYPE
 
+from guidance_client.wire import MASK_MEDIA_TYPE
 from service.auth import owner_of
 from service.dependencies import OwnerDep, ResourcesDep, TenantDep, resources_of, tenant_of
 from service.direct_route import DirectRoute

@@ -43,9 +43,9 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
-from guidance_client.wire import STEP_MEDIA_TYPE
 from pydantic import ValidationError
 
+from guidance_client.wire import STEP_MEDIA_TYPE
 from service.auth import owner_of
 from service.dependencies import resources_of, tenant_of
 from service.direct_route import DirectRoute

@@ -111,7 +111,7 @@ def byte_level_bpe() -> HfTokenizer:
         vocab_size=420, special_tokens=["<pad>", "</s>", "<s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
     rng = np.random.default_rng(0)
-    words = ["naïve", "café", "true", " spaced", "\n\nnew", "日本", "€uro", "{\"a\": 1}"]
+    words = ["naïve", "café", "true", " spaced", "\n\nnew", "日本", "€uro", '{"a": 1}']
     tok.train_from_iterator([" ".join(rng.choice(words, 5)) for _ in range(200)], trainer)
     tok.add_tokens(["<|im_end|>"])  # an added token that is not special: its bytes are its content
     return tok

@@ -32,7 +32,10 @@ def test_program_spec_wants_exactly_one_kind() -> None:
 def test_program_spec_takes_tools_structural_tags_and_reasoning() -> None:
     tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
     assert program_spec(tools=tools, tool_format="hermes", tool_choice="required", reasoning="qwen3") == {
-        "tools": tools, "tool_format": "hermes", "tool_choice": "required", "reasoning": "qwen3"
+        "tools": tools,
+        "tool_format": "hermes",
+        "tool_choice": "required",
+        "reasoning": "qwen3",
     }
     assert program_spec(structural_tag='{"type": "structural_tag"}') == {"structural_tag": '{"type": "structural_tag"}'}
     with pytest.raises(ValueError, match="tools only"):

@@ -55,7 +55,9 @@ def test_every_server_kind_is_a_keyword() -> None:
     assert {k: set(own) for k, own in KINDS.items()} == {k: set(kind.fields) for k, kind in SERVER_KINDS.items()}
     assert program_spec(gbnf='root ::= "a"') == {"gbnf": 'root ::= "a"'}
     assert program_spec(structured_outputs={"regex": "a"}, tokenizer="t") == {
-        "structured_outputs": {"regex": "a"}, "tokenizer": "t"}
+        "structured_outputs": {"regex": "a"},
+        "tokenizer": "t",
+    }
     with pytest.raises(TypeError):
         program_spec(regexp="a")
     with pytest.raises(ValueError):
@@ -89,8 +91,11 @@ def _walk(grammar: object, eos: int, rng: np.random.Generator) -> None:
         grammar.fill_next_token_bitmask(bitmask, 0)  # type: ignore[attr-defined]
         allowed = allowed_tokens(bitmask[0], grammar.vocab_size)  # type: ignore[attr-defined]
         others = allowed[allowed != eos]
-        token = eos if eos in allowed and (others.size == 0 or rng.random() < 0.5) else int(
-            others[rng.integers(others.size)])
+        token = (
+            eos
+            if eos in allowed and (others.size == 0 or rng.random() < 0.5)
+            else int(others[rng.integers(others.size)])
+        )
         assert grammar.accept_tokens([token])  # type: ignore[attr-defined]
         if grammar.is_terminated():  # type: ignore[attr-defined]
             return

@@ -68,9 +68,7 @@ def test_block_sparse_form_keeps_exactly_the_blocks_with_set_bits(case: tuple[in
     assert np.array_equal(decode_blocks(data, 8, rows.shape[0], rows.shape[1], BLOCK_WORDS), rows)
 
 
-def _answer(
-    vocab: int, statuses: list[dict[str, Any]], rows: NDArray[np.int32], encoding: MaskEncoding
-) -> bytes:
+def _answer(vocab: int, statuses: list[dict[str, Any]], rows: NDArray[np.int32], encoding: MaskEncoding) -> bytes:
     """A step answer written with the writers the server uses (``service/routes/step.py``)."""
     head = json.dumps(step_header(rows.shape[1], vocab, rows.shape[0], statuses, encoding)).encode()
     if encoding == "blocks":

@@ -168,6 +168,7 @@ def test_a_replica_restarted_at_a_new_address_gets_its_workers_back_without_a_re
             docker("rm", "-f", placeholder, check=False)
         new = docker("inspect", "-f", address, container).strip()
         assert new != old
+
         # nginx looks the name up again (resolver valid=10s, `resolve`): resolved once at start,
         # the worker would stay on another replica for good
         def back() -> bool:
@@ -192,9 +193,7 @@ def test_prometheus_scrapes_every_replica(stack: Stack) -> None:
     wait_for("Prometheus scraping the three replicas", all_up, timeout=90)
 
 
-def test_a_killed_replica_is_replayed_by_the_client_and_restarted(
-    stack: Stack, default_tokenizer: Tokenizer
-) -> None:
+def test_a_killed_replica_is_replayed_by_the_client_and_restarted(stack: Stack, default_tokenizer: Tokenizer) -> None:
     tok = default_tokenizer
     before = _active_sessions(stack)
     with GuidanceClient(stack.url, api_key=KEY, retries=8, backoff=0.2) as client:

@@ -9,7 +9,14 @@ from core.captures import LIST_APPEND, CaptureLayout, capture_name, utf8_prefix
 def test_an_incomplete_character_at_the_end_is_left_out() -> None:
     text = "né😀".encode()
     assert [utf8_prefix(text[:n]) for n in range(len(text) + 1)] == [
-        "", "n", "n", "né", "né", "né", "né", "né😀",
+        "",
+        "n",
+        "n",
+        "né",
+        "né",
+        "né",
+        "né",
+        "né😀",
     ]
 
 
@@ -24,8 +31,11 @@ def test_values_inside_a_repeat_become_lists_one_entry_per_item(tiny_backend: Gu
     assert isinstance(layout, CaptureLayout)
     (info,) = layout.repeats.values()
     records = [
-        (LIST_APPEND + "n", b"1"), (LIST_APPEND + "r", b"1"), (LIST_APPEND + str(info.sep_marker), b","),
-        (LIST_APPEND + "n", b"2"), (LIST_APPEND + "r", b"2"),
+        (LIST_APPEND + "n", b"1"),
+        (LIST_APPEND + "r", b"1"),
+        (LIST_APPEND + str(info.sep_marker), b","),
+        (LIST_APPEND + "n", b"2"),
+        (LIST_APPEND + "r", b"2"),
     ]
     assert layout.values(records) == {"r": ["1", "2"], "n": ["1", "2"]}
 

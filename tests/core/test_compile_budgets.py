@@ -16,7 +16,7 @@ from core.compiler import CompiledSpec
 from core.errors import CompileCancelled
 from core.kinds import compile_spec
 from core.spec import ProgramSpec
-from core.threads import EngineThreadPool
+from core.threads import LLGuidanceThreadPool
 from core.workers import CompileWorkers
 
 _SPIN = "(spin)"
@@ -106,7 +106,7 @@ def test_a_cheap_compile_does_not_wait_behind_heavy_ones(spinning: CompileWorker
 async def test_the_last_caller_leaving_cancels_the_compile_and_others_keep_it(tiny_tokenizer: Tokenizer) -> None:
     backend = GuidanceBackend(tiny_tokenizer, compile_processes=1, limits=Limits(max_compile_ms=60_000))
     backend._workers = CompileWorkers(1, backend.limits, nice=5, task=spin_on_marker)  # type: ignore[assignment]
-    executor = EngineThreadPool(2, "test-compile", backend.limits.engine_stack_bytes)
+    executor = LLGuidanceThreadPool(2, "test-compile", backend.limits.llguidance_stack_bytes)
     try:
         spec = ProgramSpec("regex", _SPIN)
         first = asyncio.ensure_future(backend.compile_async(spec, executor))
@@ -135,7 +135,7 @@ async def test_the_last_caller_leaving_cancels_the_compile_and_others_keep_it(ti
 
 async def test_a_compile_not_started_when_its_callers_leave_never_runs(tiny_tokenizer: Tokenizer) -> None:
     backend = GuidanceBackend(tiny_tokenizer)
-    executor = EngineThreadPool(1, "test-compile", backend.limits.engine_stack_bytes)
+    executor = LLGuidanceThreadPool(1, "test-compile", backend.limits.llguidance_stack_bytes)
     gate = threading.Event()
     try:
         executor.submit(gate.wait, 30)  # the only thread is busy: the compile queues

@@ -18,7 +18,7 @@ import pytest
 from core import GuidanceBackend, LimitExceeded, Limits, Tokenizer
 from core.bitmask import allowed_tokens
 from core.derivation import derivation_depth
-from core.threads import EngineThreadPool, on_engine_thread, run_on_engine_thread
+from core.threads import LLGuidanceThreadPool, on_llguidance_thread, run_on_llguidance_thread
 
 LIMIT = Limits().max_derivation_depth
 
@@ -182,27 +182,27 @@ def test_grammars_are_built_on_engine_threads_with_the_stack_the_limits_ask(
     build = core.validation.build
 
     def spy(self: Any) -> Any:
-        seen.append((on_engine_thread(self.limits.engine_stack_bytes), threading.current_thread().name))
+        seen.append((on_llguidance_thread(self.limits.llguidance_stack_bytes), threading.current_thread().name))
         return make_root(self)
 
     def spy_build(grammar: str, tokenizer: Any, limits: Any, **kwargs: Any) -> Any:
-        seen.append((on_engine_thread(limits.engine_stack_bytes), threading.current_thread().name))
+        seen.append((on_llguidance_thread(limits.llguidance_stack_bytes), threading.current_thread().name))
         return build(grammar, tokenizer, limits, **kwargs)
 
     monkeypatch.setattr(core.program.CompiledGuidanceProgram, "_make_root", spy)
     monkeypatch.setattr(core.validation, "build", spy_build)
     backend.compile_regex("[0-9]{3}-[a-z]+")
     assert seen and all(ok for ok, _ in seen), seen
-    assert not on_engine_thread()  # the caller's own thread is not one
+    assert not on_llguidance_thread()  # the caller's own thread is not one
 
 
 def test_an_engine_pool_sets_its_stack_only_while_it_starts_threads() -> None:
     before = threading.stack_size()
-    pool = EngineThreadPool(1, "test-engine", 16 * 1024 * 1024)
+    pool = LLGuidanceThreadPool(1, "test-engine", 16 * 1024 * 1024)
     try:
-        assert pool.submit(on_engine_thread, 16 * 1024 * 1024).result()
-        assert not pool.submit(on_engine_thread, 64 * 1024 * 1024).result()
+        assert pool.submit(on_llguidance_thread, 16 * 1024 * 1024).result()
+        assert not pool.submit(on_llguidance_thread, 64 * 1024 * 1024).result()
     finally:
         pool.shutdown()
     assert threading.stack_size() == before
-    assert run_on_engine_thread(8 * 1024 * 1024, on_engine_thread, 8 * 1024 * 1024)
+    assert run_on_llguidance_thread(8 * 1024 * 1024, on_llguidance_thread, 8 * 1024 * 1024)

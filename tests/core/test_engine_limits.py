@@ -15,7 +15,7 @@ import pytest
 
 from core import EngineLimitReached, GuidanceBackend, Limits, Tokenizer
 from core.bitmask import allowed_tokens
-from core.errors import classify_engine_error
+from core.errors import classify_llguidance_error
 
 # A real-world shape (MaskBench): a pattern of up to 100 words intersected with maxLength 5000.
 # Its lexer needs more expressions than the default step_lexer_fuel allows a few tokens in.
@@ -31,9 +31,9 @@ WORDY_TEXT = '{"q":"What is it"}'
 
 
 def test_llguidance_limit_messages_name_their_settings() -> None:
-    assert classify_engine_error("lexer error: too many expressions constructed") == "step_lexer_fuel"
-    assert classify_engine_error("lexer error: too many states: 250000 >= 250000") == "max_lexer_states"
-    assert classify_engine_error("token \"x\" doesn't satisfy the grammar") is None
+    assert classify_llguidance_error("lexer error: too many expressions constructed") == "step_lexer_fuel"
+    assert classify_llguidance_error("lexer error: too many states: 250000 >= 250000") == "max_lexer_states"
+    assert classify_llguidance_error('token "x" doesn\'t satisfy the grammar') is None
 
 
 def _walk_until_limit(backend: GuidanceBackend, text: str) -> tuple[int, EngineLimitReached]:

@@ -147,7 +147,10 @@ def test_a_replica_is_a_fresh_error_with_every_field(error: GuidanceError) -> No
     assert copy is not error
     assert type(copy) is type(error) and copy.__dict__ == error.__dict__
     assert (copy.code, copy.status, str(copy), copy.to_dict()) == (
-        error.code, error.status, str(error), error.to_dict()
+        error.code,
+        error.status,
+        str(error),
+        error.to_dict(),
     )
 
 

@@ -40,7 +40,7 @@ def test_all_is_sorted_and_complete() -> None:
 
 def test_a_session_sees_its_program_only_through_a_protocol() -> None:
     # The program builds sessions (create_state); a session never reaches back into the program's
-    # module, not even for types: it depends on SessionProgram, which the program implements
+    # module, not even for types: it depends on StateProgram, which the program implements
     # (mypy checks that where the program passes itself to GuidanceState).
     tree = ast.parse(Path(core.session.__file__).read_text(encoding="utf-8"))
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}

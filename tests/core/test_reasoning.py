@@ -58,8 +58,12 @@ def test_a_bad_reasoning_value_is_refused(tekken_backend: GuidanceBackend, value
         ("llguidance", {"grammars": [{"lark_grammar": 'start: "n=" n\nn[capture]: /[0-9]+/'}]}, "n=42", {"n": "42"}),
         ("response_format", {"type": "json_object"}, '{"a":1}', {}),
         ("structured_outputs", {"choice": ["yes", "no"]}, "no", {}),
-        ("structured_outputs", {"structural_tag": '{"type": "structural_tag", "format": {"type": "const_string", '
-                                '"value": "ok"}}'}, "ok", {}),
+        (
+            "structured_outputs",
+            {"structural_tag": '{"type": "structural_tag", "format": {"type": "const_string", "value": "ok"}}'},
+            "ok",
+            {},
+        ),
         ("ebnf", 'start: "n=" /[0-9]+/', "n=42", {}),
     ],
 )

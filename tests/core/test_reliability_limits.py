@@ -37,7 +37,7 @@ def test_regex_expansion(pattern: str, size: int) -> None:
 
 def test_expansion_reads_lark_json_and_top_level_grammars() -> None:
     assert expansion('start: "a"{10000} /b{3}/') == 10_003
-    assert expansion("start: x ~ 5..70\nx: \"ab\"") == 70
+    assert expansion('start: x ~ 5..70\nx: "ab"') == 70
     top = '{"grammars": [{"lark_grammar": "start: j\\nj: %json {\\"const\\": \\"zzzzzzzz\\"}"}]}'
     assert expansion(top) == 8
     assert (

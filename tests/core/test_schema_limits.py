@@ -16,8 +16,34 @@ import pytest
 from core import GuidanceBackend, GuidanceError, Limits, Tokenizer
 from core.jsonschema import rewrite_schema, rewrite_schema_report
 
-INSTANCES: list[Any] = [None, True, 0, 1, 2, 5, 10, 11, 2.5, -1, "", "a", "abc", "abd", "xyz", [], [1], [1, 2],
-                        [2, 1], [1, 1], [[[1]]], [[[2]]], {}, {"a": 1}, {"a": 1, "b": 2}, {"c": 3}]
+INSTANCES: list[Any] = [
+    None,
+    True,
+    0,
+    1,
+    2,
+    5,
+    10,
+    11,
+    2.5,
+    -1,
+    "",
+    "a",
+    "abc",
+    "abd",
+    "xyz",
+    [],
+    [1],
+    [1, 2],
+    [2, 1],
+    [1, 1],
+    [[[1]]],
+    [[[2]]],
+    {},
+    {"a": 1},
+    {"a": 1, "b": 2},
+    {"c": 3},
+]
 
 
 def _nested_items(depth: int) -> dict[str, Any]:
@@ -31,22 +57,51 @@ def _nested_items(depth: int) -> dict[str, Any]:
 # other fields set for the case)
 CASES: list[tuple[str, int, dict[str, Any], str, dict[str, int]]] = [
     # 1 + 3 + 6 + 6 arrays of distinct items from a domain of three
-    ("max_rewrite_unique_arrays", 16, {"type": "array", "uniqueItems": True, "items": {"enum": [1, 2, 3]}},
-     "uniqueItems", {}),
+    (
+        "max_rewrite_unique_arrays",
+        16,
+        {"type": "array", "uniqueItems": True, "items": {"enum": [1, 2, 3]}},
+        "uniqueItems",
+        {},
+    ),
     # a closed object with three optional properties, at least one present: 3 + 3 + 1 sets
-    ("max_rewrite_property_sets", 7,
-     {"type": "object", "properties": {"a": {}, "b": {}, "c": {}}, "additionalProperties": False,
-      "minProperties": 1}, "minProperties", {}),
-    ("max_rewrite_one_of_analysed", 3, {"oneOf": [{"type": "string"}, {"type": "null"}, {"type": "integer"}]},
-     "oneOf", {}),
+    (
+        "max_rewrite_property_sets",
+        7,
+        {
+            "type": "object",
+            "properties": {"a": {}, "b": {}, "c": {}},
+            "additionalProperties": False,
+            "minProperties": 1,
+        },
+        "minProperties",
+        {},
+    ),
+    (
+        "max_rewrite_one_of_analysed",
+        3,
+        {"oneOf": [{"type": "string"}, {"type": "null"}, {"type": "integer"}]},
+        "oneOf",
+        {},
+    ),
     # overlapping branches: each needs the complement of the other
     ("max_rewrite_one_of_complemented", 2, {"oneOf": [{"minimum": 0}, {"maximum": 10}]}, "oneOf", {}),
     # the inner oneOf stays (its branches overlap and may not be complemented), the not negates it
-    ("max_rewrite_one_of_negated", 3, {"not": {"oneOf": [{"minimum": 0}, {"maximum": 10}, {"const": 5}]}}, "not",
-     {"max_rewrite_one_of_complemented": 1}),
+    (
+        "max_rewrite_one_of_negated",
+        3,
+        {"not": {"oneOf": [{"minimum": 0}, {"maximum": 10}, {"const": 5}]}},
+        "not",
+        {"max_rewrite_one_of_complemented": 1},
+    ),
     # not -> $ref a (one hop) -> $ref b (two hops)
-    ("max_rewrite_ref_hops", 2,
-     {"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"type": "string"}}, "not": {"$ref": "#/$defs/a"}}, "not", {}),
+    (
+        "max_rewrite_ref_hops",
+        2,
+        {"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"type": "string"}}, "not": {"$ref": "#/$defs/a"}},
+        "not",
+        {},
+    ),
     # the complement of the not, then of each anyOf member
     ("max_rewrite_work", 3, {"not": {"anyOf": [{"type": "string"}, {"type": "null"}]}}, "not", {}),
     ("max_rewrite_const_depth", 3, {"not": {"const": [[[1]]]}}, "not", {}),
@@ -64,9 +119,9 @@ def _contains_key(schema: Any, key: str) -> bool:
 
 def _same_instances(a: dict[str, Any], b: dict[str, Any]) -> None:
     for instance in INSTANCES:
-        assert jsonschema.Draft202012Validator(a).is_valid(instance) == jsonschema.Draft202012Validator(
-            b
-        ).is_valid(instance), instance
+        assert jsonschema.Draft202012Validator(a).is_valid(instance) == jsonschema.Draft202012Validator(b).is_valid(
+            instance
+        ), instance
 
 
 def test_the_defaults_are_the_bounds_the_rewriter_always_had() -> None:

@@ -23,8 +23,30 @@ from core.jsonschema import rewrite_schema, rewrite_schema_report
 from tests.core.helpers import is_base64
 
 # -- instances: a small universe where the interesting edges live (1 vs 1.0 vs true, "" vs "a")
-SCALARS = [None, True, False, 0, 1, 1.0, 2, 2.5, -1, 2**31, "", "a", "ab", "b", "aab", "a b", "x\u00e9", "a.b", "ba",
-           "QQ==", "/a", "0"]
+SCALARS = [
+    None,
+    True,
+    False,
+    0,
+    1,
+    1.0,
+    2,
+    2.5,
+    -1,
+    2**31,
+    "",
+    "a",
+    "ab",
+    "b",
+    "aab",
+    "a b",
+    "x\u00e9",
+    "a.b",
+    "ba",
+    "QQ==",
+    "/a",
+    "0",
+]
 KEYS = ["a", "b", "c", "ab"]
 
 scalars = st.sampled_from(SCALARS)
@@ -230,8 +252,23 @@ def test_complements_of_object_and_array_constants_and_class_patterns() -> None:
     out = rewrite_schema(schema)
     assert "not" not in json.dumps(out)
     original, new = _validator(schema), _validator(out)
-    for value in ([1, {"a": [True]}], [1, {"a": [False]}], [1], [1, {"a": [True]}, 2], {"k": None}, {"k": 0},
-                  {"k": None, "j": 1}, {}, "x", "y", {"p": "ab"}, {"p": "abc"}, {"p": ""}, {"p": "ad"}, {"p": 1}):
+    for value in (
+        [1, {"a": [True]}],
+        [1, {"a": [False]}],
+        [1],
+        [1, {"a": [True]}, 2],
+        {"k": None},
+        {"k": 0},
+        {"k": None, "j": 1},
+        {},
+        "x",
+        "y",
+        {"p": "ab"},
+        {"p": "abc"},
+        {"p": ""},
+        {"p": "ad"},
+        {"p": 1},
+    ):
         assert original.is_valid(value) == new.is_valid(value), value
 
 

@@ -65,9 +65,9 @@ def test_eos_is_allowed_only_when_complete(tiny_backend: GuidanceBackend) -> Non
     grammar = GuidanceGrammar(tiny_backend.compile_template(TEMPLATE))
     assert not grammar.accept_tokens(tok.encode("Name: Ada\nAge: ") + [eos])
     assert grammar.state.tokens == []
-    assert grammar.validate_tokens(tok.encode("Name: Ada\nAge: 4") + [eos, eos]) == tok.encode(
-        "Name: Ada\nAge: 4"
-    ) + [eos]
+    assert grammar.validate_tokens(tok.encode("Name: Ada\nAge: 4") + [eos, eos]) == tok.encode("Name: Ada\nAge: 4") + [
+        eos
+    ]
     assert grammar.accept_tokens(tok.encode("Name: Ada\nAge: 4"))
     state = grammar.state
     assert state.is_accepting() and not state.is_terminated()
@@ -237,8 +237,10 @@ def test_json_whitespace_option_bounds_whitespace(tiny_backend: GuidanceBackend)
     assert not compact.accept_tokens(tok.encode('{ "a":1}'))
     spaced = tiny_backend.compile_json_schema(schema, whitespace=2).create_state()
     assert spaced.accept_tokens(tok.encode('{ "a":  1}'))
-    assert not tiny_backend.compile_json_schema(schema, whitespace=2).create_state().accept_tokens(
-        tok.encode('{   "a":1}')
+    assert (
+        not tiny_backend.compile_json_schema(schema, whitespace=2)
+        .create_state()
+        .accept_tokens(tok.encode('{   "a":1}'))
     )
 
 
@@ -320,9 +322,22 @@ def test_a_grammar_refuses_a_state_of_another_program(tiny_backend: GuidanceBack
 def test_the_original_public_names_keep_their_signatures() -> None:
     assert list(inspect.signature(GuidanceGrammar).parameters) == ["program", "tokenizer", "state"]
     assert list(inspect.signature(CompiledGuidanceProgram.fill_bitmask).parameters) == [
-        "self", "state", "bitmask", "index"
+        "self",
+        "state",
+        "bitmask",
+        "index",
     ]
     assert list(inspect.signature(CompiledGuidanceProgram.is_terminated).parameters) == ["self", "state"]
-    for name in ("accept_token", "accept_tokens", "validate_tokens", "rollback", "fill_next_token_bitmask",
-                 "is_terminated", "reset", "fork", "get_variable_values", "create_state"):
+    for name in (
+        "accept_token",
+        "accept_tokens",
+        "validate_tokens",
+        "rollback",
+        "fill_next_token_bitmask",
+        "is_terminated",
+        "reset",
+        "fork",
+        "get_variable_values",
+        "create_state",
+    ):
         assert callable(getattr(GuidanceGrammar, name)), name

@@ -158,9 +158,7 @@ def test_cache_key_is_the_content_hash_of_text_and_variables() -> None:
         (["a", "b"], "a!", ("a", "b"), "a!"),  # several stops: the text after is kept whole
     ],
 )
-def test_what_ends_a_gen(
-    stop: list[str] | None, follow: str | None, stops: tuple[str, ...], rest: str | None
-) -> None:
+def test_what_ends_a_gen(stop: list[str] | None, follow: str | None, stops: tuple[str, ...], rest: str | None) -> None:
     from core.template import GenNode
 
     assert GenNode("x", None, stop, None, 1, 1).ending(follow) == (stops, rest)

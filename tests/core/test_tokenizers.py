@@ -26,11 +26,33 @@ REPO = Path(__file__).resolve().parents[2]
 KNOWN_IDS = {
     "Hello world": [22177, 4304],
     "The quick brown fox jumps over the lazy dog.": [
-        1784, 7586, 22980, 94137, 72993, 2136, 1278, 42757, 10575, 1046,
+        1784,
+        7586,
+        22980,
+        94137,
+        72993,
+        2136,
+        1278,
+        42757,
+        10575,
+        1046,
     ],
     '{"name":"Ada","age":36}': [19227, 2391, 12592, 1065, 3190, 8011, 1541, 2811, 1051, 1054, 1125],
     "日本語 🙂\n\tx = [1, 2]": [
-        10008, 15199, 119685, 1153, 1130, 1010, 47623, 1376, 1766, 1049, 1044, 1032, 1050, 1093,
+        10008,
+        15199,
+        119685,
+        1153,
+        1130,
+        1010,
+        47623,
+        1376,
+        1766,
+        1049,
+        1044,
+        1032,
+        1050,
+        1093,
     ],
     "</s>": [1885, 1115, 1062],
 }
@@ -91,8 +113,14 @@ def test_default_tokenizer_control_tokens_are_special_for_us_and_for_llguidance(
 def test_default_tokenizer_names_control_tokens_like_mistral_common() -> None:
     tok = _tekken()
     assert [tok.token_bytes(i) for i in (0, 1, 2, 3, 11, 19, 20, 999)] == [
-        b"<unk>", b"<s>", b"</s>", b"[INST]", b"<pad>", b"[TOOL_CONTENT]",
-        b"<SPECIAL_20>", b"<SPECIAL_999>",
+        b"<unk>",
+        b"<s>",
+        b"</s>",
+        b"[INST]",
+        b"<pad>",
+        b"[TOOL_CONTENT]",
+        b"<SPECIAL_20>",
+        b"<SPECIAL_999>",
     ]
 
 
@@ -179,9 +207,7 @@ def test_default_tokenizer_digest_is_stable() -> None:
 def test_embedded_data_file_records_its_source() -> None:
     header = json.loads(gzip.decompress(TEKKEN_FILE.read_bytes()).split(b"\n", 1)[0])
     assert header["source"] == "mistral-common 1.13.1 mistral_common/data/tekken_240911.json"
-    assert header["source_sha256"] == (
-        "1948e2d48b0e7377f1bb5f1210f1ae5f984934e75713fc07e2452729b8365316"
-    )
+    assert header["source_sha256"] == ("1948e2d48b0e7377f1bb5f1210f1ae5f984934e75713fc07e2452729b8365316")
     assert (TEKKEN_FILE.parent / "NOTICE").read_text().count("Apache License") >= 1
 
 
@@ -207,10 +233,7 @@ def _derive_module() -> ModuleType:
 def _synthetic_tekken_json(num_special: int = 1000) -> bytes:
     merges = [b"ab", b"abc", b"  ", b"cd"]
     tokens = [bytes([i]) for i in range(256)] + merges + [b"unused"]
-    vocab = [
-        {"rank": r, "token_bytes": base64.b64encode(t).decode(), "token_str": None}
-        for r, t in enumerate(tokens)
-    ]
+    vocab = [{"rank": r, "token_bytes": base64.b64encode(t).decode(), "token_str": None} for r, t in enumerate(tokens)]
     config = {
         "pattern": r" ?[a-z]+| ?[^a-z]+",
         "num_vocab_tokens": len(vocab),
@@ -233,7 +256,10 @@ def test_derive_script_is_deterministic_and_keeps_only_the_used_ranks() -> None:
     assert header["eos_token_id"] == 2
     assert len(header["special_names"]) == 20
     assert lines[1:-1] == [base64.b64encode(bytes([i])) for i in range(256)] + [
-        b"YWI=", b"YWJj", b"ICA=", b"Y2Q="  # ab, abc, two spaces, cd; rank 260 ("unused") dropped
+        b"YWI=",
+        b"YWJj",
+        b"ICA=",
+        b"Y2Q=",  # ab, abc, two spaces, cd; rank 260 ("unused") dropped
     ]
 
 
@@ -393,9 +419,7 @@ def test_hf_tokenizer_vocab_size_eos_and_bos(hf_json: str) -> None:
     assert tok.is_special(tok.eos_token_id) and tok.ll.is_special_token(tok.eos_token_id)
     byte_ff = reference.token_to_id("ÿ")  # byte-level alphabet's name of the byte 0xFF
     assert tok.token_bytes(byte_ff) == b"\xff" and not tok.is_special(byte_ff)
-    assert tok.special_token_ids == {
-        reference.token_to_id(t) for t in ("<|endoftext|>", "<s>", "</s>", "<think>")
-    }
+    assert tok.special_token_ids == {reference.token_to_id(t) for t in ("<|endoftext|>", "<s>", "</s>", "<think>")}
 
 
 @pytest.mark.parametrize("text", ["</s>", "a</s>b", " <|endoftext|> x", "<s><think>y</think>"])

@@ -17,7 +17,7 @@ from core.captures import CaptureLayout
 from core.compiler import CompiledSpec
 from core.kinds import compile_spec
 from core.spec import ProgramSpec
-from core.threads import on_engine_thread
+from core.threads import on_llguidance_thread
 from core.workers import CompileWorkers
 
 _CRASH = "(crash)"
@@ -32,7 +32,7 @@ def crash_on_marker(spec: ProgramSpec, tokenizer: llguidance.LLTokenizer, limits
 
 def report_thread(spec: ProgramSpec, tokenizer: llguidance.LLTokenizer, limits: Limits) -> CompiledSpec:
     """A worker task that reports whether it ran on an engine thread with the limits' stack."""
-    return CompiledSpec(f"{on_engine_thread(limits.engine_stack_bytes)}:{os.getpid()}", CaptureLayout())
+    return CompiledSpec(f"{on_llguidance_thread(limits.llguidance_stack_bytes)}:{os.getpid()}", CaptureLayout())
 
 
 def _wait_dead(pid: int) -> None:
@@ -212,11 +212,11 @@ def test_warm_starts_every_worker_with_the_vocabulary(tiny_tokenizer: Tokenizer)
 
 
 def test_workers_run_at_the_lower_priority_whichever_thread_starts_them(tiny_tokenizer: Tokenizer) -> None:
-    from core.threads import EngineThreadPool
+    from core.threads import LLGuidanceThreadPool
 
     base = os.getpriority(os.PRIO_PROCESS, os.getpid())
     pool = CompileWorkers(2, Limits(), nice=3)
-    lowered = EngineThreadPool(1, "test-lowered", Limits().engine_stack_bytes, nice=5)
+    lowered = LLGuidanceThreadPool(1, "test-lowered", Limits().llguidance_stack_bytes, nice=5)
     try:
         pool.warm([tiny_tokenizer])  # started from this thread
         pool.close()

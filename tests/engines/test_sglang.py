@@ -204,8 +204,14 @@ def test_structural_tags_compile_in_both_forms(backend: GuidanceBackend) -> None
     call = {"begin": "<function=get_weather>", "end": "</function>"}
     schema = {"type": "object", "properties": {"city": {"type": "string"}}}
     older = {"type": "structural_tag", "structures": [{**call, "schema": schema}], "triggers": ["<function="]}
-    newer = {"type": "structural_tag", "format": {"type": "triggered_tags", "triggers": ["<function="], "tags": [
-        {"type": "tag", **call, "content": {"type": "json_schema", "json_schema": schema}}]}}
+    newer = {
+        "type": "structural_tag",
+        "format": {
+            "type": "triggered_tags",
+            "triggers": ["<function="],
+            "tags": [{"type": "tag", **call, "content": {"type": "json_schema", "json_schema": schema}}],
+        },
+    }
     for tag in (older, newer):
         assert isinstance(backend.dispatch_structural_tag(json.dumps(tag)), GuidanceGrammar), tag
 

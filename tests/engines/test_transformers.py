@@ -34,8 +34,14 @@ TEKKEN_EOS = 2
 
 
 # Sizes of the random-weight models: small enough for CI (vocab_size decides the embedding).
-TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-        "num_key_value_heads": 4, "bos_token_id": None}
+TINY = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 4,
+    "bos_token_id": None,
+}
 
 
 def tiny_llama(vocab_size: int, eos: int, pad: int, seed: int = 0) -> Any:
@@ -150,7 +156,6 @@ def test_reusing_a_processor_is_refused(server: Server, tekken_model: Any) -> No
         generate(tekken_model, processor, 1, sample=False)
         with pytest.raises(ValueError, match="new one"):
             generate(tekken_model, processor, 1, sample=False)
-
 
 
 def _is_open(client: GuidanceClient, session_id: str) -> bool:
@@ -374,9 +379,7 @@ def test_without_the_tokenizer_other_end_tokens_are_refused(server: Server, tekk
 def test_apply_plan_matches_a_boolean_masked_fill(width: int) -> None:
     vocab = 1000
     rng = np.random.default_rng(width)
-    allowed = [
-        rng.choice(vocab, size=k, replace=False) for k in (0, 1, 3, 40, 500, 990, 1000)
-    ]
+    allowed = [rng.choice(vocab, size=k, replace=False) for k in (0, 1, 3, 40, 500, 990, 1000)]
     masks = np.stack([pack_tokens(a, vocab) for a in allowed])
     rows = np.array([6, 0, 2, 5, 1, 4, 3])  # masks in another order than the logits rows
     scores = torch.randn(8, width)

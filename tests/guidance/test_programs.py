@@ -72,7 +72,9 @@ MAX_TOKENS = 4
 UNBOUNDED = {"gen-stop-max-tokens": "Q: " + gen("q", stop="?") + "?\n" + answer(["yes", "no"])}
 
 PROGRAMS: dict[str, Any] = {
-    "gen-regex-select": "Name: " + gen("name", regex="[A-Z][a-z]{1,6}") + "\nColor: "
+    "gen-regex-select": "Name: "
+    + gen("name", regex="[A-Z][a-z]{1,6}")
+    + "\nColor: "
     + select(["red", "green", "blue"], name="color"),
     "gen-stop-max-tokens": "Q: " + gen("q", max_tokens=MAX_TOKENS, stop="?") + "?\n" + answer(["yes", "no"]),
     "json-schema": "Data: " + gjson(name="data", schema=PERSON_SCHEMA),

@@ -74,4 +74,3 @@ def test_a_name_in_another_case_is_the_same_name(default_tokenizer: Tokenizer) -
     assert registry.add("tiny", other) == (other, False)  # the same content under the same name
     assert registry.name_of(other) == "Tiny"  # listed as first spelled
     assert [name for name, _ in registry.items()] == ["Tiny", "default", "tekken"]
-

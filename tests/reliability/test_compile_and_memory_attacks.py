@@ -88,9 +88,7 @@ async def test_a_non_admin_upload_is_refused_before_its_body_is_read(make_app: A
             yield b" " * MIB
 
     async with serve(make_app(api_keys=[KEY], admin_api_keys=[ADMIN])) as http:
-        resp = await http.post(
-            "/tokenizers?name=mine", content=body(), headers={"Authorization": f"Bearer {KEY}"}
-        )
+        resp = await http.post("/tokenizers?name=mine", content=body(), headers={"Authorization": f"Bearer {KEY}"})
         assert_problem(resp, 403, "forbidden")
         assert sent <= 1  # at most the chunk in flight: the other 63 MiB were never read
         # an admin's upload is read and judged on its content
@@ -224,7 +222,9 @@ def test_forks_are_counted_and_their_memory_returned(server: Server) -> None:
             assert http.delete(f"/sessions/{f}").status_code == 204
         _until(lambda: server.rss_bytes() - base <= 24 * MIB, 20)
         returned = server.rss_bytes() - base
-        print(f"30 forks of 131,000 tokens: +{grown / MIB:.1f} MiB ({grown / 30 / MIB:.2f} per fork), "
-              f"{returned / MIB:.1f} MiB held after deleting them")
+        print(
+            f"30 forks of 131,000 tokens: +{grown / MIB:.1f} MiB ({grown / 30 / MIB:.2f} per fork), "
+            f"{returned / MIB:.1f} MiB held after deleting them"
+        )
         assert grown > 30 * 2 * MIB  # the forks did hold their copies (the measurement is real)
         assert http.delete(f"/sessions/{sid}").status_code == 204

@@ -121,10 +121,14 @@ async def test_variables_are_bounded_in_count_and_size(make_app: AppFactory) -> 
     async with serve(make_app(max_variables=3, max_variables_bytes=1000)) as client:
         ok = {"template": "{{a}}", "variables": {"a": "x", "b": "y", "c": "z"}}
         assert (await client.post("/compile", json=ok)).status_code == 200
-        _limit(await client.post("/compile", json={"template": "x", "variables": {f"v{i}": "" for i in range(4)}}),
-               "max_variables")
-        _limit(await client.post("/compile", json={"template": "{{a}}", "variables": {"a": "x" * 1000}}),
-               "max_variables_bytes")
+        _limit(
+            await client.post("/compile", json={"template": "x", "variables": {f"v{i}": "" for i in range(4)}}),
+            "max_variables",
+        )
+        _limit(
+            await client.post("/compile", json={"template": "{{a}}", "variables": {"a": "x" * 1000}}),
+            "max_variables_bytes",
+        )
         # Integers past 64 bits and nesting past orjson's depth are measured too.
         big = {"template": "{{a}}", "variables": {"a": "x", "n": 10**2000}}
         _limit(await client.post("/compile", json=big), "max_variables_bytes")
@@ -149,8 +153,10 @@ def test_memory_is_given_back_after_large_answers() -> None:
     """A real server: after /step answers of 4 to 60 MiB, its RSS returns near the baseline."""
     env = {"GUIDANCE_SERVER_SESSION_TTL_SECONDS": "8"}  # the sweep (and memory release) every 2 s
     with running(env=env) as server, httpx.Client(base_url=server.url, timeout=120) as http:
-        programs = [http.post("/compile", json=b).json()["program_id"]
-                    for b in ({"regex": "[a-z ]{0,200}"}, {"json_schema": {"type": "object"}})]
+        programs = [
+            http.post("/compile", json=b).json()["program_id"]
+            for b in ({"regex": "[a-z ]{0,200}"}, {"json_schema": {"type": "object"}})
+        ]
         sids = [http.post("/sessions", json={"program_id": programs[i % 2]}).json()["session_id"] for i in range(256)]
         small = {"sessions": [{"session_id": s} for s in sids[:4]]}
         for _ in range(5):

@@ -101,10 +101,10 @@ def test_clients_that_disconnect_mid_request_cost_nothing(server: Server) -> Non
         mask = http.get(f"/sessions/{sid}/mask").content
         fds = server.open_fds()
         for raw in [
-            b"POST /compile HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"re",
-            b"POST /compile HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"reg",
+            b'POST /compile HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"re',
+            b'POST /compile HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{"reg',
             b"GET /sessions/" + sid.encode() + b"/mask HTTP/1.1\r\nHost: x\r\n\r\n",
-            b"POST /sessions/" + sid.encode() + b"/accept HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n\r\n{\"tok",
+            b"POST /sessions/" + sid.encode() + b'/accept HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n\r\n{"tok',
             b"GET /metr",
         ]:
             for _ in range(5):
@@ -114,7 +114,7 @@ def test_clients_that_disconnect_mid_request_cost_nothing(server: Server) -> Non
         assert http.get(f"/sessions/{sid}/mask").content == mask
         assert http.get(f"/sessions/{sid}").json()["tokens"] == []
         assert _settle(server, fds) <= fds
-        assert "guidance_errors_total{code=\"internal-error\"}" not in http.get("/metrics").text
+        assert 'guidance_errors_total{code="internal-error"}' not in http.get("/metrics").text
 
 
 def test_sigterm_under_load_drains_within_the_bound() -> None:

@@ -115,8 +115,14 @@ def test_the_body_check_names_the_field(body: bytes, field: str) -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [rb'{"a": "\ud83d\ude00"}', rb'{"a": "\\ud800"}', rb'{"a": "\\\\ud800"}', "{\"a\": \"\u00e9\U0001f600\"}".encode(),
-     b'{"a": 1}', b""],
+    [
+        rb'{"a": "\ud83d\ude00"}',
+        rb'{"a": "\\ud800"}',
+        rb'{"a": "\\\\ud800"}',
+        '{"a": "\u00e9\U0001f600"}'.encode(),
+        b'{"a": 1}',
+        b"",
+    ],
 )
 def test_sound_bodies_pass(body: bytes) -> None:
     assert body_text_error(body) is None
@@ -188,8 +194,11 @@ class Field:
 
 def _post(path: str, make: Callable[[str], Any]) -> Callable[[TestClient, str, str, bool], Any]:
     def send(http: TestClient, sid: str, s: str, ascii_escapes: bool) -> Any:
-        return http.post(path.replace("{sid}", sid), content=_encode(make(s), ascii_escapes),
-                         headers={"content-type": "application/json"})
+        return http.post(
+            path.replace("{sid}", sid),
+            content=_encode(make(s), ascii_escapes),
+            headers={"content-type": "application/json"},
+        )
 
     return send
 
@@ -215,10 +224,12 @@ def _in_header(http: TestClient, sid: str, s: str, ascii_escapes: bool) -> Any:
     return http.get(f"/sessions/{sid}/mask", headers={"x-worker-id": raw, "accept": raw})
 
 
-_TINY_TOKENIZER = json.dumps({
-    "model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "</s>": 2}, "merges": []},
-    "added_tokens": [{"id": 2, "content": "</s>", "special": True}],
-}).encode()
+_TINY_TOKENIZER = json.dumps(
+    {
+        "model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "</s>": 2}, "merges": []},
+        "added_tokens": [{"id": 2, "content": "</s>", "special": True}],
+    }
+).encode()
 
 FIELDS = [
     Field("compile template", _post("/compile", lambda s: {"template": s}), "body", "/template"),

@@ -177,9 +177,7 @@ async def test_another_keys_session_is_unknown_on_every_route(
 
 
 @pytest.mark.asyncio
-async def test_step_treats_another_keys_session_as_unknown(
-    make_app: AppFactory, default_tokenizer: Tokenizer
-) -> None:
+async def test_step_treats_another_keys_session_as_unknown(make_app: AppFactory, default_tokenizer: Tokenizer) -> None:
     async with serve(make_app(api_keys=[KEY_A, KEY_B])) as http:
         theirs = await _open(http, KEY_A)
         mine = await _open(http, KEY_B)

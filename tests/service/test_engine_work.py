@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from guidance_client.wire import read_step
 
 from core import GuidanceBackend, Tokenizer
+from guidance_client.wire import read_step
 from service.dependencies import ServiceResources
 from tests.service.helpers import AppFactory, assert_problem, serve
 

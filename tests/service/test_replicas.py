@@ -116,9 +116,7 @@ def _nginx(upstreams: list[int]) -> Iterator[int]:
         shutil.rmtree(prefix, ignore_errors=True)
 
 
-def _drive(
-    client: GuidanceClient, tok: Tokenizer, kill: Any = None
-) -> tuple[list[list[int]], list[float]]:
+def _drive(client: GuidanceClient, tok: Tokenizer, kill: Any = None) -> tuple[list[list[int]], list[float]]:
     """32 sessions (half template, half schema) walked to EOS with seeded sampling; one batch step
     per decoding step. ``kill(step)`` runs before each step. Returns tokens and step latencies."""
     eos = tok.eos_token_id

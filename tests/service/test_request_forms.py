@@ -137,25 +137,40 @@ def _any_text(text: str) -> None:
 
 EXAMPLES: dict[str, tuple[dict[str, Any], Callable[[str], None]]] = {
     "openai-math-reasoning": (
-        {"response_format": {"type": "json_schema", "json_schema": {
-            "name": "math_reasoning", "schema": MATH_REASONING, "strict": True}}},
+        {
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "math_reasoning", "schema": MATH_REASONING, "strict": True},
+            }
+        },
         _json(MATH_REASONING),
     ),
     "openai-responses-calendar": (
-        {"response_format": {"type": "json_schema", "name": "calendar_event", "schema": CALENDAR_EVENT,
-                             "strict": True}},
+        {
+            "response_format": {
+                "type": "json_schema",
+                "name": "calendar_event",
+                "schema": CALENDAR_EVENT,
+                "strict": True,
+            }
+        },
         _json(CALENDAR_EVENT),
     ),
     "openai-json-mode": ({"response_format": {"type": "json_object"}}, _any_object),
     "openai-text": ({"response_format": {"type": "text"}}, _any_text),
     "vllm-choice": ({"structured_outputs": {"choice": ["positive", "negative"]}}, _one_of(["positive", "negative"])),
     "vllm-choices-as-documented": (
-        {"structured_outputs": {"choices": ["positive", "negative"]}}, _one_of(["positive", "negative"])
+        {"structured_outputs": {"choices": ["positive", "negative"]}},
+        _one_of(["positive", "negative"]),
     ),
     "vllm-regex": ({"structured_outputs": {"regex": r"\w+@\w+\.com\n"}}, _email),
     "vllm-response-format-car": (
-        {"response_format": {"type": "json_schema", "json_schema": {
-            "name": "car-description", "schema": CAR_DESCRIPTION}}},
+        {
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "car-description", "schema": CAR_DESCRIPTION},
+            }
+        },
         _json(CAR_DESCRIPTION),
     ),
     "vllm-json-car": ({"structured_outputs": {"json": CAR_DESCRIPTION}}, _json(CAR_DESCRIPTION)),
@@ -166,11 +181,21 @@ EXAMPLES: dict[str, tuple[dict[str, Any], Callable[[str], None]]] = {
     "sglang-ebnf": ({"ebnf": CAPITALS_EBNF}, _regex(CAPITALS_ORACLE)),
     "llamacpp-gbnf": ({"gbnf": SIMPLIFIED_SQL}, _regex(SQL_ORACLE)),
     "llguidance-object": (
-        {"llguidance": {"grammars": [
-            {"lark_grammar": 'start: "City: " CITY "\\nData: " @capital\nCITY: /[A-Z][a-z]+/'},
-            {"name": "capital", "json_schema": {**CAPITAL_INFO, "additionalProperties": False,
-                                                "x-guidance": {"whitespace_flexible": False}}},
-        ]}},
+        {
+            "llguidance": {
+                "grammars": [
+                    {"lark_grammar": 'start: "City: " CITY "\\nData: " @capital\nCITY: /[A-Z][a-z]+/'},
+                    {
+                        "name": "capital",
+                        "json_schema": {
+                            **CAPITAL_INFO,
+                            "additionalProperties": False,
+                            "x-guidance": {"whitespace_flexible": False},
+                        },
+                    },
+                ]
+            }
+        },
         lambda text: _capital_data(text),
     ),
 }
@@ -199,10 +224,12 @@ async def test_documented_example_walks_satisfy_an_independent_oracle(
 async def test_structured_outputs_whitespace_pattern_and_closed_objects(
     client: httpx.AsyncClient, default_tokenizer: Tokenizer
 ) -> None:
-    schema = {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "boolean"}},
-              "required": ["a", "b"]}
-    body = {"structured_outputs": {"json": schema, "disable_additional_properties": True,
-                                   "whitespace_pattern": "[ ]?"}}
+    schema = {
+        "type": "object",
+        "properties": {"a": {"type": "integer"}, "b": {"type": "boolean"}},
+        "required": ["a", "b"],
+    }
+    body = {"structured_outputs": {"json": schema, "disable_additional_properties": True, "whitespace_pattern": "[ ]?"}}
     for seed in SEEDS:
         result = await walk(client, body, default_tokenizer, seed)
         assert result.terminated
@@ -222,8 +249,10 @@ async def test_forms_share_programs_with_nothing_else(client: httpx.AsyncClient)
     [
         ({"response_format": {"type": "json_schema", "json_schema": {"schema": {}}}}, "/json_schema/name"),
         ({"response_format": {"type": "xml"}}, "/type"),
-        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "strict": "yes"}}},
-         "/json_schema/strict"),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "strict": "yes"}}},
+            "/json_schema/strict",
+        ),
         ({"structured_outputs": {"json": {}, "regex": "a"}}, ""),
         ({"structured_outputs": {"jsn": {}}}, "/jsn"),
         ({"structured_outputs": {"regex": "a", "whitespace_pattern": " "}}, "/whitespace_pattern"),
@@ -246,11 +275,23 @@ WEATHER_TAG: dict[str, Any] = {
     "triggers": ["<function="],
 }
 # The newer form: one call first (at_least_one), nothing after it (stop_after_first).
-ONE_CALL_TAG: dict[str, Any] = {"type": "structural_tag", "format": {
-    "type": "triggered_tags", "triggers": ["<function="], "at_least_one": True, "stop_after_first": True,
-    "tags": [{"type": "tag", "begin": "<function=get_weather>", "end": "</function>",
-              "content": {"type": "json_schema", "json_schema": WEATHER}}],
-}}
+ONE_CALL_TAG: dict[str, Any] = {
+    "type": "structural_tag",
+    "format": {
+        "type": "triggered_tags",
+        "triggers": ["<function="],
+        "at_least_one": True,
+        "stop_after_first": True,
+        "tags": [
+            {
+                "type": "tag",
+                "begin": "<function=get_weather>",
+                "end": "</function>",
+                "content": {"type": "json_schema", "json_schema": WEATHER},
+            }
+        ],
+    },
+}
 
 
 def _weather_calls(text: str) -> int:
@@ -266,8 +307,11 @@ def _weather_calls(text: str) -> int:
     return calls
 
 
-@pytest.mark.parametrize(("tag", "calls"), [(json.dumps(WEATHER_TAG), None), (ONE_CALL_TAG, 1)],
-                         ids=["structures-triggers-text", "format-one-call"])
+@pytest.mark.parametrize(
+    ("tag", "calls"),
+    [(json.dumps(WEATHER_TAG), None), (ONE_CALL_TAG, 1)],
+    ids=["structures-triggers-text", "format-one-call"],
+)
 async def test_a_structured_outputs_structural_tag_compiles_and_its_walks_validate(
     client: httpx.AsyncClient, default_tokenizer: Tokenizer, tag: Any, calls: int | None
 ) -> None:
@@ -308,8 +352,11 @@ async def test_json_options_apply_to_json_forms_only(client: httpx.AsyncClient) 
         400,
         "form-invalid",
     )
-    assert_problem(await client.post("/compile", json={"gbnf": 'root ::= "a"', "options": {"whitespace": 2}}),
-                   400, "grammar-invalid")
+    assert_problem(
+        await client.post("/compile", json={"gbnf": 'root ::= "a"', "options": {"whitespace": 2}}),
+        400,
+        "grammar-invalid",
+    )
 
 
 async def test_a_body_sent_without_json_content_type_says_so(client: httpx.AsyncClient) -> None:

@@ -230,4 +230,3 @@ async def test_async_batch_walks_every_session_to_an_oracle_valid_end(
             m = re.fullmatch(r"Name: ([A-Z][a-z]{1,5})\nAge: ([0-9]{1,2})", text)
             assert m, text
             assert g.get_variable_values() == {"name": m.group(1), "age": m.group(2)}
-

@@ -85,8 +85,9 @@ def test_refusals_are_problems(http: httpx.Client, body: dict[str, Any], status:
 
 
 def test_reasoning_on_a_compile_body(http: httpx.Client) -> None:
-    resp = http.post("/compile", json={"choice": ["yes", "no"], "reasoning": {"start": "<t>", "end": "</t>"},
-                                       "open_session": True})
+    resp = http.post(
+        "/compile", json={"choice": ["yes", "no"], "reasoning": {"start": "<t>", "end": "</t>"}, "open_session": True}
+    )
     assert resp.status_code == 200, resp.text
     assert "reasoning" in resp.json()["variables"]
     state = _accept(http, resp.json()["session_id"], [*_tokens(http, "<t>hmm</t>yes"), 2])

@@ -64,8 +64,9 @@ class Browser:
         self._next_id = 0
         self.events: list[dict[str, Any]] = []
 
-    def send(self, method: str, params: dict[str, Any] | None = None, *, session: str | None = None,
-             timeout: float = 15.0) -> dict[str, Any]:
+    def send(
+        self, method: str, params: dict[str, Any] | None = None, *, session: str | None = None, timeout: float = 15.0
+    ) -> dict[str, Any]:
         """Send a command and wait for its answer (events that arrive meanwhile are kept)."""
         self._next_id += 1
         msg: dict[str, Any] = {"id": self._next_id, "method": method, "params": params or {}}
@@ -106,8 +107,10 @@ class Browser:
         page = Page(self, session)
         page.send("Page.enable")
         page.send("Runtime.enable")
-        page.send("Emulation.setDeviceMetricsOverride",
-                  {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+        page.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+        )
         return page
 
     def close(self) -> None:
@@ -143,9 +146,7 @@ class Page:
 
     def eval(self, expression: str) -> Any:
         """The value of a JavaScript expression (promises awaited); page exceptions raise."""
-        answer = self.send(
-            "Runtime.evaluate", {"expression": expression, "awaitPromise": True, "returnByValue": True}
-        )
+        answer = self.send("Runtime.evaluate", {"expression": expression, "awaitPromise": True, "returnByValue": True})
         if "exceptionDetails" in answer:
             details = answer["exceptionDetails"]
             text = details.get("exception", {}).get("description") or details.get("text")
@@ -176,8 +177,9 @@ class Page:
         if box[2]:
             raise BrowserError(f"{selector} is disabled")
         for kind in ("mousePressed", "mouseReleased"):
-            self.send("Input.dispatchMouseEvent",
-                      {"type": kind, "x": box[0], "y": box[1], "button": "left", "clickCount": 1})
+            self.send(
+                "Input.dispatchMouseEvent", {"type": kind, "x": box[0], "y": box[1], "button": "left", "clickCount": 1}
+            )
 
     def fill(self, selector: str, text: str) -> None:
         """Replace a field's content by typing ``text`` into it (input events fire as for a person)."""
@@ -186,8 +188,10 @@ class Page:
 
     def press(self, key: str, code: str, key_code: int, modifiers: int = 0) -> None:
         for kind in ("keyDown", "keyUp"):
-            self.send("Input.dispatchKeyEvent", {"type": kind, "key": key, "code": code,
-                                                 "windowsVirtualKeyCode": key_code, "modifiers": modifiers})
+            self.send(
+                "Input.dispatchKeyEvent",
+                {"type": kind, "key": key, "code": code, "windowsVirtualKeyCode": key_code, "modifiers": modifiers},
+            )
 
     def screenshot(self, path: Path, height: int | None = None) -> bytes:
         """Save a PNG of the viewport (its top ``height`` pixels only, when given)."""

@@ -46,8 +46,10 @@ def browser() -> Iterator[Browser]:
     """Headless Chromium (Debian's ``chromium`` package), or a skip saying how to get it."""
     executable = chromium_path()
     if executable is None:
-        pytest.skip("no /usr/bin/chromium: install Debian's chromium package (apt-get install -y chromium) "
-                    "to run the page tests")
+        pytest.skip(
+            "no /usr/bin/chromium: install Debian's chromium package (apt-get install -y chromium) "
+            "to run the page tests"
+        )
     with launch(executable) as b:
         yield b
 

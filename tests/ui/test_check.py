@@ -185,7 +185,8 @@ def test_a_final_newline_of_a_template_or_regex_file_is_not_part_of_the_constrai
     assert read_constraint(_write(tmp_path, "c.regex", "a+\r\n")) == ("regex", "a+")
     assert read_constraint(_write(tmp_path, "d.choices", "a\r\n\nb\n")) == ("choice", ["a", "b"])
     assert read_constraint(_write(tmp_path, "e.json", '{"type": "string"}'), "json_schema") == (
-        "json_schema", {"type": "string"},
+        "json_schema",
+        {"type": "string"},
     )
 
 
@@ -206,7 +207,9 @@ def test_a_tokenizer_json_can_replace_the_default(tmp_path: Path, capsys: pytest
     tok.pre_tokenizer = hf.pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = hf.decoders.ByteLevel()
     trainer = hf.trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["</s>"], initial_alphabet=hf.pre_tokenizers.ByteLevel.alphabet(),
+        vocab_size=300,
+        special_tokens=["</s>"],
+        initial_alphabet=hf.pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(["Name: Ada, Age: 36"] * 10, trainer)
@@ -236,7 +239,11 @@ def test_the_console_command_runs_check_with_its_exit_statuses(tmp_path: Path) -
     def run(*argv: str | Path) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "service", "check", *map(str, argv)],
-            cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
 
     ok = run(person, "--text", "Name: Ada\nAge: 36")

@@ -62,8 +62,9 @@ def test_compile_a_template_step_through_a_text_and_see_the_variables(page: Page
     seen_partial = False
     for step in range(1, 40):
         p.click("#step")
-        p.wait_for(f"document.querySelectorAll('#tokens .chip').length === {step}"
-                   " && !document.body.classList.contains('busy')")
+        p.wait_for(
+            f"document.querySelectorAll('#tokens .chip').length === {step} && !document.body.classList.contains('busy')"
+        )
         accepted = p.text("#text-view .accepted")
         values = _variables(p)
         if values["name"] == '"Ada"' and values["age"] == "…":
@@ -96,7 +97,7 @@ def test_a_rejected_text_shows_where_and_why(page: Page) -> None:
     p.click("#check")
     p.wait_for("document.getElementById('verdict').classList.contains('bad')")
     verdict = p.text("#verdict")
-    assert verdict.startswith("Rejected at line 2, column 9 (character 18): token \"4\" (id 1052)"), verdict
+    assert verdict.startswith('Rejected at line 2, column 9 (character 18): token "4" (id 1052)'), verdict
     assert "allows 1 token here" in verdict
     assert p.text("#text-view .rejected") == "4"
     assert _chips(p, "#tokens .chip.rejected") == ["4"]
@@ -154,8 +155,10 @@ def test_status_tab_refreshes_the_figures_and_plots_mask_latency(page: Page, ser
             assert http("GET", mask)[0] == 200
         time.sleep(0.3)
         assert time.monotonic() < deadline, "no latency line was plotted"
-    cards = p.eval("Object.fromEntries([...document.querySelectorAll('.card')].map(c => [c.dataset.card, "
-                   "Object.fromEntries([...c.querySelectorAll('dd')].map(d => [d.dataset.figure, d.textContent]))]))")
+    cards = p.eval(
+        "Object.fromEntries([...document.querySelectorAll('.card')].map(c => [c.dataset.card, "
+        "Object.fromEntries([...c.querySelectorAll('dd')].map(d => [d.dataset.figure, d.textContent]))]))"
+    )
     assert set(cards) == {"Program cache", "Compiles", "Sessions", "Masks", "Tokens"}
     assert int(cards["Program cache"]["entries"].split(" / ")[0]) >= 1
     assert int(cards["Sessions"]["active"].split(" / ")[0]) >= 1

@@ -131,11 +131,20 @@ def test_the_page_calls_only_documented_endpoints() -> None:
     schema = create_app(Settings()).openapi()
     calls = _api_calls()
     expected = {
-        ("GET", "/tokenizers"), ("POST", "/compile"), ("POST", "/sessions"), ("POST", "/tokenize"),
-        ("POST", "/detokenize"), ("GET", "/stats"), ("GET", "/metrics"), ("GET", "/sessions/{session_id}"),
-        ("DELETE", "/sessions/{session_id}"), ("POST", "/sessions/{session_id}/accept"),
-        ("GET", "/sessions/{session_id}/mask"), ("POST", "/sessions/{session_id}/rollback"),
-        ("GET", "/sessions"), ("GET", "/sessions/{session_id}/events"),
+        ("GET", "/tokenizers"),
+        ("POST", "/compile"),
+        ("POST", "/sessions"),
+        ("POST", "/tokenize"),
+        ("POST", "/detokenize"),
+        ("GET", "/stats"),
+        ("GET", "/metrics"),
+        ("GET", "/sessions/{session_id}"),
+        ("DELETE", "/sessions/{session_id}"),
+        ("POST", "/sessions/{session_id}/accept"),
+        ("GET", "/sessions/{session_id}/mask"),
+        ("POST", "/sessions/{session_id}/rollback"),
+        ("GET", "/sessions"),
+        ("GET", "/sessions/{session_id}/events"),
     }
     assert calls == expected
     for method, path in calls:

@@ -21,8 +21,10 @@ TEXT = "Name: Adalbert\nAge: 36"
 
 
 def _captures(p: Page) -> dict[str, tuple[str, str]]:
-    rows = p.eval("[...document.querySelectorAll('#watch-vars tr[data-name]')]"
-                  ".map(r => [r.dataset.name, r.className, r.cells[1].textContent])")
+    rows = p.eval(
+        "[...document.querySelectorAll('#watch-vars tr[data-name]')]"
+        ".map(r => [r.dataset.name, r.className, r.cells[1].textContent])"
+    )
     return {name: (cls, text) for name, cls, text in rows}
 
 
@@ -65,8 +67,9 @@ def test_the_step_through_view_shows_values_being_generated(page: Page) -> None:
     _settle(p)
     for step in range(1, 6):
         p.click("#step")
-        p.wait_for(f"document.querySelectorAll('#tokens .chip').length === {step}"
-                   " && !document.body.classList.contains('busy')")
+        p.wait_for(
+            f"document.querySelectorAll('#tokens .chip').length === {step} && !document.body.classList.contains('busy')"
+        )
         if p.eval("document.querySelector('#vars tr.partial') !== null"):
             break
     else:

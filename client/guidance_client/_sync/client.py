@@ -386,9 +386,7 @@ class RemoteGrammar(GrammarState):
     def fork(self) -> RemoteGrammar:
         """An independent copy at the same position (a new server-side session)."""
         sid = self._call(lambda: self.client.fork(self.session_id))
-        return RemoteGrammar(
-            self.client, self.spec, self.program, sid, self.tokens, self._terminated, self._variables
-        )
+        return RemoteGrammar(self.client, self.spec, self.program, sid, self.tokens, self._terminated, self._variables)
 
     def text(self) -> str:
         """The text accepted so far (the end token excluded), as the server's tokenizer decodes it."""

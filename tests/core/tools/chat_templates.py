@@ -215,7 +215,7 @@ class _Gemma:
             while s[self.i] != "}":
                 m = re.compile(r"([A-Za-z0-9_]+):").match(s, self.i)
                 if m is None:
-                    raise ValueError(f"no key at {s[self.i:self.i + 20]!r}")
+                    raise ValueError(f"no key at {s[self.i : self.i + 20]!r}")
                 self.i = m.end()
                 out[m.group(1)] = self.value()
                 if s[self.i] == ",":
@@ -233,7 +233,7 @@ class _Gemma:
             return items
         m = re.compile(r"-?\d+(\.\d+)?([eE][+-]?\d+)?|true|false|null|None").match(s, self.i)
         if m is None:
-            raise ValueError(f"no value at {s[self.i:self.i + 20]!r}")
+            raise ValueError(f"no value at {s[self.i : self.i + 20]!r}")
         self.i = m.end()
         return None if m.group() == "None" else json.loads(m.group())
 

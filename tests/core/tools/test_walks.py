@@ -21,29 +21,41 @@ from tests.core.tools.chat_templates import PARSERS
 from tests.core.tools.conftest import backend_for
 
 WALK_TOOLS: list[dict[str, Any]] = [
-    {"type": "function", "function": {"name": "search", "parameters": {
-        "type": "object",
-        "properties": {
-            "query": {"type": "string", "maxLength": 12},
-            "limit": {"type": "integer", "minimum": 1, "maximum": 50},
-            "exact": {"type": "boolean"},
+    {
+        "type": "function",
+        "function": {
+            "name": "search",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "query": {"type": "string", "maxLength": 12},
+                    "limit": {"type": "integer", "minimum": 1, "maximum": 50},
+                    "exact": {"type": "boolean"},
+                },
+                "required": ["query"],
+            },
         },
-        "required": ["query"],
-    }}},
-    {"type": "function", "function": {"name": "set_mode", "parameters": {
-        "type": "object",
-        "properties": {
-            "mode": {"enum": ["fast", "slow"]},
-            "ratio": {"type": "number"},
-            "tags": {"type": "array", "items": {"type": "string", "maxLength": 6}, "maxItems": 2},
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "set_mode",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "mode": {"enum": ["fast", "slow"]},
+                    "ratio": {"type": "number"},
+                    "tags": {"type": "array", "items": {"type": "string", "maxLength": 6}, "maxItems": 2},
+                },
+                "required": ["mode", "ratio"],
+            },
         },
-        "required": ["mode", "ratio"],
-    }}},
+    },
     {"type": "function", "function": {"name": "ping", "parameters": {"type": "object", "properties": {}}}},
 ]
 SCHEMAS = {t["function"]["name"]: t["function"]["parameters"] for t in WALK_TOOLS}
 CHOICES: list[Any] = ["none", "auto", "required", {"type": "function", "function": {"name": "set_mode"}}]
-_CLOSERS = ('"', "}", "]", ">", "<", "|", "\n", ",", "0", "1", "t", "f", "<|\"|>")
+_CLOSERS = ('"', "}", "]", ">", "<", "|", "\n", ",", "0", "1", "t", "f", '<|"|>')
 
 
 def _walk(state: GuidanceState, rng: np.random.Generator, closers: set[int], steps: int = 600) -> str:

@@ -31,9 +31,10 @@ from core.errors import (
     UnknownSession,
     UnknownTokenizer,
 )
+from core.grammar import GuidanceGrammar
 from core.limits import Limits
 from core.program import CompiledGuidanceProgram
-from core.session import GuidanceGrammar, GuidanceState
+from core.session import GuidanceState
 from core.spec import ProgramSpec
 from core.template import GuidanceTemplate, GuidanceTemplateType, GuidanceVariable
 from core.tokenizers import Tokenizer, load_default_tokenizer, load_tokenizer

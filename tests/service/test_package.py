@@ -128,4 +128,6 @@ def test_the_distributions_carry_the_mit_licence() -> None:
     assert licence.startswith("MIT License\n")
     assert (_ROOT / "client" / "LICENSE").read_text(encoding="utf-8") == licence
     dist = metadata.distribution("guidance-server")
-    assert dist.metadata["License"] == "MIT" and "LICENSE" in (dist.metadata.get_all("License-File") or [])
+    # an SPDX expression (PEP 639), which setuptools writes as License-Expression
+    assert dist.metadata["License-Expression"] == "MIT"
+    assert "LICENSE" in (dist.metadata.get_all("License-File") or [])

@@ -79,8 +79,10 @@ def property_names(ctx: RewriteContext, s: dict[str, Any], path: Path, depth: in
     (the others become ``false``) with ``additionalProperties: false``; a ``pattern`` or length
     bounds alone become ``patternProperties`` for what ``additionalProperties`` allowed.
     """
-    if "propertyNames" not in s or not ctx.refs.movable(path, "propertyNames") or ctx.unevaluated:
-        return s  # the names it would list would read as evaluated to an unevaluatedProperties
+    if "propertyNames" not in s or not ctx.refs.movable(path, "propertyNames"):
+        return s
+    if ctx.unevaluated and _under_unevaluated(ctx.refs.root, path):
+        return s  # the names it would list would read as evaluated to the enclosing unevaluatedProperties
     names = s["propertyNames"]
     if isinstance(names, dict) and "$ref" in names and not set(names) - {"$ref", *ANNOTATIONS}:
         resolved = ctx.analysis.resolve(names["$ref"], depth)
@@ -123,6 +125,31 @@ def property_names(ctx: RewriteContext, s: dict[str, Any], path: Path, depth: in
         out["additionalProperties"] = False
     ctx.note("propertyNames", path)
     return out
+
+
+# Keywords whose subschemas apply to the same instance as their parent (so their evaluated
+# properties count for the parent's unevaluatedProperties), and where referenced schemas live.
+_IN_PLACE = frozenset(
+    {"allOf", "anyOf", "oneOf", "not", "if", "then", "else", "dependentSchemas", "$defs", "definitions"}
+)
+
+
+def _under_unevaluated(root: Any, path: Path) -> bool:
+    """Whether the subschema at ``path`` applies in place below an ``unevaluatedProperties``, or
+    may (a referenced schema, reachable from anywhere)."""
+    node = root
+    for key in path:
+        if (
+            isinstance(key, str)
+            and key in _IN_PLACE
+            and (key in ("$defs", "definitions") or (isinstance(node, dict) and "unevaluatedProperties" in node))
+        ):
+            return True
+        try:
+            node = node[key]
+        except (KeyError, IndexError, TypeError):
+            return True  # not in the document as written: assume the worst
+    return False
 
 
 def dependencies(ctx: RewriteContext, s: dict[str, Any], path: Path, depth: int) -> dict[str, Any]:

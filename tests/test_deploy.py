@@ -91,3 +91,18 @@ def test_the_build_context_is_what_the_dockerfile_copies_and_nothing_else() -> N
     assert allowed == sources
     for excluded in ("**/.env*", "**/.venv*", "**/__pycache__"):
         assert excluded in rules
+
+
+def test_the_image_lock_pins_every_runtime_dependency() -> None:
+    # The image installs the lock, then the project with --no-deps: a dependency missing from the
+    # lock fails the image's `pip check` (or, worse, the server at start).
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    lock = (ROOT / "deploy" / "requirements.lock").read_text(encoding="utf-8").splitlines()
+    pinned = {canonicalize_name(line.split("==")[0]) for line in lock if "==" in line and not line.startswith("#")}
+    needed = {canonicalize_name(Requirement(dep).name) for dep in project["dependencies"]}
+    assert needed <= pinned, f"not in deploy/requirements.lock: {sorted(needed - pinned)}"

@@ -24,6 +24,7 @@ __all__ = [
     "SCHEMA_KEYWORDS",
     "SINGLE",
     "TYPE_KINDS",
+    "object_keys",
     "schema_children",
     "type_kinds",
     "type_value",
@@ -179,3 +180,22 @@ def type_value(kinds: Iterable[str]) -> str | list[str] | None:
     elif "integer" in kinds:
         names.append("integer")
     return names[0] if len(names) == 1 else names
+
+
+def object_keys(value: Any, limit: float = float("inf")) -> set[str] | None:
+    """Every object key in ``value``; None when it nests deeper than ``limit`` (iterative: safe on
+    hostile input)."""
+    keys: set[str] = set()
+    level, depth = [value], 1  # every value at this depth
+    while level:
+        if depth > limit:
+            return None
+        below: list[Any] = []
+        for node in level:
+            if isinstance(node, dict):
+                keys.update(node)
+                below.extend(node.values())
+            elif isinstance(node, list):
+                below.extend(node)
+        level, depth = below, depth + 1
+    return keys

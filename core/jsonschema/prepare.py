@@ -25,6 +25,7 @@ import llguidance
 from core.derivation import schema_derivation_depth
 from core.errors import LimitExceeded, SchemaError, map_errors, refusal
 from core.jsonschema.formats import DEFAULT_FORMAT_MODE, FormatMode, format_hint
+from core.jsonschema.keywords import object_keys
 from core.jsonschema.locate import locate_schema_error
 from core.jsonschema.rewrite import RewriteReport, rewrite_schema_report
 from core.jsonschema.walk import PASS_KEYWORDS
@@ -67,25 +68,6 @@ class PreparedSchema:
     schema: dict[str, Any]
     ignored: list[str]
     shallow: bool
-
-
-def _keywords(value: Any, limit: int) -> set[str] | None:
-    """Every object key in ``value``; None when it nests deeper than ``limit`` (iterative: safe on
-    hostile input)."""
-    keys: set[str] = set()
-    level, depth = [value], 1  # every value at this depth
-    while level:
-        if depth > limit:
-            return None
-        below: list[Any] = []
-        for node in level:
-            if isinstance(node, dict):
-                keys.update(node)
-                below.extend(node.values())
-            elif isinstance(node, list):
-                below.extend(node)
-        level, depth = below, depth + 1
-    return keys
 
 
 def _check_pattern_properties(schema: Any, limit: int) -> None:
@@ -143,7 +125,7 @@ def prepare_schema(
         schema = {} if schema else {"not": {}}
     if not isinstance(schema, Mapping):
         raise SchemaError("a JSON schema must be an object or a boolean")
-    keywords = _keywords(schema, limits.max_nesting_depth)
+    keywords = object_keys(schema, limits.max_nesting_depth)
     if keywords is None:
         raise LimitExceeded(f"JSON schema nests deeper than {limits.max_nesting_depth} levels", "max_nesting_depth")
     if "patternProperties" in keywords:
@@ -172,7 +154,7 @@ def prepare_schema(
     out = dict(schema)
     out["x-guidance"] = options
     # Rewrites add no $ref: without one, a chain of subschemas is no longer than the nesting.
-    checked = not report.changed or (shallow and _keywords(out, limits.max_derivation_depth) is not None)
+    checked = not report.changed or (shallow and object_keys(out, limits.max_derivation_depth) is not None)
     return PreparedSchema(out, report.ignored, checked)
 
 

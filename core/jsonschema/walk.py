@@ -19,7 +19,7 @@ from core.jsonschema.cleanup import decimal_counts, formats, no_ops
 from core.jsonschema.context import RewriteContext
 from core.jsonschema.formats import FormatMode
 from core.jsonschema.items import unique_items
-from core.jsonschema.keywords import COUNT_KEYS, LISTS, MAPS, SINGLE
+from core.jsonschema.keywords import COUNT_KEYS, LISTS, MAPS, SINGLE, object_keys
 from core.jsonschema.logic import conditional, false_ref, negation
 from core.jsonschema.one_of import one_of
 from core.jsonschema.properties import dependencies, property_counts, property_names
@@ -72,7 +72,7 @@ def new_context(
     triggers = frozenset().union(*(keys for _, keys in chosen))
     passes = tuple(p for p, _ in chosen)
     live = _live(root, triggers)
-    unevaluated = "unevaluatedProperties" in (keywords if keywords is not None else _keys(root))
+    unevaluated = "unevaluatedProperties" in (keywords if keywords is not None else object_keys(root) or ())
     ctx = RewriteContext(
         refs,
         Analysis(refs, limits, read),
@@ -84,20 +84,6 @@ def new_context(
         unevaluated=unevaluated,
     )
     return ctx
-
-
-def _keys(root: Any) -> set[str]:
-    """Every object key in ``root`` (iterative: the document's nesting is already bounded)."""
-    keys: set[str] = set()
-    stack = [root]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            keys.update(node)
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return keys
 
 
 def _live(root: Any, triggers: frozenset[str]) -> set[int]:
